@@ -1,0 +1,3 @@
+from nvreload.cli import main
+
+main()

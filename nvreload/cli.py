@@ -1,0 +1,116 @@
+"""Thin command line: parse, build the application, call, render, exit.
+
+Flags stay compatible with the original nvidia_driver_reload.py. Human output goes to stderr
+(rich), `--json` puts exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+
+import click
+
+from nvreload import __version__
+from nvreload.errors import ExitCode, NvreloadError, UsageError
+
+ACTIONS = ("status", "verify", "reload", "reset", "stop", "start", "rollback", "collect")
+READ_ONLY = ("status", "collect")
+
+
+def _emit_json(document: dict) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def _chosen_action(flags: dict) -> str:
+    chosen = [name for name in ACTIONS if flags.get(name)]
+    if len(chosen) > 1:
+        raise UsageError("choose one action: " + " and ".join(f"--{c}" for c in chosen) + " conflict")
+    return chosen[0] if chosen else "status"
+
+
+def _check_combinations(action: str, opts: dict) -> None:
+    if opts["driver"] and action != "reload":
+        raise UsageError("--driver only goes with --reload")
+    if opts["root"] and opts["simulate"] is not None:
+        raise UsageError("--root and --simulate conflict: one node at a time")
+    if opts["root"] and action not in READ_ONLY and not (action == "reload" and opts["dry_run"]):
+        raise UsageError(f"--root reads a snapshot: --{action} cannot act on it (only --status, --collect, --reload --dry-run)")
+    if opts["dry_run"] and action not in ("reload", "stop", "start", "rollback"):
+        raise UsageError(f"--dry-run goes with --reload, --stop, --start or --rollback, not --{action}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--status", "-s", "status", is_flag=True, help="Node state, findings, recommended action (read-only).")
+@click.option("--verify", is_flag=True, help="Health check: NVML, versions, GPUs, a CUDA context, XIDs.")
+@click.option("--reload", "-r", "reload", is_flag=True, help="Stop consumers, unload, (install), load, verify, restart.")
+@click.option("--driver", type=click.Path(dir_okay=False), help="With --reload: install this NVIDIA .run in between.")
+@click.option("--reset", is_flag=True, help="nvidia-smi --gpu-reset only (no module unload).")
+@click.option("--stop", is_flag=True, help="Stop GPU consumers.")
+@click.option("--start", is_flag=True, help="Start what the last --stop stopped.")
+@click.option("--rollback", is_flag=True, help="Undo a failed or interrupted run from the journal.")
+@click.option("--collect", type=click.Path(dir_okay=False), metavar="FILE", help="Write a snapshot .tar.gz of this node.")
+@click.option("--root", type=click.Path(), metavar="DIR", help="Read a snapshot (directory or .tar.gz) instead of /.")
+@click.option("--simulate", is_flag=False, flag_value="", default=None, metavar="[SCENARIO.json]",
+              help="Act on a simulated node (the built-in scenario when no file is given).")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing, write nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force-display", is_flag=True, help="Reload even though a display server holds the GPU.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--verbose", "-v", is_flag=True, help="More detail (and tracebacks for internal errors).")
+@click.version_option(__version__, prog_name="nvreload")
+def command(**opts: object) -> int:
+    """Reload the NVIDIA kernel driver without a reboot, and diagnose the GPU stack."""
+    action = _chosen_action(opts)
+    _check_combinations(action, opts)
+    if action in ("status", "verify", "collect"):
+        from nvreload.app import App
+
+        app = App(root=opts["root"])  # type: ignore[arg-type]
+        if action == "collect":
+            result = app.collect(str(opts["collect"]))
+        else:
+            result = app.status() if action == "status" else app.verify()
+        if opts["as_json"]:
+            _emit_json(result.document)
+        else:
+            from nvreload.render import human
+
+            if action == "status":
+                human.render_status(result.document, verbose=bool(opts["verbose"]))
+            elif action == "verify":
+                human.render_verify(result.document)
+            else:
+                human.console().print(f"snapshot written to {opts['collect']} ({result.document['manifest']['files']} entries)")
+        return result.exit_code
+    from nvreload.engine.runner import run_action
+
+    return run_action(action, opts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    try:
+        code = command.main(args=argv, prog_name="nvreload", standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help, --version
+        code = exc.exit_code
+    except click.ClickException as exc:  # bad flags: one line, the usage exit code
+        click.echo(f"nvreload: {exc.format_message()}", err=True)
+        code = ExitCode.USAGE
+    except click.exceptions.Abort:
+        click.echo("nvreload: aborted", err=True)
+        code = ExitCode.REFUSED
+    except NvreloadError as exc:
+        click.echo(f"nvreload: {exc.message}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("nvreload: interrupted", err=True)
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line unless --verbose
+        if verbose:
+            traceback.print_exc()
+        click.echo(f"nvreload: internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", err=True)
+        code = ExitCode.INTERNAL
+    sys.exit(code if isinstance(code, int) else 0)

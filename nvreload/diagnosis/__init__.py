@@ -1,0 +1,1 @@
+"""Pure functions: node state → findings → one recommended action."""

@@ -1,0 +1,88 @@
+"""One error tree; each error owns its exit code.
+
+Exit codes (documented in the README):
+  0  OK / done
+  1  status WARNING            (Nagios)
+  2  status CRITICAL           (Nagios)
+  3  status UNKNOWN            (Nagios)
+  10 failed, rolled back: the node is as it was before the run
+  11 failed, needs reboot: undo was impossible; the journal names what remains
+  12 partial: the driver was reloaded but some consumers did not come back
+  64 usage error (conflicting or missing flags)
+  66 bad input: a root/snapshot, journal, scenario or .run that cannot be used
+  70 internal error (a bug: run with --verbose for the traceback)
+  75 busy: another nvreload run holds the node lock
+  77 refused: not root, a blocker finding, a display server, an unfinished journal
+"""
+
+from __future__ import annotations
+
+
+class ExitCode:
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+    ROLLED_BACK = 10
+    NEEDS_REBOOT = 11
+    PARTIAL = 12
+    USAGE = 64
+    BAD_INPUT = 66
+    INTERNAL = 70
+    BUSY = 75
+    REFUSED = 77
+
+
+class NvreloadError(Exception):
+    """Base of every error nvreload reports as one line and an exit code."""
+
+    exit_code = ExitCode.INTERNAL
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(NvreloadError):
+    exit_code = ExitCode.USAGE
+
+
+class BadInputError(NvreloadError):
+    exit_code = ExitCode.BAD_INPUT
+
+
+class SnapshotError(BadInputError):
+    """A --root that is missing, not a snapshot, or a damaged archive."""
+
+
+class JournalError(BadInputError):
+    """A journal that is missing where one is needed, or unreadable."""
+
+
+class ScenarioError(BadInputError):
+    """A --simulate file that is not a valid scenario."""
+
+
+class RefusedError(NvreloadError):
+    exit_code = ExitCode.REFUSED
+
+
+class BusyError(NvreloadError):
+    exit_code = ExitCode.BUSY
+
+
+class StepFailed(NvreloadError):
+    """A reload step failed; the engine decides whether it can roll back."""
+
+    def __init__(self, step: str, message: str):
+        super().__init__(f"{step}: {message}")
+        self.step = step
+
+
+class HostError(NvreloadError):
+    """An operation on the machine (a command, a syscall) failed."""
+
+
+class ModuleFileError(Exception):
+    """An on-disk kernel module that cannot be parsed (not an NvreloadError:
+    the read model records it as evidence instead of stopping)."""

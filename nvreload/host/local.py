@@ -1,0 +1,131 @@
+"""The real host: files through a root, commands through one runner, NVML through one session.
+
+A snapshot (--root) is the same object with `live=False`: every probe that would need the live
+machine reads what `--collect` captured under nvreload-snapshot/ instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+
+from nvreload.host.rootfs import RootFS
+from nvreload.host.runner import CommandRunner
+from nvreload.host.services import systemctl_states
+from nvreload.model import ContainerState, GpuProcess, NvmlReport, ServiceState
+from nvreload.read.smi_xml import parse_smi_xml
+
+SNAPSHOT_DIR = "nvreload-snapshot"
+_FM_VERSION = re.compile(r"(\d+\.\d+\.\d+)")
+
+
+class LocalHost:
+    def __init__(self, fs: RootFS, runner: CommandRunner | None = None) -> None:
+        self.fs = fs
+        self.live = fs.is_live
+        self.runner = runner or CommandRunner()
+
+    # identity -----------------------------------------------------------------------------
+    def hostname(self) -> str | None:
+        if self.live:
+            return socket.gethostname()
+        return self.fs.read_line("proc/sys/kernel/hostname") or self.fs.read_line("etc/hostname")
+
+    def is_root(self) -> bool:
+        return os.geteuid() == 0
+
+    def systemd_is_pid1(self) -> bool:
+        return self.fs.read_line("proc/1/comm") == "systemd" if self.live else False
+
+    # kernel log ---------------------------------------------------------------------------
+    def kernel_log(self) -> tuple[str | None, str | None]:
+        if not self.live:
+            text = self.fs.read_text(f"{SNAPSHOT_DIR}/dmesg.txt")
+            return text, ("snapshot" if text is not None else None)
+        result = self.runner.run(["dmesg"], timeout=10)
+        if result.ok and result.stdout:
+            return result.stdout, "dmesg"
+        text = _read_kmsg()
+        if text:
+            return text, "/dev/kmsg"
+        result = self.runner.run(["journalctl", "-k", "-b", "--no-pager", "-o", "short-monotonic"], timeout=15)
+        if result.ok and result.stdout:
+            return result.stdout, "journalctl"
+        return None, None
+
+    # NVML ---------------------------------------------------------------------------------
+    def nvml(self, module_live: bool, userspace_found: bool) -> NvmlReport:
+        if not self.live:
+            captured = self.fs.read_text(f"{SNAPSHOT_DIR}/nvml.json")
+            if captured:
+                try:
+                    data = json.loads(captured)
+                    return NvmlReport(status=str(data.get("status", "error")), source="snapshot", error=data.get("error"))
+                except (ValueError, AttributeError):
+                    pass
+            parsed = parse_smi_xml(self.fs.read_text(f"{SNAPSHOT_DIR}/nvidia-smi-q.xml"))
+            return parsed or NvmlReport(status="unavailable", source="none", error="not captured in this snapshot")
+        if not userspace_found:
+            return NvmlReport(status="library_not_found", source="nvml", error="libnvidia-ml.so.1 not found")
+        if not module_live:
+            # NVML would only say the same thing after loading a library and opening devices.
+            return NvmlReport(status="driver_not_loaded", source="nvml", error="nvidia module not loaded")
+        from nvreload.host.nvml import probe_nvml
+
+        return probe_nvml()
+
+    # consumers ----------------------------------------------------------------------------
+    def gpu_processes(self, majors: frozenset[int], drm_minors: frozenset[int], nvml_pids: tuple[int, ...]) -> tuple[GpuProcess, ...]:
+        if not self.live:
+            return ()
+        from nvreload.read.gpu_processes import scan_gpu_holders
+
+        return scan_gpu_holders(majors, drm_minors, extra_pids=nvml_pids)
+
+    def services(self) -> tuple[ServiceState, ...]:
+        if not self.live:
+            return ()
+        if self.systemd_is_pid1():
+            return tuple(systemctl_states(self.runner))
+        return ()
+
+    def containers(self) -> tuple[ContainerState, ...]:
+        return ()
+
+    def fabric_manager_version(self) -> str | None:
+        if not self.live:
+            text = self.fs.read_text(f"{SNAPSHOT_DIR}/nv-fabricmanager-version.txt")
+        else:
+            if self.runner.which("nv-fabricmanager") is None:
+                return None
+            text = self.runner.run(["nv-fabricmanager", "--version"], timeout=10).stdout
+        match = _FM_VERSION.search(text or "")
+        return match.group(1) if match else None
+
+
+def _read_kmsg() -> str | None:
+    """Drain /dev/kmsg without blocking (each read returns one record)."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    records = []
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except BrokenPipeError:
+                # EPIPE: the ring buffer overwrote records we had not read yet; the next read goes on
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            records.append(chunk.decode("utf-8", "replace").split("\n", 1)[0])
+    finally:
+        os.close(fd)
+    return "\n".join(records) if records else None

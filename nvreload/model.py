@@ -1,0 +1,192 @@
+"""Typed values that cross the seams: what the read model found on a node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class KernelModule:
+    name: str
+    state: str  # "live" | "coming" | "going" | "builtin"
+    refcount: int | None  # None: the kernel cannot unload, or a built-in module
+    holders: tuple[str, ...]
+    version: str | None
+    parameters: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    release: str | None
+    modules_supported: bool
+    module_unload_supported: bool
+    module_loading_disabled: bool
+    modules_tree_present: bool = True  # lib/modules/<release> exists
+
+
+@dataclass(frozen=True)
+class ResidentDriver:
+    """What /proc/driver/nvidia/version says about the module in memory."""
+
+    version: str | None
+    flavor: str | None  # "open" | "proprietary" | None
+    banner: str | None
+
+
+@dataclass(frozen=True)
+class OnDiskModule:
+    path: str  # inside the root, e.g. /lib/modules/6.1.0-26-amd64/updates/dkms/nvidia.ko.zst
+    version: str | None
+    vermagic: str | None
+    license: str | None
+    error: str | None = None
+
+    @property
+    def flavor(self) -> str | None:
+        if self.license is None:
+            return None
+        return "open" if "GPL" in self.license else "proprietary"
+
+
+@dataclass(frozen=True)
+class DkmsEntry:
+    module: str
+    version: str
+    kernel: str
+    arch: str
+    installed: bool
+
+
+@dataclass(frozen=True)
+class UserspaceLibrary:
+    version: str | None
+    path: str | None  # the file libnvidia-ml.so.1 resolves to, inside the root
+    link: str | None  # the libnvidia-ml.so.1 that was found
+
+
+@dataclass(frozen=True)
+class PciGpu:
+    bus_id: str
+    vendor: str
+    device: str
+    pci_class: str
+    driver: str | None
+
+
+@dataclass(frozen=True)
+class ProcGpu:
+    """One entry of /proc/driver/nvidia/gpus/<bdf>/information."""
+
+    bus_id: str
+    model: str | None
+    uuid: str | None
+    minor: int | None
+
+
+@dataclass(frozen=True)
+class NvmlDevice:
+    index: int
+    name: str | None
+    uuid: str | None
+    pci_bus_id: str | None
+    persistence_mode: bool | None
+    mig_mode: bool | None
+    compute_pids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class NvmlReport:
+    status: str  # "ok" | "version_mismatch" | "driver_not_loaded" | "library_not_found" | "unavailable" | "error"
+    source: str  # "nvml" (live) | "nvidia-smi-xml" (snapshot) | "none"
+    driver_version: str | None = None
+    cuda_driver_version: int | None = None
+    devices: tuple[NvmlDevice, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class XidEvent:
+    xid: int
+    pci_bus_id: str | None
+    message: str
+    since_driver_load: bool
+    line: str
+
+
+@dataclass(frozen=True)
+class KernelLog:
+    source: str | None  # "dmesg" | "/dev/kmsg" | "journalctl" | "snapshot" | None
+    lines: int
+    last_driver_load: str | None  # the last "NVRM: loading NVIDIA ..." line
+    xids: tuple[XidEvent, ...]
+    load_errors: tuple[str, ...]  # "Invalid module format", "disagrees about version of symbol", ...
+    fallen_off_bus: tuple[str, ...]  # "GPU has fallen off the bus" lines since the driver loaded
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    pid: int
+    start_time: int | None  # clock ticks since boot (/proc/<pid>/stat field 22): the PID-reuse guard
+    comm: str
+    cmdline: str
+    devices: tuple[str, ...]  # the /dev nodes it holds
+    container_id: str | None
+    systemd_unit: str | None
+    source: str  # "procfs" | "nvml" | "procfs+nvml"
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    active: str  # "active" | "inactive" | "failed" | "activating" | "unknown" | "not-found"
+    enabled: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    id: str
+    name: str
+    running: bool
+    markers: tuple[str, ...]
+    restart_policy: str | None = None
+    stop_timeout: int | None = None
+
+
+@dataclass(frozen=True)
+class Consumers:
+    processes: tuple[GpuProcess, ...] = ()
+    services: tuple[ServiceState, ...] = ()
+    containers: tuple[ContainerState, ...] = ()
+    scanned: bool = False  # False on snapshots: consumers cannot be known there
+
+
+@dataclass(frozen=True)
+class NodeState:
+    hostname: str | None
+    kernel: KernelInfo
+    modules: tuple[KernelModule, ...]
+    resident: ResidentDriver
+    on_disk: OnDiskModule | None
+    dkms: tuple[DkmsEntry, ...]
+    userspace: UserspaceLibrary
+    pci_gpus: tuple[PciGpu, ...]
+    proc_gpus: tuple[ProcGpu, ...]
+    nvml: NvmlReport
+    kernel_log: KernelLog
+    mofed_ready: bool
+    peermem_wanted: bool
+    fabric_manager_version: str | None
+    consumers: Consumers
+    unreadable: tuple[str, ...] = ()
+    live: bool = False
+
+    def module(self, name: str) -> KernelModule | None:
+        for module in self.modules:
+            if module.name == name:
+                return module
+        return None
+
+    def loaded(self, name: str) -> bool:
+        module = self.module(name)
+        return module is not None and module.state in ("live", "coming")

@@ -1,0 +1,1 @@
+"""The read model: pure parsers over a RootFS, one file per source."""

@@ -1,0 +1,197 @@
+"""Processes that hold NVIDIA device files open, found by scanning /proc/<pid>/fd.
+
+A descriptor counts when it is a character device whose major number is an NVIDIA one from
+/proc/devices (nvidia, nvidia-uvm, nvidia-caps, nvidia-nvswitch, nvidia-nvlink,
+nvidia-caps-imex-channels) or a DRM card node that nvidia_drm owns. Matching by major, not by
+path, catches device nodes made anywhere (containers mknod their own /dev).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat as statmod
+from dataclasses import dataclass
+
+from nvreload.host.rootfs import RootFS
+from nvreload.model import GpuProcess
+
+NVIDIA_DEVICE_NAMES = (
+    "nvidia",
+    "nvidiactl",
+    "nvidia-uvm",
+    "nvidia-caps",
+    "nvidia-nvswitch",
+    "nvidia-nvlink",
+    "nvidia-caps-imex-channels",
+    "nvidia-frontend",
+    "nvidia-modeset",
+)
+DRM_MAJOR = 226
+PF_KTHREAD = 0x00200000
+
+_CONTAINER_PATTERNS = (
+    re.compile(r"docker-([0-9a-f]{12,64})\.scope"),
+    re.compile(r"/docker/([0-9a-f]{12,64})"),
+    re.compile(r"cri-containerd-([0-9a-f]{12,64})\.scope"),
+    re.compile(r"crio-([0-9a-f]{12,64})\.scope"),
+    re.compile(r"libpod-([0-9a-f]{12,64})\.scope"),
+    re.compile(r"/kubepods[^\n]*/([0-9a-f]{64})"),
+)
+_UNIT = re.compile(r"/system\.slice/(?:[^/]+\.slice/)*([^/]+\.service)(?:/|$)")
+
+
+def nvidia_majors(proc_devices: str | None) -> frozenset[int]:
+    """Character-device majors that belong to NVIDIA, from /proc/devices."""
+    majors = set()
+    in_char = False
+    for line in (proc_devices or "").splitlines():
+        if line.startswith("Character devices"):
+            in_char = True
+            continue
+        if line.startswith("Block devices"):
+            in_char = False
+            continue
+        fields = line.split()
+        if in_char and len(fields) == 2 and fields[0].isdigit() and fields[1] in NVIDIA_DEVICE_NAMES:
+            majors.add(int(fields[0]))
+    return frozenset(majors)
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    pid: int
+    start_time: int
+    comm: str
+    is_kernel_thread: bool
+
+
+def read_identity(pid: int, proc: str = "/proc") -> ProcessIdentity | None:
+    """pid, start time and comm from /proc/<pid>/stat; None when the process is gone."""
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as handle:
+            raw = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    close = raw.rfind(")")
+    comm = raw[raw.find("(") + 1 : close]
+    fields = raw[close + 2 :].split()
+    # fields[0] is field 3 (state); flags is field 9, starttime is field 22
+    try:
+        flags = int(fields[6])
+        start = int(fields[19])
+    except (IndexError, ValueError):
+        return None
+    return ProcessIdentity(pid, start, comm, bool(flags & PF_KTHREAD))
+
+
+def held_devices(pid: int, majors: frozenset[int], drm_minors: frozenset[int] | None = None, proc: str = "/proc") -> list[str]:
+    """The device files (as 'major:minor path') among pid's descriptors that match `majors`."""
+    fd_dir = f"{proc}/{pid}/fd"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return []
+    held = []
+    stat_fn = os.stat
+    for fd in fds:
+        path = f"{fd_dir}/{fd}"
+        try:
+            st = stat_fn(path)
+        except OSError:
+            continue
+        if not statmod.S_ISCHR(st.st_mode):
+            continue
+        major = os.major(st.st_rdev)
+        minor = os.minor(st.st_rdev)
+        if major in majors or (drm_minors is not None and major == DRM_MAJOR and minor in drm_minors):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            held.append(f"{major}:{minor} {target}")
+    return held
+
+
+def classify_cgroup(cgroup_text: str) -> tuple[str | None, str | None]:
+    """(container id, systemd unit) from /proc/<pid>/cgroup."""
+    for pattern in _CONTAINER_PATTERNS:
+        match = pattern.search(cgroup_text)
+        if match:
+            return match.group(1), None
+    for line in cgroup_text.splitlines():
+        match = _UNIT.search(line.rsplit(":", 1)[-1] + "/")
+        if match:
+            return None, match.group(1)
+    return None, None
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def describe(pid: int, devices: tuple[str, ...], source: str, proc: str = "/proc") -> GpuProcess | None:
+    ident = read_identity(pid, proc)
+    if ident is None:
+        return None
+    container, unit = classify_cgroup(_read(f"{proc}/{pid}/cgroup"))
+    cmdline = _read(f"{proc}/{pid}/cmdline").replace("\0", " ").strip()
+    return GpuProcess(
+        pid=pid,
+        start_time=ident.start_time,
+        comm=ident.comm,
+        cmdline=cmdline,
+        devices=devices,
+        container_id=container,
+        systemd_unit=unit,
+        source=source,
+    )
+
+
+def scan_gpu_holders(
+    majors: frozenset[int],
+    drm_minors: frozenset[int] | None = None,
+    proc: str = "/proc",
+    extra_pids: tuple[int, ...] = (),
+) -> tuple[GpuProcess, ...]:
+    """Every process holding a matching device, merged with pids another source (NVML) named."""
+    own = os.getpid()
+    found: dict[int, GpuProcess] = {}
+    if majors or drm_minors:
+        for name in os.listdir(proc):
+            if not name.isdigit():
+                continue
+            pid = int(name)
+            if pid == own:
+                continue
+            devices = held_devices(pid, majors, drm_minors, proc)
+            if devices:
+                described = describe(pid, tuple(devices), "procfs", proc)
+                if described is not None:
+                    found[pid] = described
+    for pid in extra_pids:
+        if pid in found:
+            found[pid] = GpuProcess(**{**found[pid].__dict__, "source": "procfs+nvml"})
+        elif pid != own:
+            described = describe(pid, (), "nvml", proc)
+            if described is not None:
+                found[pid] = described
+    return tuple(found[pid] for pid in sorted(found))
+
+
+def nvidia_drm_minors(root: RootFS) -> frozenset[int]:
+    """Minors of /dev/dri/card* and renderD* nodes whose device is driven by nvidia."""
+    minors = set()
+    for name in root.listdir("sys/class/drm"):
+        if not re.match(r"^(card|renderD)\d+$", name):
+            continue
+        driver = root.link_target(f"sys/class/drm/{name}/device/driver")
+        if driver and driver.rstrip("/").endswith("/nvidia"):
+            dev = root.read_line(f"sys/class/drm/{name}/dev")
+            if dev and ":" in dev:
+                minors.add(int(dev.split(":")[1]))
+    return frozenset(minors)

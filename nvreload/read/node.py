@@ -1,0 +1,92 @@
+"""Assemble the whole read model of a node from a host's files and probes."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from nvreload.host.rootfs import RootFS
+from nvreload.model import (
+    ContainerState,
+    Consumers,
+    GpuProcess,
+    NodeState,
+    NvmlReport,
+    ServiceState,
+)
+from nvreload.read.gpu_processes import nvidia_drm_minors, nvidia_majors
+from nvreload.read.kernel_log import parse_kernel_log
+from nvreload.read.kernel_modules import parse_proc_modules, read_kernel, read_modules
+from nvreload.read.nvidia_proc import read_proc_gpus, read_resident
+from nvreload.read.on_disk import read_dkms, read_on_disk_module
+from nvreload.read.pci import read_pci_gpus
+from nvreload.read.userspace import read_userspace
+
+MOFED_READY_MARKER = "run/mellanox/drivers/.driver-ready"
+
+
+class ReadableHost(Protocol):
+    fs: RootFS
+    live: bool
+
+    def hostname(self) -> str | None: ...
+    def kernel_log(self) -> tuple[str | None, str | None]: ...
+    def nvml(self, module_live: bool, userspace_found: bool) -> NvmlReport: ...
+    def gpu_processes(self, majors: frozenset[int], drm_minors: frozenset[int], nvml_pids: tuple[int, ...]) -> tuple[GpuProcess, ...]: ...
+    def services(self) -> tuple[ServiceState, ...]: ...
+    def containers(self) -> tuple[ContainerState, ...]: ...
+    def fabric_manager_version(self) -> str | None: ...
+
+
+def _peermem_configured(fs: RootFS) -> bool:
+    files = ["etc/modules"] + [f"etc/modules-load.d/{n}" for n in fs.listdir("etc/modules-load.d")]
+    for name in files:
+        for line in (fs.read_text(name) or "").splitlines():
+            if line.split("#", 1)[0].strip().replace("-", "_") == "nvidia_peermem":
+                return True
+    return False
+
+
+def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
+    fs = host.fs
+    proc_modules_text = fs.read_text("proc/modules")
+    proc_lines = parse_proc_modules(proc_modules_text or "")
+    kernel = read_kernel(fs, proc_lines, proc_modules_text is not None)
+    modules = read_modules(fs, proc_lines)
+    by_name = {m.name: m for m in modules}
+    userspace = read_userspace(fs)
+    nvidia = by_name.get("nvidia")
+    module_live = nvidia is not None and nvidia.state in ("live", "coming", "builtin")
+    nvml = host.nvml(module_live, userspace.link is not None)
+    log_text, log_source = host.kernel_log()
+    mofed_ready = fs.exists(MOFED_READY_MARKER) or all(
+        by_name.get(m) is not None and by_name[m].state in ("live", "builtin") for m in ("ib_core", "mlx5_core")
+    )
+    peermem = by_name.get("nvidia_peermem")
+    consumers = Consumers()
+    if with_consumers and host.live:
+        nvml_pids = tuple(sorted({pid for dev in nvml.devices for pid in dev.compute_pids}))
+        consumers = Consumers(
+            processes=host.gpu_processes(nvidia_majors(fs.read_text("proc/devices")), nvidia_drm_minors(fs), nvml_pids),
+            services=host.services(),
+            containers=host.containers(),
+            scanned=True,
+        )
+    return NodeState(
+        hostname=host.hostname(),
+        kernel=kernel,
+        modules=modules,
+        resident=read_resident(fs),
+        on_disk=read_on_disk_module(fs, kernel.release),
+        dkms=read_dkms(fs),
+        userspace=userspace,
+        pci_gpus=read_pci_gpus(fs),
+        proc_gpus=read_proc_gpus(fs),
+        nvml=nvml,
+        kernel_log=parse_kernel_log(log_text, log_source),
+        mofed_ready=mofed_ready,
+        peermem_wanted=(peermem is not None and peermem.state != "going") or _peermem_configured(fs),
+        fabric_manager_version=host.fabric_manager_version(),
+        consumers=consumers,
+        unreadable=tuple(dict.fromkeys(fs.denied)),
+        live=host.live,
+    )

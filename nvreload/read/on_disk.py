@@ -1,0 +1,114 @@
+"""Which nvidia.ko would load next for the running kernel, and what DKMS has built."""
+
+from __future__ import annotations
+
+import re
+
+from nvreload.errors import ModuleFileError
+from nvreload.host.rootfs import RootFS
+from nvreload.model import DkmsEntry, OnDiskModule
+from nvreload.read.elf_modinfo import read_modinfo
+
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
+# depmod's default search order puts updates/ (where DKMS installs) before the kernel's own tree.
+_PRIORITY = ("updates/", "extra/", "kernel/")
+
+
+def module_file_names(module: str) -> set[str]:
+    names = {module, module.replace("_", "-")}
+    return {n + suffix for n in names for suffix in MODULE_SUFFIXES}
+
+
+def _from_modules_dep(root: RootFS, base: str, module: str) -> str | None:
+    text = root.read_text(f"{base}/modules.dep")
+    if not text:
+        return None
+    wanted = module_file_names(module)
+    for line in text.splitlines():
+        path = line.split(":", 1)[0].strip()
+        if path.rsplit("/", 1)[-1] in wanted:
+            return path if path.startswith("/") else f"{base}/{path}"
+    return None
+
+
+def _walk(root: RootFS, top: str, wanted: set[str], found: list[str], depth: int = 0) -> None:
+    if depth > 8:
+        return
+    for name in root.listdir(top):
+        path = f"{top}/{name}"
+        if name in wanted and root.kind(path) == "file":
+            found.append(path)
+        elif root.is_dir(path) and not name.startswith(("build", "source")):
+            _walk(root, path, wanted, found, depth + 1)
+
+
+def find_module_file(root: RootFS, release: str, module: str = "nvidia") -> str | None:
+    base = f"lib/modules/{release}"
+    if not root.is_dir(base):
+        base = f"usr/lib/modules/{release}"
+        if not root.is_dir(base):
+            return None
+    by_dep = _from_modules_dep(root, base, module)
+    if by_dep and root.exists(by_dep):
+        return by_dep.lstrip("/")
+    found: list[str] = []
+    _walk(root, base, module_file_names(module), found)
+    if not found:
+        return None
+
+    def rank(path: str) -> tuple[int, str]:
+        rel = path[len(base) + 1 :]
+        for index, prefix in enumerate(_PRIORITY):
+            if rel.startswith(prefix):
+                return index, rel
+        return len(_PRIORITY), rel
+
+    return min(found, key=rank)
+
+
+def read_on_disk_module(root: RootFS, release: str | None, module: str = "nvidia") -> OnDiskModule | None:
+    if not release:
+        return None
+    path = find_module_file(root, release, module)
+    if path is None:
+        return None
+    data = root.read_bytes(path)
+    if data is None:
+        return OnDiskModule("/" + path, None, None, None, error="unreadable")
+    try:
+        info = read_modinfo(path, data)
+    except ModuleFileError as exc:
+        return OnDiskModule("/" + path, None, None, None, error=str(exc))
+    first = lambda key: (info.get(key) or [None])[0]  # noqa: E731
+    return OnDiskModule("/" + path, first("version"), first("vermagic"), first("license"))
+
+
+_DKMS_DIR = re.compile(r"^(?P<kernel>[^/]+)$")
+
+
+def read_dkms(root: RootFS) -> tuple[DkmsEntry, ...]:
+    """DKMS state from var/lib/dkms/<module>/<version>/<kernel>/<arch>/ (what `dkms status` reads).
+
+    A build that was installed leaves var/lib/dkms/<module>/kernel-<kernel>-<arch> -> <version>/...
+    """
+    entries = []
+    for module in root.listdir("var/lib/dkms"):
+        if not module.startswith("nvidia"):
+            continue
+        installed_links = {
+            name[len("kernel-") :]: root.link_target(f"var/lib/dkms/{module}/{name}")
+            for name in root.listdir(f"var/lib/dkms/{module}")
+            if name.startswith("kernel-")
+        }
+        for version in root.listdir(f"var/lib/dkms/{module}"):
+            if version.startswith(("kernel-", "original_module")) or not root.is_dir(f"var/lib/dkms/{module}/{version}"):
+                continue
+            for kernel in root.listdir(f"var/lib/dkms/{module}/{version}"):
+                if kernel in ("source", "build") or not _DKMS_DIR.match(kernel):
+                    continue
+                for arch in root.listdir(f"var/lib/dkms/{module}/{version}/{kernel}"):
+                    if not root.is_dir(f"var/lib/dkms/{module}/{version}/{kernel}/{arch}"):
+                        continue
+                    link = installed_links.get(f"{kernel}-{arch}")
+                    entries.append(DkmsEntry(module, version, kernel, arch, installed=bool(link and version in link)))
+    return tuple(entries)

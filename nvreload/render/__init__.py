@@ -1,0 +1,1 @@
+"""Human output (rich, to stderr). Imported only when a human is reading."""

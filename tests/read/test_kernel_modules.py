@@ -1,0 +1,36 @@
+from nvreload.host.rootfs import open_root
+from nvreload.read.kernel_modules import parse_proc_modules, read_kernel, read_modules
+from snapshot_builder import Snapshot
+
+
+def test_refcount_dash_means_the_kernel_cannot_unload():
+    lines = parse_proc_modules("nvidia 14299136 - - Live 0xffffffffc0400000 (O)\n")
+    assert lines[0].unload_supported is False and lines[0].refcount is None
+
+
+def test_used_by_column_lists_holders():
+    (line,) = parse_proc_modules("nvidia 100 3 nvidia_uvm,nvidia_modeset, Live 0x0 (POE)\n")
+    assert line.holders == ("nvidia_uvm", "nvidia_modeset") and line.refcount == 3
+
+
+def test_garbage_lines_in_proc_modules_are_skipped():
+    text = "garbage\n\x00\x01\nnvidia notanumber 1 - Live 0x0\n  \nnvidia_uvm 10 0 - Live 0x0\n"
+    assert [l.name for l in parse_proc_modules(text)] == ["nvidia_uvm"]
+
+
+def test_holders_are_found_transitively_including_unlisted_modules(tmp_path):
+    snap = Snapshot(tmp_path)
+    snap.module("nvidia", "550.127.08", holders=("nvidia_modeset", "mystery_gpu_helper"), refcount=2)
+    snap.module("nvidia_modeset", "550.127.08")
+    snap.module("mystery_gpu_helper", None, holders=("outer_helper",), refcount=1)
+    snap.module("outer_helper")
+    fs = open_root(str(tmp_path))
+    names = {m.name for m in read_modules(fs, parse_proc_modules(fs.read_text("proc/modules")))}
+    assert {"nvidia", "nvidia_modeset", "mystery_gpu_helper", "outer_helper"} <= names
+
+
+def test_no_proc_modules_means_no_module_support(tmp_path):
+    snap = Snapshot(tmp_path)
+    (tmp_path / "proc/modules").unlink()
+    kernel = read_kernel(open_root(str(tmp_path)), [], False)
+    assert kernel.modules_supported is False and kernel.module_unload_supported is False

@@ -1,0 +1,54 @@
+"""--collect writes what --root reads: a round trip gives the same status document."""
+
+import json
+import tarfile
+
+from helpers import run_cli, status_of
+from nvreload.app import App
+
+
+def without_volatile(doc):
+    doc = json.loads(json.dumps(doc))
+    doc["node"].pop("live", None)
+    return doc
+
+
+def test_collect_from_the_h100_capture_round_trips_to_the_same_status(tmp_path, h100_root):
+    archive = tmp_path / "bundle.tgz"
+    App(root=str(h100_root)).collect(str(archive))
+    assert without_volatile(status_of(archive)) == without_volatile(status_of(h100_root))
+
+
+def test_collect_round_trips_a_version_mismatch_with_a_compressed_module(tmp_path, snapshot):
+    snapshot.resident_driver("550.90.07")
+    snapshot.on_disk_module("550.127.08", compression="zst")
+    (snapshot.root / f"lib/modules/{snapshot.release}/updates/dkms/nvidia.ko").unlink()
+    archive = tmp_path / "bundle.tgz"
+    proc = run_cli("--root", str(snapshot.root), "--collect", str(archive))
+    assert proc.returncode == 0, proc.stderr
+    assert status_of(archive) == status_of(snapshot.root)
+    assert status_of(archive)["driver"]["on_disk_module_version"] == "550.127.08"
+
+
+def test_collect_keeps_only_the_documented_layout(tmp_path, snapshot):
+    snapshot.write("etc/shadow", "root:$6$secret:19000:0:99999:7:::\n")
+    snapshot.write("proc/1/environ", "AWS_SECRET_ACCESS_KEY=hunter2\0")
+    snapshot.write("home/alice/.ssh/id_rsa", "-----BEGIN PRIVATE KEY-----\n")
+    archive = tmp_path / "bundle.tgz"
+    App(root=str(snapshot.root)).collect(str(archive))
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+        blob = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
+    allowed = ("proc/", "sys/", "lib/", "usr/", "etc/modprobe.d", "etc/modules", "etc/ld.so.conf", "etc/os-release",
+               "var/lib/dkms/", "run/mellanox/", "nvreload-snapshot/")
+    def documented(name):
+        return name.startswith(allowed) or any(a.startswith(name + "/") for a in allowed)
+
+    assert [n for n in names if not documented(n)] == []
+    assert b"hunter2" not in blob and b"secret" not in blob and b"PRIVATE KEY" not in blob
+
+
+def test_collect_to_an_unwritable_place_is_bad_input(tmp_path, h100_root):
+    proc = run_cli("--root", str(h100_root), "--collect", str(tmp_path / "no/such/dir/bundle.tgz"))
+    assert proc.returncode == 66
+    assert "cannot write" in proc.stderr and "Traceback" not in proc.stderr

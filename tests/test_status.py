@@ -1,0 +1,190 @@
+"""The status document on the real H100 capture and on built snapshots, checked against its schema."""
+
+import json
+from importlib import resources
+
+import jsonschema
+import pytest
+
+from helpers import codes, run_cli, status_of
+from snapshot_builder import healthy_node
+
+SCHEMA = json.loads(resources.files("nvreload").joinpath("schema/status.schema.json").read_text())
+
+
+def assert_valid(document):
+    jsonschema.validate(document, SCHEMA)
+
+
+def test_h100_capture_reports_open_580_everywhere_and_an_impossible_reload(h100_root):
+    doc = status_of(h100_root)
+    assert_valid(doc)
+    assert doc["driver"]["kernel_module_version"] == "580.159.04"
+    assert doc["driver"]["userspace_version"] == "580.159.04"
+    assert doc["driver"]["kernel_module_flavor"] == "open"
+    assert [g["pci_bus_id"] for g in doc["gpus"]] == ["0000:00:06.0"]
+    assert doc["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    assert sorted(codes(doc)) == ["module_loading_disabled", "module_unload_unsupported"]
+    assert doc["reload"] == {"feasible": False, "blockers": ["module_unload_unsupported", "module_loading_disabled"]}
+    assert doc["kernel"] == {"module_unload_supported": False, "module_loading_disabled": True, "modules_supported": True}
+    assert doc["recommended_action"] == "none"
+
+
+def test_h100_capture_through_the_cli_prints_one_json_document_and_exits_ok(h100_root):
+    proc = run_cli("--status", "--json", "--root", str(h100_root))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert_valid(doc)
+    assert doc["schema_version"] == 1
+
+
+def test_builtin_mofed_modules_show_as_builtin_not_loaded(h100_root):
+    doc = status_of(h100_root)
+    # ib_core/mlx5_core appear in /sys/module of that node only if captured; nvidia is live there
+    states = {m["name"]: m["state"] for m in doc["modules"]}
+    assert states["nvidia"] == "live" and states["nvidia_uvm"] == "live"
+
+
+def test_a_consistent_node_has_no_findings_and_exits_zero(snapshot):
+    doc = status_of(snapshot.root)
+    assert_valid(doc)
+    assert codes(doc) == []
+    assert doc["recommended_action"] == "none"
+    assert doc["reload"]["feasible"] is True
+    assert run_cli("--status", "--root", str(snapshot.root)).returncode == 0
+
+
+def test_classic_version_mismatch_recommends_a_reload_with_both_versions_as_evidence(snapshot):
+    snapshot.resident_driver("550.90.07")
+    for name in ("nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm"):
+        snapshot.write(f"sys/module/{name}/version", "550.90.07\n")
+    doc = status_of(snapshot.root)
+    assert_valid(doc)
+    assert codes(doc) == ["version_mismatch"]
+    finding = doc["findings"][0]
+    assert finding["severity"] == "critical"
+    assert finding["evidence"]["kernel_module_version"] == "550.90.07"
+    assert finding["evidence"]["userspace_version"] == "550.127.08"
+    assert finding["evidence"]["on_disk_module_version"] == "550.127.08"
+    assert doc["recommended_action"] == "reload"
+    assert doc["driver"]["kernel_module_version"] == "550.90.07"
+    drm = next(m for m in doc["modules"] if m["name"] == "nvidia_drm")
+    assert drm["parameters"] == {"modeset": "Y"}
+    assert run_cli("--status", "--root", str(snapshot.root)).returncode == 2
+
+
+def test_kernel_upgrade_without_a_dkms_build_for_the_new_kernel_recommends_rebuild(tmp_path):
+    old = healthy_node(tmp_path / "node")
+    new_release = "6.1.0-27-amd64"
+    old.write("proc/sys/kernel/osrelease", new_release + "\n")
+    old.write("proc/modules", "")
+    for name in ("nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm"):
+        import shutil
+
+        shutil.rmtree(old.root / f"sys/module/{name}")
+    (old.root / "proc/driver/nvidia/version").unlink()
+    old.modules_tree(new_release)
+    doc = status_of(old.root)
+    assert_valid(doc)
+    assert "no_module_for_running_kernel" in codes(doc)
+    assert "driver_not_loaded" in codes(doc)
+    finding = next(f for f in doc["findings"] if f["code"] == "no_module_for_running_kernel")
+    assert "6.1.0-26-amd64" in finding["message"]  # DKMS built it for the previous kernel only
+    assert doc["recommended_action"] == "rebuild_module"
+    assert doc["driver"]["loaded"] is False
+
+
+def test_module_built_for_another_kernel_is_caught_by_vermagic(snapshot):
+    snapshot.on_disk_module("550.127.08", vermagic_release="6.1.0-25-amd64")
+    doc = status_of(snapshot.root)
+    assert "module_built_for_other_kernel" in codes(doc)
+    finding = next(f for f in doc["findings"] if f["code"] == "module_built_for_other_kernel")
+    assert finding["evidence"]["vermagic"].startswith("6.1.0-25-amd64 ")
+    assert doc["recommended_action"] == "rebuild_module"
+
+
+XID79 = "[ 9001.000000] NVRM: Xid (PCI:0000:3b:00): 79, pid=2311, name=python3, GPU has fallen off the bus."
+LOAD = "[ 5.100000] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  550.127.08  Release Build"
+
+
+def test_xid_79_after_the_driver_loaded_means_reboot_and_blocks_reload(snapshot):
+    snapshot.dmesg([LOAD, XID79])
+    doc = status_of(snapshot.root)
+    assert_valid(doc)
+    assert "gpu_fallen_off_bus" in codes(doc)
+    assert doc["recommended_action"] == "reboot"
+    assert doc["reload"]["feasible"] is False
+    assert doc["xid_events"] == [{"xid": 79, "pci_bus_id": "0000:3b:00.0", "message": "pid=2311, name=python3, GPU has fallen off the bus.", "since_driver_load": True}]
+
+
+def test_xid_79_before_a_later_driver_load_belongs_to_the_old_instance(snapshot):
+    snapshot.dmesg([LOAD, XID79, LOAD.replace("5.100000", "9100.000000")])
+    doc = status_of(snapshot.root)
+    assert "gpu_fallen_off_bus" not in codes(doc)
+    assert doc["xid_events"][0]["since_driver_load"] is False
+    assert doc["recommended_action"] == "none"
+
+
+def test_reset_bucket_xids_recommend_a_gpu_reset(snapshot):
+    snapshot.dmesg([LOAD, "[ 700.1] NVRM: Xid (PCI:0000:3b:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error"])
+    doc = status_of(snapshot.root)
+    assert "xid_reset_required" in codes(doc)
+    assert doc["recommended_action"] == "reset_gpu"
+
+
+def test_a_gpu_with_no_driver_bound_is_reported_with_its_bus_id(snapshot):
+    snapshot.gpu("0000:86:00.0", driver=None, minor=1)
+    doc = status_of(snapshot.root)
+    assert_valid(doc)
+    unbound = next(g for g in doc["gpus"] if g["pci_bus_id"] == "0000:86:00.0")
+    assert unbound["driver_bound"] is False
+    assert "gpu_driver_unbound" in codes(doc)
+    finding = next(f for f in doc["findings"] if f["code"] == "gpu_driver_unbound")
+    assert finding["evidence"]["pci_bus_id"] == "0000:86:00.0"
+
+
+def test_a_gpu_that_vanished_from_the_bus_is_fallen_off(snapshot):
+    snapshot.gpu("0000:86:00.0", on_bus=False, minor=1)
+    doc = status_of(snapshot.root)
+    assert "gpu_fallen_off_bus" in codes(doc)
+    assert next(f for f in doc["findings"] if f["code"] == "gpu_fallen_off_bus")["evidence"]["vanished"] == ["0000:86:00.0"]
+
+
+def test_peermem_wanted_without_mofed_ready_warns(snapshot):
+    snapshot.module("nvidia_peermem", "550.127.08")
+    assert "peermem_without_mofed" in codes(status_of(snapshot.root))
+    snapshot.write("run/mellanox/drivers/.driver-ready", "")
+    assert "peermem_without_mofed" not in codes(status_of(snapshot.root))
+
+
+def test_peermem_counts_mofed_ready_when_ib_core_and_mlx5_core_are_builtin(snapshot):
+    snapshot.module("nvidia_peermem", "550.127.08")
+    snapshot.builtin_module("ib_core")
+    snapshot.builtin_module("mlx5_core")
+    doc = status_of(snapshot.root)
+    assert "peermem_without_mofed" not in codes(doc)
+    assert {m["name"]: m["state"] for m in doc["modules"]}["ib_core"] == "builtin"
+
+
+def test_fabric_manager_of_another_version_is_critical(snapshot):
+    snapshot.write("nvreload-snapshot/nv-fabricmanager-version.txt", "Fabric Manager version is : 550.90.07\n")
+    doc = status_of(snapshot.root)
+    assert "fabric_manager_version_mismatch" in codes(doc)
+
+
+def test_userspace_and_on_disk_module_of_different_versions_need_a_driver_install(snapshot):
+    snapshot.userspace("550.144.03")
+    doc = status_of(snapshot.root)
+    assert {"version_mismatch", "on_disk_module_differs_from_userspace"} <= set(codes(doc))
+    assert doc["recommended_action"] == "install_driver"
+
+
+def test_unknown_versions_are_null_never_empty_strings(tmp_path):
+    from snapshot_builder import Snapshot
+
+    snap = Snapshot(tmp_path / "bare")
+    doc = status_of(snap.root)
+    assert_valid(doc)
+    for key in ("kernel_module_version", "on_disk_module_version", "userspace_version", "kernel_module_flavor"):
+        assert doc["driver"][key] is None
+    assert doc["driver"]["nvml"] == "unavailable"
