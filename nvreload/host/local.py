@@ -80,9 +80,9 @@ class LocalHost:
     def gpu_processes(self, majors: frozenset[int], drm_minors: frozenset[int], nvml_pids: tuple[int, ...]) -> tuple[GpuProcess, ...]:
         if not self.live:
             return ()
-        from nvreload.read.gpu_processes import scan_gpu_holders
+        from nvreload.read.gpu_processes import gpu_matcher, scan_gpu_holders
 
-        return scan_gpu_holders(majors, drm_minors, extra_pids=nvml_pids)
+        return scan_gpu_holders(gpu_matcher(majors, drm_minors), extra_pids=nvml_pids)
 
     def services(self) -> tuple[ServiceState, ...]:
         if not self.live:

@@ -85,26 +85,43 @@ def read_identity(pid: int, proc: str = "/proc") -> ProcessIdentity | None:
     return ProcessIdentity(pid, start, comm, bool(flags & PF_KTHREAD))
 
 
-def held_devices(pid: int, majors: frozenset[int], drm_minors: frozenset[int] | None = None, proc: str = "/proc") -> list[str]:
-    """The device files (as 'major:minor path') among pid's descriptors that match `majors`."""
+@dataclass(frozen=True)
+class DeviceMatcher:
+    """Which character devices count as the GPU: any minor of `majors`, or exact (major, minor) pairs."""
+
+    majors: frozenset[int] = frozenset()
+    exact: frozenset[tuple[int, int]] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.majors or self.exact)
+
+    def matches(self, major: int, minor: int) -> bool:
+        return major in self.majors or (major, minor) in self.exact
+
+
+def gpu_matcher(majors: frozenset[int], drm_minors: frozenset[int] = frozenset()) -> DeviceMatcher:
+    return DeviceMatcher(majors, frozenset((DRM_MAJOR, m) for m in drm_minors))
+
+
+def held_devices(pid: int, matcher: DeviceMatcher, proc: str = "/proc") -> list[str]:
+    """The device files (as 'major:minor path') among pid's descriptors that the matcher accepts."""
     fd_dir = f"{proc}/{pid}/fd"
     try:
         fds = os.listdir(fd_dir)
     except OSError:
         return []
     held = []
-    stat_fn = os.stat
+    stat_fn, is_chr, major_of, minor_of = os.stat, statmod.S_ISCHR, os.major, os.minor
     for fd in fds:
         path = f"{fd_dir}/{fd}"
         try:
             st = stat_fn(path)
         except OSError:
             continue
-        if not statmod.S_ISCHR(st.st_mode):
+        if not is_chr(st.st_mode):
             continue
-        major = os.major(st.st_rdev)
-        minor = os.minor(st.st_rdev)
-        if major in majors or (drm_minors is not None and major == DRM_MAJOR and minor in drm_minors):
+        major, minor = major_of(st.st_rdev), minor_of(st.st_rdev)
+        if matcher.matches(major, minor):
             try:
                 target = os.readlink(path)
             except OSError:
@@ -153,22 +170,21 @@ def describe(pid: int, devices: tuple[str, ...], source: str, proc: str = "/proc
 
 
 def scan_gpu_holders(
-    majors: frozenset[int],
-    drm_minors: frozenset[int] | None = None,
+    matcher: DeviceMatcher,
     proc: str = "/proc",
     extra_pids: tuple[int, ...] = (),
 ) -> tuple[GpuProcess, ...]:
     """Every process holding a matching device, merged with pids another source (NVML) named."""
     own = os.getpid()
     found: dict[int, GpuProcess] = {}
-    if majors or drm_minors:
+    if matcher:
         for name in os.listdir(proc):
             if not name.isdigit():
                 continue
             pid = int(name)
             if pid == own:
                 continue
-            devices = held_devices(pid, majors, drm_minors, proc)
+            devices = held_devices(pid, matcher, proc)
             if devices:
                 described = describe(pid, tuple(devices), "procfs", proc)
                 if described is not None:

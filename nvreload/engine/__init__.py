@@ -1,0 +1,1 @@
+"""The reload state machine: planner (pure), journal, lock, engine, and the hosts it acts on."""

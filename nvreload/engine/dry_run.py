@@ -1,0 +1,76 @@
+"""--dry-run: a host that reads for real and records every write instead of doing it.
+The engine runs exactly as it would; the recorded actions are the plan."""
+
+from __future__ import annotations
+
+from nvreload.engine.view import Action, ReloadView
+from nvreload.verify import Check
+
+
+class RecordingHost:
+    name = "dry-run"
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.recorded: list[Action] = []
+
+    def _rec(self, action: str, target: str, **detail: object) -> None:
+        self.recorded.append(Action(action, target, dict(detail)))
+
+    def observe(self) -> ReloadView:
+        return self.inner.observe()
+
+    def configured_parameters(self) -> dict[str, dict[str, str]]:
+        return self.inner.configured_parameters()
+
+    def stop_container(self, container_id: str, timeout: int | None) -> None:
+        self._rec("stop_container", container_id, timeout=timeout)
+
+    def start_container(self, container_id: str) -> None:
+        self._rec("start_container", container_id)
+
+    def stop_service(self, name: str) -> None:
+        self._rec("stop_service", name)
+
+    def start_service(self, name: str) -> None:
+        self._rec("start_service", name)
+
+    def restart_service(self, name: str) -> None:
+        self._rec("restart_service", name)
+
+    def quit_mps(self) -> None:
+        self._rec("quit_mps", "nvidia-cuda-mps-control")
+
+    def start_mps(self) -> None:
+        self._rec("start_mps", "nvidia-cuda-mps-control")
+
+    def terminate_process(self, pid: int, start_time: int | None) -> str:
+        self._rec("kill_process", str(pid), start_time=start_time)
+        return "planned: SIGTERM, grace, SIGKILL"
+
+    def unload_module(self, name: str) -> None:
+        self._rec("unload_module", name)
+
+    def load_module(self, name: str, parameters: dict[str, str]) -> None:
+        self._rec("load_module", name, parameters=dict(parameters))
+
+    def mofed_ready(self) -> bool:
+        return True  # a plan does not wait
+
+    def install_driver(self, path: str) -> None:
+        self._rec("install_driver", path)
+
+    def verify(self, expected_persistence: dict[str, bool]) -> list[Check]:
+        self._rec("verify", "driver")
+        return []
+
+    def restore_persistence(self, expected: dict[str, bool]) -> None:
+        for bus_id, on in sorted(expected.items()):
+            if on:
+                self._rec("restore_persistence", bus_id)
+
+    def at_boundary(self, step: str, phase: str) -> None:
+        pass
+
+    def sleep(self, seconds: float) -> None:
+        pass

@@ -1,0 +1,130 @@
+"""The run journal: JSON, schema-versioned, written atomically (temp file, fsync, rename, directory
+fsync) before and after every step and after every action that needs undoing. Whatever instant the
+process dies, the file on disk is a complete journal of a consistent moment."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from nvreload.errors import JournalError
+
+JOURNAL_SCHEMA_VERSION = 1
+JOURNAL_NAME = "journal.json"
+UNFINISHED = ("running", "rolling_back", "failed")
+
+
+def state_dir() -> str:
+    return os.environ.get("NVRELOAD_STATE_DIR") or "/var/lib/nvreload"
+
+
+def atomic_write_json(path: str, data: dict) -> None:
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass
+class Journal:
+    """Mutable record of one run; every mutation is followed by save()."""
+
+    path: str
+    data: dict = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, directory: str, action: str, plan: list[dict], context: dict) -> "Journal":
+        journal = cls(os.path.join(directory, JOURNAL_NAME))
+        journal.data = {
+            "schema_version": JOURNAL_SCHEMA_VERSION,
+            "run_id": uuid.uuid4().hex,
+            "action": action,
+            "pid": os.getpid(),
+            "started": time.time(),
+            "state": "running",
+            "context": context,
+            "plan": plan,
+            "steps": [],
+            "undo": {"containers": [], "services": [], "mps": False, "modules": [], "unloaded": [],
+                     "loaded": [], "killed": [], "restarted": []},
+            "result": None,
+        }
+        journal.save()
+        return journal
+
+    @classmethod
+    def load(cls, directory: str) -> "Journal":
+        path = os.path.join(directory, JOURNAL_NAME)
+        try:
+            with open(path) as handle:
+                data = json.load(handle)
+        except FileNotFoundError:
+            raise JournalError(f"no journal at {path}: nothing was interrupted") from None
+        except (OSError, ValueError) as exc:
+            raise JournalError(f"{path} is not a readable journal ({exc}); inspect it, then remove it") from None
+        if not isinstance(data, dict) or data.get("schema_version") != JOURNAL_SCHEMA_VERSION or "undo" not in data:
+            raise JournalError(f"{path} is not an nvreload journal of schema version {JOURNAL_SCHEMA_VERSION}")
+        return cls(path, data)
+
+    @classmethod
+    def load_if_any(cls, directory: str) -> "Journal | None":
+        if not os.path.exists(os.path.join(directory, JOURNAL_NAME)):
+            return None
+        return cls.load(directory)
+
+    @property
+    def unfinished(self) -> bool:
+        return self.data.get("state") in UNFINISHED
+
+    def save(self) -> None:
+        self.data["updated"] = time.time()
+        atomic_write_json(self.path, self.data)
+
+    def step_started(self, name: str) -> None:
+        self.data["steps"].append({"name": name, "status": "running", "started": time.time()})
+        self.save()
+
+    def step_finished(self, name: str, status: str, error: str | None = None) -> None:
+        for step in reversed(self.data["steps"]):
+            if step["name"] == name:
+                step.update(status=status, finished=time.time(), error=error)
+                break
+        self.save()
+
+    def record(self, kind: str, value: object) -> None:
+        """Remember something that must be undone (or that was undone), durably, right away."""
+        if kind == "mps":
+            self.data["undo"]["mps"] = bool(value)
+        else:
+            self.data["undo"][kind].append(value)
+        self.save()
+
+    def finish(self, state: str, result: dict) -> None:
+        self.data["state"] = state
+        self.data["result"] = result
+        self.data["finished"] = time.time()
+        self.save()
+
+
+class NullJournal(Journal):
+    """For --dry-run: the same interface, nothing written anywhere."""
+
+    def __init__(self) -> None:
+        super().__init__(path="", data={"undo": {"containers": [], "services": [], "mps": False, "modules": [],
+                                                  "unloaded": [], "loaded": [], "killed": [], "restarted": []},
+                                         "steps": [], "state": "running"})
+
+    def save(self) -> None:
+        pass

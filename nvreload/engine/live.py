@@ -1,0 +1,167 @@
+"""The live machine as a ReloadHost: rmmod/modprobe, systemctl, the docker SDK, signals."""
+
+from __future__ import annotations
+
+import time
+
+from nvreload.diagnosis.findings import DISPLAY_SERVERS, diagnose
+from nvreload.engine.terminate import ProcessReaper
+from nvreload.engine.view import LoadedModule, ReloadView
+from nvreload.errors import HostError
+from nvreload.host.local import LocalHost
+from nvreload.read.gpu_processes import gpu_matcher, nvidia_drm_minors, nvidia_majors
+from nvreload.read.node import MOFED_READY_MARKER, read_node
+from nvreload.verify import Check, cuda_context_check, run_checks
+
+LOGIND = "systemd-logind"
+
+
+def modprobe_options(host: LocalHost) -> dict[str, dict[str, str]]:
+    """`options <module> k=v` from modprobe.d, and `<module>.k=v` from the kernel command line."""
+    fs = host.fs
+    options: dict[str, dict[str, str]] = {}
+    for directory in ("etc/modprobe.d", "usr/lib/modprobe.d", "lib/modprobe.d", "run/modprobe.d"):
+        for name in fs.listdir(directory):
+            if not name.endswith(".conf"):
+                continue
+            for line in (fs.read_text(f"{directory}/{name}") or "").splitlines():
+                fields = line.split("#", 1)[0].split()
+                if len(fields) >= 3 and fields[0] == "options":
+                    module = fields[1].replace("-", "_")
+                    for pair in fields[2:]:
+                        key, _, value = pair.partition("=")
+                        options.setdefault(module, {})[key] = value
+    for token in (fs.read_text("proc/cmdline") or "").split():
+        head, _, value = token.partition("=")
+        if "." in head:
+            module, _, key = head.partition(".")
+            options.setdefault(module.replace("-", "_"), {})[key] = value
+    return options
+
+
+class LiveReloadHost:
+    name = "live"
+
+    def __init__(self, host: LocalHost, grace: float = 10.0) -> None:
+        self.host = host
+        self.runner = host.runner
+        self.grace = grace
+        self._docker = None
+
+    def _run(self, argv: list[str], timeout: float = 120) -> str:
+        result = self.runner.run(argv, timeout=timeout)
+        if not result.ok:
+            raise HostError((result.stderr.strip() or result.stdout.strip() or f"{argv[0]} exited {result.returncode}").splitlines()[-1])
+        return result.stdout
+
+    def observe(self) -> ReloadView:
+        node = read_node(self.host)
+        diagnosis = diagnose(node)
+        modules = tuple(
+            LoadedModule(m.name, tuple(h for h in m.holders), dict(m.parameters))
+            for m in node.modules
+            if m.state in ("live", "coming") and not m.name.startswith(("ib_", "mlx"))
+        )
+        display = tuple(p for p in node.consumers.processes if p.comm in DISPLAY_SERVERS)
+        return ReloadView(
+            modules=modules,
+            processes=tuple(p for p in node.consumers.processes if p not in display),
+            services=tuple(s for s in node.consumers.services if s.active == "active"),
+            containers=tuple(c for c in node.consumers.containers if c.running),
+            mps_active=any(p.comm == "nvidia-cuda-mps" for p in node.consumers.processes),
+            persistence={d.pci_bus_id: bool(d.persistence_mode) for d in node.nvml.devices if d.pci_bus_id},
+            blockers=diagnosis.reload_blockers,
+            display_processes=display,
+            logind_holds_drm=any(p.comm == LOGIND for p in node.consumers.processes),
+        )
+
+    def configured_parameters(self) -> dict[str, dict[str, str]]:
+        return modprobe_options(self.host)
+
+    def _client(self):  # type: ignore[no-untyped-def]
+        if self._docker is None:
+            import docker  # lazy: ~200 ms, only when a container must be acted on
+
+            self._docker = docker.from_env()
+        return self._docker
+
+    def stop_container(self, container_id: str, timeout: int | None) -> None:
+        try:
+            self._client().containers.get(container_id).stop(timeout=timeout if timeout is not None else 10)
+        except Exception as exc:  # noqa: BLE001 - the SDK raises many types; all mean "did not stop"
+            raise HostError(f"docker stop {container_id[:12]}: {exc}") from None
+
+    def start_container(self, container_id: str) -> None:
+        try:
+            self._client().containers.get(container_id).start()
+        except Exception as exc:  # noqa: BLE001
+            raise HostError(f"docker start {container_id[:12]}: {exc}") from None
+
+    def stop_service(self, name: str) -> None:
+        self._run(["systemctl", "stop", name], timeout=120)
+
+    def start_service(self, name: str) -> None:
+        result = self.runner.run(["systemctl", "start", name], timeout=120)
+        if not result.ok and "too often" in (result.stderr + result.stdout):
+            # systemd's start limit: our own stop/start cycle can hit it; clear and try once more
+            self.runner.run(["systemctl", "reset-failed", name], timeout=30)
+            result = self.runner.run(["systemctl", "start", name], timeout=120)
+        if not result.ok:
+            raise HostError((result.stderr.strip() or f"systemctl start {name} failed").splitlines()[-1])
+
+    def restart_service(self, name: str) -> None:
+        self._run(["systemctl", "restart", name], timeout=120)
+
+    def quit_mps(self) -> None:
+        result = self.runner.run(["nvidia-cuda-mps-control"], timeout=30, input_text="quit\n")
+        if not result.ok:
+            raise HostError(f"nvidia-cuda-mps-control quit: {result.stderr.strip() or result.returncode}")
+
+    def start_mps(self) -> None:
+        self._run(["nvidia-cuda-mps-control", "-d"], timeout=30)
+
+    def terminate_process(self, pid: int, start_time: int | None) -> str:
+        fs = self.host.fs
+        reaper = ProcessReaper(gpu_matcher(nvidia_majors(fs.read_text("proc/devices")), nvidia_drm_minors(fs)), grace=self.grace)
+        result = reaper.terminate(pid, start_time)
+        return f"{result.outcome}: {result.reason}"
+
+    def unload_module(self, name: str) -> None:
+        self._run(["rmmod", name], timeout=60)
+
+    def load_module(self, name: str, parameters: dict[str, str]) -> None:
+        self._run(["modprobe", name, *(f"{k}={v}" for k, v in sorted(parameters.items()))], timeout=300)
+
+    def mofed_ready(self) -> bool:
+        fs = self.host.fs
+        if fs.exists(MOFED_READY_MARKER):
+            return True
+        text = fs.read_text("proc/modules") or ""
+        live = {line.split()[0] for line in text.splitlines() if line.split()}
+        return {"ib_core", "mlx5_core"} <= live or all(fs.is_dir(f"sys/module/{m}") for m in ("ib_core", "mlx5_core"))
+
+    def install_driver(self, path: str) -> None:
+        self._run(["sh", path, "--silent", "--no-questions", "--ui=none"], timeout=1800)
+
+    def verify(self, expected_persistence: dict[str, bool]) -> list[Check]:
+        node = read_node(self.host, with_consumers=False)
+        checks = run_checks(node, cuda_context_check() if node.nvml.status == "ok" else None)
+        for device in node.nvml.devices:
+            if expected_persistence.get(device.pci_bus_id or "") and device.persistence_mode is False:
+                checks.append(Check("persistence", False, f"{device.pci_bus_id}: persistence mode off (was on)", severity="warning"))
+        return checks
+
+    def restore_persistence(self, expected: dict[str, bool]) -> None:
+        # nvidia-persistenced (restarted with the services) restores it; the legacy -pm flag does
+        # not survive a reload, so set it back where it was on and persistenced is not managing it.
+        if any(p.comm == "nvidia-persiste" for p in read_node(self.host).consumers.processes):
+            return
+        for bus_id, on in expected.items():
+            if on:
+                self.runner.run(["nvidia-smi", "-i", bus_id, "-pm", "1"], timeout=60)
+
+    def at_boundary(self, step: str, phase: str) -> None:
+        pass
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)

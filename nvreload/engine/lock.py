@@ -1,0 +1,60 @@
+"""One run at a time: an fcntl flock that the kernel drops when its holder dies, so a dead holder
+never blocks; the holder's pid is written into the file so a second run can name it."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+from nvreload.errors import BusyError
+
+
+class NodeLock:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> "NodeLock":
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise BusyError(f"another nvreload run (pid {holder}) holds the node lock {self.path}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "NodeLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class NullLock(NodeLock):
+    """For --dry-run: takes nothing, writes nothing."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def acquire(self) -> "NullLock":
+        return self
+
+    def release(self) -> None:
+        pass
+
+
+def lock_path() -> str:
+    directory = os.environ.get("NVRELOAD_STATE_DIR")
+    return os.path.join(directory, "lock") if directory else "/run/nvreload/lock"

@@ -1,0 +1,121 @@
+"""The pure planner: a ReloadView in, ordered steps out. No I/O."""
+
+from __future__ import annotations
+
+from nvreload.engine.view import Action, LoadedModule, Plan, ReloadView, Step
+from nvreload.host.services import GPU_SERVICES
+
+_TRUE = {"y", "1", "yes", "true", "on"}
+_FALSE = {"n", "0", "no", "false", "off"}
+# Parameters whose non-default value matters and whose default is known: a console set up with
+# modeset=1 must come back with it even when nobody wrote it in modprobe.d.
+KNOWN_DEFAULTS = {("nvidia_drm", "modeset"): "N", ("nvidia_drm", "fbdev"): "N"}
+
+
+class CyclicHolders(Exception):
+    pass
+
+
+def unload_order(modules: tuple[LoadedModule, ...]) -> list[str]:
+    """A topological order of the holders graph: a module goes only once nothing loaded holds it."""
+    loaded = {m.name: m for m in modules}
+    holders = {name: {h for h in m.holders if h in loaded} for name, m in loaded.items()}
+    order: list[str] = []
+    remaining = set(loaded)
+    while remaining:
+        free = sorted(name for name in remaining if not (holders[name] & remaining))
+        if not free:
+            raise CyclicHolders("holders graph has a cycle: " + ", ".join(sorted(remaining)))
+        # among the free ones, unload the least fundamental first (nvidia itself last)
+        free.sort(key=lambda n: (n == "nvidia", n))
+        order.append(free[0])
+        remaining.discard(free[0])
+    return order
+
+
+def _same(a: str, b: str) -> bool:
+    a, b = a.strip().lower(), b.strip().lower()
+    return a == b or (a in _TRUE and b in _TRUE) or (a in _FALSE and b in _FALSE)
+
+
+def parameters_to_restore(module: str, current: dict[str, str], configured: dict[str, str]) -> dict[str, str]:
+    """Parameters to pass on load so the module comes back as it was: those whose current value
+    differs from what modprobe.d (and the kernel command line) would give, plus known non-defaults."""
+    restore = {}
+    for key, value in current.items():
+        if key in configured:
+            if not _same(value, configured[key]):
+                restore[key] = value
+        elif (module, key) in KNOWN_DEFAULTS and not _same(value, KNOWN_DEFAULTS[(module, key)]):
+            restore[key] = "1" if value.strip().lower() in _TRUE else value
+    return restore
+
+
+def service_stop_order(active: list[str]) -> list[str]:
+    rank = {name: index for index, name in enumerate(GPU_SERVICES)}
+    return sorted(active, key=lambda n: (rank.get(n, -1), n))
+
+
+def build_plan(
+    view: ReloadView,
+    configured_parameters: dict[str, dict[str, str]] | None = None,
+    driver: str | None = None,
+    stop_only: bool = False,
+) -> Plan:
+    configured_parameters = configured_parameters or {}
+    stop: list[Action] = []
+    for container in view.containers:
+        stop.append(Action("stop_container", container.name or container.id,
+                           {"id": container.id, "timeout": container.stop_timeout, "restart_policy": container.restart_policy}))
+    if view.mps_active:
+        stop.append(Action("quit_mps", "nvidia-cuda-mps-control"))
+    for name in service_stop_order([s.name for s in view.services]):
+        stop.append(Action("stop_service", name))
+    stopped_containers = {c.id for c in view.containers}
+    stopped_units = {s.name for s in view.services}
+    extra_units: list[str] = []
+    for proc in view.processes:
+        if proc.container_id and any(cid.startswith(proc.container_id) or proc.container_id.startswith(cid) for cid in stopped_containers):
+            continue
+        if proc.systemd_unit and proc.systemd_unit in stopped_units:
+            continue
+        if proc.systemd_unit and proc.systemd_unit not in extra_units:
+            extra_units.append(proc.systemd_unit)
+            stop.append(Action("stop_service", proc.systemd_unit, {"reason": f"pid {proc.pid} holds the GPU"}))
+            continue
+        if proc.container_id:
+            stop.append(Action("stop_container", proc.container_id[:12], {"id": proc.container_id, "reason": f"pid {proc.pid} holds the GPU"}))
+            stopped_containers.add(proc.container_id)
+            continue
+        stop.append(Action("kill_process", str(proc.pid), {"pid": proc.pid, "start_time": proc.start_time, "comm": proc.comm}))
+    if view.logind_holds_drm:
+        stop.append(Action("restart_service", "systemd-logind.service", {"reason": "holds /dev/dri of nvidia_drm"}))
+    steps = [Step("stop_consumers", tuple(stop))]
+    if stop_only:
+        return Plan(tuple(steps))
+
+    order = unload_order(view.modules)
+    by_name = {m.name: m for m in view.modules}
+    steps.append(Step("unload_modules", tuple(Action("unload_module", name) for name in order)))
+    if driver:
+        steps.append(Step("install_driver", (Action("install_driver", driver),)))
+    load = []
+    for name in reversed(order):
+        params = parameters_to_restore(name, by_name[name].parameters, configured_parameters.get(name, {}))
+        load.append(Action("load_module", name, {"parameters": params}))
+    steps.append(Step("load_modules", tuple(load)))
+    steps.append(Step("verify", (Action("verify", "driver", {"persistence": dict(view.persistence)}),)))
+    steps.append(Step("restart_consumers", tuple(restart_actions(stop))))
+    return Plan(tuple(steps))
+
+
+def restart_actions(stop_actions: list[Action] | tuple[Action, ...]) -> list[Action]:
+    """What brings back what `stop_actions` stopped: services in reverse (fabric manager first), then
+    containers in their original order. Killed processes cannot be restarted and are reported."""
+    services = [a for a in stop_actions if a.action == "stop_service"]
+    containers = [a for a in stop_actions if a.action == "stop_container"]
+    restart = [Action("start_service", a.target, a.detail) for a in reversed(services)]
+    if any(a.action == "quit_mps" for a in stop_actions):
+        restart.append(Action("start_mps", "nvidia-cuda-mps-control"))
+    restart += [Action("start_container", a.target, a.detail) for a in containers]
+    return restart

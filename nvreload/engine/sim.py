@@ -1,0 +1,355 @@
+"""The simulated node: the same ReloadHost port, with the kernel's rules.
+
+- a module with holders refuses to unload ("rmmod: ERROR: Module nvidia is in use by: nvidia_uvm"),
+  and so does one with open handles ("Module nvidia is in use");
+- a module loads only when the modules it depends on are loaded; nvidia_peermem only with MOFED ready;
+- NVML fails with "Driver Not Loaded" while nvidia is out, and with the version mismatch until the
+  module that loads matches the userspace version;
+- a killed process releases its handles; a stopped container or service releases its processes.
+
+Its state lives in a JSON file under the state directory (rewritten after every change), so a run
+killed with SIGKILL leaves a node that `--rollback --simulate` can inspect and repair.
+Faults: {"at": "<step>", "error": "<message>", "times": 1} fails the first action of that step
+(times -1: every time); {"at": "<step>", "crash": "before"|"after"} SIGKILLs the process at that
+step boundary. Latencies (seconds) make benchmarks realistic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from importlib import resources
+
+from nvreload.engine.journal import atomic_write_json
+from nvreload.engine.view import LoadedModule, ReloadView
+from nvreload.errors import HostError, ScenarioError
+from nvreload.model import ContainerState, GpuProcess, ServiceState
+from nvreload.verify import Check
+
+# Which module needs which to be loaded first (the kernel's symbol dependencies).
+DEPENDS = {
+    "nvidia": (),
+    "nvidia_uvm": ("nvidia",),
+    "nvidia_modeset": ("nvidia",),
+    "nvidia_drm": ("nvidia_modeset",),
+    "nvidia_peermem": ("nvidia", "ib_core"),
+    "nvidia_fs": ("nvidia",),
+    "gdrdrv": ("nvidia",),
+    "nvidia_vgpu_vfio": ("nvidia",),
+}
+SCENARIO_KEYS = ("kernel", "driver", "gpus", "modules", "processes", "services", "containers", "faults")
+NODE_FILE = "sim-node.json"
+
+
+def default_scenario() -> dict:
+    return json.loads(resources.files("nvreload").joinpath("scenarios/default.json").read_text())
+
+
+def load_scenario(path: str | None) -> dict:
+    if not path:
+        return default_scenario()
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except (OSError, ValueError) as exc:
+        raise ScenarioError(f"{path}: not a JSON scenario ({exc})") from None
+    if not isinstance(data, dict) or not {"driver", "modules"} <= set(data):
+        raise ScenarioError(f"{path}: a scenario needs at least 'driver' and 'modules' (keys: {', '.join(SCENARIO_KEYS)})")
+    unknown = set(data) - set(SCENARIO_KEYS) - {"latency", "modprobe_d", "mofed_ready", "description"}
+    if unknown:
+        raise ScenarioError(f"{path}: unknown scenario keys: {', '.join(sorted(unknown))}")
+    return data
+
+
+class SimulatedNode:
+    name = "simulated"
+
+    def __init__(self, scenario: dict, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, NODE_FILE)
+        self._lock = threading.RLock()
+        if os.path.exists(self.path):
+            with open(self.path) as handle:
+                self.s = json.load(handle)
+        else:
+            self.s = self._initial(scenario)
+            self._save()
+
+    @staticmethod
+    def _initial(scenario: dict) -> dict:
+        s = json.loads(json.dumps(scenario))
+        s.setdefault("kernel", {"release": "6.1.0-26-amd64", "module_unload_supported": True, "modules_disabled": False})
+        s.setdefault("gpus", [])
+        s.setdefault("processes", [])
+        s.setdefault("services", [])
+        s.setdefault("containers", [])
+        s.setdefault("faults", [])
+        s.setdefault("latency", {})
+        s.setdefault("modprobe_d", {})
+        s.setdefault("mofed_ready", True)
+        for fault in s["faults"]:
+            fault.setdefault("times", 1)
+        s["loaded"] = {m["name"]: m.get("parameters", {}) for m in s["modules"]}
+        s["loaded_version"] = s["driver"].get("loaded_version")
+        s["installed_version"] = s["driver"].get("installed_version", s["loaded_version"])
+        for gpu in s["gpus"]:
+            gpu["persistence_now"] = gpu.get("persistence", False)
+        return s
+
+    def _save(self) -> None:
+        with self._lock:
+            atomic_write_json(self.path, self.s)
+
+    def _latency(self, key: str, scale: float = 1.0) -> None:
+        seconds = float(self.s["latency"].get(key, 0)) * scale
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def _fault(self, step: str) -> None:
+        with self._lock:
+            for fault in self.s["faults"]:
+                if fault.get("at") == step and "error" in fault and fault["times"] != 0:
+                    if fault["times"] > 0:
+                        fault["times"] -= 1
+                    self._save()
+                    raise HostError(fault["error"])
+
+    # observation ------------------------------------------------------------------------------
+    def _holders(self, name: str) -> list[str]:
+        return sorted(m for m in self.s["loaded"] if name in DEPENDS.get(m, ()))
+
+    def _handles(self, name: str) -> list[str]:
+        users = [f"pid {p['pid']}" for p in self.s["processes"] if p.get("alive", True) and name in p.get("holds", [])]
+        users += [f"service {sv['name']}" for sv in self.s["services"] if sv.get("active") and name in sv.get("holds", [])]
+        users += [f"container {c['name']}" for c in self.s["containers"] if c.get("running") and name in c.get("holds", [])]
+        return users
+
+    def observe(self) -> ReloadView:
+        with self._lock:
+            modules = tuple(LoadedModule(n, tuple(self._holders(n)), dict(p)) for n, p in self.s["loaded"].items() if n in DEPENDS)
+            processes = []
+            for p in self.s["processes"]:
+                if not p.get("alive", True) or not p.get("holds"):
+                    continue
+                container = p.get("container")
+                if container and not any(c["id"] == container and c.get("running") for c in self.s["containers"]):
+                    continue
+                unit = p.get("unit")
+                if unit and not any(sv["name"] == unit and sv.get("active") for sv in self.s["services"]):
+                    continue
+                if not set(p["holds"]) & set(self.s["loaded"]):
+                    continue
+                processes.append(GpuProcess(p["pid"], p.get("start_time", 1000 + p["pid"]), p.get("comm", "proc"),
+                                            p.get("cmdline", p.get("comm", "")), tuple(f"195:0 /dev/{d}" for d in p["holds"]),
+                                            container, unit, "procfs"))
+            services = tuple(ServiceState(sv["name"], "active") for sv in self.s["services"] if sv.get("active"))
+            containers = tuple(
+                ContainerState(c["id"], c["name"], True, tuple(c.get("markers", ["NVIDIA_VISIBLE_DEVICES"])),
+                               c.get("restart_policy"), c.get("stop_timeout"))
+                for c in self.s["containers"] if c.get("running") and c.get("gpu", True)
+            )
+            blockers = []
+            if not self.s["kernel"].get("module_unload_supported", True):
+                blockers.append("module_unload_unsupported")
+            if self.s["kernel"].get("modules_disabled"):
+                blockers.append("module_loading_disabled")
+            display = tuple(p for p in processes if p.comm in ("Xorg", "gnome-shell", "Xwayland", "gdm", "sddm"))
+            if display:
+                blockers.append("display_server_active")
+            return ReloadView(
+                modules=modules,
+                processes=tuple(processes),
+                services=services,
+                containers=containers,
+                mps_active=bool(self.s.get("mps_active")),
+                persistence={g["pci_bus_id"]: bool(g.get("persistence")) for g in self.s["gpus"]},
+                blockers=tuple(blockers),
+                display_processes=display,
+            )
+
+    def configured_parameters(self) -> dict[str, dict[str, str]]:
+        return {k: dict(v) for k, v in self.s.get("modprobe_d", {}).items()}
+
+    def nvml_status(self) -> str:
+        if "nvidia" not in self.s["loaded"]:
+            return "driver_not_loaded"
+        if self.s["loaded_version"] != self.s["installed_version"]:
+            return "version_mismatch"
+        return "ok"
+
+    # consumers --------------------------------------------------------------------------------
+    def _container(self, cid: str) -> dict:
+        for c in self.s["containers"]:
+            if c["id"] == cid or c["name"] == cid or c["id"].startswith(cid):
+                return c
+        raise HostError(f"no such container: {cid}")
+
+    def stop_container(self, container_id: str, timeout: int | None) -> None:
+        self._fault("stop_consumers")
+        c = self._container(container_id)
+        self._latency("stop_container")
+        with self._lock:
+            c["running"] = False
+            for p in self.s["processes"]:
+                if p.get("container") == c["id"]:
+                    p["alive"] = False
+            self._save()
+
+    def start_container(self, container_id: str) -> None:
+        self._fault("restart_consumers")
+        c = self._container(container_id)
+        if c.get("holds") and self.nvml_status() == "driver_not_loaded":
+            raise HostError(f"container {c['name']}: nvidia-container-cli: initialization error: nvml error: {self.nvml_status().replace('_', ' ')}")
+        self._latency("start_container")
+        with self._lock:
+            c["running"] = True
+            c["starts"] = c.get("starts", 0) + 1
+            self._save()
+
+    def _service(self, name: str) -> dict:
+        for sv in self.s["services"]:
+            if sv["name"] == name:
+                return sv
+        raise HostError(f"Unit {name} not found.")
+
+    def stop_service(self, name: str) -> None:
+        self._fault("stop_consumers")
+        sv = self._service(name)
+        self._latency("stop_service")
+        with self._lock:
+            sv["active"] = False
+            for p in self.s["processes"]:
+                if p.get("unit") == name:
+                    p["alive"] = False
+            self._save()
+
+    def start_service(self, name: str) -> None:
+        self._fault("restart_consumers")
+        sv = self._service(name)
+        if sv.get("holds") and self.nvml_status() == "driver_not_loaded":
+            raise HostError(f"Job for {name} failed because the control process exited with error code.")
+        self._latency("start_service")
+        with self._lock:
+            sv["active"] = True
+            sv["starts"] = sv.get("starts", 0) + 1
+            self._save()
+
+    def restart_service(self, name: str) -> None:
+        self.stop_service(name)
+        self.start_service(name)
+
+    def quit_mps(self) -> None:
+        with self._lock:
+            self.s["mps_active"] = False
+            self._save()
+
+    def start_mps(self) -> None:
+        with self._lock:
+            self.s["mps_active"] = True
+            self._save()
+
+    def terminate_process(self, pid: int, start_time: int | None) -> str:
+        self._fault("stop_consumers")
+        if pid <= 1:
+            return "refused: never signal PID 1 (or lower)"
+        with self._lock:
+            for p in self.s["processes"]:
+                if p["pid"] == pid and p.get("alive", True):
+                    if start_time is not None and p.get("start_time", 1000 + pid) != start_time:
+                        return f"refused: pid {pid} now belongs to another process"
+                    self._latency("kill_grace" if p.get("ignores_sigterm") else "terminate")
+                    p["alive"] = False
+                    self._save()
+                    return "killed: ignored SIGTERM; SIGKILL" if p.get("ignores_sigterm") else "terminated: exited after SIGTERM"
+        return "gone: exited before SIGTERM"
+
+    # modules ----------------------------------------------------------------------------------
+    def unload_module(self, name: str) -> None:
+        self._fault("unload_modules")
+        with self._lock:
+            if not self.s["kernel"].get("module_unload_supported", True):
+                raise HostError(f"rmmod: ERROR: could not remove '{name}': Function not implemented")
+            if name not in self.s["loaded"]:
+                raise HostError(f"rmmod: ERROR: Module {name} is not currently loaded")
+            holders = self._holders(name)
+            if holders:
+                raise HostError(f"rmmod: ERROR: Module {name} is in use by: {' '.join(holders)}")
+            if self._handles(name):
+                raise HostError(f"rmmod: ERROR: Module {name} is in use")
+        self._latency("unload_module")
+        with self._lock:
+            del self.s["loaded"][name]
+            self._save()
+
+    def load_module(self, name: str, parameters: dict[str, str]) -> None:
+        self._fault("load_modules")
+        with self._lock:
+            if self.s["kernel"].get("modules_disabled"):
+                raise HostError(f"modprobe: ERROR: could not insert '{name}': Operation not permitted")
+            if name in self.s["loaded"]:
+                return
+            for dep in DEPENDS.get(name, ()):
+                if dep == "ib_core":
+                    if not self.mofed_ready():
+                        raise HostError(f"modprobe: ERROR: could not insert '{name}': Invalid argument")
+                    continue
+                if dep not in self.s["loaded"]:
+                    raise HostError(f"modprobe: ERROR: could not insert '{name}': Unknown symbol in module, or unknown parameter (see dmesg)")
+        scale = len(self.s["gpus"]) if name == "nvidia" else 1
+        self._latency("load_module_per_gpu" if name == "nvidia" else "load_module", scale)
+        with self._lock:
+            self.s["loaded"][name] = dict(parameters) | {k: v for k, v in self.s.get("modprobe_d", {}).get(name, {}).items() if k not in parameters}
+            if name == "nvidia":
+                self.s["loaded_version"] = self.s["installed_version"]
+                for gpu in self.s["gpus"]:
+                    gpu["persistence_now"] = False  # a fresh driver instance starts with persistence off
+            self._save()
+
+    def mofed_ready(self) -> bool:
+        return bool(self.s.get("mofed_ready", True))
+
+    def install_driver(self, path: str) -> None:
+        self._fault("install_driver")
+        with self._lock:
+            if "nvidia" in self.s["loaded"]:
+                raise HostError("ERROR: An NVIDIA kernel module 'nvidia' appears to already be loaded in your kernel.")
+            version = os.path.basename(path).removeprefix("NVIDIA-Linux-x86_64-").removesuffix(".run")
+            self.s["installed_version"] = version
+            self._save()
+
+    def verify(self, expected_persistence: dict[str, bool]) -> list[Check]:
+        self._fault("verify")
+        self._latency("verify")
+        status = self.nvml_status()
+        checks = [
+            Check("nvml", status == "ok", f"NVML {status}"),
+            Check("versions_agree", self.s["loaded_version"] == self.s["installed_version"],
+                  f"kernel module {self.s['loaded_version']}, userspace {self.s['installed_version']}"),
+            Check("gpus_enumerate", status == "ok", f"{len(self.s['gpus']) if status == 'ok' else 0} of {len(self.s['gpus'])} GPU(s)"),
+        ]
+        return checks
+
+    def restore_persistence(self, expected: dict[str, bool]) -> None:
+        with self._lock:
+            for gpu in self.s["gpus"]:
+                if expected.get(gpu["pci_bus_id"]):
+                    gpu["persistence_now"] = True
+            self._save()
+
+    def at_boundary(self, step: str, phase: str) -> None:
+        for fault in self.s["faults"]:
+            if fault.get("at") == step and fault.get("crash") == phase:
+                fault["crash"] = "done"  # a node that is restarted by the test must not crash again
+                self._save()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(min(seconds, 0.01))
+
+    # what --simulate --json reports as "final" beyond the engine's view
+    def running_containers(self) -> list[str]:
+        return [c["name"] for c in self.s["containers"] if c.get("running")]

@@ -1,0 +1,265 @@
+"""The reload state machine on the simulated node: success, a fault at every step, a crash at
+every step boundary, the lock, the journal, the dry run."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import run_cli
+from nvreload.errors import ExitCode
+from sim_helpers import assert_consistent, node_state, write_scenario
+
+STEPS = ["stop_consumers", "unload_modules", "install_driver", "load_modules", "verify", "restart_consumers"]
+DRIVER_NAME = "NVIDIA-Linux-x86_64-550.144.03.run"
+
+
+@pytest.fixture
+def installer(tmp_path):
+    """A real makeself archive labelled as NVIDIA's, with safe permissions."""
+    import shutil
+
+    if shutil.which("makeself") is None:
+        pytest.skip("makeself is not installed (apt-get install makeself)")
+    content = tmp_path / "payload"
+    content.mkdir()
+    (content / "nvidia-installer").write_text("#!/bin/sh\nexit 0\n")
+    os.chmod(content / "nvidia-installer", 0o755)
+    run = tmp_path / DRIVER_NAME
+    subprocess.run(["makeself", "--quiet", str(content), str(run), "NVIDIA Accelerated Graphics Driver for Linux-x86_64 550.144.03",
+                    "./nvidia-installer"], check=True, capture_output=True)
+    os.chmod(run, 0o755)
+    return run
+
+
+def reload(tmp_path, *extra, scenario=None, env=None):
+    state = tmp_path / "state"
+    args = ["--reload", "--simulate"] + ([scenario] if scenario else []) + ["--yes", "--json", *extra]
+    proc = run_cli(*args, env={"NVRELOAD_STATE_DIR": str(state), **(env or {})})
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc, state
+
+
+def test_the_default_simulated_reload_fixes_the_mismatch_and_brings_everything_back(tmp_path):
+    proc, state = reload(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["result"] == "reloaded"
+    assert [s["name"] for s in report["steps"]] == ["stop_consumers", "unload_modules", "load_modules", "verify", "restart_consumers"]
+    assert set(report["final"]["modules_loaded"]) == {"nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm", "nvidia_peermem"}
+    assert set(report["final"]["containers_running"]) == {"train-llm", "triton-infer"}
+    node = node_state(state)
+    assert_consistent(node, reloaded=True)
+    assert node["loaded"]["nvidia_drm"] == {"modeset": "1"}  # modeset came back although modprobe.d is silent
+    plain = next(c for c in node["containers"] if c["name"] == "nginx-proxy")
+    assert "starts" not in plain  # the plain container was never touched
+    assert all(g["persistence_now"] for g in node["gpus"])
+    journal = json.loads((state / "journal.json").read_text())
+    assert journal["state"] == "reloaded" and journal["schema_version"] == 1
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_fault_at_each_step_ends_consistent_with_a_journal_and_a_nonzero_exit(tmp_path, step, installer):
+    scenario = write_scenario(tmp_path, faults=[{"at": step, "error": f"injected failure in {step}"}])
+    proc, state = reload(tmp_path, "--driver", str(installer), scenario=scenario)
+    report = json.loads(proc.stdout)
+    assert proc.returncode != 0
+    assert f"injected failure in {step}" in report["error"]
+    if step in ("stop_consumers", "unload_modules", "install_driver", "load_modules"):
+        assert report["result"] == "rolled_back" and proc.returncode == ExitCode.ROLLED_BACK
+    elif step == "restart_consumers":
+        # the consumer that failed is named; the rest came back; --start retries it from the journal
+        assert report["result"] == "failed" and proc.returncode == ExitCode.PARTIAL
+        assert [f["target"] for f in report["restart_failures"]] == ["nvidia-fabricmanager.service"]
+        assert run_cli("--start", "--simulate", "--yes", env={"NVRELOAD_STATE_DIR": str(state)}).returncode == 0
+    else:
+        assert report["result"] == "failed" and proc.returncode == ExitCode.NEEDS_REBOOT
+    node = node_state(state)
+    assert_consistent(node)
+    journal = json.loads((state / "journal.json").read_text())
+    assert journal["state"] in ("rolled_back", "failed", "reloaded", "started")
+
+
+def test_a_module_that_never_loads_again_ends_failed_needing_a_reboot(tmp_path):
+    scenario = write_scenario(tmp_path, faults=[{"at": "load_modules", "error": "could not insert 'nvidia': No such device", "times": -1}])
+    proc, state = reload(tmp_path, scenario=scenario)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == ExitCode.NEEDS_REBOOT
+    assert report["result"] == "failed" and report["remaining_action"] == "reboot"
+    assert json.loads((state / "journal.json").read_text())["state"] == "failed"
+
+
+def test_a_container_that_will_not_start_is_reported_by_name_and_the_rest_comes_back(tmp_path):
+    scenario = write_scenario(tmp_path, faults=[{"at": "restart_consumers", "error": "image not found", "times": 2}])
+    proc, state = reload(tmp_path, scenario=scenario)
+    report = json.loads(proc.stdout)
+    assert proc.returncode == ExitCode.PARTIAL
+    assert report["restart_failures"] and report["remaining_action"] == "nvreload --start"
+    # --start retries what did not come back
+    again = run_cli("--start", "--simulate", "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert_consistent(node_state(state), reloaded=True)
+
+
+BOUNDARIES = [(step, phase) for step in ["stop_consumers", "unload_modules", "load_modules", "verify", "restart_consumers"]
+              for phase in ("before", "after")]
+
+
+@pytest.mark.parametrize("step,phase", BOUNDARIES)
+def test_sigkill_between_any_two_steps_then_rollback_leaves_the_node_consistent(tmp_path, step, phase):
+    scenario = write_scenario(tmp_path, faults=[{"at": step, "crash": phase}])
+    proc, state = reload(tmp_path, scenario=scenario)
+    assert proc.returncode == -9, (proc.returncode, proc.stdout, proc.stderr)
+    journal = json.loads((state / "journal.json").read_text())
+    assert journal["state"] == "running"
+    # a new reload refuses while the journal is unfinished
+    refused = run_cli("--reload", "--simulate", "--yes", env={"NVRELOAD_STATE_DIR": str(state)})
+    assert refused.returncode == ExitCode.REFUSED and "--rollback" in refused.stderr
+    back = run_cli("--rollback", "--simulate", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
+    assert "Traceback" not in back.stderr
+    result = json.loads(back.stdout)
+    assert result["result"] in ("rolled_back", "reloaded"), result
+    assert back.returncode in (0, ExitCode.ROLLED_BACK)
+    assert_consistent(node_state(state))
+    assert json.loads((state / "journal.json").read_text())["state"] in ("rolled_back", "reloaded")
+
+
+def test_sigterm_during_a_run_rolls_back(tmp_path):
+    scenario = write_scenario(tmp_path, latency={"stop_container": 1.5})
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-m", "nvreload", "--reload", "--simulate", scenario, "--yes", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NVRELOAD_STATE_DIR": str(state)})
+    deadline = time.time() + 20
+    while time.time() < deadline and not (state / "journal.json").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.terminate()
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    report = json.loads(out)
+    assert report["result"] == "rolled_back" and "SIGTERM" in report["error"]
+    assert proc.returncode == ExitCode.ROLLED_BACK
+    assert_consistent(node_state(state))
+
+
+def test_two_concurrent_reloads_one_proceeds_the_other_is_busy_naming_the_holder(tmp_path):
+    scenario = write_scenario(tmp_path, latency={"unload_module": 0.5})
+    state = tmp_path / "state"
+    env = {**os.environ, "NVRELOAD_STATE_DIR": str(state)}
+    first = subprocess.Popen([sys.executable, "-m", "nvreload", "--reload", "--simulate", scenario, "--yes", "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 20
+    while time.time() < deadline and not (state / "journal.json").exists():
+        time.sleep(0.02)
+    started = time.monotonic()
+    second = run_cli("--reload", "--simulate", scenario, "--yes", env={"NVRELOAD_STATE_DIR": str(state)})
+    assert time.monotonic() - started < 10  # at once, not after the first finishes
+    assert second.returncode == ExitCode.BUSY
+    assert f"pid {first.pid}" in second.stderr
+    first.communicate(timeout=60)
+    assert first.returncode == 0
+
+
+def test_a_dead_lock_holder_never_blocks(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "lock").write_text("999999\n")  # a stale pid in the file, no flock held
+    proc, _ = reload(tmp_path)
+    assert proc.returncode == 0
+
+
+def test_rollback_without_a_journal_is_one_line_and_bad_input(tmp_path):
+    proc = run_cli("--rollback", "--simulate", env={"NVRELOAD_STATE_DIR": str(tmp_path)})
+    assert proc.returncode == ExitCode.BAD_INPUT
+    assert "no journal" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_corrupt_journal_is_one_line_and_bad_input(tmp_path):
+    (tmp_path / "journal.json").write_text('{"schema_version": 1, "undo": {')
+    proc = run_cli("--rollback", "--simulate", env={"NVRELOAD_STATE_DIR": str(tmp_path)})
+    assert proc.returncode == ExitCode.BAD_INPUT
+    assert "not a readable journal" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing_anywhere(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    proc = run_cli("--reload", "--simulate", "--dry-run", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)["plan"]
+    unloads = [p["target"] for p in plan if p["action"] == "unload_module"]
+    loads = [p["target"] for p in plan if p["action"] == "load_module"]
+    assert unloads.index("nvidia_drm") < unloads.index("nvidia_modeset") < unloads.index("nvidia")
+    assert loads == list(reversed(unloads))
+    assert [p["action"] for p in plan].count("stop_container") == 2
+    # the simulated node's file is the only thing a simulation creates; a dry run on an existing
+    # state dir adds no journal and no lock
+    assert not (state / "journal.json").exists() and not (state / "lock").exists()
+
+
+def test_dry_run_on_a_snapshot_plans_the_module_cycle(tmp_path, snapshot):
+    proc = run_cli("--reload", "--dry-run", "--json", "--root", str(snapshot.root))
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)["plan"]
+    assert [p["target"] for p in plan if p["action"] == "unload_module"] == ["nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia"]
+
+
+def test_stop_then_start_brings_back_exactly_what_was_stopped(tmp_path):
+    env = {"NVRELOAD_STATE_DIR": str(tmp_path / "state")}
+    stop = run_cli("--stop", "--simulate", "--yes", "--json", env=env)
+    assert stop.returncode == 0, stop.stderr
+    node = node_state(tmp_path / "state")
+    assert not any(sv["active"] for sv in node["services"])
+    assert [c["name"] for c in node["containers"] if c["running"]] == ["nginx-proxy"]
+    start = run_cli("--start", "--simulate", "--yes", "--json", env=env)
+    assert start.returncode == 0, start.stderr
+    assert json.loads(start.stdout)["result"] == "started"
+    assert_consistent(node_state(tmp_path / "state"))
+
+
+def test_a_blocked_node_refuses_the_reload(tmp_path):
+    scenario = write_scenario(tmp_path, kernel={"release": "6.18", "module_unload_supported": False, "modules_disabled": True})
+    proc, _ = reload(tmp_path, scenario=scenario)
+    assert proc.returncode == ExitCode.REFUSED
+    assert "module_unload_unsupported" in proc.stderr
+
+
+def test_a_display_server_refuses_unless_forced(tmp_path):
+    scenario_data = json.loads(open(write_scenario(tmp_path)).read())
+    scenario_data["processes"].append({"pid": 900, "start_time": 5, "comm": "Xorg", "holds": ["nvidia", "nvidia_modeset"]})
+    path = tmp_path / "display.json"
+    path.write_text(json.dumps(scenario_data))
+    proc, _ = reload(tmp_path, scenario=str(path))
+    assert proc.returncode == ExitCode.REFUSED and "display_server_active" in proc.stderr
+
+
+def test_an_installer_writable_by_others_is_refused(tmp_path, installer):
+    os.chmod(installer, 0o777)
+    proc, _ = reload(tmp_path, "--driver", str(installer))
+    assert proc.returncode == ExitCode.BAD_INPUT and "writable by group or others" in proc.stderr
+
+
+def test_a_run_file_that_is_not_an_nvidia_installer_is_refused(tmp_path):
+    fake = tmp_path / "evil.run"
+    fake.write_text("#!/bin/sh\nrm -rf /\n")
+    os.chmod(fake, 0o755)
+    proc, _ = reload(tmp_path, "--driver", str(fake))
+    assert proc.returncode == ExitCode.BAD_INPUT and "not an NVIDIA driver installer" in proc.stderr
+
+
+def test_installing_a_driver_during_the_reload_moves_everything_to_its_version(tmp_path, installer):
+    proc, state = reload(tmp_path, "--driver", str(installer))
+    assert proc.returncode == 0, proc.stdout
+    node = node_state(state)
+    assert node["loaded_version"] == node["installed_version"] == "550.144.03"
+
+
+def test_a_scenario_that_is_not_one_is_bad_input(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2, 3]")
+    proc, _ = reload(tmp_path, scenario=str(bad))
+    assert proc.returncode == ExitCode.BAD_INPUT

@@ -1,0 +1,60 @@
+from nvreload.engine.planner import build_plan, parameters_to_restore, unload_order
+from nvreload.engine.view import LoadedModule, ReloadView
+from nvreload.model import ContainerState, GpuProcess, ServiceState
+
+
+def test_unload_order_follows_holders_not_a_fixed_list():
+    modules = (
+        LoadedModule("nvidia", ("nvidia_uvm", "nvidia_modeset", "gdrdrv", "vendor_helper")),
+        LoadedModule("nvidia_uvm", ()),
+        LoadedModule("nvidia_modeset", ("nvidia_drm",)),
+        LoadedModule("nvidia_drm", ()),
+        LoadedModule("gdrdrv", ()),
+        LoadedModule("vendor_helper", ()),
+    )
+    order = unload_order(modules)
+    assert order[-1] == "nvidia"
+    assert order.index("nvidia_drm") < order.index("nvidia_modeset")
+    assert set(order) == {m.name for m in modules}
+
+
+def test_load_order_is_the_reverse_and_restores_exactly_the_loaded_set():
+    view = ReloadView(modules=(LoadedModule("nvidia", ("nvidia_uvm",)), LoadedModule("nvidia_uvm", ())),
+                      processes=(), services=(), containers=())
+    plan = build_plan(view)
+    assert [a.target for a in plan.step("unload_modules").actions] == ["nvidia_uvm", "nvidia"]
+    assert [a.target for a in plan.step("load_modules").actions] == ["nvidia", "nvidia_uvm"]  # no nvidia_drm added
+
+
+def test_parameters_restored_are_those_that_differ_from_modprobe_d():
+    current = {"NVreg_EnableGpuFirmware": "1", "NVreg_OpenRmEnableUnsupportedGpus": "1", "uvm_thing": "5"}
+    configured = {"NVreg_EnableGpuFirmware": "1", "NVreg_OpenRmEnableUnsupportedGpus": "0"}
+    assert parameters_to_restore("nvidia", current, configured) == {"NVreg_OpenRmEnableUnsupportedGpus": "1"}
+    assert parameters_to_restore("nvidia_drm", {"modeset": "Y"}, {}) == {"modeset": "1"}
+    assert parameters_to_restore("nvidia_drm", {"modeset": "Y"}, {"modeset": "1"}) == {}
+
+
+def test_processes_in_containers_and_units_are_stopped_through_them_not_killed():
+    proc = lambda pid, c=None, u=None: GpuProcess(pid, 1, "python3", "", ("195:0 /dev/nvidia0",), c, u, "procfs")  # noqa: E731
+    view = ReloadView(
+        modules=(LoadedModule("nvidia", ()),),
+        processes=(proc(10, c="abc123abc123"), proc(11, u="my-trainer.service"), proc(12)),
+        services=(ServiceState("nvidia-persistenced.service", "active"),),
+        containers=(ContainerState("abc123abc123ffff", "train", True, ("gpu",)),),
+    )
+    actions = [(a.action, a.target) for a in build_plan(view).step("stop_consumers").actions]
+    assert actions == [("stop_container", "train"), ("stop_service", "nvidia-persistenced.service"),
+                       ("stop_service", "my-trainer.service"), ("kill_process", "12")]
+    restart = [(a.action, a.target) for a in build_plan(view).step("restart_consumers").actions]
+    assert restart == [("start_service", "my-trainer.service"), ("start_service", "nvidia-persistenced.service"),
+                       ("start_container", "train")]
+
+
+def test_fabric_manager_stops_last_and_starts_first():
+    view = ReloadView(modules=(LoadedModule("nvidia", ()),), processes=(), containers=(), services=(
+        ServiceState("nvidia-fabricmanager.service", "active"), ServiceState("nvidia-persistenced.service", "active"),
+        ServiceState("nvidia-dcgm.service", "active")))
+    plan = build_plan(view)
+    stops = [a.target for a in plan.step("stop_consumers").actions]
+    starts = [a.target for a in plan.step("restart_consumers").actions]
+    assert stops[-1] == "nvidia-fabricmanager.service" and starts[0] == "nvidia-fabricmanager.service"
