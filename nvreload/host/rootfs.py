@@ -216,8 +216,16 @@ class DirRoot(RootFS):
         return os.readlink(self._abs(rel))
 
     def _read(self, rel: str, limit: int | None) -> bytes:
+        # Read in modest chunks: procfs sysctl handlers reject one huge read() with ENOMEM.
+        chunks, total = [], 0
         with open(self._abs(rel), "rb") as handle:
-            return handle.read() if limit is None else handle.read(limit)
+            while limit is None or total < limit:
+                chunk = handle.read(65536 if limit is None else min(65536, limit - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+        return b"".join(chunks)
 
     def _list(self, rel: str) -> list[str]:
         return os.listdir(self._abs(rel))

@@ -127,7 +127,7 @@ def held_devices(pid: int, matcher: DeviceMatcher, proc: str = "/proc") -> list[
             except OSError:
                 target = "?"
             held.append(f"{major}:{minor} {target}")
-    return held
+    return sorted(set(held))  # a CUDA process holds dozens of descriptors on the same few nodes
 
 
 def classify_cgroup(cgroup_text: str) -> tuple[str | None, str | None]:

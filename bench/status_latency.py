@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Median wall time of `nvreload --status --json` beside `python3 -c pass`, 20 runs each.
+
+    python3 bench/status_latency.py            # on the H100 capture (tests/fixtures/...)
+    python3 bench/status_latency.py --live     # on this machine's live node
+Target: the --root run <= 5x python's own start-up; live on a GPU node <= 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/h100-580-no-unload"
+
+
+def median_ms(argv: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--live", action="store_true")
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    target = [] if args.live else ["--root", str(FIXTURE)]
+    python = median_ms([sys.executable, "-c", "pass"], args.runs)
+    status = median_ms([sys.executable, "-m", "nvreload", "--status", "--json", *target], args.runs)
+    print(f"{'command':44} {'median ms':>10}")
+    print(f"{'python3 -c pass':44} {python:10.1f}")
+    print(f"{'nvreload --status --json ' + ('(live)' if args.live else '--root <fixture>'):44} {status:10.1f}")
+    print(f"ratio nvreload/python: {status / python:.2f}")
+
+
+if __name__ == "__main__":
+    main()
