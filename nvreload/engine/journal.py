@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -21,15 +22,20 @@ def state_dir() -> str:
     return os.environ.get("NVRELOAD_STATE_DIR") or "/var/lib/nvreload"
 
 
-def atomic_write_json(path: str, data: dict) -> None:
+def atomic_write_json(path: str, data: dict, durable: bool = True) -> None:
+    """Replace `path` atomically. `durable` adds the fsyncs that make it survive power loss, not
+    just the death of the process (the page cache survives that)."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     with open(tmp, "w") as handle:
         json.dump(data, handle, indent=1, sort_keys=True)
         handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
+    if not durable:
+        return
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -102,7 +102,9 @@ class SimulatedNode:
 
     def _save(self) -> None:
         with self._lock:
-            atomic_write_json(self.path, self.s)
+            # Simulated state needs to survive the death of the process (a test's SIGKILL), not
+            # power loss: no fsync, so the simulation does not inflate the engine's timings.
+            atomic_write_json(self.path, self.s, durable=False)
 
     def _latency(self, key: str, scale: float = 1.0) -> None:
         seconds = float(self.s["latency"].get(key, 0)) * scale
