@@ -149,24 +149,25 @@ class RootFS:
         except OSError:
             return []
 
-    def is_symlink(self, rel: str) -> bool:
-        """True for a real symlink at `rel` (its parents resolved, the link itself not followed)."""
-        rel = _norm(rel)
-        parent = posixpath.dirname(rel)
-        real_parent = self.resolve(parent) if parent else ""
-        if real_parent is None:
-            return False
-        name = posixpath.join(real_parent, posixpath.basename(rel)) if real_parent else posixpath.basename(rel)
-        return self._lkind(name) == "link"
-
-    def link_target(self, rel: str) -> str | None:
-        """The target of a symlink at `rel` (not followed), or of a snapshot's stand-in text file."""
+    def _unfollowed(self, rel: str) -> str | None:
+        """`rel` with its parent directories resolved but its last component not followed."""
         rel = _norm(rel)
         parent = posixpath.dirname(rel)
         real_parent = self.resolve(parent) if parent else ""
         if real_parent is None:
             return None
-        name = posixpath.join(real_parent, posixpath.basename(rel)) if real_parent else posixpath.basename(rel)
+        return posixpath.join(real_parent, posixpath.basename(rel)) if real_parent else posixpath.basename(rel)
+
+    def is_symlink(self, rel: str) -> bool:
+        """True for a real symlink at `rel` (its parents resolved, the link itself not followed)."""
+        name = self._unfollowed(rel)
+        return name is not None and self._lkind(name) == "link"
+
+    def link_target(self, rel: str) -> str | None:
+        """The target of a symlink at `rel` (not followed), or of a snapshot's stand-in text file."""
+        name = self._unfollowed(rel)
+        if name is None:
+            return None
         kind = self._lkind(name)
         if kind == "link":
             return self._readlink(name)
