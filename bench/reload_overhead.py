@@ -11,7 +11,6 @@ the engine overhead beyond it (target <= 50 ms).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from nvreload import __version__
 from nvreload.host.local import SNAPSHOT_DIR, LocalHost
 from nvreload.host.rootfs import RootFS
-from nvreload.read.kernel_modules import parse_proc_modules
+from nvreload.read.kernel_modules import MOFED_MODULES, NVIDIA_MODULES, parse_proc_modules
 from nvreload.read.on_disk import find_module_file
 from nvreload.read.userspace import library_dirs
 
@@ -98,8 +98,6 @@ def _copy_tree(fs: RootFS, bundle: Bundle, rel: str, depth: int = 0) -> None:
 
 
 def _modules(fs: RootFS, bundle: Bundle) -> None:
-    from nvreload.read.kernel_modules import MOFED_MODULES, NVIDIA_MODULES
-
     names = set(NVIDIA_MODULES) | set(MOFED_MODULES)
     names |= {line.name for line in parse_proc_modules(fs.read_text("proc/modules") or "") if line.name.startswith("nvidia")}
     for name in sorted(names):

@@ -20,8 +20,8 @@ def _gpus(node: NodeState) -> list[dict]:
     for dev in node.nvml.devices:
         if dev.pci_bus_id:
             nvml[normalize_bus_id(dev.pci_bus_id)] = dev
-    bus_ids = [g.bus_id for g in node.pci_gpus] + [b for b in proc if b not in {g.bus_id for g in node.pci_gpus}]
     pci = {g.bus_id: g for g in node.pci_gpus}
+    bus_ids = list(pci) + [b for b in proc if b not in pci]  # GPUs the driver knows but the bus lost last
     gpus = []
     for bus_id in bus_ids:
         p, info, dev = pci.get(bus_id), proc.get(bus_id), nvml.get(bus_id)

@@ -1,6 +1,5 @@
 """Bad input gets one line and a documented exit code, never a traceback."""
 
-import gzip
 import os
 import tarfile
 

@@ -4,8 +4,6 @@ import json
 from importlib import resources
 
 import jsonschema
-import pytest
-
 from helpers import codes, run_cli, status_of
 from snapshot_builder import healthy_node
 

@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from nvreload.engine.journal import Journal
-from nvreload.engine.planner import restart_actions, unload_order
+from nvreload.engine.planner import restart_actions
 from nvreload.engine.port import ReloadHost
-from nvreload.engine.view import Action, LoadedModule, Plan
+from nvreload.engine.view import Action, Plan
 from nvreload.errors import ExitCode, HostError, StepFailed
 
 MODULE_STEPS = ("unload_modules", "install_driver", "load_modules", "verify")
@@ -240,7 +240,6 @@ class Engine:
 
     def reload(self, plan: Plan) -> RunReport:
         report = RunReport("reloaded", ExitCode.OK, steps=self._steps)
-        stop_step = plan.step("stop_consumers")
         self._record_modules(plan)
         previous = self._install(self._raise_on_signal)
         failed_step = None
@@ -271,14 +270,19 @@ class Engine:
             self._rollback(failed_step or "stop_consumers", report, interrupted=isinstance(exc, Interrupted))
         finally:
             self._restore(previous)
-        report.stopped = [c["name"] for c in self.journal.data["undo"]["containers"]] + list(self.journal.data["undo"]["services"])
-        report.killed = list(self.journal.data["undo"]["killed"])
+        self._summarize_undo(report)
         if self._unload_started is not None:
             report.gpu_unavailable_seconds = round((self._gpu_back or time.monotonic()) - self._unload_started, 3)
         report.final = self._final()
         state = {"reloaded": "reloaded", "rolled_back": "rolled_back"}.get(report.result, "failed")
         self.journal.finish(state, report.document())
         return report
+
+    def _summarize_undo(self, report: RunReport) -> None:
+        """What the journal says was stopped and killed, for the report."""
+        undo = self.journal.data["undo"]
+        report.stopped = [c["name"] for c in undo["containers"]] + list(undo["services"])
+        report.killed = list(undo["killed"])
 
     def _record_modules(self, plan: Plan) -> None:
         load = plan.step("load_modules")
@@ -299,9 +303,7 @@ class Engine:
             # reported, and `--start` (or `--rollback`) retries it from the journal.
             self._restart(restart_actions(self._stopped_as_actions()), report)
         verify_failed = failed_step == "verify" and not interrupted
-        if needs_reboot:
-            report.result, report.exit_code, report.remaining_action = "failed", ExitCode.NEEDS_REBOOT, "reboot"
-        elif verify_failed:
+        if needs_reboot or verify_failed:
             report.result, report.exit_code, report.remaining_action = "failed", ExitCode.NEEDS_REBOOT, "reboot"
         elif failed_step == "restart_consumers" and not report.restart_failures:
             report.result, report.exit_code = "reloaded", ExitCode.OK
@@ -349,8 +351,7 @@ class Engine:
             report.result, report.exit_code = ("rolled_back", ExitCode.ROLLED_BACK) if not report.restart_failures else ("failed", ExitCode.PARTIAL)
         finally:
             self._restore(previous)
-        report.stopped = [c["name"] for c in self.journal.data["undo"]["containers"]] + list(self.journal.data["undo"]["services"])
-        report.killed = list(self.journal.data["undo"]["killed"])
+        self._summarize_undo(report)
         report.final = self._final()
         # a stop is "unfinished" on purpose: --start (or --rollback) brings things back
         self.journal.finish("running" if report.result == "stopped" else ("rolled_back" if report.result == "rolled_back" else "failed"), report.document())
@@ -381,6 +382,3 @@ class Engine:
         self.journal.finish(state, report.document())
         return report
 
-
-def modules_in_load_order(modules: tuple[LoadedModule, ...]) -> list[str]:
-    return list(reversed(unload_order(modules)))

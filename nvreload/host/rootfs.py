@@ -17,7 +17,7 @@ import re
 import stat
 import tarfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from nvreload.errors import SnapshotError

@@ -30,7 +30,7 @@ def test_holders_are_found_transitively_including_unlisted_modules(tmp_path):
 
 
 def test_no_proc_modules_means_no_module_support(tmp_path):
-    snap = Snapshot(tmp_path)
+    Snapshot(tmp_path)
     (tmp_path / "proc/modules").unlink()
     kernel = read_kernel(open_root(str(tmp_path)), [], False)
     assert kernel.modules_supported is False and kernel.module_unload_supported is False
