@@ -8,6 +8,7 @@ path, catches device nodes made anywhere (containers mknod their own /dev).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat as statmod
@@ -105,29 +106,81 @@ def gpu_matcher(majors: frozenset[int], drm_minors: frozenset[int] = frozenset()
 
 def held_devices(pid: int, matcher: DeviceMatcher, proc: str = "/proc") -> list[str]:
     """The device files (as 'major:minor path') among pid's descriptors that the matcher accepts."""
-    fd_dir = f"{proc}/{pid}/fd"
     try:
-        fds = os.listdir(fd_dir)
+        # stat relative to the open fd directory: the kernel walks one component per descriptor
+        # instead of /proc/<pid>/fd/<n> each time, which is most of the scan's cost.
+        dir_fd = os.open(f"{proc}/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return []
     held = []
     stat_fn, is_chr, major_of, minor_of = os.stat, statmod.S_ISCHR, os.major, os.minor
-    for fd in fds:
-        path = f"{fd_dir}/{fd}"
-        try:
-            st = stat_fn(path)
-        except OSError:
-            continue
-        if not is_chr(st.st_mode):
-            continue
-        major, minor = major_of(st.st_rdev), minor_of(st.st_rdev)
-        if matcher.matches(major, minor):
+    try:
+        for fd in os.listdir(dir_fd):
             try:
-                target = os.readlink(path)
+                st = stat_fn(fd, dir_fd=dir_fd)
             except OSError:
-                target = "?"
-            held.append(f"{major}:{minor} {target}")
+                continue
+            if not is_chr(st.st_mode):
+                continue
+            major, minor = major_of(st.st_rdev), minor_of(st.st_rdev)
+            if matcher.matches(major, minor):
+                try:
+                    target = os.readlink(fd, dir_fd=dir_fd)
+                except OSError:
+                    target = "?"
+                held.append(f"{major}:{minor} {target}")
+    except OSError:
+        return []
+    finally:
+        os.close(dir_fd)
     return sorted(set(held))  # a CUDA process holds dozens of descriptors on the same few nodes
+
+
+# Below this many processes one pass is faster than starting workers.
+PARALLEL_SCAN_MIN_PROCESSES = 256
+
+
+def _scan_pids(pids: list[int], matcher: DeviceMatcher, proc: str) -> dict[int, list[str]]:
+    found = {}
+    for pid in pids:
+        devices = held_devices(pid, matcher, proc)
+        if devices:
+            found[pid] = devices
+    return found
+
+
+def _scan_forked(pids: list[int], matcher: DeviceMatcher, proc: str, workers: int) -> dict[int, list[str]]:
+    """Split the process table over `workers` forked scanners (the scan is syscall-bound, one core
+    each); a worker that fails has its share rescanned here, so the result never loses a holder."""
+    shares = [pids[i::workers] for i in range(workers)]
+    children = []
+    for share in shares[1:]:
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # the worker: scan, write JSON, leave without running any cleanup
+            status = 1
+            try:
+                os.close(read_end)
+                payload = json.dumps(_scan_pids(share, matcher, proc)).encode()
+                with os.fdopen(write_end, "wb") as out:
+                    out.write(payload)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        children.append((child, read_end, share))
+    found = _scan_pids(shares[0], matcher, proc)
+    for child, read_end, share in children:
+        with os.fdopen(read_end, "rb") as incoming:
+            payload = incoming.read()
+        _, status = os.waitpid(child, 0)
+        try:
+            if status != 0:
+                raise ValueError("worker failed")
+            found.update({int(pid): devices for pid, devices in json.loads(payload).items()})
+        except ValueError:
+            found.update(_scan_pids(share, matcher, proc))
+    return found
 
 
 def classify_cgroup(cgroup_text: str) -> tuple[str | None, str | None]:
@@ -173,22 +226,20 @@ def scan_gpu_holders(
     matcher: DeviceMatcher,
     proc: str = "/proc",
     extra_pids: tuple[int, ...] = (),
+    workers: int | None = None,
 ) -> tuple[GpuProcess, ...]:
     """Every process holding a matching device, merged with pids another source (NVML) named."""
     own = os.getpid()
     found: dict[int, GpuProcess] = {}
     if matcher:
-        for name in os.listdir(proc):
-            if not name.isdigit():
-                continue
-            pid = int(name)
-            if pid == own:
-                continue
-            devices = held_devices(pid, matcher, proc)
-            if devices:
-                described = describe(pid, tuple(devices), "procfs", proc)
-                if described is not None:
-                    found[pid] = described
+        pids = [int(name) for name in os.listdir(proc) if name.isdigit() and int(name) != own]
+        if workers is None:
+            workers = min(os.cpu_count() or 1, 8) if len(pids) >= PARALLEL_SCAN_MIN_PROCESSES else 1
+        held = _scan_forked(pids, matcher, proc, workers) if workers > 1 else _scan_pids(pids, matcher, proc)
+        for pid, devices in sorted(held.items()):
+            described = describe(pid, tuple(devices), "procfs", proc)
+            if described is not None:
+                found[pid] = described
     for pid in extra_pids:
         if pid in found:
             found[pid] = GpuProcess(**{**found[pid].__dict__, "source": "procfs+nvml"})

@@ -96,3 +96,24 @@ def test_cgroup_paths_classify_containers_and_units():
     assert classify_cgroup("0::/system.slice/nvidia-persistenced.service\n") == (None, "nvidia-persistenced.service")
     assert classify_cgroup(f"12:devices:/kubepods/besteffort/pod1234/{cid}\n") == (cid, None)
     assert classify_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n") == (None, None)
+
+
+def test_a_scan_split_over_forked_workers_finds_the_same_holders(procs):
+    holders = [procs(HOLDER) for _ in range(3)]
+    single = {p.pid for p in scan_gpu_holders(ZERO, workers=1)}
+    forked = {p.pid for p in scan_gpu_holders(ZERO, workers=3)}
+    assert {h.pid for h in holders} <= single
+    assert forked == single
+
+
+def test_a_failing_scan_worker_has_its_share_rescanned(procs, monkeypatch):
+    import nvreload.read.gpu_processes as gp
+
+    holders = [procs(HOLDER) for _ in range(4)]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("worker broke")
+
+    monkeypatch.setattr(gp.json, "dumps", broken)  # every worker dies before writing its result
+    found = {p.pid for p in scan_gpu_holders(ZERO, workers=2)}
+    assert {h.pid for h in holders} <= found
