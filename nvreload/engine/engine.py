@@ -288,8 +288,10 @@ class Engine:
         load = plan.step("load_modules")
         if load is None:
             return
-        for action in load.actions:
-            self._record("modules", {"name": action.target, "parameters": action.detail.get("parameters", {})})
+        with self._journal_lock:
+            self.journal.record_all("modules", [
+                {"name": action.target, "parameters": action.detail.get("parameters", {})} for action in load.actions
+            ])
 
     def _rollback(self, failed_step: str, report: RunReport, interrupted: bool = False) -> None:
         """Undo in reverse: modules back, then consumers back. Killed processes stay dead (reported)."""
