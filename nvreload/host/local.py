@@ -9,13 +9,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 
 from nvreload.host.rootfs import RootFS
 from nvreload.host.runner import CommandRunner
-from nvreload.host.services import systemctl_states
 from nvreload.model import ContainerState, GpuProcess, NvmlReport, ServiceState
-from nvreload.read.smi_xml import parse_smi_xml
 
 SNAPSHOT_DIR = "nvreload-snapshot"
 _FM_VERSION = re.compile(r"(\d+\.\d+\.\d+)")
@@ -30,7 +27,7 @@ class LocalHost:
     # identity -----------------------------------------------------------------------------
     def hostname(self) -> str | None:
         if self.live:
-            return socket.gethostname()
+            return os.uname().nodename
         return self.fs.read_line("proc/sys/kernel/hostname") or self.fs.read_line("etc/hostname")
 
     def is_root(self) -> bool:
@@ -44,12 +41,13 @@ class LocalHost:
         if not self.live:
             text = self.fs.read_text(f"{SNAPSHOT_DIR}/dmesg.txt")
             return text, ("snapshot" if text is not None else None)
-        result = self.runner.run(["dmesg"], timeout=10)
-        if result.ok and result.stdout:
-            return result.stdout, "dmesg"
+        # /dev/kmsg first: no process to start (root, or dmesg_restrict=0, can read it)
         text = _read_kmsg()
         if text:
             return text, "/dev/kmsg"
+        result = self.runner.run(["dmesg"], timeout=10)
+        if result.ok and result.stdout:
+            return result.stdout, "dmesg"
         result = self.runner.run(["journalctl", "-k", "-b", "--no-pager", "-o", "short-monotonic"], timeout=15)
         if result.ok and result.stdout:
             return result.stdout, "journalctl"
@@ -65,6 +63,8 @@ class LocalHost:
                     return NvmlReport(status=str(data.get("status", "error")), source="snapshot", error=data.get("error"))
                 except (ValueError, AttributeError):
                     pass
+            from nvreload.read.smi_xml import parse_smi_xml
+
             parsed = parse_smi_xml(self.fs.read_text(f"{SNAPSHOT_DIR}/nvidia-smi-q.xml"))
             return parsed or NvmlReport(status="unavailable", source="none", error="not captured in this snapshot")
         if not userspace_found:
@@ -88,6 +88,8 @@ class LocalHost:
         if not self.live:
             return ()
         if self.systemd_is_pid1():
+            from nvreload.host.services import systemctl_states
+
             return tuple(systemctl_states(self.runner))
         return ()
 

@@ -9,18 +9,18 @@ expected (a PCI device's `driver`, a library's `.so.1` name).
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import posixpath
 import re
 import stat
-import tarfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nvreload.errors import SnapshotError
+
+if TYPE_CHECKING:
+    import tarfile
 
 _MAX_LINK_HOPS = 40
 _STAND_IN_MAX = 1024
@@ -248,6 +248,12 @@ class TarRoot(RootFS):
     """A .tar.gz snapshot read in memory: nothing is extracted, so nothing can escape."""
 
     def __init__(self, archive: str | os.PathLike[str]) -> None:
+        # imported here: the live --status path never opens an archive and should not pay for it
+        import gzip
+        import io
+        import tarfile
+        import zlib
+
         super().__init__()
         self.label = str(archive)
         self.entries: dict[str, _Entry] = {"": _Entry("dir")}
@@ -282,7 +288,7 @@ class TarRoot(RootFS):
             extracted = tar.extractfile(member)
             data = extracted.read() if extracted else b""
             if len(data) != member.size:
-                raise tarfile.ReadError(f"{member.name} is truncated")
+                raise OSError(f"{member.name} is truncated")
             self.entries[name] = _Entry("file", data=data, mode=member.mode)
 
     def _lkind(self, rel: str) -> str | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,6 +25,8 @@ class CommandRunner:
         self.extra_path = tuple(extra_path)
 
     def which(self, name: str) -> str | None:
+        import shutil
+
         found = shutil.which(name)
         if found:
             return found
@@ -37,6 +37,8 @@ class CommandRunner:
         return None
 
     def run(self, argv: Sequence[str], timeout: float = 30.0, input_text: str | None = None) -> CommandResult:
+        import subprocess  # lazily: the --status fast path usually runs no command at all
+
         argv = tuple(argv)
         binary = self.which(argv[0]) if "/" not in argv[0] else argv[0]
         if binary is None:

@@ -7,10 +7,7 @@ are needed to find it.
 
 from __future__ import annotations
 
-import gzip
-import lzma
 import struct
-import zlib
 
 from nvreload.errors import ModuleFileError
 
@@ -18,6 +15,10 @@ _ELF_MAGIC = b"\x7fELF"
 
 
 def decompress_module(name: str, data: bytes) -> bytes:
+    import gzip
+    import lzma
+    import zlib
+
     try:
         if name.endswith(".xz"):
             return lzma.decompress(data)
