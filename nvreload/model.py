@@ -141,6 +141,7 @@ class ServiceState:
     name: str
     active: str  # "active" | "inactive" | "failed" | "activating" | "unknown" | "not-found"
     enabled: str | None = None
+    command: tuple[str, ...] | None = None  # without systemd: the command line that started it
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ class RecordingHost:
     def stop_service(self, name: str) -> None:
         self._rec("stop_service", name)
 
-    def start_service(self, name: str) -> None:
-        self._rec("start_service", name)
+    def start_service(self, name: str, command: list[str] | None = None) -> None:
+        self._rec("start_service", name, **({"command": command} if command else {}))
 
     def restart_service(self, name: str) -> None:
         self._rec("restart_service", name)
@@ -47,6 +47,9 @@ class RecordingHost:
     def terminate_process(self, pid: int, start_time: int | None) -> str:
         self._rec("kill_process", str(pid), start_time=start_time)
         return "planned: SIGTERM, grace, SIGKILL"
+
+    def bind_console(self, vtcon: str, bind: bool) -> None:
+        self._rec("rebind_console" if bind else "unbind_console", vtcon)
 
     def unload_module(self, name: str) -> None:
         self._rec("unload_module", name)

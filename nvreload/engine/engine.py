@@ -147,7 +147,7 @@ class Engine:
                     errors.append(f"service {action.target}: {exc.message}")
                     self.reporter.action(action, "failed", exc.message)
                     return  # the order matters: do not stop what depends on a unit still running
-                self._record("services", action.target)
+                self._record("services", {"name": action.target, "command": action.detail.get("command")})
                 self.reporter.action(action, "done")
 
         # Containers stop in parallel with each other and with the service chain: the critical
@@ -178,8 +178,12 @@ class Engine:
     def _unload(self, actions: tuple[Action, ...]) -> None:
         self._unload_started = time.monotonic()
         for action in actions:
-            self.host.unload_module(action.target)
-            self._record("unloaded", action.target)
+            if action.action == "unbind_console":
+                self.host.bind_console(action.target, False)
+                self._record("consoles", action.target)
+            else:
+                self.host.unload_module(action.target)
+                self._record("unloaded", action.target)
             self.reporter.action(action, "done")
 
     def _load_one(self, name: str, parameters: dict[str, str]) -> None:
@@ -193,8 +197,12 @@ class Engine:
 
     def _load(self, actions: tuple[Action, ...]) -> None:
         for action in actions:
-            self._load_one(action.target, action.detail.get("parameters", {}))
-            self._record("loaded", action.target)
+            if action.action == "rebind_console":
+                self.host.bind_console(action.target, True)
+                self._record("restarted", f"console:{action.target}")
+            else:
+                self._load_one(action.target, action.detail.get("parameters", {}))
+                self._record("loaded", action.target)
             self.reporter.action(action, "done")
 
     def _verify(self, action: Action) -> None:
@@ -212,7 +220,7 @@ class Engine:
                 continue
             try:
                 if action.action == "start_service":
-                    self.host.start_service(action.target)
+                    self.host.start_service(action.target, action.detail.get("command"))
                 elif action.action == "start_mps":
                     self.host.start_mps()
                 elif action.action == "start_container":
@@ -281,7 +289,7 @@ class Engine:
     def _summarize_undo(self, report: RunReport) -> None:
         """What the journal says was stopped and killed, for the report."""
         undo = self.journal.data["undo"]
-        report.stopped = [c["name"] for c in undo["containers"]] + list(undo["services"])
+        report.stopped = [c["name"] for c in undo["containers"]] + [s["name"] for s in undo["services"]]
         report.killed = list(undo["killed"])
 
     def _record_modules(self, plan: Plan) -> None:
@@ -290,7 +298,8 @@ class Engine:
             return
         with self._journal_lock:
             self.journal.record_all("modules", [
-                {"name": action.target, "parameters": action.detail.get("parameters", {})} for action in load.actions
+                {"name": action.target, "parameters": action.detail.get("parameters", {})}
+                for action in load.actions if action.action == "load_module"
             ])
 
     def _rollback(self, failed_step: str, report: RunReport, interrupted: bool = False) -> None:
@@ -300,6 +309,8 @@ class Engine:
         needs_reboot = False
         if failed_step in MODULE_STEPS or self.journal.data["undo"]["unloaded"]:
             needs_reboot = not self._ensure_modules(report)
+        if not needs_reboot:
+            self._rebind_consoles(report)
         if failed_step != "restart_consumers" or interrupted:
             # After a failed restart we do not retry in the same breath: what did not come back is
             # reported, and `--start` (or `--rollback`) retries it from the journal.
@@ -332,12 +343,24 @@ class Engine:
                     break  # nothing else can load without it
         return ok
 
+    def _rebind_consoles(self, report: RunReport) -> None:
+        done = set(self.journal.data["undo"]["restarted"])
+        for vtcon in self.journal.data["undo"].get("consoles", []):
+            if f"console:{vtcon}" in done:
+                continue
+            try:
+                self.host.bind_console(vtcon, True)
+                self._record("restarted", f"console:{vtcon}")
+            except HostError as exc:
+                report.restart_failures.append({"action": "rebind_console", "target": vtcon, "error": exc.message})
+
     def _stopped_as_actions(self) -> list[Action]:
         undo = self.journal.data["undo"]
         actions = [Action("stop_container", c["name"], {"id": c["id"]}) for c in undo["containers"]]
         if undo.get("mps"):
             actions.append(Action("quit_mps", "nvidia-cuda-mps-control"))
-        actions += [Action("stop_service", name) for name in undo["services"]]
+        actions += [Action("stop_service", s["name"], {"command": s["command"]} if s.get("command") else {})
+                    for s in undo["services"]]
         return actions
 
     # --stop / --start / --rollback --------------------------------------------------------

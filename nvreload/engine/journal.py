@@ -71,7 +71,7 @@ class Journal:
             "plan": plan,
             "steps": [],
             "undo": {"containers": [], "services": [], "mps": False, "modules": [], "unloaded": [],
-                     "loaded": [], "killed": [], "restarted": []},
+                     "loaded": [], "killed": [], "restarted": [], "consoles": []},
             "result": None,
         }
         journal.save()
@@ -141,7 +141,7 @@ class NullJournal(Journal):
 
     def __init__(self) -> None:
         super().__init__(path="", data={"undo": {"containers": [], "services": [], "mps": False, "modules": [],
-                                                  "unloaded": [], "loaded": [], "killed": [], "restarted": []},
+                                                  "unloaded": [], "loaded": [], "killed": [], "restarted": [], "consoles": []},
                                          "steps": [], "state": "running"})
 
     def save(self, durable: bool = True) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from nvreload.diagnosis.findings import DISPLAY_SERVERS, diagnose
@@ -39,6 +40,40 @@ def modprobe_options(host: LocalHost) -> dict[str, dict[str, str]]:
     return options
 
 
+def framebuffer_consoles(fs) -> tuple[str, ...]:  # type: ignore[no-untyped-def]
+    """VT consoles bound to a framebuffer console, when a framebuffer is nvidia's (nvidia-drmdrmfb):
+    fbcon holds nvidia_drm until they are unbound."""
+    nvidia_fb = any("nvidia" in (fs.read_line(f"sys/class/graphics/{fb}/name") or "")
+                    for fb in fs.listdir("sys/class/graphics") if fb.startswith("fb"))
+    if not nvidia_fb:
+        return ()
+    return tuple(
+        vtcon for vtcon in fs.listdir("sys/class/vtconsole")
+        if "frame buffer" in (fs.read_line(f"sys/class/vtconsole/{vtcon}/name") or "")
+        and fs.read_line(f"sys/class/vtconsole/{vtcon}/bind") == "1"
+    )
+
+
+def start_recorded_command(name: str, command: list[str] | None, settle: float = 0.5) -> None:
+    """Without systemd a daemon comes back by the command line recorded when it was stopped; one
+    that exits within `settle` seconds did not come back."""
+    from nvreload.host.daemons import find_daemons, start_daemon
+
+    if not command:
+        raise HostError(f"{name}: no recorded command line to start it with")
+    try:
+        pid = start_daemon(command)
+    except OSError as exc:
+        raise HostError(f"{name}: {command[0]}: {exc.strerror or exc}") from None
+    time.sleep(settle)
+    if not any(d.pid == pid for d in find_daemons((name,))):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        raise HostError(f"{name}: exited right after start ({' '.join(command)})")
+
+
 class LiveReloadHost:
     name = "live"
 
@@ -73,6 +108,7 @@ class LiveReloadHost:
             blockers=diagnosis.reload_blockers,
             display_processes=display,
             logind_holds_drm=any(p.comm == LOGIND for p in node.consumers.processes),
+            consoles=framebuffer_consoles(self.host.fs) if node.loaded("nvidia_drm") else (),
         )
 
     def configured_parameters(self) -> dict[str, dict[str, str]]:
@@ -98,9 +134,17 @@ class LiveReloadHost:
             raise HostError(f"docker start {container_id[:12]}: {exc}") from None
 
     def stop_service(self, name: str) -> None:
+        if not self.host.systemd_is_pid1():
+            from nvreload.host.daemons import stop_daemon
+
+            stop_daemon(name, grace=self.grace)
+            return
         self._run(["systemctl", "stop", name], timeout=120)
 
-    def start_service(self, name: str) -> None:
+    def start_service(self, name: str, command: list[str] | None = None) -> None:
+        if not self.host.systemd_is_pid1():
+            start_recorded_command(name, command)
+            return
         result = self.runner.run(["systemctl", "start", name], timeout=120)
         if not result.ok and "too often" in (result.stderr + result.stdout):
             # systemd's start limit: our own stop/start cycle can hit it; clear and try once more
@@ -125,6 +169,16 @@ class LiveReloadHost:
         reaper = ProcessReaper(gpu_matcher(nvidia_majors(fs.read_text("proc/devices")), nvidia_drm_minors(fs)), grace=self.grace)
         result = reaper.terminate(pid, start_time)
         return f"{result.outcome}: {result.reason}"
+
+    def bind_console(self, vtcon: str, bind: bool) -> None:
+        path = self.host.fs.host_path(f"sys/class/vtconsole/{vtcon}/bind")  # type: ignore[attr-defined]
+        if path is None:
+            raise HostError(f"/sys/class/vtconsole/{vtcon}/bind: No such file or directory")
+        try:
+            with open(path, "w") as handle:
+                handle.write("1\n" if bind else "0\n")
+        except OSError as exc:
+            raise HostError(f"/sys/class/vtconsole/{vtcon}/bind: {exc.strerror or exc}") from None
 
     def unload_module(self, name: str) -> None:
         self._run(["rmmod", name], timeout=60)

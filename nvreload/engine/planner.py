@@ -69,8 +69,9 @@ def build_plan(
                            {"id": container.id, "timeout": container.stop_timeout, "restart_policy": container.restart_policy}))
     if view.mps_active:
         stop.append(Action("quit_mps", "nvidia-cuda-mps-control"))
+    commands = {s.name: s.command for s in view.services}
     for name in service_stop_order([s.name for s in view.services]):
-        stop.append(Action("stop_service", name))
+        stop.append(Action("stop_service", name, {"command": list(commands[name])} if commands[name] else {}))
     stopped_containers = {c.id for c in view.containers}
     stopped_units = {s.name for s in view.services}
     extra_units: list[str] = []
@@ -96,13 +97,16 @@ def build_plan(
 
     order = unload_order(view.modules)
     by_name = {m.name: m for m in view.modules}
-    steps.append(Step("unload_modules", tuple(Action("unload_module", name) for name in order)))
+    # A VT console on nvidia_drm's framebuffer holds the module: unbind it first, rebind it last.
+    unbind = tuple(Action("unbind_console", vtcon) for vtcon in view.consoles)
+    steps.append(Step("unload_modules", unbind + tuple(Action("unload_module", name) for name in order)))
     if driver:
         steps.append(Step("install_driver", (Action("install_driver", driver),)))
     load = []
     for name in reversed(order):
         params = parameters_to_restore(name, by_name[name].parameters, configured_parameters.get(name, {}))
         load.append(Action("load_module", name, {"parameters": params}))
+    load += [Action("rebind_console", vtcon) for vtcon in view.consoles]
     steps.append(Step("load_modules", tuple(load)))
     steps.append(Step("verify", (Action("verify", "driver", {"persistence": dict(view.persistence)}),)))
     steps.append(Step("restart_consumers", tuple(restart_actions(stop))))

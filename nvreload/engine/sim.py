@@ -60,7 +60,7 @@ def load_scenario(path: str | None) -> dict:
         raise ScenarioError(f"{path}: not a JSON scenario ({exc})") from None
     if not isinstance(data, dict) or not {"driver", "modules"} <= set(data):
         raise ScenarioError(f"{path}: a scenario needs at least 'driver' and 'modules' (keys: {', '.join(SCENARIO_KEYS)})")
-    unknown = set(data) - set(SCENARIO_KEYS) - {"latency", "modprobe_d", "mofed_ready", "description"}
+    unknown = set(data) - set(SCENARIO_KEYS) - {"latency", "modprobe_d", "mofed_ready", "description", "consoles"}
     if unknown:
         raise ScenarioError(f"{path}: unknown scenario keys: {', '.join(sorted(unknown))}")
     return data
@@ -91,6 +91,8 @@ class SimulatedNode:
         s.setdefault("latency", {})
         s.setdefault("modprobe_d", {})
         s.setdefault("mofed_ready", True)
+        s.setdefault("consoles", [])
+        s["consoles_bound"] = list(s["consoles"])
         for fault in s["faults"]:
             fault.setdefault("times", 1)
         s["loaded"] = {m["name"]: m.get("parameters", {}) for m in s["modules"]}
@@ -128,6 +130,8 @@ class SimulatedNode:
         users = [f"pid {p['pid']}" for p in self.s["processes"] if p.get("alive", True) and name in p.get("holds", [])]
         users += [f"service {sv['name']}" for sv in self.s["services"] if sv.get("active") and name in sv.get("holds", [])]
         users += [f"container {c['name']}" for c in self.s["containers"] if c.get("running") and name in c.get("holds", [])]
+        if name == "nvidia_drm":  # fbcon on nvidia-drmdrmfb pins the module until unbound
+            users += [f"console {v}" for v in self.s["consoles_bound"]]
         return users
 
     def observe(self) -> ReloadView:
@@ -162,7 +166,9 @@ class SimulatedNode:
             display = tuple(p for p in processes if p.comm in ("Xorg", "gnome-shell", "Xwayland", "gdm", "sddm"))
             if display:
                 blockers.append("display_server_active")
+            consoles = tuple(self.s["consoles_bound"]) if "nvidia_drm" in self.s["loaded"] else ()
             return ReloadView(
+                consoles=consoles,
                 modules=modules,
                 processes=tuple(processes),
                 services=services,
@@ -229,7 +235,7 @@ class SimulatedNode:
                     p["alive"] = False
             self._save()
 
-    def start_service(self, name: str) -> None:
+    def start_service(self, name: str, command: list[str] | None = None) -> None:
         self._fault("restart_consumers")
         sv = self._service(name)
         if sv.get("holds") and self.nvml_status() == "driver_not_loaded":
@@ -268,6 +274,16 @@ class SimulatedNode:
                     self._save()
                     return "killed: ignored SIGTERM; SIGKILL" if p.get("ignores_sigterm") else "terminated: exited after SIGTERM"
         return "gone: exited before SIGTERM"
+
+    def bind_console(self, vtcon: str, bind: bool) -> None:
+        with self._lock:
+            if vtcon not in self.s["consoles"]:
+                raise HostError(f"/sys/class/vtconsole/{vtcon}/bind: No such file or directory")
+            if bind and "nvidia_drm" not in self.s["loaded"]:
+                raise HostError(f"/sys/class/vtconsole/{vtcon}/bind: No such device")
+            bound = [v for v in self.s["consoles_bound"] if v != vtcon]
+            self.s["consoles_bound"] = bound + ([vtcon] if bind else [])
+            self._save()
 
     # modules ----------------------------------------------------------------------------------
     def unload_module(self, name: str) -> None:

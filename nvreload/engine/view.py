@@ -27,6 +27,7 @@ class ReloadView:
     blockers: tuple[str, ...] = ()
     display_processes: tuple[GpuProcess, ...] = ()
     logind_holds_drm: bool = False
+    consoles: tuple[str, ...] = ()  # VT consoles bound to a framebuffer (nvidia_drm modeset=1/fbdev)
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,12 @@ class LocalHost:
             from nvreload.host.services import systemctl_states
 
             return tuple(systemctl_states(self.runner))
-        return ()
+        from nvreload.host.daemons import find_daemons
+
+        seen: dict[str, ServiceState] = {}
+        for daemon in find_daemons():
+            seen.setdefault(daemon.name, ServiceState(daemon.name, "active", None, daemon.command))
+        return tuple(seen.values())
 
     def containers(self) -> tuple[ContainerState, ...]:
         return ()

@@ -6,6 +6,7 @@ from typing import Protocol
 
 from nvreload.host.rootfs import RootFS
 from nvreload.model import (
+    KernelModule,
     ContainerState,
     Consumers,
     GpuProcess,
@@ -46,6 +47,18 @@ def _peermem_configured(fs: RootFS) -> bool:
     return False
 
 
+# Modules whose device nodes processes open; each open descriptor takes a reference on its module.
+DEVICE_MODULES = ("nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm")
+
+
+def no_open_handles(modules: tuple[KernelModule, ...]) -> bool:
+    """True when every loaded NVIDIA device module's refcount is accounted for by its holders:
+    then no process holds a device and the /proc scan can be skipped. Unknown refcounts (a kernel
+    without module unloading) never allow the shortcut."""
+    loaded = [m for m in modules if m.name in DEVICE_MODULES and m.state in ("live", "coming")]
+    return bool(loaded) and all(m.refcount is not None and m.refcount <= len(m.holders) for m in loaded)
+
+
 def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
     fs = host.fs
     proc_modules_text = fs.read_text("proc/modules")
@@ -65,8 +78,12 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
     consumers = Consumers()
     if with_consumers and host.live:
         nvml_pids = tuple(sorted({pid for dev in nvml.devices for pid in dev.compute_pids}))
+        if no_open_handles(modules):
+            majors, drm_minors = frozenset(), frozenset()  # nothing to find: only NVML's pids are described
+        else:
+            majors, drm_minors = nvidia_majors(fs.read_text("proc/devices")), nvidia_drm_minors(fs)
         consumers = Consumers(
-            processes=host.gpu_processes(nvidia_majors(fs.read_text("proc/devices")), nvidia_drm_minors(fs), nvml_pids),
+            processes=host.gpu_processes(majors, drm_minors, nvml_pids),
             services=host.services(),
             containers=host.containers(),
             scanned=True,

@@ -22,5 +22,6 @@ def assert_consistent(state: dict, reloaded: bool | None = None) -> None:
     assert set(state["loaded"]) == {m["name"] for m in state["modules"]}, state["loaded"]
     assert all(sv["active"] for sv in state["services"]), state["services"]
     assert all(c["running"] for c in state["containers"]), state["containers"]
+    assert sorted(state["consoles_bound"]) == sorted(state["consoles"]), state["consoles_bound"]
     if reloaded is True:
         assert state["loaded_version"] == state["installed_version"]

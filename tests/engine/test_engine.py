@@ -57,6 +57,7 @@ def test_the_default_simulated_reload_fixes_the_mismatch_and_brings_everything_b
     plain = next(c for c in node["containers"] if c["name"] == "nginx-proxy")
     assert "starts" not in plain  # the plain container was never touched
     assert all(g["persistence_now"] for g in node["gpus"])
+    assert node["consoles_bound"] == ["vtcon1"]  # unbound before nvidia_drm went out, bound again after
     journal = json.loads((state / "journal.json").read_text())
     assert journal["state"] == "reloaded" and journal["schema_version"] == 1
 
@@ -194,6 +195,9 @@ def test_dry_run_prints_the_plan_and_writes_nothing_anywhere(tmp_path):
     unloads = [p["target"] for p in plan if p["action"] == "unload_module"]
     loads = [p["target"] for p in plan if p["action"] == "load_module"]
     assert unloads.index("nvidia_drm") < unloads.index("nvidia_modeset") < unloads.index("nvidia")
+    actions = [p["action"] for p in plan]
+    assert actions.index("unbind_console") < actions.index("unload_module")
+    assert actions.index("rebind_console") > max(i for i, a in enumerate(actions) if a == "load_module")
     assert loads == list(reversed(unloads))
     assert [p["action"] for p in plan].count("stop_container") == 2
     # the simulated node's file is the only thing a simulation creates; a dry run on an existing

@@ -17,6 +17,7 @@ def test_a_module_with_holders_refuses_to_unload_with_the_real_error_text(node):
 
 
 def test_a_module_with_open_handles_refuses_to_unload(node):
+    node.bind_console("vtcon1", False)
     for name in ("nvidia_drm", "nvidia_modeset", "nvidia_peermem"):
         node.unload_module(name)
     with pytest.raises(HostError, match=r"Module nvidia_uvm is in use$"):
@@ -26,6 +27,7 @@ def test_a_module_with_open_handles_refuses_to_unload(node):
 def test_nvml_reports_mismatch_until_the_new_module_loads_and_fails_while_it_is_out(node):
     assert node.nvml_status() == "version_mismatch"
     node.s["processes"].clear(); node.s["services"].clear(); node.s["containers"].clear()
+    node.bind_console("vtcon1", False)
     for name in ("nvidia_drm", "nvidia_modeset", "nvidia_peermem", "nvidia_uvm", "nvidia"):
         node.unload_module(name)
     assert node.nvml_status() == "driver_not_loaded"
@@ -50,3 +52,10 @@ def test_stopping_a_container_releases_its_processes(node):
     assert any(p.container_id for p in node.observe().processes)
     node.stop_container("train-llm", 10)
     assert not any(p.container_id for p in node.observe().processes)
+
+
+def test_a_bound_framebuffer_console_pins_nvidia_drm(node):
+    with pytest.raises(HostError, match="Module nvidia_drm is in use$"):
+        node.unload_module("nvidia_drm")
+    node.bind_console("vtcon1", False)
+    node.unload_module("nvidia_drm")

@@ -34,3 +34,23 @@ def test_no_proc_modules_means_no_module_support(tmp_path):
     (tmp_path / "proc/modules").unlink()
     kernel = read_kernel(open_root(str(tmp_path)), [], False)
     assert kernel.modules_supported is False and kernel.module_unload_supported is False
+
+
+def _mod(name, refcount, holders=()):
+    from nvreload.model import KernelModule
+
+    return KernelModule(name, "live", refcount, tuple(holders), "550.127.08")
+
+
+def test_the_scan_is_skipped_only_when_refcounts_are_all_holders():
+    from nvreload.read.node import no_open_handles
+
+    idle = (_mod("nvidia", 2, ("nvidia_uvm", "nvidia_modeset")), _mod("nvidia_uvm", 0), _mod("nvidia_modeset", 0))
+    assert no_open_handles(idle) is True
+    busy = (_mod("nvidia", 3, ("nvidia_uvm", "nvidia_modeset")), _mod("nvidia_uvm", 0), _mod("nvidia_modeset", 0))
+    assert no_open_handles(busy) is False
+    uvm_busy = (_mod("nvidia", 1, ("nvidia_uvm",)), _mod("nvidia_uvm", 4))
+    assert no_open_handles(uvm_busy) is False
+    unknown = (_mod("nvidia", None), _mod("nvidia_uvm", None))  # kernel without module unloading
+    assert no_open_handles(unknown) is False
+    assert no_open_handles(()) is False
