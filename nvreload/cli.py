@@ -34,6 +34,8 @@ def _chosen_action(flags: dict) -> str:
 def _check_combinations(action: str, opts: dict) -> None:
     if opts["driver"] and action != "reload":
         raise UsageError("--driver only goes with --reload")
+    if opts["restart_docker"] and action != "reload":
+        raise UsageError("--restart-docker only goes with --reload")
     if opts["root"] and opts["simulate"] is not None:
         raise UsageError("--root and --simulate conflict: one node at a time")
     if opts["root"] and action not in READ_ONLY and not (action == "reload" and opts["dry_run"]):
@@ -58,6 +60,8 @@ def _check_combinations(action: str, opts: dict) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing, write nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force-display", is_flag=True, help="Reload even though a display server holds the GPU.")
+@click.option("--restart-docker", is_flag=True,
+              help="With --reload: restart dockerd before containers start again (nvidia-container-toolkit issue 169).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.option("--verbose", "-v", is_flag=True, help="More detail (and tracebacks for internal errors).")
 @click.version_option(__version__, prog_name="nvreload")

@@ -160,6 +160,7 @@ class Consumers:
     services: tuple[ServiceState, ...] = ()
     containers: tuple[ContainerState, ...] = ()
     scanned: bool = False  # False on snapshots: consumers cannot be known there
+    container_engine_error: str | None = None  # an engine socket exists but the engine did not answer
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,7 @@ def status_document(node: NodeState, diagnosis: Diagnosis | None = None) -> dict
         "gpus": _gpus(node),
         "consumers": {
             "scanned": node.consumers.scanned,
+            "container_engine_error": node.consumers.container_engine_error,
             "processes": [
                 {"pid": p.pid, "comm": p.comm, "cmdline": p.cmdline, "devices": list(p.devices),
                  "container_id": p.container_id, "systemd_unit": p.systemd_unit, "source": p.source}

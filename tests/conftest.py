@@ -19,3 +19,32 @@ def snapshot(tmp_path):
     from snapshot_builder import healthy_node
 
     return healthy_node(tmp_path / "node")
+
+
+@pytest.fixture(scope="session")
+def dockerd(tmp_path_factory):
+    """A real dockerd for the whole session, with a busybox image; skipped with the reason when it
+    cannot run here (.ci/run installs docker.io so that CI runs these)."""
+    from realengine import dockerd as real
+
+    reason = real.why_not()
+    if reason:
+        pytest.skip(reason)
+    engine = real.Dockerd(tmp_path_factory.mktemp("dockerd", numbered=True))
+    engine.start()
+    engine.busybox_image()
+    yield engine
+    engine.teardown()
+
+
+@pytest.fixture(scope="session")
+def systemd_container(dockerd, tmp_path_factory):
+    from realengine import systemd as real
+
+    reason = real.why_not()
+    if reason:
+        pytest.skip(reason)
+    box = real.SystemdContainer(dockerd.client, tmp_path_factory.mktemp("systemd"))
+    box.start()
+    yield box
+    box.stop()

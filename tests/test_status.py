@@ -4,6 +4,7 @@ import json
 from importlib import resources
 
 import jsonschema
+import pytest
 from helpers import codes, run_cli, status_of
 from snapshot_builder import healthy_node
 
@@ -186,3 +187,20 @@ def test_unknown_versions_are_null_never_empty_strings(tmp_path):
     for key in ("kernel_module_version", "on_disk_module_version", "userspace_version", "kernel_module_flavor"):
         assert doc["driver"][key] is None
     assert doc["driver"]["nvml"] == "unavailable"
+
+
+def test_status_json_on_a_node_without_a_container_engine_does_not_import_the_docker_sdk(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    if any(os.path.exists(p) for p in ("/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock")):
+        pytest.skip("a container engine socket exists on this machine")
+    code = ("import sys, io, contextlib\nfrom nvreload.cli import main\n"
+            "out = io.StringIO()\n"
+            "try:\n    with contextlib.redirect_stdout(out):\n        main(['--status', '--json'])\nexcept SystemExit:\n    pass\n"
+            "print('docker' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    env["XDG_RUNTIME_DIR"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.stdout.split()[0] == "False", proc.stdout + proc.stderr

@@ -229,6 +229,13 @@ def _consumer_findings(node: NodeState) -> list[Finding]:
                       "ib_core": node.module("ib_core").state if node.module("ib_core") else None,
                       "mlx5_core": node.module("mlx5_core").state if node.module("mlx5_core") else None},
         ))
+    if node.consumers.container_engine_error:
+        out.append(Finding(
+            "container_engine_unreachable", "warning",
+            "a container engine socket exists but the engine did not answer: GPU containers cannot be known",
+            "none", blocks_reload=True,
+            evidence={"error": node.consumers.container_engine_error},
+        ))
     driver = node.resident.version or node.userspace.version
     if node.fabric_manager_version and driver and node.fabric_manager_version != driver:
         out.append(Finding(

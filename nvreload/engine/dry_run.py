@@ -26,8 +26,11 @@ class RecordingHost:
     def stop_container(self, container_id: str, timeout: int | None) -> None:
         self._rec("stop_container", container_id, timeout=timeout)
 
-    def start_container(self, container_id: str) -> None:
+    def start_container(self, container_id: str, restart_policy: str | None = None) -> None:
         self._rec("start_container", container_id)
+
+    def restart_container_engine(self) -> None:
+        self._rec("restart_container_engine", "docker")
 
     def stop_service(self, name: str) -> None:
         self._rec("stop_service", name)

@@ -37,6 +37,7 @@ class RunReport:
     error: str | None = None
     remaining_action: str | None = None
     gpu_unavailable_seconds: float | None = None
+    left_alone: list[dict] = field(default_factory=list)
 
     def document(self) -> dict:
         return {
@@ -51,6 +52,7 @@ class RunReport:
             "error": self.error,
             "remaining_action": self.remaining_action,
             "gpu_unavailable_seconds": self.gpu_unavailable_seconds,
+            "left_alone": self.left_alone,
         }
 
 
@@ -224,7 +226,9 @@ class Engine:
                 elif action.action == "start_mps":
                     self.host.start_mps()
                 elif action.action == "start_container":
-                    self.host.start_container(action.detail.get("id", action.target))
+                    self.host.start_container(action.detail.get("id", action.target), action.detail.get("restart_policy"))
+                elif action.action == "restart_container_engine":
+                    self.host.restart_container_engine()
                 else:
                     continue
             except HostError as exc:
@@ -356,7 +360,8 @@ class Engine:
 
     def _stopped_as_actions(self) -> list[Action]:
         undo = self.journal.data["undo"]
-        actions = [Action("stop_container", c["name"], {"id": c["id"]}) for c in undo["containers"]]
+        actions = [Action("stop_container", c["name"], {"id": c["id"], "restart_policy": c.get("restart_policy")})
+                   for c in undo["containers"]]
         if undo.get("mps"):
             actions.append(Action("quit_mps", "nvidia-cuda-mps-control"))
         actions += [Action("stop_service", s["name"], {"command": s["command"]} if s.get("command") else {})

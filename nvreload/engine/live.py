@@ -9,7 +9,9 @@ from nvreload.diagnosis.findings import DISPLAY_SERVERS, diagnose
 from nvreload.engine.terminate import ProcessReaper
 from nvreload.engine.view import LoadedModule, ReloadView
 from nvreload.errors import HostError
+from nvreload.host.containers import DOCKER_UNIT
 from nvreload.host.local import LocalHost
+from nvreload.host.services import systemctl
 from nvreload.read.gpu_processes import gpu_matcher, nvidia_drm_minors, nvidia_majors
 from nvreload.read.node import MOFED_READY_MARKER, read_node
 from nvreload.verify import Check, cuda_context_check, run_checks
@@ -77,11 +79,13 @@ def start_recorded_command(name: str, command: list[str] | None, settle: float =
 class LiveReloadHost:
     name = "live"
 
-    def __init__(self, host: LocalHost, grace: float = 10.0) -> None:
+    def __init__(self, host: LocalHost, grace: float = 10.0, service_timeout: float = 120.0, settle: float = 0.5) -> None:
+        self.settle = settle
         self.host = host
         self.runner = host.runner
         self.grace = grace
-        self._docker = None
+        self.service_timeout = service_timeout
+        self._containers = None
 
     def _run(self, argv: list[str], timeout: float = 120) -> str:
         result = self.runner.run(argv, timeout=timeout)
@@ -102,6 +106,7 @@ class LiveReloadHost:
             modules=modules,
             processes=tuple(p for p in node.consumers.processes if p not in display),
             services=tuple(s for s in node.consumers.services if s.active == "active"),
+            failed_services=tuple(s.name for s in node.consumers.services if s.active == "failed"),
             containers=tuple(c for c in node.consumers.containers if c.running),
             mps_active=any(p.comm == "nvidia-cuda-mps" for p in node.consumers.processes),
             persistence={d.pci_bus_id: bool(d.persistence_mode) for d in node.nvml.devices if d.pci_bus_id},
@@ -114,24 +119,30 @@ class LiveReloadHost:
     def configured_parameters(self) -> dict[str, dict[str, str]]:
         return modprobe_options(self.host)
 
-    def _client(self):  # type: ignore[no-untyped-def]
-        if self._docker is None:
-            import docker  # lazy: ~200 ms, only when a container must be acted on
+    def _engine(self):  # type: ignore[no-untyped-def]
+        if self._containers is None:
+            from nvreload.host.containers import ContainerEngine, engine_url
 
-            self._docker = docker.from_env()
-        return self._docker
+            url = engine_url()
+            if url is None:
+                raise HostError("no container engine socket on this node")
+            self._containers = ContainerEngine(url)
+        return self._containers
 
     def stop_container(self, container_id: str, timeout: int | None) -> None:
-        try:
-            self._client().containers.get(container_id).stop(timeout=timeout if timeout is not None else 10)
-        except Exception as exc:  # noqa: BLE001 - the SDK raises many types; all mean "did not stop"
-            raise HostError(f"docker stop {container_id[:12]}: {exc}") from None
+        self._engine().stop(container_id, timeout)
 
-    def start_container(self, container_id: str) -> None:
-        try:
-            self._client().containers.get(container_id).start()
-        except Exception as exc:  # noqa: BLE001
-            raise HostError(f"docker start {container_id[:12]}: {exc}") from None
+    def start_container(self, container_id: str, restart_policy: str | None = None) -> None:
+        # stop() relaxed `always` to `unless-stopped` for the window; put it back once started
+        self._engine().start(container_id, restore_policy=restart_policy if restart_policy == "always" else None)
+
+    def restart_container_engine(self) -> None:
+        """For toolkits that need it (nvidia-container-toolkit issue 169): restart dockerd through
+        systemd and wait until it answers again."""
+        if not self.host.systemd_is_pid1():
+            raise HostError("--restart-docker needs systemd to restart the container engine")
+        self._run([*systemctl(), "restart", DOCKER_UNIT], timeout=300)
+        self._engine().wait_ready(120)
 
     def stop_service(self, name: str) -> None:
         if not self.host.systemd_is_pid1():
@@ -139,22 +150,33 @@ class LiveReloadHost:
 
             stop_daemon(name, grace=self.grace)
             return
-        self._run(["systemctl", "stop", name], timeout=120)
+        # systemctl waits for the stop job; the runner's timeout bounds it
+        self._run([*systemctl(), "stop", name], timeout=self.service_timeout)
 
     def start_service(self, name: str, command: list[str] | None = None) -> None:
         if not self.host.systemd_is_pid1():
             start_recorded_command(name, command)
             return
-        result = self.runner.run(["systemctl", "start", name], timeout=120)
+        result = self.runner.run([*systemctl(), "start", name], timeout=self.service_timeout)
         if not result.ok and "too often" in (result.stderr + result.stdout):
             # systemd's start limit: our own stop/start cycle can hit it; clear and try once more
-            self.runner.run(["systemctl", "reset-failed", name], timeout=30)
-            result = self.runner.run(["systemctl", "start", name], timeout=120)
+            self.runner.run([*systemctl(), "reset-failed", name], timeout=30)
+            result = self.runner.run([*systemctl(), "start", name], timeout=self.service_timeout)
         if not result.ok:
-            raise HostError((result.stderr.strip() or f"systemctl start {name} failed").splitlines()[-1])
+            raise HostError(f"{name}: " + (result.stderr.strip() or f"systemctl start exited {result.returncode}").splitlines()[0])
+        # A Type=simple unit "starts" as soon as it forks; one whose ExecStart dies at once shows
+        # as failed a moment later. Watch it settle before calling it back.
+        deadline = time.monotonic() + self.settle
+        while True:
+            state = self.runner.run([*systemctl(), "is-active", name], timeout=30).stdout.strip()
+            if state in ("failed", "inactive"):
+                raise HostError(f"{name}: {state} right after start (see journalctl -u {name})")
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.1)
 
     def restart_service(self, name: str) -> None:
-        self._run(["systemctl", "restart", name], timeout=120)
+        self._run([*systemctl(), "restart", name], timeout=self.service_timeout)
 
     def quit_mps(self) -> None:
         result = self.runner.run(["nvidia-cuda-mps-control"], timeout=30, input_text="quit\n")

@@ -61,6 +61,7 @@ def build_plan(
     configured_parameters: dict[str, dict[str, str]] | None = None,
     driver: str | None = None,
     stop_only: bool = False,
+    restart_container_engine: bool = False,
 ) -> Plan:
     configured_parameters = configured_parameters or {}
     stop: list[Action] = []
@@ -109,7 +110,12 @@ def build_plan(
     load += [Action("rebind_console", vtcon) for vtcon in view.consoles]
     steps.append(Step("load_modules", tuple(load)))
     steps.append(Step("verify", (Action("verify", "driver", {"persistence": dict(view.persistence)}),)))
-    steps.append(Step("restart_consumers", tuple(restart_actions(stop))))
+    restart = restart_actions(stop)
+    if restart_container_engine:
+        # before any container starts: the toolkit re-reads the driver's libraries on daemon start
+        first_container = next((i for i, a in enumerate(restart) if a.action == "start_container"), len(restart))
+        restart.insert(first_container, Action("restart_container_engine", "docker"))
+    steps.append(Step("restart_consumers", tuple(restart)))
     return Plan(tuple(steps))
 
 

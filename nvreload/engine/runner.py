@@ -64,7 +64,11 @@ def _host(opts: dict):  # type: ignore[no-untyped-def]
         from nvreload.engine.sim import SimulatedNode, load_scenario
 
         directory = os.environ.get("NVRELOAD_STATE_DIR") or tempfile.mkdtemp(prefix="nvreload-sim-")
-        return SimulatedNode(load_scenario(opts["simulate"] or None), directory), directory, os.path.join(directory, "lock")
+        scenario = load_scenario(opts["simulate"] or None)
+        node_class = SimulatedNode
+        if scenario.get("consumers") == "live":
+            from nvreload.engine.sim_live import SimulatedModulesLiveConsumers as node_class  # noqa: N813
+        return node_class(scenario, directory), directory, os.path.join(directory, "lock")
     from nvreload.engine.live import LiveReloadHost
     from nvreload.host.local import LocalHost
     from nvreload.host.rootfs import open_root
@@ -151,7 +155,8 @@ def run_action(action: str, opts: dict) -> int:
             blockers.append("display_server_active")
         if blockers and action == "reload" and not dry_run:
             raise RefusedError("reload refused: " + ", ".join(blockers) + " (nvreload --status explains)")
-        plan = build_plan(view, host.configured_parameters(), driver=opts["driver"], stop_only=action == "stop")
+        plan = build_plan(view, host.configured_parameters(), driver=opts["driver"], stop_only=action == "stop",
+                          restart_container_engine=bool(opts["restart_docker"]))
         if not dry_run and not opts["yes"]:
             if not sys.stdin.isatty():
                 raise RefusedError(f"--{action} acts on the node: confirm with --yes when no terminal can ask")
@@ -164,5 +169,7 @@ def run_action(action: str, opts: dict) -> int:
         ], {"host": host.name, "driver": opts["driver"]})
         engine = Engine(host, journal, reporter)
         report = engine.stop(plan) if action == "stop" else engine.reload(plan)
+        report.left_alone = [{"service": name, "why": "enabled but already failed before the run; not started"}
+                             for name in view.failed_services]
         _render(report, opts, recorder.recorded if recorder is not None else None)
         return ExitCode.OK if dry_run else report.exit_code

@@ -60,7 +60,7 @@ def load_scenario(path: str | None) -> dict:
         raise ScenarioError(f"{path}: not a JSON scenario ({exc})") from None
     if not isinstance(data, dict) or not {"driver", "modules"} <= set(data):
         raise ScenarioError(f"{path}: a scenario needs at least 'driver' and 'modules' (keys: {', '.join(SCENARIO_KEYS)})")
-    unknown = set(data) - set(SCENARIO_KEYS) - {"latency", "modprobe_d", "mofed_ready", "description", "consoles"}
+    unknown = set(data) - set(SCENARIO_KEYS) - {"latency", "modprobe_d", "mofed_ready", "description", "consoles", "consumers"}
     if unknown:
         raise ScenarioError(f"{path}: unknown scenario keys: {', '.join(sorted(unknown))}")
     return data
@@ -207,7 +207,10 @@ class SimulatedNode:
                     p["alive"] = False
             self._save()
 
-    def start_container(self, container_id: str) -> None:
+    def restart_container_engine(self) -> None:
+        self._fault("restart_consumers")
+
+    def start_container(self, container_id: str, restart_policy: str | None = None) -> None:
         self._fault("restart_consumers")
         c = self._container(container_id)
         if c.get("holds") and self.nvml_status() == "driver_not_loaded":

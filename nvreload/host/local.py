@@ -34,7 +34,9 @@ class LocalHost:
         return os.geteuid() == 0
 
     def systemd_is_pid1(self) -> bool:
-        return self.fs.read_line("proc/1/comm") == "systemd" if self.live else False
+        if not self.live:
+            return False
+        return bool(os.environ.get("NVRELOAD_SYSTEMCTL")) or self.fs.read_line("proc/1/comm") == "systemd"
 
     # kernel log ---------------------------------------------------------------------------
     def kernel_log(self) -> tuple[str | None, str | None]:
@@ -98,8 +100,22 @@ class LocalHost:
             seen.setdefault(daemon.name, ServiceState(daemon.name, "active", None, daemon.command))
         return tuple(seen.values())
 
-    def containers(self) -> tuple[ContainerState, ...]:
-        return ()
+    def containers(self, holder_ids: tuple[str, ...] = ()) -> tuple[tuple[ContainerState, ...], str | None]:
+        """(GPU containers, why they could not be listed). No engine socket: none, and no SDK import."""
+        if not self.live:
+            return (), None
+        from nvreload.host.containers import engine_url
+
+        url = engine_url()
+        if url is None:
+            return (), None
+        from nvreload.errors import HostError
+        from nvreload.host.containers import ContainerEngine
+
+        try:
+            return ContainerEngine(url, timeout=20).gpu_containers(holder_ids), None
+        except HostError as exc:
+            return (), exc.message
 
     def fabric_manager_version(self) -> str | None:
         if not self.live:

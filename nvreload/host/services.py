@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+
 from nvreload.host.runner import CommandRunner
 from nvreload.model import ServiceState
 
@@ -33,8 +36,14 @@ def parse_systemctl_show(text: str) -> list[ServiceState]:
     return states
 
 
+def systemctl() -> list[str]:
+    """How to reach systemd: plain `systemctl`, or $NVRELOAD_SYSTEMCTL (e.g. a wrapper that enters
+    the namespaces of a systemd running in a container or a machine)."""
+    return shlex.split(os.environ.get("NVRELOAD_SYSTEMCTL") or "systemctl")
+
+
 def systemctl_states(runner: CommandRunner, units: tuple[str, ...] = GPU_SERVICES) -> list[ServiceState]:
-    result = runner.run(["systemctl", "show", "--property=Id,LoadState,ActiveState,UnitFileState", *units], timeout=10)
+    result = runner.run([*systemctl(), "show", "--property=Id,LoadState,ActiveState,UnitFileState", *units], timeout=10)
     if not result.ok and not result.stdout:
         return []
     return [s for s in parse_systemctl_show(result.stdout) if s.active != "not-found"]

@@ -34,7 +34,7 @@ class ReadableHost(Protocol):
     def nvml(self, module_live: bool, userspace_found: bool) -> NvmlReport: ...
     def gpu_processes(self, majors: frozenset[int], drm_minors: frozenset[int], nvml_pids: tuple[int, ...]) -> tuple[GpuProcess, ...]: ...
     def services(self) -> tuple[ServiceState, ...]: ...
-    def containers(self) -> tuple[ContainerState, ...]: ...
+    def containers(self, holder_ids: tuple[str, ...] = ()) -> tuple[tuple[ContainerState, ...], str | None]: ...
     def fabric_manager_version(self) -> str | None: ...
 
 
@@ -82,11 +82,14 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
             majors, drm_minors = frozenset(), frozenset()  # nothing to find: only NVML's pids are described
         else:
             majors, drm_minors = nvidia_majors(fs.read_text("proc/devices")), nvidia_drm_minors(fs)
+        processes = host.gpu_processes(majors, drm_minors, nvml_pids)
+        containers, engine_error = host.containers(tuple(sorted({p.container_id for p in processes if p.container_id})))
         consumers = Consumers(
-            processes=host.gpu_processes(majors, drm_minors, nvml_pids),
+            processes=processes,
             services=host.services(),
-            containers=host.containers(),
+            containers=containers,
             scanned=True,
+            container_engine_error=engine_error,
         )
     return NodeState(
         hostname=host.hostname(),

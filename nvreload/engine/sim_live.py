@@ -1,0 +1,52 @@
+"""A simulated node whose consumers are real: the NVIDIA modules are simulated (with the kernel's
+rules), while containers and services are the machine's own, reached through the real docker and
+systemctl adapters. Selected by `"consumers": "live"` in a scenario; it exercises the whole reload
+against a real engine and a real systemd on machines that have no GPU."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from nvreload.engine.live import LiveReloadHost
+from nvreload.engine.sim import SimulatedNode
+from nvreload.engine.view import ReloadView
+from nvreload.host.local import LocalHost
+from nvreload.host.rootfs import DirRoot
+
+
+class SimulatedModulesLiveConsumers(SimulatedNode):
+    name = "simulated-modules"
+
+    def __init__(self, scenario: dict, state_dir: str) -> None:
+        super().__init__(scenario, state_dir)
+        self.local = LocalHost(DirRoot("/"))
+        self.live = LiveReloadHost(self.local)
+
+    def observe(self) -> ReloadView:
+        simulated = super().observe()
+        containers, _error = self.local.containers()
+        services = tuple(s for s in self.local.services() if s.active == "active")
+        failed = tuple(s.name for s in self.local.services() if s.active == "failed")
+        return replace(simulated, processes=(), containers=containers, services=services, failed_services=failed)
+
+    def stop_container(self, container_id: str, timeout: int | None) -> None:
+        self._fault("stop_consumers")
+        self.live.stop_container(container_id, timeout)
+
+    def start_container(self, container_id: str, restart_policy: str | None = None) -> None:
+        self._fault("restart_consumers")
+        self.live.start_container(container_id, restart_policy)
+
+    def restart_container_engine(self) -> None:
+        self.live.restart_container_engine()
+
+    def stop_service(self, name: str) -> None:
+        self._fault("stop_consumers")
+        self.live.stop_service(name)
+
+    def start_service(self, name: str, command: list[str] | None = None) -> None:
+        self._fault("restart_consumers")
+        self.live.start_service(name, command)
+
+    def restart_service(self, name: str) -> None:
+        self.live.restart_service(name)
