@@ -104,6 +104,8 @@ def _render(report: RunReport, opts: dict, recorded=None) -> None:  # type: igno
         out.print("came back: " + ", ".join(report.restarted))
     for failure in report.restart_failures:
         out.print(f"[red]did not come back[/]: {failure['target']}: {failure['error']}")
+    for left in report.left_alone:
+        out.print(f"[yellow]left alone[/]: {left['service']}: {left['why']}")
     for killed in report.killed:
         out.print(f"ended process {killed['pid']} ({killed.get('comm')}): {killed['outcome']}")
     if report.gpu_unavailable_seconds is not None:
