@@ -35,26 +35,37 @@ def check_installer(path: str) -> None:
 
 
 class ConsoleReporter(Reporter):
+    """Each step as a spinner with its elapsed time while it runs (waits on container stops and
+    module loads can take minutes), then one line with how long it took."""
+
+    QUIET_OUTCOMES = ("done", "terminated", "killed", "gone")
+
     def __init__(self, verbose: bool = False) -> None:
         from nvreload.render.human import console
 
         self.out = console()
         self.verbose = verbose
-        self._status = None
+        self._progress = None
 
     def step(self, name: str, status: str, seconds: float | None = None, detail: str = "") -> None:
         if status == "running":
-            self._status = self.out.status(f"{name} ...", spinner="dots")
-            self._status.start()
+            if not self.out.is_terminal:
+                return  # a log or a pipe gets the finished lines only
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                      console=self.out, transient=True)
+            self._progress.start()
+            self._progress.add_task(name, total=None)
             return
-        if self._status is not None:
-            self._status.stop()
-            self._status = None
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
         mark = {"done": "[green]done[/]", "failed": "[red]FAILED[/]", "interrupted": "[yellow]interrupted[/]"}.get(status, status)
         self.out.print(f"{name:18} {mark} ({seconds or 0:.1f} s){' ' + detail if detail else ''}")
 
     def action(self, action, status: str, detail: str = "") -> None:  # type: ignore[no-untyped-def]
-        if self.verbose or status not in ("done",):
+        if self.verbose or not status.startswith(self.QUIET_OUTCOMES):
             self.out.print(f"  {action.action} {action.target}: {status}{' ' + detail if detail else ''}")
 
 
