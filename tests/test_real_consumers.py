@@ -68,7 +68,8 @@ def test_stop_then_start_touches_exactly_the_gpu_containers_and_active_gpu_units
     plain_before = state(dockerd, "plain")
     proc, report = cli(env, "--stop")
     assert proc.returncode == 0, proc.stderr
-    assert set(report["stopped"]) == {"gpu-env", "gpu-dev", "gpu-req", "gpu-rt", *GPU_UNITS}
+    assert set(report["stopped"]) == {"gpu-env", "gpu-dev", "gpu-req", "gpu-rt", *GPU_UNITS, "nv-hostengine.service"}
+    assert report["container_engine"]["live_restore"] is True  # what the run relied on is recorded
     assert report["left_alone"] == [{"service": "dcgm-exporter.service", "why": "enabled but already failed before the run; not started"}]
     for name in ("gpu-env", "gpu-dev", "gpu-req", "gpu-rt"):
         assert state(dockerd, name)[0] == "exited"
@@ -85,6 +86,8 @@ def test_stop_then_start_touches_exactly_the_gpu_containers_and_active_gpu_units
     assert dockerd.client.containers.get("gpu-rt").attrs["HostConfig"]["RestartPolicy"]["Name"] == "always"
     assert state(dockerd, "plain") == plain_before
     assert [systemd_container.active(u) for u in GPU_UNITS] == ["active"] * 3
+    # it had used its one start a minute: nvreload cleared the start limit and started it again
+    assert systemd_container.active("nv-hostengine.service") == "active"
     assert systemd_container.active("nvsm.service") == "inactive"
     assert systemd_container.active("dcgm-exporter.service") == "failed"
 
@@ -100,7 +103,7 @@ def test_a_simulated_modules_reload_restarts_the_real_consumers(node, dockerd, s
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["result"] == "reloaded"
-    assert set(report["restarted"]) == {"gpu-env", "gpu-dev", "gpu-req", "gpu-rt", *GPU_UNITS}
+    assert set(report["restarted"]) == {"gpu-env", "gpu-dev", "gpu-req", "gpu-rt", *GPU_UNITS, "nv-hostengine.service"}
     assert dockerd.hook_starts() == hook_before + 1  # the --gpus container really went through a start
     assert [systemd_container.active(u) for u in GPU_UNITS] == ["active"] * 3
     assert state(dockerd, "plain")[0] == "running"

@@ -38,6 +38,7 @@ class RunReport:
     remaining_action: str | None = None
     gpu_unavailable_seconds: float | None = None
     left_alone: list[dict] = field(default_factory=list)
+    container_engine: dict | None = None
 
     def document(self) -> dict:
         return {
@@ -53,6 +54,7 @@ class RunReport:
             "remaining_action": self.remaining_action,
             "gpu_unavailable_seconds": self.gpu_unavailable_seconds,
             "left_alone": self.left_alone,
+            "container_engine": self.container_engine,
         }
 
 
@@ -138,7 +140,7 @@ class Engine:
                 self.reporter.action(action, "failed", exc.message)
                 return
             self._record("containers", {"id": action.detail.get("id", action.target), "name": action.target,
-                                        "restart_policy": action.detail.get("restart_policy")})
+                                        "restart_policy": action.detail.get("restart_policy"), "was_running": True})
             self.reporter.action(action, "done")
 
         def stop_services() -> None:

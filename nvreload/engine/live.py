@@ -114,7 +114,21 @@ class LiveReloadHost:
             display_processes=display,
             logind_holds_drm=any(p.comm == LOGIND for p in node.consumers.processes),
             consoles=framebuffer_consoles(self.host.fs) if node.loaded("nvidia_drm") else (),
+            container_engine=self.container_engine_info(),
         )
+
+    def container_engine_info(self) -> dict | None:
+        """What the reload relies on from the engine (recorded in the journal): with live-restore
+        off, a dockerd restart while the modules are out would also stop every other container."""
+        from nvreload.host.containers import engine_url
+
+        if engine_url() is None:
+            return None
+        try:
+            info = self._engine().info()
+        except HostError as exc:
+            return {"error": exc.message}
+        return {"name": info.name, "version": info.version, "live_restore": info.live_restore}
 
     def configured_parameters(self) -> dict[str, dict[str, str]]:
         return modprobe_options(self.host)

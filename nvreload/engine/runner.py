@@ -179,9 +179,10 @@ def run_action(action: str, opts: dict) -> int:
                 raise RefusedError("not confirmed")
         journal = NullJournal() if dry_run else Journal.start(directory, action, [
             {"step": s.name, "action": a.action, "target": a.target} for s in plan.steps for a in s.actions
-        ], {"host": host.name, "driver": opts["driver"]})
+        ], {"host": host.name, "driver": opts["driver"], "container_engine": view.container_engine})
         engine = Engine(host, journal, reporter)
         report = engine.stop(plan) if action == "stop" else engine.reload(plan)
+        report.container_engine = view.container_engine
         report.left_alone = [{"service": name, "why": "enabled but already failed before the run; not started"}
                              for name in view.failed_services]
         _render(report, opts, recorder.recorded if recorder is not None else None)

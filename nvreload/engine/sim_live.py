@@ -27,7 +27,8 @@ class SimulatedModulesLiveConsumers(SimulatedNode):
         containers, _error = self.local.containers()
         services = tuple(s for s in self.local.services() if s.active == "active")
         failed = tuple(s.name for s in self.local.services() if s.active == "failed")
-        return replace(simulated, processes=(), containers=containers, services=services, failed_services=failed)
+        return replace(simulated, processes=(), containers=containers, services=services, failed_services=failed,
+                       container_engine=self.live.container_engine_info())
 
     def stop_container(self, container_id: str, timeout: int | None) -> None:
         self._fault("stop_consumers")

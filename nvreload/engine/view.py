@@ -27,6 +27,7 @@ class ReloadView:
     blockers: tuple[str, ...] = ()
     display_processes: tuple[GpuProcess, ...] = ()
     logind_holds_drm: bool = False
+    container_engine: dict | None = field(default=None, compare=False, hash=False)  # name, version, live_restore
     failed_services: tuple[str, ...] = ()  # enabled units already failed: reported, never started
     consoles: tuple[str, ...] = ()  # VT consoles bound to a framebuffer (nvidia_drm modeset=1/fbdev)
 

@@ -8,6 +8,7 @@ path, catches device nodes made anywhere (containers mknod their own /dev).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -99,6 +100,11 @@ class DeviceMatcher:
     def matches(self, major: int, minor: int) -> bool:
         return major in self.majors or (major, minor) in self.exact
 
+    @functools.cached_property
+    def exact_rdevs(self) -> frozenset[int]:
+        """The exact pairs as st_rdev values, so the scan's hot loop compares one integer."""
+        return frozenset(os.makedev(major, minor) for major, minor in self.exact)
+
 
 def gpu_matcher(majors: frozenset[int], drm_minors: frozenset[int] = frozenset()) -> DeviceMatcher:
     return DeviceMatcher(majors, frozenset((DRM_MAJOR, m) for m in drm_minors))
@@ -114,21 +120,22 @@ def held_devices(pid: int, matcher: DeviceMatcher, proc: str = "/proc") -> list[
         return []
     held = []
     stat_fn, is_chr, major_of, minor_of = os.stat, statmod.S_ISCHR, os.major, os.minor
+    majors, exact = matcher.majors, matcher.exact_rdevs
     try:
+        # The hot loop: one stat per descriptor and an integer test; everything else only on a hit.
         for fd in os.listdir(dir_fd):
             try:
                 st = stat_fn(fd, dir_fd=dir_fd)
             except OSError:
                 continue
-            if not is_chr(st.st_mode):
+            rdev = st.st_rdev
+            if not (rdev in exact or (majors and major_of(rdev) in majors)) or not is_chr(st.st_mode):
                 continue
-            major, minor = major_of(st.st_rdev), minor_of(st.st_rdev)
-            if matcher.matches(major, minor):
-                try:
-                    target = os.readlink(fd, dir_fd=dir_fd)
-                except OSError:
-                    target = "?"
-                held.append(f"{major}:{minor} {target}")
+            try:
+                target = os.readlink(fd, dir_fd=dir_fd)
+            except OSError:
+                target = "?"
+            held.append(f"{major_of(rdev)}:{minor_of(rdev)} {target}")
     except OSError:
         return []
     finally:

@@ -267,3 +267,16 @@ def test_a_scenario_that_is_not_one_is_bad_input(tmp_path):
     bad.write_text("[1, 2, 3]")
     proc, _ = reload(tmp_path, scenario=str(bad))
     assert proc.returncode == ExitCode.BAD_INPUT
+
+
+def test_restart_docker_puts_the_engine_restart_before_the_first_container_start(tmp_path):
+    proc = run_cli("--reload", "--simulate", "--dry-run", "--json", "--restart-docker",
+                   env={"NVRELOAD_STATE_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    actions = [p["action"] for p in json.loads(proc.stdout)["plan"]]
+    assert actions.index("restart_container_engine") < actions.index("start_container")
+    assert actions.index("restart_container_engine") > actions.index("start_service")
+
+
+def test_restart_docker_without_reload_is_a_usage_error():
+    assert run_cli("--stop", "--restart-docker").returncode == ExitCode.USAGE

@@ -17,12 +17,14 @@ UNITS = {
     "nvidia-fabricmanager.service": "ExecStart=/bin/sleep infinity",
     # its ExecStart fails once /ctl/fail-dcgm exists: a unit that will not come back
     "nvidia-dcgm.service": "ExecStart=/bin/sh -c 'test ! -e /ctl/fail-dcgm && exec /bin/sleep infinity'",
+    # systemd's own start limit: a second start within a minute is refused until reset-failed
+    "nv-hostengine.service": "ExecStart=/bin/sleep infinity",
     # enabled but already failed at boot: reported, never started by us
     "dcgm-exporter.service": "ExecStart=/bin/false",
     # installed, not enabled, inactive: must stay inactive
     "nvsm.service": "ExecStart=/bin/sleep infinity",
 }
-ENABLED = ("nvidia-persistenced.service", "nvidia-fabricmanager.service", "nvidia-dcgm.service", "dcgm-exporter.service")
+ENABLED = ("nv-hostengine.service", "nvidia-persistenced.service", "nvidia-fabricmanager.service", "nvidia-dcgm.service", "dcgm-exporter.service")
 
 
 def why_not() -> str | None:
@@ -52,7 +54,8 @@ def _skeleton() -> bytes:
         entry("etc/os-release", tarfile.SYMTYPE, link="../usr/lib/os-release")
         entry("etc/systemd/system/default.target", tarfile.SYMTYPE, link="/usr/lib/systemd/system/multi-user.target")
         for unit, exec_start in UNITS.items():
-            text = (f"[Unit]\nDescription=stand-in {unit}\nStartLimitIntervalSec=0\n\n[Service]\n{exec_start}\n"
+            limit = "StartLimitIntervalSec=60\nStartLimitBurst=1" if unit == "nv-hostengine.service" else "StartLimitIntervalSec=0"
+            text = (f"[Unit]\nDescription=stand-in {unit}\n{limit}\n\n[Service]\n{exec_start}\n"
                     f"TimeoutStopSec=5\n\n[Install]\nWantedBy=multi-user.target\n")
             entry(f"etc/systemd/system/{unit}", data=text.encode())
         for unit in ENABLED:
