@@ -110,32 +110,68 @@ def gpu_matcher(majors: frozenset[int], drm_minors: frozenset[int] = frozenset()
     return DeviceMatcher(majors, frozenset((DRM_MAJOR, m) for m in drm_minors))
 
 
-def held_devices(pid: int, matcher: DeviceMatcher, proc: str = "/proc") -> list[str]:
-    """The device files (as 'major:minor path') among pid's descriptors that the matcher accepts."""
+def _label(rdev: int, mode: int, majors: frozenset[int], exact: frozenset[int]) -> str | None:
+    """'major:minor' when the device is one the matcher accepts, else None."""
+    if (rdev in exact or (bool(majors) and os.major(rdev) in majors)) and statmod.S_ISCHR(mode):
+        return f"{os.major(rdev)}:{os.minor(rdev)}"
+    return None
+
+
+def held_devices(pid: int, matcher: DeviceMatcher, proc: str = "/proc",
+                 cache: dict[str, dict[str, str | None]] | None = None) -> list[str]:
+    """The device files (as 'major:minor path') among pid's descriptors that the matcher accepts.
+
+    Without a cache every descriptor is stat()ed: exact, for the re-check before a signal. With a
+    cache (the bulk scan, one matcher), a descriptor is first readlink()ed: sockets, pipes and
+    anonymous inodes are never devices and cost nothing more, and a path already stat()ed in the
+    same mount namespace reuses its verdict. The cache can only cause a miss when a device node was
+    replaced under a path while open; the unload then fails "in use" and the run rolls back.
+    """
     try:
         # stat relative to the open fd directory: the kernel walks one component per descriptor
-        # instead of /proc/<pid>/fd/<n> each time, which is most of the scan's cost.
+        # instead of /proc/<pid>/fd/<n> each time.
         dir_fd = os.open(f"{proc}/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return []
     held = []
-    stat_fn, is_chr, major_of, minor_of = os.stat, statmod.S_ISCHR, os.major, os.minor
+    stat_fn, readlink = os.stat, os.readlink
     majors, exact = matcher.majors, matcher.exact_rdevs
+    verdicts: dict[str, str | None] | None = None
+    if cache is not None:
+        try:
+            verdicts = cache.setdefault(readlink(f"{proc}/{pid}/ns/mnt"), {})
+        except OSError:
+            verdicts = None  # cannot tell namespaces apart: stat everything
     try:
-        # The hot loop: one stat per descriptor and an integer test; everything else only on a hit.
         for fd in os.listdir(dir_fd):
+            target = None
+            if verdicts is not None:
+                try:
+                    target = readlink(fd, dir_fd=dir_fd)
+                except OSError:
+                    continue
+                if target[:1] != "/":
+                    continue  # socket:[..], pipe:[..], anon_inode:..: never a device node
+                if target in verdicts:
+                    label = verdicts[target]
+                    if label is not None:
+                        held.append(f"{label} {target}")
+                    continue
             try:
                 st = stat_fn(fd, dir_fd=dir_fd)
             except OSError:
                 continue
-            rdev = st.st_rdev
-            if not (rdev in exact or (majors and major_of(rdev) in majors)) or not is_chr(st.st_mode):
+            label = _label(st.st_rdev, st.st_mode, majors, exact)
+            if verdicts is not None and not target.endswith(" (deleted)"):
+                verdicts[target] = label
+            if label is None:
                 continue
-            try:
-                target = os.readlink(fd, dir_fd=dir_fd)
-            except OSError:
-                target = "?"
-            held.append(f"{major_of(rdev)}:{minor_of(rdev)} {target}")
+            if target is None:
+                try:
+                    target = readlink(fd, dir_fd=dir_fd)
+                except OSError:
+                    target = "?"
+            held.append(f"{label} {target}")
     except OSError:
         return []
     finally:
@@ -149,8 +185,9 @@ PARALLEL_SCAN_MIN_PROCESSES = 256
 
 def _scan_pids(pids: list[int], matcher: DeviceMatcher, proc: str) -> dict[int, list[str]]:
     found = {}
+    cache: dict[str, dict[str, str | None]] = {}
     for pid in pids:
-        devices = held_devices(pid, matcher, proc)
+        devices = held_devices(pid, matcher, proc, cache)
         if devices:
             found[pid] = devices
     return found

@@ -117,3 +117,23 @@ def test_a_failing_scan_worker_has_its_share_rescanned(procs, monkeypatch):
     monkeypatch.setattr(gp.json, "dumps", broken)  # every worker dies before writing its result
     found = {p.pid for p in scan_gpu_holders(ZERO, workers=2)}
     assert {h.pid for h in holders} <= found
+
+
+def test_the_bulk_scan_with_its_path_cache_agrees_with_a_stat_of_every_descriptor(procs):
+    from nvreload.read.gpu_processes import held_devices
+
+    holders = [procs(HOLDER) for _ in range(3)]
+    bulk = {p.pid: p.devices for p in scan_gpu_holders(ZERO, workers=1)}
+    for holder in holders:
+        assert bulk[holder.pid] == tuple(held_devices(holder.pid, ZERO))  # no cache: stat each fd
+
+
+def test_a_device_node_deleted_while_open_is_still_found(procs, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mknod needs root")
+    node = tmp_path / "zero-copy"
+    rdev = os.stat("/dev/zero").st_rdev
+    os.mknod(node, 0o600 | __import__("stat").S_IFCHR, rdev)
+    holder = procs(f"import os, time; f = open({str(node)!r}, 'rb'); os.unlink({str(node)!r}); print('ready', flush=True); time.sleep(600)")
+    found = {p.pid: p.devices for p in scan_gpu_holders(ZERO, workers=1)}
+    assert holder.pid in found and "(deleted)" in found[holder.pid][0]
