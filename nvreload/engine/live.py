@@ -85,7 +85,6 @@ class LiveReloadHost:
         self.runner = host.runner
         self.grace = grace
         self.service_timeout = service_timeout
-        self._containers = None
 
     def _run(self, argv: list[str], timeout: float = 120) -> str:
         result = self.runner.run(argv, timeout=timeout)
@@ -120,12 +119,11 @@ class LiveReloadHost:
     def container_engine_info(self) -> dict | None:
         """What the reload relies on from the engine (recorded in the journal): with live-restore
         off, a dockerd restart while the modules are out would also stop every other container."""
-        from nvreload.host.containers import engine_url
-
-        if engine_url() is None:
-            return None
         try:
-            info = self._engine().info()
+            engine = self.host.container_engine()
+            if engine is None:
+                return None
+            info = engine.info()
         except HostError as exc:
             return {"error": exc.message}
         return {"name": info.name, "version": info.version, "live_restore": info.live_restore}
@@ -134,14 +132,10 @@ class LiveReloadHost:
         return modprobe_options(self.host)
 
     def _engine(self):  # type: ignore[no-untyped-def]
-        if self._containers is None:
-            from nvreload.host.containers import ContainerEngine, engine_url
-
-            url = engine_url()
-            if url is None:
-                raise HostError("no container engine socket on this node")
-            self._containers = ContainerEngine(url)
-        return self._containers
+        engine = self.host.container_engine()
+        if engine is None:
+            raise HostError("no container engine socket on this node")
+        return engine
 
     def stop_container(self, container_id: str, timeout: int | None) -> None:
         self._engine().stop(container_id, timeout)

@@ -25,8 +25,9 @@ class SimulatedModulesLiveConsumers(SimulatedNode):
     def observe(self) -> ReloadView:
         simulated = super().observe()
         containers, _error = self.local.containers()
-        services = tuple(s for s in self.local.services() if s.active == "active")
-        failed = tuple(s.name for s in self.local.services() if s.active == "failed")
+        units = self.local.services()
+        services = tuple(s for s in units if s.active == "active")
+        failed = tuple(s.name for s in units if s.active == "failed")
         return replace(simulated, processes=(), containers=containers, services=services, failed_services=failed,
                        container_engine=self.live.container_engine_info())
 

@@ -23,6 +23,7 @@ class LocalHost:
         self.fs = fs
         self.live = fs.is_live
         self.runner = runner or CommandRunner()
+        self._container_engine = None
 
     # identity -----------------------------------------------------------------------------
     def hostname(self) -> str | None:
@@ -100,20 +101,27 @@ class LocalHost:
             seen.setdefault(daemon.name, ServiceState(daemon.name, "active", None, daemon.command))
         return tuple(seen.values())
 
-    def containers(self, holder_ids: tuple[str, ...] = ()) -> tuple[tuple[ContainerState, ...], str | None]:
-        """(GPU containers, why they could not be listed). No engine socket: none, and no SDK import."""
-        if not self.live:
-            return (), None
-        from nvreload.host.containers import engine_url
+    def container_engine(self):  # type: ignore[no-untyped-def]
+        """The one client of this node's container engine, or None where no engine socket exists
+        (then the docker SDK is never imported)."""
+        if self._container_engine is None and self.live:
+            from nvreload.host.containers import engine_url
 
-        url = engine_url()
-        if url is None:
-            return (), None
+            url = engine_url()
+            if url is not None:
+                from nvreload.host.containers import ContainerEngine
+
+                # 30 s per request; a stop adds the container's own stop timeout to it
+                self._container_engine = ContainerEngine(url, timeout=30)
+        return self._container_engine
+
+    def containers(self, holder_ids: tuple[str, ...] = ()) -> tuple[tuple[ContainerState, ...], str | None]:
+        """(GPU containers, why they could not be listed). No engine socket: none."""
         from nvreload.errors import HostError
-        from nvreload.host.containers import ContainerEngine
 
         try:
-            return ContainerEngine(url, timeout=20).gpu_containers(holder_ids), None
+            engine = self.container_engine()
+            return (engine.gpu_containers(holder_ids), None) if engine is not None else ((), None)
         except HostError as exc:
             return (), exc.message
 

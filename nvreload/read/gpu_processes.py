@@ -97,9 +97,6 @@ class DeviceMatcher:
     def __bool__(self) -> bool:
         return bool(self.majors or self.exact)
 
-    def matches(self, major: int, minor: int) -> bool:
-        return major in self.majors or (major, minor) in self.exact
-
     @functools.cached_property
     def exact_rdevs(self) -> frozenset[int]:
         """The exact pairs as st_rdev values, so the scan's hot loop compares one integer."""
