@@ -102,6 +102,13 @@ class RootFS:
         return "/".join(done)
 
     # public reads -------------------------------------------------------------------------
+    def _resolved_file(self, rel: str) -> str | None:
+        """The path to read for `rel`, or None when it is not a regular file inside the root."""
+        real = self.resolve(rel)
+        if real is None or self._lkind(real) != "file":
+            return None
+        return real
+
     def kind(self, rel: str) -> str | None:
         """'file', 'dir' or None, after following links."""
         real = self.resolve(rel)
@@ -116,8 +123,8 @@ class RootFS:
         return self.kind(rel) == "dir"
 
     def read_bytes(self, rel: str, limit: int | None = None) -> bytes | None:
-        real = self.resolve(rel)
-        if real is None or self._lkind(real) != "file":
+        real = self._resolved_file(rel)
+        if real is None:
             return None
         try:
             return self._read(real, limit)
@@ -230,6 +237,13 @@ class DirRoot(RootFS):
 
     def _list(self, rel: str) -> list[str]:
         return os.listdir(self._abs(rel))
+
+    def _resolved_file(self, rel: str) -> str | None:
+        if self.is_live:
+            # On the live root the kernel follows links itself; open() reports what is missing.
+            # (Directories fail the read with IsADirectoryError, an OSError, like a missing file.)
+            return _norm(rel)
+        return super()._resolved_file(rel)
 
     def resolve(self, rel: str) -> str | None:
         if self.is_live:
