@@ -13,10 +13,14 @@ from nvreload.host.containers import DOCKER_UNIT
 from nvreload.host.local import LocalHost
 from nvreload.host.services import systemctl
 from nvreload.read.gpu_processes import gpu_matcher, nvidia_drm_minors, nvidia_majors
+from nvreload.read.kernel_modules import MOFED_MODULES
 from nvreload.read.node import MOFED_READY_MARKER, read_node
 from nvreload.verify import Check, cuda_context_check, run_checks
 
 LOGIND = "systemd-logind"
+# Read for diagnosis, never part of the reload set: MOFED belongs to the network stack, and nouveau
+# is another driver for the same GPUs (its presence is a finding, not something to reload).
+NOT_RELOADED = frozenset(MOFED_MODULES) | {"nouveau"}
 
 
 def modprobe_options(host: LocalHost) -> dict[str, dict[str, str]]:
@@ -98,7 +102,7 @@ class LiveReloadHost:
         modules = tuple(
             LoadedModule(m.name, tuple(h for h in m.holders), dict(m.parameters))
             for m in node.modules
-            if m.state in ("live", "coming") and not m.name.startswith(("ib_", "mlx"))
+            if m.state in ("live", "coming") and m.name not in NOT_RELOADED
         )
         display = tuple(p for p in node.consumers.processes if p.comm in DISPLAY_SERVERS)
         return ReloadView(

@@ -49,3 +49,17 @@ def test_modprobe_d_and_the_kernel_command_line_give_the_configured_parameters(t
     options = modprobe_options(LocalHost(open_root(str(tmp_path))))
     assert options["nvidia"] == {"NVreg_EnableGpuFirmware": "0", "NVreg_DynamicPowerManagement": "0x02"}
     assert options["nvidia_drm"] == {"modeset": "1"}
+
+
+def test_the_reload_set_is_the_nvidia_modules_not_mofed_or_nouveau(tmp_path):
+    from snapshot_builder import healthy_node
+
+    snap = healthy_node(tmp_path / "node")
+    snap.module("nvidia_peermem", "550.127.08")
+    snap.module("ib_core", None, holders=("nvidia_peermem",), refcount=1)
+    snap.module("mlx5_core", None)
+    snap.module("nouveau", None)
+    snap.write("proc/modules", (snap.root / "proc/modules").read_text())
+    # a snapshot root is not live, so observe() reads modules without scanning processes
+    view = LiveReloadHost(LocalHost(open_root(str(snap.root)))).observe()
+    assert {m.name for m in view.modules} == {"nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm", "nvidia_peermem"}
