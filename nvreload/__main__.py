@@ -1,3 +1,3 @@
-from nvreload.cli import main
+from nvreload.entry import main
 
 main()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nvreload.errors import RefusedError, UsageError
-from nvreload.host.local import LocalHost
-from nvreload.host.rootfs import open_root
+
+if TYPE_CHECKING:
+    from nvreload.host.local import LocalHost
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,25 @@ class App:
 
     @property
     def host(self) -> LocalHost:
+        return self._open_host(prefetch_nvml=False)
+
+    def _open_host(self, prefetch_nvml: bool) -> LocalHost:
+        """prefetch_nvml: on a live node with the nvidia module present, start the NVML probe (a
+        child process) before importing the read model, so the two run side by side."""
         if self._host is None:
-            self._host = LocalHost(open_root(self.root_arg))
+            from nvreload.host.rootfs import open_root
+            from nvreload.host.runner import CommandRunner
+
+            fs = open_root(self.root_arg)
+            runner = CommandRunner()
+            probe = None
+            if prefetch_nvml and fs.is_live and fs.exists("sys/module/nvidia"):
+                from nvreload.host.nvml import NvmlProbe
+
+                probe = NvmlProbe.start(runner)
+            from nvreload.host.local import LocalHost
+
+            self._host = LocalHost(fs, runner, nvml_probe=probe)
         return self._host
 
     def require_root_user(self, action: str) -> None:
@@ -34,19 +53,21 @@ class App:
             raise RefusedError(f"{action} needs root (it stops services and unloads kernel modules); run it with sudo")
 
     def status(self) -> Result:
+        host = self._open_host(prefetch_nvml=True)
         from nvreload.read.node import read_node
         from nvreload.status import status_document, status_exit_code
 
-        document = status_document(read_node(self.host))
+        document = status_document(read_node(host))
         return Result(document, status_exit_code(document))
 
     def verify(self) -> Result:
+        host = self._open_host(prefetch_nvml=True)
         from nvreload.read.node import read_node
         from nvreload.verify import cuda_context_check, run_checks, verify_exit_code
 
-        if not self.host.live:
+        if not host.live:
             raise UsageError("--verify checks the live driver (NVML, a CUDA context); it cannot run on --root")
-        node = read_node(self.host, with_consumers=False)
+        node = read_node(host, with_consumers=False)
         cuda = cuda_context_check() if node.nvml.status == "ok" else None
         checks = run_checks(node, cuda)
         document = {

@@ -6,22 +6,16 @@ Flags stay compatible with the original nvidia_driver_reload.py. Human output go
 
 from __future__ import annotations
 
-import json
 import sys
-import traceback
 
 import click
 
 from nvreload import __version__
-from nvreload.errors import ExitCode, NvreloadError, UsageError
+from nvreload.entry import guarded, run_read_only
+from nvreload.errors import RefusedError, UsageError
 
 ACTIONS = ("status", "verify", "reload", "reset", "stop", "start", "rollback", "collect")
 READ_ONLY = ("status", "collect")
-
-
-def _emit_json(document: dict) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
-    sys.stdout.flush()
 
 
 def _chosen_action(flags: dict) -> str:
@@ -70,51 +64,27 @@ def command(**opts: object) -> int:
     action = _chosen_action(opts)
     _check_combinations(action, opts)
     if action in ("status", "verify", "collect"):
-        from nvreload.app import App
-
-        app = App(root=opts["root"])  # type: ignore[arg-type]
-        if action == "collect":
-            result = app.collect(str(opts["collect"]))
-        else:
-            result = app.status() if action == "status" else app.verify()
-        if opts["as_json"]:
-            _emit_json(result.document)
-        else:
-            from nvreload.render import human
-
-            if action == "status":
-                human.render_status(result.document, verbose=bool(opts["verbose"]))
-            elif action == "verify":
-                human.render_verify(result.document)
-            else:
-                human.console().print(f"snapshot written to {opts['collect']} ({result.document['manifest']['files']} entries)")
-        return result.exit_code
+        return run_read_only(action, opts["root"], bool(opts["as_json"]), bool(opts["verbose"]),  # type: ignore[arg-type]
+                             collect_to=opts["collect"])  # type: ignore[arg-type]
     from nvreload.engine.runner import run_action
 
     return run_action(action, opts)
 
 
-def main(argv: list[str] | None = None) -> None:
-    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+def _invoke(args: list[str]) -> int:
     try:
-        code = command.main(args=argv, prog_name="nvreload", standalone_mode=False)
+        code = command.main(args=args, prog_name="nvreload", standalone_mode=False)
     except click.exceptions.Exit as exc:  # --help, --version
-        code = exc.exit_code
+        return exc.exit_code
     except click.ClickException as exc:  # bad flags: one line, the usage exit code
-        click.echo(f"nvreload: {exc.format_message()}", err=True)
-        code = ExitCode.USAGE
-    except click.exceptions.Abort:
-        click.echo("nvreload: aborted", err=True)
-        code = ExitCode.REFUSED
-    except NvreloadError as exc:
-        click.echo(f"nvreload: {exc.message}", err=True)
-        code = exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("nvreload: interrupted", err=True)
-        code = 130
-    except Exception as exc:  # noqa: BLE001 - a bug: one line unless --verbose
-        if verbose:
-            traceback.print_exc()
-        click.echo(f"nvreload: internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", err=True)
-        code = ExitCode.INTERNAL
-    sys.exit(code if isinstance(code, int) else 0)
+        raise UsageError(exc.format_message()) from exc
+    except click.exceptions.Abort as exc:  # the confirmation prompt was answered no, or closed
+        raise RefusedError("aborted") from exc
+    return code if isinstance(code, int) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The click way in (nvreload.entry:main sends every command line here but status-only ones)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in args or "--verbose" in args
+    sys.exit(guarded(lambda: _invoke(args), verbose))

@@ -38,6 +38,8 @@ MAX_FILE = 256 * 1024 * 1024
 
 @dataclass
 class Bundle:
+    """The snapshot archive being written, and what went into it."""
+
     tar: tarfile.TarFile
     names: set[str] = field(default_factory=set)
     skipped: list[str] = field(default_factory=list)
@@ -187,7 +189,7 @@ def _captured(host: LocalHost, bundle: Bundle) -> dict:
         # Keep why NVML refused (e.g. the version mismatch): the diagnosis needs it.
         from nvreload.host.nvml import probe_nvml
 
-        report = probe_nvml()
+        report = probe_nvml(host.runner)
         bundle.add_bytes(f"{SNAPSHOT_DIR}/nvml.json", json.dumps({"status": report.status, "error": report.error}).encode())
     fm = host.fabric_manager_version()
     if fm:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class KernelModule:
+    """One kernel module as /proc/modules and /sys/module/<name> describe it."""
+
     name: str
     state: str  # "live" | "coming" | "going" | "builtin"
     refcount: int | None  # None: the kernel cannot unload, or a built-in module
@@ -18,6 +20,8 @@ class KernelModule:
 
 @dataclass(frozen=True)
 class KernelInfo:
+    """The running kernel: its release and whether it lets modules load and unload at all."""
+
     release: str | None
     modules_supported: bool
     module_unload_supported: bool
@@ -36,6 +40,8 @@ class ResidentDriver:
 
 @dataclass(frozen=True)
 class OnDiskModule:
+    """The nvidia module modprobe would load for the running kernel, read from its ELF .modinfo."""
+
     path: str  # inside the root, e.g. /lib/modules/6.1.0-26-amd64/updates/dkms/nvidia.ko.zst
     version: str | None
     vermagic: str | None
@@ -51,6 +57,8 @@ class OnDiskModule:
 
 @dataclass(frozen=True)
 class DkmsEntry:
+    """One DKMS build (var/lib/dkms): which module version is built, and installed, for which kernel."""
+
     module: str
     version: str
     kernel: str
@@ -60,6 +68,8 @@ class DkmsEntry:
 
 @dataclass(frozen=True)
 class UserspaceLibrary:
+    """The userspace driver, as the file libnvidia-ml.so.1 resolves to."""
+
     version: str | None
     path: str | None  # the file libnvidia-ml.so.1 resolves to, inside the root
     link: str | None  # the libnvidia-ml.so.1 that was found
@@ -67,6 +77,8 @@ class UserspaceLibrary:
 
 @dataclass(frozen=True)
 class PciGpu:
+    """One NVIDIA display-class PCI function (/sys/bus/pci/devices) and the driver bound to it."""
+
     bus_id: str
     vendor: str
     device: str
@@ -86,6 +98,8 @@ class ProcGpu:
 
 @dataclass(frozen=True)
 class NvmlDevice:
+    """One GPU as NVML enumerates it."""
+
     index: int
     name: str | None
     uuid: str | None
@@ -97,6 +111,8 @@ class NvmlDevice:
 
 @dataclass(frozen=True)
 class NvmlReport:
+    """What NVML said: its status (the classified init failure, or ok) and the GPUs it sees."""
+
     status: str  # "ok" | "version_mismatch" | "driver_not_loaded" | "library_not_found" | "unavailable" | "error"
     source: str  # "nvml" (live) | "nvidia-smi-xml" (snapshot) | "none"
     driver_version: str | None = None
@@ -107,6 +123,8 @@ class NvmlReport:
 
 @dataclass(frozen=True)
 class XidEvent:
+    """One NVRM XID line from the kernel log."""
+
     xid: int
     pci_bus_id: str | None
     message: str
@@ -116,6 +134,8 @@ class XidEvent:
 
 @dataclass(frozen=True)
 class KernelLog:
+    """The kernel log's NVIDIA lines that matter: the last driver load, XIDs, load errors."""
+
     source: str | None  # "dmesg" | "/dev/kmsg" | "journalctl" | "snapshot" | None
     lines: int
     last_driver_load: str | None  # the last "NVRM: loading NVIDIA ..." line
@@ -126,6 +146,8 @@ class KernelLog:
 
 @dataclass(frozen=True)
 class GpuProcess:
+    """A process holding a GPU device node (or listed by NVML), and what owns it."""
+
     pid: int
     start_time: int | None  # clock ticks since boot (/proc/<pid>/stat field 22): the PID-reuse guard
     comm: str
@@ -138,6 +160,8 @@ class GpuProcess:
 
 @dataclass(frozen=True)
 class ServiceState:
+    """A GPU service (systemd unit, or a daemon by name where systemd is not PID 1)."""
+
     name: str
     active: str  # "active" | "inactive" | "failed" | "activating" | "unknown" | "not-found"
     enabled: str | None = None
@@ -146,6 +170,8 @@ class ServiceState:
 
 @dataclass(frozen=True)
 class ContainerState:
+    """A container that uses a GPU, with the markers that say so."""
+
     id: str
     name: str
     running: bool
@@ -156,6 +182,8 @@ class ContainerState:
 
 @dataclass(frozen=True)
 class Consumers:
+    """Everything that holds or uses the GPUs: processes, services, containers."""
+
     processes: tuple[GpuProcess, ...] = ()
     services: tuple[ServiceState, ...] = ()
     containers: tuple[ContainerState, ...] = ()
@@ -165,6 +193,8 @@ class Consumers:
 
 @dataclass(frozen=True)
 class NodeState:
+    """The whole read model of one node, live or from a snapshot."""
+
     hostname: str | None
     kernel: KernelInfo
     modules: tuple[KernelModule, ...]

@@ -14,6 +14,8 @@ from nvreload.read.nvidia_proc import normalize_bus_id
 
 @dataclass(frozen=True)
 class Check:
+    """One --verify check and whether it passed."""
+
     name: str
     ok: bool
     detail: str

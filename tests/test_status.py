@@ -196,7 +196,7 @@ def test_status_json_on_a_node_without_a_container_engine_does_not_import_the_do
 
     if any(os.path.exists(p) for p in ("/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock")):
         pytest.skip("a container engine socket exists on this machine")
-    code = ("import sys, io, contextlib\nfrom nvreload.cli import main\n"
+    code = ("import sys, io, contextlib\nfrom nvreload.entry import main\n"
             "out = io.StringIO()\n"
             "try:\n    with contextlib.redirect_stdout(out):\n        main(['--status', '--json'])\nexcept SystemExit:\n    pass\n"
             "print('docker' in sys.modules)")

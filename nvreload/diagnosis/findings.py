@@ -28,6 +28,8 @@ DISPLAY_SERVERS = frozenset(
 
 @dataclass(frozen=True)
 class Finding:
+    """One thing wrong (or worth knowing) about a node, with the evidence that shows it."""
+
     code: str
     severity: str  # "info" | "warning" | "critical"
     message: str
@@ -38,6 +40,8 @@ class Finding:
 
 @dataclass(frozen=True)
 class Diagnosis:
+    """All findings of a node and the one action recommended for them."""
+
     findings: tuple[Finding, ...]
     recommended_action: str
     reload_blockers: tuple[str, ...]

@@ -26,6 +26,8 @@ class Interrupted(Exception):
 
 @dataclass
 class RunReport:
+    """What a run did and how it ended: the --json document of --reload, --stop, --start."""
+
     result: str  # "reloaded" | "rolled_back" | "failed" | "stopped" | "started" | "nothing_to_do"
     exit_code: int
     steps: list[dict] = field(default_factory=list)

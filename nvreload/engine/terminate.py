@@ -13,6 +13,8 @@ from nvreload.read.gpu_processes import DeviceMatcher, held_devices, read_identi
 
 @dataclass(frozen=True)
 class Termination:
+    """What signalling one process came to, and why."""
+
     pid: int
     outcome: str  # "terminated" | "killed" | "gone" | "refused" | "survived"
     reason: str

@@ -11,6 +11,8 @@ STEP_NAMES = ("stop_consumers", "unload_modules", "install_driver", "load_module
 
 @dataclass(frozen=True)
 class LoadedModule:
+    """A module that was loaded before the reload, to be loaded back with its parameters."""
+
     name: str
     holders: tuple[str, ...]
     parameters: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
@@ -18,6 +20,8 @@ class LoadedModule:
 
 @dataclass(frozen=True)
 class ReloadView:
+    """What the planner needs to know of a node to plan a reload: what is loaded and who uses it."""
+
     modules: tuple[LoadedModule, ...]  # loaded NVIDIA modules and whatever holds them
     processes: tuple[GpuProcess, ...]
     services: tuple[ServiceState, ...]  # GPU services that are active now
@@ -34,6 +38,8 @@ class ReloadView:
 
 @dataclass(frozen=True)
 class Action:
+    """One thing the engine does to the node, with what it needs to undo it."""
+
     action: str  # stop_container, stop_service, quit_mps, kill_process, restart_logind, unload_module, ...
     target: str
     detail: dict = field(default_factory=dict, compare=False, hash=False)
@@ -41,12 +47,16 @@ class Action:
 
 @dataclass(frozen=True)
 class Step:
+    """A named step of the state machine: its actions run together."""
+
     name: str
     actions: tuple[Action, ...]
 
 
 @dataclass(frozen=True)
 class Plan:
+    """The ordered steps of a run."""
+
     steps: tuple[Step, ...]
 
     def actions(self) -> list[Action]:

@@ -67,6 +67,8 @@ def gpu_markers(attrs: dict) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class EngineInfo:
+    """The container engine's identity and whether live-restore keeps containers up across its restart."""
+
     live_restore: bool
     name: str  # "docker" | "podman"
     version: str

@@ -17,6 +17,8 @@ GPU_DAEMONS = ("nv-hostengine", "dcgm-exporter", "nvsm", "nvidia-persistenced", 
 
 @dataclass(frozen=True)
 class Daemon:
+    """A GPU daemon found by its argv[0] where systemd is not PID 1, with the command to start it again."""
+
     name: str
     pid: int
     start_time: int

@@ -10,20 +10,28 @@ import json
 import os
 import re
 
+from typing import TYPE_CHECKING
+
 from nvreload.host.rootfs import RootFS
 from nvreload.host.runner import CommandRunner
 from nvreload.model import ContainerState, GpuProcess, NvmlReport, ServiceState
+
+if TYPE_CHECKING:
+    from nvreload.host.nvml import NvmlProbe
 
 SNAPSHOT_DIR = "nvreload-snapshot"
 _FM_VERSION = re.compile(r"(\d+\.\d+\.\d+)")
 
 
 class LocalHost:
-    def __init__(self, fs: RootFS, runner: CommandRunner | None = None) -> None:
+    def __init__(self, fs: RootFS, runner: CommandRunner | None = None, nvml_probe: NvmlProbe | None = None) -> None:
         self.fs = fs
         self.live = fs.is_live
         self.runner = runner or CommandRunner()
         self._container_engine = None
+        # started by the caller before the heavy imports, so NVML answers while we read files;
+        # used by the first nvml() call only (a later read must see the driver as it is then)
+        self._nvml_probe = nvml_probe
 
     # identity -----------------------------------------------------------------------------
     def hostname(self) -> str | None:
@@ -70,14 +78,19 @@ class LocalHost:
 
             parsed = parse_smi_xml(self.fs.read_text(f"{SNAPSHOT_DIR}/nvidia-smi-q.xml"))
             return parsed or NvmlReport(status="unavailable", source="none", error="not captured in this snapshot")
-        if not userspace_found:
-            return NvmlReport(status="library_not_found", source="nvml", error="libnvidia-ml.so.1 not found")
-        if not module_live:
+        probe, self._nvml_probe = self._nvml_probe, None
+        if not userspace_found or not module_live:
             # NVML would only say the same thing after loading a library and opening devices.
+            if probe is not None:
+                probe.abandon()
+            if not userspace_found:
+                return NvmlReport(status="library_not_found", source="nvml", error="libnvidia-ml.so.1 not found")
             return NvmlReport(status="driver_not_loaded", source="nvml", error="nvidia module not loaded")
-        from nvreload.host.nvml import probe_nvml
+        if probe is None:
+            from nvreload.host.nvml import NvmlProbe
 
-        return probe_nvml()
+            probe = NvmlProbe.start(self.runner)
+        return probe.report()
 
     # consumers ----------------------------------------------------------------------------
     def gpu_processes(self, majors: frozenset[int], drm_minors: frozenset[int], nvml_pids: tuple[int, ...]) -> tuple[GpuProcess, ...]:

@@ -1,114 +1,107 @@
-"""One door to NVML. The session is opened and closed explicitly: while open, NVML holds
-/dev/nvidia* descriptors, which would keep the very module we want to unload busy.
+"""One door to NVML: a probe that runs the NVML session (nvml_session.py) in a child process.
 
-pynvml is imported lazily (≈70 ms) and only on a live node.
+Why a child and not pynvml in our own process:
+- a wedged GPU can hang nvmlInit inside an ioctl for minutes; the parent keeps its deadline and
+  reports "NVML did not answer" instead of hanging with it;
+- a crash inside libnvidia-ml (a half-upgraded node) is a finding, not the end of nvreload;
+- NVML's /dev/nvidia* descriptors never live in the process that unloads the module;
+- importing pynvml and initialising NVML (about 40 ms on an H100 node) run beside our own file
+  reads instead of before them, which keeps `--status --json` fast.
 """
 
 from __future__ import annotations
 
-from nvreload.model import NvmlDevice, NvmlReport
+import json
+import os
+import sys
+from typing import TYPE_CHECKING
 
-# NVML return codes (nvml.h) that classify a failed nvmlInit.
-NVML_ERROR_DRIVER_NOT_LOADED = 9
-NVML_ERROR_LIBRARY_NOT_FOUND = 12
-NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
+from nvreload.host.runner import TIMED_OUT, CommandResult, CommandRunner, RunningCommand
 
-_INIT_STATUS = {
-    NVML_ERROR_DRIVER_NOT_LOADED: "driver_not_loaded",
-    NVML_ERROR_LIBRARY_NOT_FOUND: "library_not_found",
-    NVML_ERROR_LIB_RM_VERSION_MISMATCH: "version_mismatch",
-}
+if TYPE_CHECKING:
+    from nvreload.model import NvmlReport
 
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+# Long enough for nvmlInit on an 8-GPU node without persistence mode, where the driver initialises
+# every GPU on first open; a GPU that takes longer than this is wedged. NVRELOAD_NVML_TIMEOUT overrides.
+DEFAULT_TIMEOUT_S = 30.0
 
 
-class NvmlSession:
-    """`with NvmlSession() as nvml:` — nvml.report() is safe to call whatever state the driver is in."""
+def _timeout() -> float:
+    try:
+        return float(os.environ.get("NVRELOAD_NVML_TIMEOUT", DEFAULT_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_TIMEOUT_S
 
-    def __init__(self) -> None:
-        self._pynvml = None
-        self._open = False
-        self.init_status = "unavailable"
-        self.init_error: str | None = None
 
-    def __enter__(self) -> "NvmlSession":
-        try:
-            import pynvml
-        except ImportError as exc:
-            self.init_error = f"nvidia-ml-py is not installed: {exc}"
-            return self
-        self._pynvml = pynvml
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError as exc:
-            code = getattr(exc, "value", None)
-            self.init_status = _INIT_STATUS.get(code, "error")
-            self.init_error = _text(exc)
-            return self
-        except OSError as exc:  # a broken library file
-            self.init_status, self.init_error = "error", str(exc)
-            return self
-        self._open = True
-        self.init_status = "ok"
-        return self
+def _child_env() -> dict[str, str]:
+    """The child must import this very nvreload (a source checkout, a venv): put its parent first."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    return env
 
-    def __exit__(self, *exc: object) -> None:
-        if self._open and self._pynvml is not None:
-            try:
-                self._pynvml.nvmlShutdown()
-            finally:
-                self._open = False
 
-    def _safe(self, call, *args):  # type: ignore[no-untyped-def]
-        try:
-            return call(*args)
-        except Exception:  # noqa: BLE001 - any NVML call may be unsupported on some GPU
-            return None
+class NvmlProbe:
+    """An NVML session running in a child process; report() collects it (once)."""
+
+    def __init__(self, command: RunningCommand, timeout: float) -> None:
+        self._command = command
+        self._timeout = timeout
+
+    @classmethod
+    def start(cls, runner: CommandRunner | None = None, timeout: float | None = None) -> "NvmlProbe":
+        runner = runner or CommandRunner()
+        # -s: the user's site directory has no business in a root tool's child
+        command = runner.start([sys.executable, "-s", "-m", "nvreload.host.nvml_session"], env=_child_env())
+        return cls(command, _timeout() if timeout is None else timeout)
+
+    def abandon(self) -> None:
+        self._command.abandon()
 
     def report(self) -> NvmlReport:
-        if not self._open:
-            return NvmlReport(status=self.init_status, source="nvml", error=self.init_error)
-        nv = self._pynvml
-        devices = []
-        count = self._safe(nv.nvmlDeviceGetCount) or 0
-        for index in range(count):
-            handle = self._safe(nv.nvmlDeviceGetHandleByIndex, index)
-            if handle is None:
-                devices.append(NvmlDevice(index, None, None, None, None, None))
-                continue
-            pci = self._safe(nv.nvmlDeviceGetPciInfo, handle)
-            mig = self._safe(nv.nvmlDeviceGetMigMode, handle)
-            persistence = self._safe(nv.nvmlDeviceGetPersistenceMode, handle)
-            pids: set[int] = set()
-            for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-                for proc in self._safe(getattr(nv, getter), handle) or []:
-                    pids.add(int(proc.pid))
-            name = self._safe(nv.nvmlDeviceGetName, handle)
-            uuid = self._safe(nv.nvmlDeviceGetUUID, handle)
-            devices.append(
-                NvmlDevice(
-                    index=index,
-                    name=_text(name) if name is not None else None,
-                    uuid=_text(uuid) if uuid is not None else None,
-                    pci_bus_id=_text(pci.busId) if pci is not None else None,
-                    persistence_mode=bool(persistence) if persistence is not None else None,
-                    mig_mode=bool(mig[0]) if mig is not None else None,
-                    compute_pids=tuple(sorted(pids)),
-                )
-            )
-        driver = self._safe(nv.nvmlSystemGetDriverVersion)
-        cuda = self._safe(nv.nvmlSystemGetCudaDriverVersion)
+        return report_from_result(self._command.result(self._timeout), self._timeout)
+
+
+def report_from_result(result: CommandResult, timeout: float) -> NvmlReport:
+    # nvreload.model is imported here, not at the top: the probe starts before the model is loaded
+    from nvreload.model import NvmlDevice, NvmlReport
+
+    if result.returncode == TIMED_OUT:
         return NvmlReport(
-            status="ok",
+            status="error",
             source="nvml",
-            driver_version=_text(driver) if driver is not None else None,
-            cuda_driver_version=cuda,
-            devices=tuple(devices),
+            error=f"NVML did not answer within {timeout:g} s: a GPU may be wedged (see the kernel log's XIDs)",
         )
+    if result.returncode != 0:
+        why = f"killed by signal {-result.returncode}" if result.returncode < 0 else f"exit status {result.returncode}"
+        last = result.stderr.strip().splitlines()[-1:] or [""]
+        return NvmlReport(status="error", source="nvml", error=f"the NVML probe failed ({why}) {last[0]}".strip())
+    try:
+        data = json.loads(result.stdout)
+        devices = tuple(
+            NvmlDevice(
+                index=int(d["index"]),
+                name=d.get("name"),
+                uuid=d.get("uuid"),
+                pci_bus_id=d.get("pci_bus_id"),
+                persistence_mode=d.get("persistence_mode"),
+                mig_mode=d.get("mig_mode"),
+                compute_pids=tuple(int(p) for p in d.get("compute_pids", ())),
+            )
+            for d in data.get("devices", ())
+        )
+        cuda = data.get("cuda_driver_version")
+        return NvmlReport(
+            status=str(data["status"]),
+            source="nvml",
+            driver_version=data.get("driver_version"),
+            cuda_driver_version=int(cuda) if cuda is not None else None,
+            devices=devices,
+            error=data.get("error"),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return NvmlReport(status="error", source="nvml", error=f"the NVML probe's answer was unreadable: {exc}")
 
 
-def probe_nvml() -> NvmlReport:
-    with NvmlSession() as session:
-        return session.report()
+def probe_nvml(runner: CommandRunner | None = None, timeout: float | None = None) -> NvmlReport:
+    return NvmlProbe.start(runner, timeout).report()

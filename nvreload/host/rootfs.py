@@ -14,7 +14,6 @@ import posixpath
 import re
 import stat
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nvreload.errors import SnapshotError
@@ -45,6 +44,8 @@ def _norm(rel: str) -> str:
 
 @dataclass
 class _Entry:
+    """One member of a .tar.gz snapshot, held in memory."""
+
     kind: str  # "file" | "dir" | "link"
     data: bytes = b""
     target: str = ""
@@ -202,12 +203,14 @@ class RootFS:
 class DirRoot(RootFS):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         super().__init__()
-        self.base = Path(path)
-        self.is_live = str(self.base) == "/"
-        self.label = str(self.base)
+        # a plain normalised string, not a pathlib.Path: this is on every file read, and pathlib
+        # costs the --status fast path an import
+        self.base = os.path.normpath(os.fspath(path)) if os.fspath(path) else "."
+        self.is_live = self.base == "/"
+        self.label = self.base
 
     def _abs(self, rel: str) -> str:
-        return os.path.join(str(self.base), rel) if rel else str(self.base)
+        return os.path.join(self.base, rel) if rel else self.base
 
     def _lkind(self, rel: str) -> str | None:
         try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 
 @dataclass(frozen=True)
 class CommandResult:
+    """How a command ended: its exit status (124 timed out, 127 not found) and its output."""
+
     argv: tuple[str, ...]
     returncode: int
     stdout: str
@@ -16,6 +19,56 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+
+# Exit statuses a CommandResult carries when the command did not run to its own end (as timeout(1)).
+TIMED_OUT = 124
+NOT_STARTED = 126
+NOT_FOUND = 127
+
+
+class RunningCommand:
+    """A command started with CommandRunner.start(): it runs beside us until result() or abandon()."""
+
+    def __init__(self, argv: tuple[str, ...], proc, started: float, input_text: str | None = None) -> None:  # type: ignore[no-untyped-def]
+        self.argv = argv
+        self._proc = proc
+        self._started = started
+        self._input_text = input_text
+        self._result: CommandResult | None = None
+
+    @classmethod
+    def finished(cls, result: CommandResult) -> "RunningCommand":
+        command = cls(result.argv, None, time.monotonic())
+        command._result = result
+        return command
+
+    def result(self, timeout: float) -> CommandResult:
+        """Wait until `timeout` seconds after the start (not after this call), then give up on it."""
+        if self._result is not None:
+            return self._result
+        import subprocess
+
+        remaining = max(0.0, timeout - (time.monotonic() - self._started))
+        try:
+            stdout, stderr = self._proc.communicate(input=self._input_text, timeout=remaining)
+        except subprocess.TimeoutExpired:
+            self.abandon()
+            self._result = CommandResult(self.argv, TIMED_OUT, "", f"{self.argv[0]}: timed out after {timeout:g} s")
+            return self._result
+        self._result = CommandResult(self.argv, self._proc.returncode, stdout, stderr)
+        return self._result
+
+    def abandon(self) -> None:
+        """SIGKILL it without waiting: a process stuck in the kernel (a wedged GPU's ioctl) cannot be
+        reaped until the kernel lets go, and we must not hang with it."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        try:
+            self._proc.kill()
+        except OSError:
+            return
+        self._proc.poll()
 
 
 class CommandRunner:
@@ -36,24 +89,30 @@ class CommandRunner:
                 return found
         return None
 
-    def run(self, argv: Sequence[str], timeout: float = 30.0, input_text: str | None = None) -> CommandResult:
+    def start(
+        self, argv: Sequence[str], input_text: str | None = None, env: Mapping[str, str] | None = None
+    ) -> RunningCommand:
+        """Start a command and return at once; its output is collected by result()."""
         import subprocess  # lazily: the --status fast path usually runs no command at all
 
         argv = tuple(argv)
         binary = self.which(argv[0]) if "/" not in argv[0] else argv[0]
         if binary is None:
-            return CommandResult(argv, 127, "", f"{argv[0]}: command not found")
+            return RunningCommand.finished(CommandResult(argv, NOT_FOUND, "", f"{argv[0]}: command not found"))
+        started = time.monotonic()
         try:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 (binary,) + argv[1:],
-                input=input_text,
-                capture_output=True,
+                stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=timeout,
                 errors="replace",
+                env=dict(env) if env is not None else None,
             )
-        except subprocess.TimeoutExpired:
-            return CommandResult(argv, 124, "", f"{argv[0]}: timed out after {timeout:g} s")
         except OSError as exc:
-            return CommandResult(argv, 126, "", f"{argv[0]}: {exc}")
-        return CommandResult(argv, proc.returncode, proc.stdout, proc.stderr)
+            return RunningCommand.finished(CommandResult(argv, NOT_STARTED, "", f"{argv[0]}: {exc}"))
+        return RunningCommand(argv, proc, started, input_text)
+
+    def run(self, argv: Sequence[str], timeout: float = 30.0, input_text: str | None = None) -> CommandResult:
+        return self.start(argv, input_text=input_text).result(timeout)

@@ -32,15 +32,22 @@ NVIDIA_DEVICE_NAMES = (
 DRM_MAJOR = 226
 PF_KTHREAD = 0x00200000
 
+# cgroup paths that name a container (tried in this order) and a systemd service. Compiled on first
+# use: the --status path on a snapshot, or with no open handles, never classifies a process.
 _CONTAINER_PATTERNS = (
-    re.compile(r"docker-([0-9a-f]{12,64})\.scope"),
-    re.compile(r"/docker/([0-9a-f]{12,64})"),
-    re.compile(r"cri-containerd-([0-9a-f]{12,64})\.scope"),
-    re.compile(r"crio-([0-9a-f]{12,64})\.scope"),
-    re.compile(r"libpod-([0-9a-f]{12,64})\.scope"),
-    re.compile(r"/kubepods[^\n]*/([0-9a-f]{64})"),
+    r"docker-([0-9a-f]{12,64})\.scope",
+    r"/docker/([0-9a-f]{12,64})",
+    r"cri-containerd-([0-9a-f]{12,64})\.scope",
+    r"crio-([0-9a-f]{12,64})\.scope",
+    r"libpod-([0-9a-f]{12,64})\.scope",
+    r"/kubepods[^\n]*/([0-9a-f]{64})",
 )
-_UNIT = re.compile(r"/system\.slice/(?:[^/]+\.slice/)*([^/]+\.service)(?:/|$)")
+_UNIT = r"/system\.slice/(?:[^/]+\.slice/)*([^/]+\.service)(?:/|$)"
+
+
+@functools.cache
+def _cgroup_patterns() -> tuple[tuple[re.Pattern[str], ...], re.Pattern[str]]:
+    return tuple(re.compile(p) for p in _CONTAINER_PATTERNS), re.compile(_UNIT)
 
 
 def nvidia_majors(proc_devices: str | None) -> frozenset[int]:
@@ -62,6 +69,8 @@ def nvidia_majors(proc_devices: str | None) -> frozenset[int]:
 
 @dataclass(frozen=True)
 class ProcessIdentity:
+    """Who a PID is right now: the start time tells a reused PID from the one we saw."""
+
     pid: int
     start_time: int
     comm: str
@@ -226,12 +235,13 @@ def _scan_forked(pids: list[int], matcher: DeviceMatcher, proc: str, workers: in
 
 def classify_cgroup(cgroup_text: str) -> tuple[str | None, str | None]:
     """(container id, systemd unit) from /proc/<pid>/cgroup."""
-    for pattern in _CONTAINER_PATTERNS:
+    containers, unit = _cgroup_patterns()
+    for pattern in containers:
         match = pattern.search(cgroup_text)
         if match:
             return match.group(1), None
     for line in cgroup_text.splitlines():
-        match = _UNIT.search(line.rsplit(":", 1)[-1] + "/")
+        match = unit.search(line.rsplit(":", 1)[-1] + "/")
         if match:
             return None, match.group(1)
     return None, None

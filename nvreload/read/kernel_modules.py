@@ -26,6 +26,8 @@ MOFED_MODULES = ("ib_core", "mlx5_core")
 
 @dataclass(frozen=True)
 class ProcModulesLine:
+    """One parsed line of /proc/modules."""
+
     name: str
     size: int | None
     refcount: int | None

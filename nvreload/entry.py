@@ -1,0 +1,103 @@
+"""The console entry point, and what the two ways in share.
+
+`nvreload --status --json` is what fleet monitoring runs every few seconds on every node, so a
+command line that asks only for status (`--status`/`-s`, `--json`, `--root DIR`, `--verbose`/`-v`)
+goes straight to the application: importing click and what it pulls in (datetime, platform,
+gettext...) would be a sixth of that run. Every other command line, --help and --version included,
+goes through the click CLI in cli.py, which owns the documented interface. Both ways render through
+run_read_only() and report errors through guarded(), and tests/test_entry.py holds them to the same
+output and exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from typing import Callable
+
+from nvreload.errors import ExitCode, NvreloadError
+
+_STATUS_FLAGS = {"--status": "status", "-s": "status", "--json": "as_json", "--verbose": "verbose", "-v": "verbose"}
+
+
+def status_request(args: list[str]) -> dict | None:
+    """{"root", "as_json", "verbose"} when `args` only ask for status; None sends them to click."""
+    request: dict = {"root": None, "as_json": False, "verbose": False}
+    rest = iter(args)
+    for arg in rest:
+        if arg in _STATUS_FLAGS:
+            if _STATUS_FLAGS[arg] != "status":
+                request[_STATUS_FLAGS[arg]] = True
+        elif arg == "--root":
+            value = next(rest, None)
+            if value is None or value.startswith("-"):
+                return None  # click says what is wrong with it
+            request["root"] = value
+        elif arg.startswith("--root="):
+            request["root"] = arg[len("--root="):]
+        else:
+            return None
+    return request
+
+
+def emit_json(document: dict) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def run_read_only(action: str, root: str | None, as_json: bool, verbose: bool, collect_to: str | None = None) -> int:
+    """--status, --verify, --collect: call the application, render its document, return the exit code."""
+    from nvreload.app import App
+
+    app = App(root=root)
+    if action == "collect":
+        result = app.collect(str(collect_to))
+    else:
+        result = app.status() if action == "status" else app.verify()
+    if as_json:
+        emit_json(result.document)
+        return result.exit_code
+    from nvreload.render import human
+
+    if action == "status":
+        human.render_status(result.document, verbose=verbose)
+    elif action == "verify":
+        human.render_verify(result.document)
+    else:
+        human.console().print(f"snapshot written to {collect_to} ({result.document['manifest']['files']} entries)")
+    return result.exit_code
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"nvreload: {message}\n")
+    sys.stderr.flush()
+
+
+def guarded(call: Callable[[], int], verbose: bool) -> int:
+    """Run a command; every error becomes one line on stderr and its documented exit code."""
+    try:
+        return call()
+    except NvreloadError as exc:
+        say(exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug: one line unless --verbose
+        if verbose:
+            traceback.print_exc()
+        say(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)")
+        return ExitCode.INTERNAL
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    request = status_request(args)
+    if request is None:
+        from nvreload.cli import main as cli_main
+
+        cli_main(args)
+        return
+    sys.exit(guarded(lambda: run_read_only("status", request["root"], request["as_json"], request["verbose"]),
+                     request["verbose"]))

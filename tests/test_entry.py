@@ -1,0 +1,77 @@
+"""The two ways in: status-only command lines skip click, and must say exactly what click's way says."""
+
+import subprocess
+import sys
+
+import pytest
+
+from nvreload.entry import status_request
+
+ENTRY = "from nvreload.entry import main; main(sys.argv[1:])"
+CLICK = "from nvreload.cli import main; main(sys.argv[1:])"
+
+
+def run_way(way: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "import sys; " + way, *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.parametrize("args", [
+    ["--status"],
+    ["--status", "--json"],
+    ["-s", "--json", "-v"],
+    ["--json", "--verbose"],
+    ["--json"],
+    [],
+])
+def test_status_only_command_lines_take_the_fast_way(args):
+    assert status_request(args + ["--root", "/x"]) == {
+        "root": "/x", "as_json": "--json" in args, "verbose": "-v" in args or "--verbose" in args}
+
+
+@pytest.mark.parametrize("args", [
+    ["--reload"], ["--status", "--reload"], ["--help"], ["--version"], ["-sv"], ["--status", "--root"],
+    ["--root", "--json"], ["--collect", "x.tar.gz"], ["--status", "--dry-run"], ["status"],
+])
+def test_anything_else_goes_through_click(args):
+    assert status_request(args) is None
+
+
+def test_root_may_be_given_with_an_equals_sign():
+    assert status_request(["--status", "--root=/snap"])["root"] == "/snap"
+
+
+def test_the_fast_way_imports_neither_click_nor_pynvml(h100_root):
+    code = ("import sys, io, contextlib\nfrom nvreload.entry import main\n"
+            "out = io.StringIO()\n"
+            f"try:\n    with contextlib.redirect_stdout(out):\n        main(['--status', '--json', '--root', {str(h100_root)!r}])\n"
+            "except SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('click', 'pynvml', 'rich', 'docker') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def _cases(h100_root, tmp_path):
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 20)
+    return [
+        ["--status", "--json", "--root", str(h100_root)],
+        ["--json", f"--root={h100_root}"],
+        ["--status", "--root", str(h100_root)],
+        ["-s", "-v", "--root", str(h100_root)],
+        ["--status", "--json", "--root", str(tmp_path / "missing")],
+        ["--status", "--json", "--root", str(truncated)],
+    ]
+
+
+def test_both_ways_print_the_same_and_exit_the_same(h100_root, tmp_path):
+    for args in _cases(h100_root, tmp_path):
+        fast, through_click = run_way(ENTRY, *args), run_way(CLICK, *args)
+        assert (fast.returncode, fast.stdout, fast.stderr) == (
+            through_click.returncode, through_click.stdout, through_click.stderr), args
+
+
+def test_bad_flags_still_get_clicks_one_line_and_the_usage_code():
+    proc = run_way(ENTRY, "--status", "--no-such-flag")
+    assert proc.returncode == 64
+    assert proc.stderr.startswith("nvreload: ") and len(proc.stderr.strip().splitlines()) == 1
