@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Median wall time of `nvreload --status --json` beside `python3 -c pass`, 20 runs each.
+"""Median wall time of `nvreload --status --json` beside `python -c pass`, 20 runs each.
 
-    python3 bench/status_latency.py            # on the H100 capture (tests/fixtures/...)
-    python3 bench/status_latency.py --live     # on this machine's live node
+    .venv/bin/python bench/status_latency.py            # on the H100 capture (tests/fixtures/...)
+    .venv/bin/python bench/status_latency.py --live     # on this machine's live node
 Target: the --root run <= 5x python's own start-up; live on a GPU node <= 100 ms.
+
+Run it with the python of the environment nvreload is installed in: it times the `nvreload` console
+script next to that python (what operators run), or `python -m nvreload` where there is none. The
+ratio depends on the environment: a python whose site-packages import much at start-up (.pth files)
+makes it look better than a clean venv does, so the table names the interpreter.
 """
 
 from __future__ import annotations
@@ -33,8 +38,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     target = [] if args.live else ["--root", str(FIXTURE)]
+    script = Path(sys.executable).parent / "nvreload"
+    nvreload = [str(script)] if script.exists() else [sys.executable, "-m", "nvreload"]
     python = median_ms([sys.executable, "-c", "pass"], args.runs)
-    status = median_ms([sys.executable, "-m", "nvreload", "--status", "--json", *target], args.runs)
+    status = median_ms([*nvreload, "--status", "--json", *target], args.runs)
+    print(f"python: {sys.executable} {sys.version.split()[0]}; nvreload: {' '.join(nvreload)}")
     print(f"{'command':44} {'median ms':>10}")
     print(f"{'python3 -c pass':44} {python:10.1f}")
     print(f"{'nvreload --status --json ' + ('(live)' if args.live else '--root <fixture>'):44} {status:10.1f}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 
 from nvreload.errors import RefusedError, UsageError
 
@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from nvreload.host.local import LocalHost
 
 
-@dataclass(frozen=True)
+@dataclass
 class Result:
     """A command's outcome: a JSON-able document and the exit code it implies."""
 
@@ -68,7 +68,7 @@ class App:
         if not host.live:
             raise UsageError("--verify checks the live driver (NVML, a CUDA context); it cannot run on --root")
         node = read_node(host, with_consumers=False)
-        cuda = cuda_context_check() if node.nvml.status == "ok" else None
+        cuda = cuda_context_check(host.runner) if node.nvml.status == "ok" else None
         checks = run_checks(node, cuda)
         document = {
             "schema_version": 1,

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from nvreload.errors import ExitCode, NvreloadError
 
@@ -86,6 +85,8 @@ def guarded(call: Callable[[], int], verbose: bool) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - a bug: one line unless --verbose
         if verbose:
+            import traceback  # only for bugs: not worth its import on every run
+
             traceback.print_exc()
         say(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)")
         return ExitCode.INTERNAL

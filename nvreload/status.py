@@ -121,4 +121,8 @@ def status_exit_code(document: dict) -> int:
         return ExitCode.WARNING
     if document["unreadable"] and not document["modules"] and not document["gpus"]:
         return ExitCode.UNKNOWN  # could not see enough of the node to say it is fine
+    if document["driver"]["nvml"] == "error" and document["driver"]["nvml_source"] == "nvml":
+        # NVML hung, crashed or failed in a way no finding explains: the GPUs' health is unknown,
+        # and "OK" would be a lie to the monitoring that runs this
+        return ExitCode.UNKNOWN
     return ExitCode.OK

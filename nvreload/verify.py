@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from dataclasses import dataclass
 
 from nvreload.diagnosis import xid_catalog
 from nvreload.errors import ExitCode
+from nvreload.host.runner import TIMED_OUT, CommandRunner
 from nvreload.model import NodeState
 from nvreload.read.nvidia_proc import normalize_bus_id
 
@@ -47,14 +47,14 @@ print("CUDA context opened on %d device(s)" % count.value)
 """
 
 
-def cuda_context_check(timeout: float = 60.0) -> Check:
-    try:
-        proc = subprocess.run([sys.executable, "-c", CUDA_PROBE], capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
+def cuda_context_check(runner: CommandRunner | None = None, timeout: float = 60.0) -> Check:
+    result = (runner or CommandRunner()).run([sys.executable, "-c", CUDA_PROBE], timeout=timeout)
+    if result.returncode == TIMED_OUT:
         return Check("cuda_context", False, f"no CUDA context within {timeout:g} s")
-    detail = (proc.stdout.strip() or proc.stderr.strip().splitlines()[-1:] or ["no output"])
-    detail = detail if isinstance(detail, str) else detail[0]
-    return Check("cuda_context", proc.returncode == 0, detail)
+    if result.returncode < 0:  # a crash inside libcuda
+        return Check("cuda_context", False, f"the CUDA probe was killed by signal {-result.returncode}")
+    detail = result.stdout.strip() or (result.stderr.strip().splitlines()[-1:] or ["no output"])[0]
+    return Check("cuda_context", result.returncode == 0, detail)
 
 
 def run_checks(node: NodeState, cuda: Check | None) -> list[Check]:

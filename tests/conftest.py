@@ -22,6 +22,19 @@ def snapshot(tmp_path):
 
 
 @pytest.fixture(scope="session")
+def stub_library_dir(tmp_path_factory) -> Path:
+    """A directory holding libnvidia-ml.so.1 and libcuda.so.1 compiled from tests/stub_libraries/*.c:
+    real shared objects with NVIDIA's ABI, for the code that dlopens them (put it on LD_LIBRARY_PATH)."""
+    import subprocess
+
+    directory = tmp_path_factory.mktemp("stub-libraries")
+    for source in sorted((Path(__file__).parent / "stub_libraries").glob("*.c")):
+        target = directory / f"{source.stem}.so.1"
+        subprocess.run(["gcc", "-shared", "-fPIC", "-Wall", "-Werror", "-o", str(target), str(source)], check=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def dockerd(tmp_path_factory):
     """A real dockerd for the whole session, with a busybox image; skipped with the reason when it
     cannot run here (.ci/run installs docker.io so that CI runs these)."""

@@ -26,7 +26,7 @@ DISPLAY_SERVERS = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class Finding:
     """One thing wrong (or worth knowing) about a node, with the evidence that shows it."""
 
@@ -35,10 +35,10 @@ class Finding:
     message: str
     action: str  # one of ACTION_PRIORITY
     blocks_reload: bool = False
-    evidence: dict = field(default_factory=dict, compare=False, hash=False)
+    evidence: dict = field(default_factory=dict, compare=False)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Diagnosis:
     """All findings of a node and the one action recommended for them."""
 
@@ -206,7 +206,10 @@ def _gpu_findings(node: NodeState) -> list[Finding]:
     if any(d.mig_mode for d in node.nvml.devices):
         out.append(Finding(
             "mig_enabled", "info",
-            "MIG is enabled: its geometry is recorded and restored across a reload",
+            # MIG mode itself survives a reload; GPU and compute instances do not, and nvreload does
+            # not recreate them yet: say so rather than let an operator find out afterwards.
+            "MIG is enabled: a reload keeps MIG mode but not the GPU/compute instances, which nvreload "
+            "does not recreate; list them now (nvidia-smi mig -lgi, -lci) to recreate them after",
             "none",
             evidence={"gpus": [d.pci_bus_id for d in node.nvml.devices if d.mig_mode]},
         ))

@@ -233,7 +233,7 @@ class LiveReloadHost:
 
     def verify(self, expected_persistence: dict[str, bool]) -> list[Check]:
         node = read_node(self.host, with_consumers=False)
-        checks = run_checks(node, cuda_context_check() if node.nvml.status == "ok" else None)
+        checks = run_checks(node, cuda_context_check(self.host.runner) if node.nvml.status == "ok" else None)
         for device in node.nvml.devices:
             if expected_persistence.get(device.pci_bus_id or "") and device.persistence_mode is False:
                 checks.append(Check("persistence", False, f"{device.pci_bus_id}: persistence mode off (was on)", severity="warning"))

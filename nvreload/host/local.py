@@ -10,7 +10,7 @@ import json
 import os
 import re
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 
 from nvreload.host.rootfs import RootFS
 from nvreload.host.runner import CommandRunner

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 
 from nvreload.host.runner import TIMED_OUT, CommandResult, CommandRunner, RunningCommand
 
@@ -34,11 +34,17 @@ def _timeout() -> float:
 
 
 def _child_env() -> dict[str, str]:
-    """The child must import this very nvreload (a source checkout, a venv): put its parent first."""
+    """The child runs with -S (no site: a .pth that imports things at start-up would cost every
+    probe), so it gets our own import path instead: this very nvreload first (a source checkout, an
+    editable install), then every directory we import from (where pynvml is)."""
     package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in (package_parent, *sys.path) if p))
     return env
+
+
+# -c rather than -m: runpy's imports are a tenth of the child's start-up
+_CHILD = [sys.executable, "-S", "-c", "from nvreload.host.nvml_session import main; main()"]
 
 
 class NvmlProbe:
@@ -51,8 +57,7 @@ class NvmlProbe:
     @classmethod
     def start(cls, runner: CommandRunner | None = None, timeout: float | None = None) -> "NvmlProbe":
         runner = runner or CommandRunner()
-        # -s: the user's site directory has no business in a root tool's child
-        command = runner.start([sys.executable, "-s", "-m", "nvreload.host.nvml_session"], env=_child_env())
+        command = runner.start(_CHILD, env=_child_env())
         return cls(command, _timeout() if timeout is None else timeout)
 
     def abandon(self) -> None:

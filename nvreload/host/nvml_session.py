@@ -1,4 +1,4 @@
-"""The NVML session itself, run in a child process (`python -m nvreload.host.nvml_session`).
+"""The NVML session itself, run in a child process (nvreload.host.nvml starts it).
 
 It prints one JSON object on stdout: {"status", "error", "driver_version", "cuda_driver_version",
 "devices": [...]}. It imports nothing of nvreload's but this file, so the child starts in a few

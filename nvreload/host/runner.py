@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 
-@dataclass(frozen=True)
+@dataclass
 class CommandResult:
     """How a command ended: its exit status (124 timed out, 127 not found) and its output."""
 

@@ -24,7 +24,7 @@ NVIDIA_MODULES = (
 MOFED_MODULES = ("ib_core", "mlx5_core")
 
 
-@dataclass(frozen=True)
+@dataclass
 class ProcModulesLine:
     """One parsed line of /proc/modules."""
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from nvreload.host.rootfs import RootFS
 from nvreload.model import (
     KernelModule,
@@ -24,18 +22,23 @@ from nvreload.read.userspace import read_userspace
 
 MOFED_READY_MARKER = "run/mellanox/drivers/.driver-ready"
 
+TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
+if TYPE_CHECKING:
+    from typing import Protocol
 
-class ReadableHost(Protocol):
-    fs: RootFS
-    live: bool
+    class ReadableHost(Protocol):
+        """What read_node needs of a host: LocalHost (live or a snapshot), the simulated node."""
 
-    def hostname(self) -> str | None: ...
-    def kernel_log(self) -> tuple[str | None, str | None]: ...
-    def nvml(self, module_live: bool, userspace_found: bool) -> NvmlReport: ...
-    def gpu_processes(self, majors: frozenset[int], drm_minors: frozenset[int], nvml_pids: tuple[int, ...]) -> tuple[GpuProcess, ...]: ...
-    def services(self) -> tuple[ServiceState, ...]: ...
-    def containers(self, holder_ids: tuple[str, ...] = ()) -> tuple[tuple[ContainerState, ...], str | None]: ...
-    def fabric_manager_version(self) -> str | None: ...
+        fs: RootFS
+        live: bool
+
+        def hostname(self) -> str | None: ...
+        def kernel_log(self) -> tuple[str | None, str | None]: ...
+        def nvml(self, module_live: bool, userspace_found: bool) -> NvmlReport: ...
+        def gpu_processes(self, majors: frozenset[int], drm_minors: frozenset[int], nvml_pids: tuple[int, ...]) -> tuple[GpuProcess, ...]: ...
+        def services(self) -> tuple[ServiceState, ...]: ...
+        def containers(self, holder_ids: tuple[str, ...] = ()) -> tuple[tuple[ContainerState, ...], str | None]: ...
+        def fabric_manager_version(self) -> str | None: ...
 
 
 def _peermem_configured(fs: RootFS) -> bool:
@@ -69,14 +72,25 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
     userspace = read_userspace(fs)
     nvidia = by_name.get("nvidia")
     module_live = nvidia is not None and nvidia.state in ("live", "coming", "builtin")
-    nvml = host.nvml(module_live, userspace.link is not None)
-    log_text, log_source = host.kernel_log()
+    # Every file read comes before the NVML answer is needed: on a live node the NVML probe (a child
+    # process, started before this module was imported) runs beside them.
+    kernel_log = parse_kernel_log(*host.kernel_log())
+    resident = read_resident(fs)
+    on_disk = read_on_disk_module(fs, kernel.release)
+    dkms = read_dkms(fs)
+    pci_gpus = read_pci_gpus(fs)
+    proc_gpus = read_proc_gpus(fs)
+    fabric_manager_version = host.fabric_manager_version()
     mofed_ready = fs.exists(MOFED_READY_MARKER) or all(
         by_name.get(m) is not None and by_name[m].state in ("live", "builtin") for m in ("ib_core", "mlx5_core")
     )
     peermem = by_name.get("nvidia_peermem")
+    peermem_wanted = (peermem is not None and peermem.state != "going") or _peermem_configured(fs)
+    scan_consumers = with_consumers and host.live
+    services = host.services() if scan_consumers else ()  # systemctl, also beside the probe
+    nvml = host.nvml(module_live, userspace.link is not None)
     consumers = Consumers()
-    if with_consumers and host.live:
+    if scan_consumers:
         nvml_pids = tuple(sorted({pid for dev in nvml.devices for pid in dev.compute_pids}))
         if no_open_handles(modules):
             majors, drm_minors = frozenset(), frozenset()  # nothing to find: only NVML's pids are described
@@ -86,7 +100,7 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
         containers, engine_error = host.containers(tuple(sorted({p.container_id for p in processes if p.container_id})))
         consumers = Consumers(
             processes=processes,
-            services=host.services(),
+            services=services,
             containers=containers,
             scanned=True,
             container_engine_error=engine_error,
@@ -95,17 +109,17 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
         hostname=host.hostname(),
         kernel=kernel,
         modules=modules,
-        resident=read_resident(fs),
-        on_disk=read_on_disk_module(fs, kernel.release),
-        dkms=read_dkms(fs),
+        resident=resident,
+        on_disk=on_disk,
+        dkms=dkms,
         userspace=userspace,
-        pci_gpus=read_pci_gpus(fs),
-        proc_gpus=read_proc_gpus(fs),
+        pci_gpus=pci_gpus,
+        proc_gpus=proc_gpus,
         nvml=nvml,
-        kernel_log=parse_kernel_log(log_text, log_source),
+        kernel_log=kernel_log,
         mofed_ready=mofed_ready,
-        peermem_wanted=(peermem is not None and peermem.state != "going") or _peermem_configured(fs),
-        fabric_manager_version=host.fabric_manager_version(),
+        peermem_wanted=peermem_wanted,
+        fabric_manager_version=fabric_manager_version,
         consumers=consumers,
         unreadable=tuple(dict.fromkeys(fs.denied)),
         live=host.live,

@@ -1,29 +1,18 @@
 """The NVML probe against a real shared library loaded by the real pynvml, in a real child process.
 
 libnvidia-ml.so.1 itself needs the NVIDIA kernel module, so the library here is a stand-in compiled
-from tests/host/stub_nvml/libnvidia_ml_stub.c with NVML's ABI; how it answers is set per test
-through the environment, which the probe's child inherits.
+from tests/stub_libraries/libnvidia-ml.c with NVML's ABI; how it answers is set per test through
+the environment, which the probe's child inherits.
 """
 
 import ctypes.util
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from nvreload.host.nvml import probe_nvml
 
-STUB_SOURCE = Path(__file__).parent / "stub_nvml" / "libnvidia_ml_stub.c"
 H100 = "NVIDIA H100 80GB HBM3|GPU-b4bbee5f-cd5c-d140-49e0-660633cb9b84|00000000:00:06.0|1|0|4242,17"
-
-
-@pytest.fixture(scope="module")
-def stub_library_dir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("stub-nvml")
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(directory / "libnvidia-ml.so.1"), str(STUB_SOURCE)],
-                   check=True)
-    return directory
 
 
 @pytest.fixture

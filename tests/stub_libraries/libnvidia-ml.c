@@ -1,4 +1,4 @@
-/* A stand-in libnvidia-ml.so.1 for tests: the real library cannot exist without the NVIDIA kernel
+/* A stand-in libnvidia-ml.so.1 for tests: the real library cannot work without the NVIDIA kernel
  * module. It exports the NVML entry points nvreload's probe calls, with the ABI of nvml.h, and
  * behaves as the environment says:
  *   STUB_NVML_INIT      return code of nvmlInitWithFlags (18 = RM version mismatch, 9 = driver not loaded)
