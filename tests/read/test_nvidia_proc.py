@@ -1,0 +1,43 @@
+"""/proc/driver/nvidia: the resident module's banner and the per-GPU information files."""
+
+import pytest
+
+from nvreload.host.rootfs import open_root
+from nvreload.read.nvidia_proc import normalize_bus_id, parse_version_banner, read_proc_gpus, read_resident
+
+
+def test_the_h100_capture_has_the_open_580_module_resident(h100_root):
+    resident = read_resident(open_root(str(h100_root)))
+    assert (resident.version, resident.flavor) == ("580.159.04", "open")
+    assert resident.banner.startswith("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64")
+
+
+def test_the_proprietary_banner_is_told_from_the_open_one():
+    text = "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.90.07  Fri May 31 09:35:42 UTC 2024\nGCC version: ...\n"
+    resident = parse_version_banner(text)
+    assert (resident.version, resident.flavor) == ("550.90.07", "proprietary")
+
+
+@pytest.mark.parametrize("text", [None, "", "garbage\n", "NVRM version: something else entirely\n"])
+def test_an_absent_or_unreadable_banner_gives_no_version_and_no_flavor(text):
+    resident = parse_version_banner(text)
+    assert resident.version is None and resident.flavor is None
+
+
+def test_the_h100_captures_gpu_information_is_read_with_its_uuid_and_minor(h100_root):
+    (gpu,) = read_proc_gpus(open_root(str(h100_root)))
+    assert gpu.bus_id == "0000:00:06.0"
+    assert gpu.model == "NVIDIA H100 80GB HBM3"
+    assert gpu.uuid == "GPU-53b5c735-02c3-9e8c-fc59-4b22ea2d1539"
+    assert gpu.minor == 0
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("00000000:3B:00.0", "0000:3b:00.0"),  # NVML's form
+    ("0000:3b:00", "0000:3b:00.0"),  # XID lines drop the function
+    ("3b:00.0", "0000:3b:00.0"),
+    ("0001:c1:00.1", "0001:c1:00.1"),
+    ("not a bus id", "not a bus id"),
+])
+def test_bus_ids_in_every_form_the_driver_prints_become_one(raw, expected):
+    assert normalize_bus_id(raw) == expected
