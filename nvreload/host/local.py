@@ -17,6 +17,7 @@ from nvreload.host.runner import CommandRunner
 from nvreload.model import ContainerState, GpuProcess, NvmlReport, ServiceState
 
 if TYPE_CHECKING:
+    from nvreload.host.modinfo_cache import ModinfoCache
     from nvreload.host.nvml import NvmlProbe
 
 SNAPSHOT_DIR = "nvreload-snapshot"
@@ -32,6 +33,11 @@ class LocalHost:
         # started by the caller before the heavy imports, so NVML answers while we read files;
         # used by the first nvml() call only (a later read must see the driver as it is then)
         self._nvml_probe = nvml_probe
+        self.modinfo_cache: ModinfoCache | None = None
+        if self.live:
+            from nvreload.host.modinfo_cache import ModinfoCache
+
+            self.modinfo_cache = ModinfoCache()
 
     # identity -----------------------------------------------------------------------------
     def hostname(self) -> str | None:

@@ -186,6 +186,10 @@ class RootFS:
                 return text
         return None
 
+    def host_path(self, rel: str) -> str | None:
+        """A real path on this machine for the file, where there is one (not inside an archive)."""
+        return None
+
     def follow_stand_ins(self, rel: str) -> str | None:
         """Follow a chain of symlinks or stand-ins from `rel`; the final path inside the root."""
         current = _norm(rel)

@@ -26,11 +26,14 @@ TYPE_CHECKING = False  # not typing's: importing typing costs the --status path;
 if TYPE_CHECKING:
     from typing import Protocol
 
+    from nvreload.host.modinfo_cache import ModinfoCache
+
     class ReadableHost(Protocol):
         """What read_node needs of a host: LocalHost (live or a snapshot), the simulated node."""
 
         fs: RootFS
         live: bool
+        modinfo_cache: ModinfoCache | None
 
         def hostname(self) -> str | None: ...
         def kernel_log(self) -> tuple[str | None, str | None]: ...
@@ -76,7 +79,7 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
     # process, started before this module was imported) runs beside them.
     kernel_log = parse_kernel_log(*host.kernel_log())
     resident = read_resident(fs)
-    on_disk = read_on_disk_module(fs, kernel.release)
+    on_disk = read_on_disk_module(fs, kernel.release, cache=host.modinfo_cache)
     dkms = read_dkms(fs)
     pci_gpus = read_pci_gpus(fs)
     proc_gpus = read_proc_gpus(fs)

@@ -9,6 +9,10 @@ from nvreload.host.rootfs import RootFS
 from nvreload.model import DkmsEntry, OnDiskModule
 from nvreload.read.elf_modinfo import read_modinfo
 
+TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
+if TYPE_CHECKING:
+    from nvreload.host.modinfo_cache import ModinfoCache
+
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
 # depmod's default search order puts updates/ (where DKMS installs) before the kernel's own tree.
 _PRIORITY = ("updates/", "extra/", "kernel/")
@@ -66,12 +70,20 @@ def find_module_file(root: RootFS, release: str, module: str = "nvidia") -> str 
     return min(found, key=rank)
 
 
-def read_on_disk_module(root: RootFS, release: str | None, module: str = "nvidia") -> OnDiskModule | None:
+def read_on_disk_module(root: RootFS, release: str | None, module: str = "nvidia",
+                        cache: ModinfoCache | None = None) -> OnDiskModule | None:
+    """`cache` (live nodes only): skip decompressing a module file that has not changed since a
+    previous run read it."""
     if not release:
         return None
     path = find_module_file(root, release, module)
     if path is None:
         return None
+    host_path = root.host_path(path) if cache is not None else None
+    if cache is not None and host_path is not None:
+        remembered = cache.get(host_path)
+        if remembered is not None:
+            return OnDiskModule("/" + path, remembered["version"], remembered["vermagic"], remembered["license"])
     data = root.read_bytes(path)
     if data is None:
         return OnDiskModule("/" + path, None, None, None, error="unreadable")
@@ -80,7 +92,10 @@ def read_on_disk_module(root: RootFS, release: str | None, module: str = "nvidia
     except ModuleFileError as exc:
         return OnDiskModule("/" + path, None, None, None, error=str(exc))
     first = lambda key: (info.get(key) or [None])[0]  # noqa: E731
-    return OnDiskModule("/" + path, first("version"), first("vermagic"), first("license"))
+    found = OnDiskModule("/" + path, first("version"), first("vermagic"), first("license"))
+    if cache is not None and host_path is not None:
+        cache.put(host_path, {"version": found.version, "vermagic": found.vermagic, "license": found.license})
+    return found
 
 
 _DKMS_DIR = re.compile(r"^(?P<kernel>[^/]+)$")
