@@ -1,4 +1,4 @@
-"""The real host: files through a root, commands through one runner, NVML through one session.
+"""The real host: files through a root, commands through one runner, NVML through one probe.
 
 A snapshot (--root) is the same object with `live=False`: every probe that would need the live
 machine reads what `--collect` captured under nvreload-snapshot/ instead.
@@ -10,14 +10,13 @@ import json
 import os
 import re
 
-TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
-
+from nvreload.host.modinfo_cache import ModinfoCache
 from nvreload.host.rootfs import RootFS
 from nvreload.host.runner import CommandRunner
 from nvreload.model import ContainerState, GpuProcess, NvmlReport, ServiceState
 
+TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
-    from nvreload.host.modinfo_cache import ModinfoCache
     from nvreload.host.nvml import NvmlProbe
 
 SNAPSHOT_DIR = "nvreload-snapshot"
@@ -33,11 +32,8 @@ class LocalHost:
         # started by the caller before the heavy imports, so NVML answers while we read files;
         # used by the first nvml() call only (a later read must see the driver as it is then)
         self._nvml_probe = nvml_probe
-        self.modinfo_cache: ModinfoCache | None = None
-        if self.live:
-            from nvreload.host.modinfo_cache import ModinfoCache
-
-            self.modinfo_cache = ModinfoCache()
+        # live only: a snapshot's files have no identity on this machine worth remembering
+        self.modinfo_cache = ModinfoCache() if self.live else None
 
     # identity -----------------------------------------------------------------------------
     def hostname(self) -> str | None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 
 from nvreload.host.runner import TIMED_OUT, CommandResult, CommandRunner, RunningCommand
 
+TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
     from nvreload.model import NvmlReport
 

@@ -1,8 +1,8 @@
 """The NVML session itself, run in a child process (nvreload.host.nvml starts it).
 
 It prints one JSON object on stdout: {"status", "error", "driver_version", "cuda_driver_version",
-"devices": [...]}. It imports nothing of nvreload's but this file, so the child starts in a few
-milliseconds; nvreload.host.nvml turns the object back into an NvmlReport.
+"devices": [...]}. It imports nothing of nvreload's but this file, so the child pays only for Python
+and pynvml; nvreload.host.nvml turns the object back into an NvmlReport.
 
 The session is opened and closed explicitly: while open, NVML holds /dev/nvidia* descriptors,
 which would keep the very module we want to unload busy. In a child, even a crash inside
@@ -62,10 +62,11 @@ class NvmlSession:
 
     def __exit__(self, *exc: object) -> None:
         if self._open and self._pynvml is not None:
+            self._open = False
             try:
                 self._pynvml.nvmlShutdown()
-            finally:
-                self._open = False
+            except Exception:  # noqa: BLE001 - what was read stands; the process exits next anyway
+                pass
 
     def _safe(self, call, *args):  # type: ignore[no-untyped-def]
         try:

@@ -14,10 +14,10 @@ import posixpath
 import re
 import stat
 from dataclasses import dataclass
-TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 
 from nvreload.errors import SnapshotError
 
+TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
     import tarfile
 
