@@ -1,9 +1,9 @@
 """Typed values that cross the seams: what the read model found on a node.
 
-Treat them as immutable: readers build them and nothing changes them afterwards (tests and the
-simulated node make changed copies with dataclasses.replace). They are not `frozen=True` because
-that makes dataclasses compile three more methods per class at import on Python 3.11 and 3.12, about
-10 ms for these classes on every `nvreload --status --json`, which monitoring runs on every node.
+Treat them as immutable: readers build them and nothing changes them afterwards (a changed copy is
+made with dataclasses.replace). They are not `frozen=True` because that makes dataclasses compile
+three more methods per class at import on Python 3.11 and 3.12: about 10 ms for these classes on
+every `nvreload --status --json`, which monitoring runs on every node.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from nvreload.host.modinfo_cache import ModinfoCache
 
     class ReadableHost(Protocol):
-        """What read_node needs of a host: LocalHost (live or a snapshot), the simulated node."""
+        """What read_node needs of a host (LocalHost, live or on a snapshot)."""
 
         fs: RootFS
         live: bool
