@@ -12,7 +12,6 @@ from nvreload.model import (
     NvmlReport,
     ServiceState,
 )
-from nvreload.read.gpu_processes import nvidia_drm_minors, nvidia_majors
 from nvreload.read.kernel_log import parse_kernel_log
 from nvreload.read.kernel_modules import parse_proc_modules, read_kernel, read_modules
 from nvreload.read.nvidia_proc import read_proc_gpus, read_resident
@@ -95,6 +94,8 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
     consumers = Consumers()
     if scan_consumers:
         nvml_pids = tuple(sorted({pid for dev in nvml.devices for pid in dev.compute_pids}))
+        from nvreload.read.gpu_processes import nvidia_drm_minors, nvidia_majors  # live scans only
+
         if no_open_handles(modules):
             majors, drm_minors = frozenset(), frozenset()  # nothing to find: only NVML's pids are described
         else:
