@@ -26,6 +26,9 @@ def render_status(doc: dict, verbose: bool = False) -> None:
         f"driver: module {driver['kernel_module_version'] or '-'} ({driver['kernel_module_flavor'] or '-'}, {loaded}), "
         f"on disk {driver['on_disk_module_version'] or '-'}, userspace {driver['userspace_version'] or '-'}, NVML {driver['nvml']}"
     )
+    if driver["nvml"] == "error" and driver.get("nvml_error"):
+        # no finding explains this one (a hang, a crash): the exit code is UNKNOWN, say why
+        out.print(f"[yellow]NVML: {escape(driver['nvml_error'])}[/]")
     if doc["modules"]:
         out.print("modules: " + ", ".join(
             f"{m['name']} ({m['state']}{'' if m['refcount'] is None else ', ref ' + str(m['refcount'])}"

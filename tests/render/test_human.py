@@ -1,0 +1,48 @@
+"""The human summary on stderr: what an operator reads at a terminal or in a ticket."""
+
+from dataclasses import replace
+
+from helpers import status_of
+
+from nvreload.host.local import LocalHost
+from nvreload.host.rootfs import open_root
+from nvreload.model import NvmlReport
+from nvreload.read.node import read_node
+from nvreload.render.human import render_status, render_verify
+from nvreload.status import status_document
+
+
+def test_the_h100_capture_reads_as_one_gpu_and_a_blocked_reload(h100_root, capsys):
+    render_status(status_of(h100_root))
+    captured = capsys.readouterr()
+    assert captured.out == ""  # stdout stays clean for pipes
+    text = captured.err
+    assert "module 580.159.04 (open, loaded)" in text
+    assert "0000:00:06.0" in text and "NVIDIA H100 80GB HBM3" in text
+    assert "module_unload_unsupported" in text
+    assert "reload blocked by module_unload_unsupported, module_loading_disabled" in text
+    assert "consumers: not scanned (snapshot)" in text
+
+
+def test_verbose_shows_each_findings_evidence(snapshot, capsys):
+    snapshot.userspace("550.144.03")
+    render_status(status_of(snapshot.root), verbose=True)
+    assert "userspace_version: 550.144.03" in capsys.readouterr().err
+
+
+def test_an_nvml_hang_is_spelled_out_since_no_finding_explains_it(snapshot, capsys):
+    node = read_node(LocalHost(open_root(str(snapshot.root))))
+    hung = NvmlReport(status="error", source="nvml", error="NVML did not answer within 30 s: a GPU may be wedged")
+    render_status(status_document(replace(node, nvml=hung)))
+    assert "NVML: NVML did not answer within 30 s" in capsys.readouterr().err
+
+
+def test_verify_marks_critical_failures_and_warnings_apart(capsys):
+    render_verify({"checks": [
+        {"name": "nvml", "ok": True, "detail": "NVML ok", "severity": "critical"},
+        {"name": "no_new_xids", "ok": False, "detail": "Xid 13", "severity": "warning"},
+        {"name": "versions_agree", "ok": False, "detail": "kernel module 550.90.07, userspace 550.127.08", "severity": "critical"},
+    ], "healthy": False})
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("ok") and lines[1].startswith("WARN") and lines[2].startswith("FAIL")
+    assert lines[-1] == "not healthy"
