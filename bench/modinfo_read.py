@@ -33,7 +33,9 @@ COMPRESSORS = {"": None, ".xz": ["xz", "-c"], ".gz": ["gzip", "-c"], ".zst": ["z
 def build_module(directory: str, mib: int) -> str:
     blob = os.path.join(directory, "blob")
     with open(blob, "wb") as out:
-        for library in sorted(glob.glob("/usr/lib/x86_64-linux-gnu/*.so*") + glob.glob("/usr/lib/*/*.so*")):
+        # each library once (the .so, .so.N and .so.N.M names are links to one file)
+        libraries = dict.fromkeys(os.path.realpath(p) for p in sorted(glob.glob("/usr/lib/*/*.so*")))
+        for library in libraries:
             if out.tell() >= mib << 20:
                 break
             try:
