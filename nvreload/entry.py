@@ -14,27 +14,42 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from nvreload.errors import ExitCode, NvreloadError
 
-_STATUS_FLAGS = {"--status": "status", "-s": "status", "--json": "as_json", "--verbose": "verbose", "-v": "verbose"}
+_STATUS = ("--status", "-s")
+_JSON = ("--json",)
+_VERBOSE = ("--verbose", "-v")
 
 
-def status_request(args: list[str]) -> dict | None:
-    """{"root", "as_json", "verbose"} when `args` only ask for status; None sends them to click."""
-    request: dict = {"root": None, "as_json": False, "verbose": False}
+@dataclass
+class StatusRequest:
+    """A command line that asks for status and nothing else."""
+
+    root: str | None = None
+    as_json: bool = False
+    verbose: bool = False
+
+
+def status_request(args: list[str]) -> StatusRequest | None:
+    """The request when `args` only ask for status; None sends them to click."""
+    request = StatusRequest()
     rest = iter(args)
     for arg in rest:
-        if arg in _STATUS_FLAGS:
-            if _STATUS_FLAGS[arg] != "status":
-                request[_STATUS_FLAGS[arg]] = True
+        if arg in _STATUS:
+            continue
+        if arg in _JSON:
+            request.as_json = True
+        elif arg in _VERBOSE:
+            request.verbose = True
         elif arg == "--root":
             value = next(rest, None)
             if value is None or value.startswith("-"):
                 return None  # click says what is wrong with it
-            request["root"] = value
+            request.root = value
         elif arg.startswith("--root="):
-            request["root"] = arg[len("--root="):]
+            request.root = arg[len("--root="):]
         else:
             return None
     return request
@@ -100,5 +115,4 @@ def main(argv: list[str] | None = None) -> None:
 
         cli_main(args)
         return
-    sys.exit(guarded(lambda: run_read_only("status", request["root"], request["as_json"], request["verbose"]),
-                     request["verbose"]))
+    sys.exit(guarded(lambda: run_read_only("status", request.root, request.as_json, request.verbose), request.verbose))

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from nvreload.entry import status_request
+from nvreload.entry import StatusRequest, status_request
 
 ENTRY = "from nvreload.entry import main; main(sys.argv[1:])"
 CLICK = "from nvreload.cli import main; main(sys.argv[1:])"
@@ -25,8 +25,8 @@ def run_way(way: str, *args: str) -> subprocess.CompletedProcess:
     [],
 ])
 def test_status_only_command_lines_take_the_fast_way(args):
-    assert status_request(args + ["--root", "/x"]) == {
-        "root": "/x", "as_json": "--json" in args, "verbose": "-v" in args or "--verbose" in args}
+    assert status_request(args + ["--root", "/x"]) == StatusRequest(
+        root="/x", as_json="--json" in args, verbose="-v" in args or "--verbose" in args)
 
 
 @pytest.mark.parametrize("args", [
@@ -38,7 +38,7 @@ def test_anything_else_goes_through_click(args):
 
 
 def test_root_may_be_given_with_an_equals_sign():
-    assert status_request(["--status", "--root=/snap"])["root"] == "/snap"
+    assert status_request(["--status", "--root=/snap"]).root == "/snap"
 
 
 def test_the_fast_way_imports_neither_click_nor_pynvml(h100_root):

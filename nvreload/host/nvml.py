@@ -60,6 +60,10 @@ class NvmlProbe:
         command = runner.start(_CHILD, env=_child_env())
         return cls(command, _timeout() if timeout is None else timeout)
 
+    @property
+    def running(self) -> bool:
+        return self._command.running
+
     def abandon(self) -> None:
         self._command.abandon()
 

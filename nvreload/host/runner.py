@@ -59,6 +59,11 @@ class RunningCommand:
         self._result = CommandResult(self.argv, self._proc.returncode, stdout, stderr)
         return self._result
 
+    @property
+    def running(self) -> bool:
+        """Whether the process is still there (not yet exited, or exited but not reaped)."""
+        return self._proc is not None and self._proc.poll() is None
+
     def abandon(self) -> None:
         """SIGKILL it without waiting: a process stuck in the kernel (a wedged GPU's ioctl) cannot be
         reaped until the kernel lets go, and we must not hang with it."""

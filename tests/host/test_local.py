@@ -43,11 +43,10 @@ def test_with_no_module_loaded_an_early_probe_is_killed_not_waited_for(snapshot,
     report = live_host(snapshot, probe).nvml(module_live=False, userspace_found=True)
     assert report.status == "driver_not_loaded"
     assert time.monotonic() - started < 30  # a correctness bound: the child sleeps 120 s
-    command = probe._command  # noqa: SLF001 - the child itself is what this test is about
     deadline = time.monotonic() + 30
-    while command._proc.poll() is None and time.monotonic() < deadline:  # noqa: SLF001
+    while probe.running and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert command._proc.poll() is not None  # noqa: SLF001
+    assert not probe.running
 
 
 def test_without_the_userspace_library_nvml_is_not_asked(snapshot, nvml_env):
