@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Median wall time of `nvreload --status --json` beside `python -c pass`, 20 runs each.
+"""Median wall time of `nvreload --status --json` beside `python -c pass`, 20 interleaved runs each.
 
     .venv/bin/python bench/status_latency.py            # on the H100 capture (tests/fixtures/...)
     .venv/bin/python bench/status_latency.py --live     # on this machine's live node
@@ -23,13 +23,22 @@ from pathlib import Path
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/h100-580-no-unload"
 
 
-def median_ms(argv: list[str], runs: int) -> float:
-    times = []
+def wall_ms(argv: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return (time.perf_counter() - started) * 1000
+
+
+def interleaved_medians(commands: list[list[str]], runs: int) -> list[float]:
+    """Run the commands in turn, `runs` rounds, so that a slow spell of the machine (a shared VM)
+    falls on all of them alike instead of on one block of runs."""
+    for argv in commands:  # warm the page cache and the .pyc files first
+        wall_ms(argv)
+    times: list[list[float]] = [[] for _ in commands]
     for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+        for index, argv in enumerate(commands):
+            times[index].append(wall_ms(argv))
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -40,8 +49,8 @@ def main() -> None:
     target = [] if args.live else ["--root", str(FIXTURE)]
     script = Path(sys.executable).parent / "nvreload"
     nvreload = [str(script)] if script.exists() else [sys.executable, "-m", "nvreload"]
-    python = median_ms([sys.executable, "-c", "pass"], args.runs)
-    status = median_ms([*nvreload, "--status", "--json", *target], args.runs)
+    python, status = interleaved_medians([[sys.executable, "-c", "pass"], [*nvreload, "--status", "--json", *target]],
+                                         args.runs)
     print(f"python: {sys.executable} {sys.version.split()[0]}; nvreload: {' '.join(nvreload)}")
     print(f"{'command':44} {'median ms':>10}")
     print(f"{'python3 -c pass':44} {python:10.1f}")
