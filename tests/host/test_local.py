@@ -2,22 +2,9 @@
 
 import time
 
-import pytest
-
 from nvreload.host.local import LocalHost
 from nvreload.host.nvml import NvmlProbe
 from nvreload.host.rootfs import open_root
-
-H100 = "NVIDIA H100 80GB HBM3|GPU-b4bbee5f-cd5c-d140-49e0-660633cb9b84|00000000:00:06.0|1|0|"
-
-
-@pytest.fixture
-def nvml_env(monkeypatch, stub_library_dir):
-    for name in ("STUB_NVML_INIT", "STUB_NVML_INIT_SLEEP", "STUB_NVML_CRASH", "STUB_NVML_UNSUPPORTED", "STUB_NVML_LOG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LD_LIBRARY_PATH", str(stub_library_dir))
-    monkeypatch.setenv("STUB_NVML_GPUS", H100)
-    return monkeypatch
 
 
 def live_host(snapshot, probe=None) -> LocalHost:
@@ -27,17 +14,17 @@ def live_host(snapshot, probe=None) -> LocalHost:
     return LocalHost(fs, nvml_probe=probe)
 
 
-def test_a_probe_started_early_answers_the_first_nvml_call_and_only_that_one(snapshot, nvml_env):
+def test_a_probe_started_early_answers_the_first_nvml_call_and_only_that_one(snapshot, stub_nvml, monkeypatch):
     probe = NvmlProbe.start()
     host = live_host(snapshot, probe)
     first = host.nvml(module_live=True, userspace_found=True)
     assert first.status == "ok" and first.devices[0].pci_bus_id == "00000000:00:06.0"
-    nvml_env.setenv("STUB_NVML_INIT", "18")  # the driver changed since: a later read must see it
+    monkeypatch.setenv("STUB_NVML_INIT", "18")  # the driver changed since: a later read must see it
     assert host.nvml(module_live=True, userspace_found=True).status == "version_mismatch"
 
 
-def test_with_no_module_loaded_an_early_probe_is_killed_not_waited_for(snapshot, nvml_env):
-    nvml_env.setenv("STUB_NVML_INIT_SLEEP", "120")
+def test_with_no_module_loaded_an_early_probe_is_killed_not_waited_for(snapshot, stub_nvml, monkeypatch):
+    monkeypatch.setenv("STUB_NVML_INIT_SLEEP", "120")
     probe = NvmlProbe.start()
     started = time.monotonic()
     report = live_host(snapshot, probe).nvml(module_live=False, userspace_found=True)
@@ -49,11 +36,11 @@ def test_with_no_module_loaded_an_early_probe_is_killed_not_waited_for(snapshot,
     assert not probe.running
 
 
-def test_without_the_userspace_library_nvml_is_not_asked(snapshot, nvml_env):
+def test_without_the_userspace_library_nvml_is_not_asked(snapshot, stub_nvml):
     report = live_host(snapshot).nvml(module_live=True, userspace_found=False)
     assert report.status == "library_not_found"
 
 
-def test_a_snapshot_answers_from_what_was_captured_never_from_this_machines_nvml(h100_root, nvml_env):
+def test_a_snapshot_answers_from_what_was_captured_never_from_this_machines_nvml(h100_root, stub_nvml):
     report = LocalHost(open_root(str(h100_root))).nvml(module_live=True, userspace_found=True)
     assert (report.source, report.driver_version) == ("nvidia-smi-xml", "580.159.04")
