@@ -11,43 +11,16 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 
 from nvreload.errors import JournalError
+from nvreload.state_files import atomic_write_json
 
 JOURNAL_SCHEMA_VERSION = 1
 JOURNAL_NAME = "journal.json"
 UNFINISHED = ("running", "rolling_back", "failed")
-
-
-def state_dir() -> str:
-    return os.environ.get("NVRELOAD_STATE_DIR") or "/var/lib/nvreload"
-
-
-def atomic_write_json(path: str, data: dict, durable: bool = True) -> None:
-    """Replace `path` atomically. `durable` adds the fsyncs that make it survive power loss, not
-    just the death of the process (the page cache survives that)."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
-    # No indent: with an indent json falls back to its pure-Python encoder, several ms per write.
-    payload = json.dumps(data, sort_keys=True)
-    with open(tmp, "w") as handle:
-        handle.write(payload)
-        handle.flush()
-        if durable:
-            os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    if not durable:
-        return
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass

@@ -7,6 +7,7 @@ import fcntl
 import os
 
 from nvreload.errors import BusyError
+from nvreload.state_files import runtime_dir
 
 
 class NodeLock:
@@ -56,5 +57,4 @@ class NullLock(NodeLock):
 
 
 def lock_path() -> str:
-    directory = os.environ.get("NVRELOAD_STATE_DIR")
-    return os.path.join(directory, "lock") if directory else "/run/nvreload/lock"
+    return os.path.join(runtime_dir(), "lock")

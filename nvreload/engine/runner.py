@@ -11,10 +11,12 @@ import tempfile
 
 from nvreload.engine.dry_run import RecordingHost
 from nvreload.engine.engine import Engine, Reporter, RunReport
-from nvreload.engine.journal import Journal, NullJournal, state_dir
+from nvreload.engine.journal import Journal, NullJournal
 from nvreload.engine.lock import NodeLock, NullLock, lock_path
 from nvreload.engine.planner import build_plan
+from nvreload.entry import emit_json
 from nvreload.errors import BadInputError, ExitCode, RefusedError, UsageError
+from nvreload.state_files import state_dir
 
 
 def check_installer(path: str) -> None:
@@ -91,7 +93,7 @@ def _render(report: RunReport, opts: dict, recorded=None) -> None:  # type: igno
     if recorded is not None:
         document = {"schema_version": 1, "plan": [{"action": a.action, "target": a.target, **({"detail": a.detail} if a.detail else {})} for a in recorded]}
         if opts["as_json"]:
-            sys.stdout.write(json.dumps(document, indent=2) + "\n")
+            emit_json(document)
         else:
             from nvreload.render.human import console
 
@@ -102,7 +104,7 @@ def _render(report: RunReport, opts: dict, recorded=None) -> None:  # type: igno
                 out.print(f"{index:3}. {action.action} {action.target}{extra}")
         return
     if opts["as_json"]:
-        sys.stdout.write(json.dumps(report.document(), indent=2) + "\n")
+        emit_json(report.document())
         return
     from nvreload.render.human import console
 

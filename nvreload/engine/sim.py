@@ -23,10 +23,10 @@ import threading
 import time
 from importlib import resources
 
-from nvreload.engine.journal import atomic_write_json
 from nvreload.engine.view import LoadedModule, ReloadView
 from nvreload.errors import HostError, ScenarioError
 from nvreload.model import ContainerState, GpuProcess, ServiceState
+from nvreload.state_files import atomic_write_json
 from nvreload.verify import Check
 
 # Which module needs which to be loaded first (the kernel's symbol dependencies).

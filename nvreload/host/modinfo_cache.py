@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 import os
 
+from nvreload.state_files import atomic_write_json, runtime_dir
+
 CACHE_NAME = "modinfo-cache.json"
 FIELDS = ("version", "vermagic", "license")
 
 
 def default_cache_path() -> str:
-    directory = os.environ.get("NVRELOAD_STATE_DIR") or "/run/nvreload"
-    return os.path.join(directory, CACHE_NAME)
+    return os.path.join(runtime_dir(), CACHE_NAME)
 
 
 def file_identity(path: str) -> str | None:
@@ -65,15 +66,7 @@ class ModinfoCache:
             return
         entries = self._load()
         entries[module_path] = {"identity": identity, **{field: values.get(field) for field in FIELDS}}
-        directory = os.path.dirname(self.path)
-        tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as handle:
-                json.dump(entries, handle)
-            os.replace(tmp, self.path)  # readers see the old file or the new one, never half of one
+            atomic_write_json(self.path, entries, durable=False)  # tmpfs: nothing to make durable
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            pass  # unprivileged, or a read-only /run: the next run reads the module again
