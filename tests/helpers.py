@@ -9,6 +9,15 @@ def status_of(root) -> dict:
     return App(root=str(root)).status().document
 
 
+def node_of(snapshot):
+    """The read model of a built snapshot, for tests that change one fact of it (dataclasses.replace)."""
+    from nvreload.host.local import LocalHost
+    from nvreload.host.rootfs import open_root
+    from nvreload.read.node import read_node
+
+    return read_node(LocalHost(open_root(str(snapshot.root))))
+
+
 def codes(document: dict) -> list[str]:
     return [f["code"] for f in document["findings"]]
 

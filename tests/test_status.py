@@ -209,13 +209,12 @@ def test_status_json_on_a_node_without_a_container_engine_does_not_import_the_do
 def test_nvml_that_hung_or_crashed_on_a_live_node_is_unknown_not_ok(snapshot):
     from dataclasses import replace
 
-    from nvreload.host.local import LocalHost
-    from nvreload.host.rootfs import open_root
+    from helpers import node_of
+
     from nvreload.model import NvmlReport
-    from nvreload.read.node import read_node
     from nvreload.status import status_document, status_exit_code
 
-    node = read_node(LocalHost(open_root(str(snapshot.root))))
+    node = node_of(snapshot)
     assert status_exit_code(status_document(node)) == 0
     hung = NvmlReport(status="error", source="nvml", error="NVML did not answer within 30 s: a GPU may be wedged")
     document = status_document(replace(node, nvml=hung))

@@ -4,11 +4,10 @@ from dataclasses import replace
 
 import pytest
 
+from helpers import node_of
+
 from nvreload.errors import ExitCode
-from nvreload.host.local import LocalHost
-from nvreload.host.rootfs import open_root
 from nvreload.model import NvmlDevice, NvmlReport
-from nvreload.read.node import read_node
 from nvreload.verify import cuda_context_check, run_checks, verify_exit_code
 
 LOAD = "[ 5.100000] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  550.127.08  Release Build"
@@ -19,8 +18,8 @@ def nvml_ok(version="550.127.08", devices=(H100_IN_NVML,)) -> NvmlReport:
     return NvmlReport(status="ok", source="nvml", driver_version=version, devices=devices)
 
 
-def node_of(snapshot, nvml: NvmlReport):
-    return replace(read_node(LocalHost(open_root(str(snapshot.root)))), nvml=nvml)
+def node_with(snapshot, nvml: NvmlReport):
+    return replace(node_of(snapshot), nvml=nvml)
 
 
 def by_name(checks):
@@ -28,7 +27,7 @@ def by_name(checks):
 
 
 def test_a_healthy_node_passes_every_check_and_exits_zero(snapshot):
-    checks = run_checks(node_of(snapshot, nvml_ok()), cuda=None)
+    checks = run_checks(node_with(snapshot, nvml_ok()), cuda=None)
     assert all(c.ok for c in checks), checks
     assert verify_exit_code(checks) == ExitCode.OK
 
@@ -36,7 +35,7 @@ def test_a_healthy_node_passes_every_check_and_exits_zero(snapshot):
 def test_nvml_refusing_with_a_version_mismatch_fails_critically_and_names_the_versions(snapshot):
     snapshot.userspace("550.144.03")
     mismatch = NvmlReport(status="version_mismatch", source="nvml", error="RM has detected an NVML/RM version mismatch.")
-    checks = by_name(run_checks(node_of(snapshot, mismatch), cuda=None))
+    checks = by_name(run_checks(node_with(snapshot, mismatch), cuda=None))
     assert not checks["nvml"].ok and "version mismatch" in checks["nvml"].detail
     assert not checks["versions_agree"].ok
     assert "kernel module 550.127.08" in checks["versions_agree"].detail
@@ -46,25 +45,25 @@ def test_nvml_refusing_with_a_version_mismatch_fails_critically_and_names_the_ve
 
 def test_a_pci_gpu_missing_from_nvml_is_named(snapshot):
     snapshot.gpu("0000:86:00.0", minor=1)
-    check = by_name(run_checks(node_of(snapshot, nvml_ok()), cuda=None))["gpus_enumerate"]
+    check = by_name(run_checks(node_with(snapshot, nvml_ok()), cuda=None))["gpus_enumerate"]
     assert not check.ok
     assert check.detail == "1 of 2 PCI GPU(s) in NVML; missing 0000:86:00.0"
 
 
 def test_an_xid_since_the_driver_loaded_fails_critically_but_an_application_xid_only_warns(snapshot):
     snapshot.dmesg([LOAD, "[ 700.1] NVRM: Xid (PCI:0000:3b:00): 13, pid=77, name=python3, Graphics Exception"])
-    checks = run_checks(node_of(snapshot, nvml_ok()), cuda=None)
+    checks = run_checks(node_with(snapshot, nvml_ok()), cuda=None)
     assert by_name(checks)["no_new_xids"].severity == "warning"
     assert verify_exit_code(checks) == ExitCode.WARNING
     snapshot.dmesg([LOAD, "[ 700.1] NVRM: Xid (PCI:0000:3b:00): 48, pid='<unknown>', name=<unknown>, DBE"])
-    checks = run_checks(node_of(snapshot, nvml_ok()), cuda=None)
+    checks = run_checks(node_with(snapshot, nvml_ok()), cuda=None)
     assert not by_name(checks)["no_new_xids"].ok
     assert verify_exit_code(checks) == ExitCode.CRITICAL
 
 
 def test_an_xid_from_before_the_driver_loaded_does_not_count(snapshot):
     snapshot.dmesg(["[ 1.0] NVRM: Xid (PCI:0000:3b:00): 48, pid='<unknown>', name=<unknown>, DBE", LOAD])
-    assert by_name(run_checks(node_of(snapshot, nvml_ok()), cuda=None))["no_new_xids"].ok
+    assert by_name(run_checks(node_with(snapshot, nvml_ok()), cuda=None))["no_new_xids"].ok
 
 
 @pytest.fixture

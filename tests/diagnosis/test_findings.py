@@ -2,20 +2,15 @@
 
 from dataclasses import replace
 
+from helpers import node_of
+
 from nvreload.diagnosis.findings import ACTION_PRIORITY, diagnose
-from nvreload.host.local import LocalHost
-from nvreload.host.rootfs import open_root
 from nvreload.model import GpuProcess, NvmlDevice, NvmlReport
-from nvreload.read.node import read_node
 
 LOAD = "[ 5.100000] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  550.127.08  Release Build"
 XID79 = "[ 9001.0] NVRM: Xid (PCI:0000:3b:00): 79, pid=2311, name=python3, GPU has fallen off the bus."
 XID48 = "[ 700.1] NVRM: Xid (PCI:0000:3b:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error"
 XID13 = "[ 800.1] NVRM: Xid (PCI:0000:3b:00): 13, pid=77, name=python3, Graphics SM Warp Exception"
-
-
-def node_of(snapshot):
-    return read_node(LocalHost(open_root(str(snapshot.root))))
 
 
 def codes(diagnosis):

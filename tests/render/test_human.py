@@ -2,12 +2,9 @@
 
 from dataclasses import replace
 
-from helpers import status_of
+from helpers import node_of, status_of
 
-from nvreload.host.local import LocalHost
-from nvreload.host.rootfs import open_root
 from nvreload.model import NvmlReport
-from nvreload.read.node import read_node
 from nvreload.render.human import render_status, render_verify
 from nvreload.status import status_document
 
@@ -31,7 +28,7 @@ def test_verbose_shows_each_findings_evidence(snapshot, capsys):
 
 
 def test_an_nvml_hang_is_spelled_out_since_no_finding_explains_it(snapshot, capsys):
-    node = read_node(LocalHost(open_root(str(snapshot.root))))
+    node = node_of(snapshot)
     hung = NvmlReport(status="error", source="nvml", error="NVML did not answer within 30 s: a GPU may be wedged")
     render_status(status_document(replace(node, nvml=hung)))
     assert "NVML: NVML did not answer within 30 s" in capsys.readouterr().err
