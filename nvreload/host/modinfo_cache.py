@@ -52,8 +52,8 @@ class ModinfoCache:
     def get(self, module_path: str) -> dict[str, str | None] | None:
         """The remembered fields of the module file at this host path, if the file is unchanged."""
         entry = self._load().get(module_path)
-        identity = file_identity(module_path)
-        if not isinstance(entry, dict) or identity is None or entry.get("identity") != identity:
+        remembered = entry.get("identity") if isinstance(entry, dict) else None
+        if remembered is None or remembered != file_identity(module_path):  # stat only when there is an entry
             return None
         values = {field: entry.get(field) for field in FIELDS}
         if not all(v is None or isinstance(v, str) for v in values.values()):
