@@ -44,12 +44,12 @@ def main() -> None:
         os.environ["DOCKER_HOST"] = engine.url
         from nvreload.engine.engine import Engine
         from nvreload.engine.journal import Journal
-        from nvreload.engine.live import LiveReloadHost
+        from nvreload.engine.live_target import LiveTarget
         from nvreload.engine.planner import build_plan
-        from nvreload.host.local import LocalHost
+        from nvreload.host.machine import Machine
         from nvreload.host.rootfs import DirRoot
 
-        host = LiveReloadHost(LocalHost(DirRoot("/")))
+        host = LiveTarget(Machine(DirRoot("/")))
         view = host.observe()
         assert len(view.containers) == COUNT, view.containers
         plan = build_plan(view, stop_only=True)

@@ -19,7 +19,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from nvreload.read.gpu_processes import DeviceMatcher, scan_gpu_holders  # noqa: E402
+from nvreload.host.processes import scan_gpu_holders
+from nvreload.read.devices import DeviceMatcher  # noqa: E402
 
 
 def spawn_holders(count: int, fds: int) -> list[int]:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from nvreload.errors import RefusedError, UsageError
+from nvreload.errors import UsageError
+from nvreload.state_files import StatePaths
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
-    from nvreload.host.local import LocalHost
+    from collections.abc import Callable
+
+    from nvreload.actions import ActionResult
+    from nvreload.engine.engine import Reporter
+    from nvreload.host.machine import Machine
+    from nvreload.requests import ActionRequest
 
 
 @dataclass
@@ -21,20 +26,21 @@ class Result:
 
 
 class App:
-    def __init__(self, root: str | None = None) -> None:
+    def __init__(self, root: str | None = None, paths: StatePaths | None = None) -> None:
         self.root_arg = root
-        self._host: LocalHost | None = None
+        self.paths = paths or StatePaths.from_environment()
+        self._host: Machine | None = None
 
     @property
-    def host(self) -> LocalHost:
+    def host(self) -> Machine:
         return self._open_host(prefetch_nvml=False)
 
-    def _open_host(self, prefetch_nvml: bool) -> LocalHost:
+    def _open_host(self, prefetch_nvml: bool) -> Machine:
         """prefetch_nvml: on a live node with the nvidia module present, start the NVML probe (a
         child process) before importing the read model, so the two run side by side."""
         if self._host is None:
             from nvreload.host.rootfs import open_root
-            from nvreload.host.runner import CommandRunner
+            from nvreload.host.commands import CommandRunner
 
             fs = open_root(self.root_arg)
             runner = CommandRunner()
@@ -43,14 +49,10 @@ class App:
                 from nvreload.host.nvml import NvmlProbe
 
                 probe = NvmlProbe.start(runner)
-            from nvreload.host.local import LocalHost
+            from nvreload.host.machine import Machine
 
-            self._host = LocalHost(fs, runner, nvml_probe=probe)
+            self._host = Machine(fs, runner, nvml_probe=probe, modinfo_cache_path=self.paths.modinfo_cache)
         return self._host
-
-    def require_root_user(self, action: str) -> None:
-        if os.geteuid() != 0:
-            raise RefusedError(f"{action} needs root (it stops services and unloads kernel modules); run it with sudo")
 
     def status(self) -> Result:
         host = self._open_host(prefetch_nvml=True)
@@ -63,7 +65,8 @@ class App:
     def verify(self) -> Result:
         host = self._open_host(prefetch_nvml=True)
         from nvreload.read.node import read_node
-        from nvreload.verify import cuda_context_check, run_checks, verify_exit_code
+        from nvreload.diagnosis.health import run_checks, verify_exit_code
+        from nvreload.host.cuda import cuda_context_check
 
         if not host.live:
             raise UsageError("--verify checks the live driver (NVML, a CUDA context); it cannot run on --root")
@@ -82,3 +85,9 @@ class App:
 
         manifest = collect(self.host, destination)
         return Result({"schema_version": 1, "collected": destination, "manifest": manifest}, 0)
+
+    def act(self, request: ActionRequest, reporter: Reporter, confirm: Callable[[str], bool] | None) -> ActionResult:
+        """--reload, --stop, --start, --rollback: the engine on the live, simulated or recorded node."""
+        from nvreload.actions import run_action
+
+        return run_action(request, self.paths, reporter, confirm)

@@ -66,9 +66,46 @@ def command(**opts: object) -> int:
     if action in ("status", "verify", "collect"):
         return run_read_only(action, opts["root"], bool(opts["as_json"]), bool(opts["verbose"]),  # type: ignore[arg-type]
                              collect_to=opts["collect"])  # type: ignore[arg-type]
-    from nvreload.engine.runner import run_action
+    return _act(action, opts)
 
-    return run_action(action, opts)
+
+def _act(action: str, opts: dict) -> int:
+    from nvreload.app import App
+    from nvreload.engine.engine import Reporter
+    from nvreload.requests import ActionRequest
+
+    request = ActionRequest(
+        action=action, simulate=opts["simulate"], root=opts["root"], driver=opts["driver"], dry_run=bool(opts["dry_run"]),
+        yes=bool(opts["yes"]), force_display=bool(opts["force_display"]), restart_docker=bool(opts["restart_docker"]))
+    as_json = bool(opts["as_json"])
+    if as_json:
+        reporter = Reporter()
+    else:
+        from nvreload.render.run import ConsoleReporter
+
+        reporter = ConsoleReporter(bool(opts["verbose"]))
+    confirm = (lambda question: click.confirm(question, err=True)) if sys.stdin.isatty() else None
+    result = App(root=opts["root"]).act(request, reporter, confirm)
+    if as_json:
+        from nvreload.render.json_out import emit_json
+
+        emit_json(result.document())
+    else:
+        from nvreload.render.run import render_action_result
+
+        render_action_result(result, action)
+    if result.report is not None and result.report.deferred_signal is not None:
+        _reraise(result.report.deferred_signal)
+    return result.exit_code
+
+
+def _reraise(signum: int) -> None:
+    """A signal that arrived while rollback ran was held back so the node ended consistent; now that
+    the journal and the report are out, let it do what it would have done (SIGINT: exit 130)."""
+    import signal
+
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
 
 
 def _invoke(args: list[str]) -> int:

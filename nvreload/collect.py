@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from nvreload import __version__
-from nvreload.host.local import SNAPSHOT_DIR, LocalHost
+from nvreload.host.machine import SNAPSHOT_DIR, Machine
 from nvreload.host.rootfs import RootFS
 from nvreload.read.kernel_modules import MOFED_MODULES, NVIDIA_MODULES, parse_proc_modules
 from nvreload.read.on_disk import find_module_file
@@ -170,7 +170,7 @@ def _dkms(fs: RootFS, bundle: Bundle) -> None:
                         bundle.add_bytes(f"{path}/{kernel}/{arch}/.present", b"")
 
 
-def _captured(host: LocalHost, bundle: Bundle) -> dict:
+def _captured(host: Machine, bundle: Bundle) -> dict:
     fs = host.fs
     outputs: dict[str, str] = {}
     if not host.live:
@@ -197,7 +197,7 @@ def _captured(host: LocalHost, bundle: Bundle) -> dict:
     return outputs
 
 
-def collect(host: LocalHost, destination: str) -> dict:
+def collect(host: Machine, destination: str) -> dict:
     """Write the snapshot; returns the manifest (also stored in the archive)."""
     fs = host.fs
     tmp = f"{destination}.tmp-{os.getpid()}"

@@ -11,25 +11,15 @@ output and exit code.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from nvreload.errors import ExitCode, NvreloadError
+from nvreload.requests import StatusRequest
 
 _STATUS = ("--status", "-s")
 _JSON = ("--json",)
 _VERBOSE = ("--verbose", "-v")
-
-
-@dataclass
-class StatusRequest:
-    """A command line that asks for status and nothing else."""
-
-    root: str | None = None
-    as_json: bool = False
-    verbose: bool = False
 
 
 def status_request(args: list[str]) -> StatusRequest | None:
@@ -55,11 +45,6 @@ def status_request(args: list[str]) -> StatusRequest | None:
     return request
 
 
-def emit_json(document: dict) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
-    sys.stdout.flush()
-
-
 def run_read_only(action: str, root: str | None, as_json: bool, verbose: bool, collect_to: str | None = None) -> int:
     """--status, --verify, --collect: call the application, render its document, return the exit code."""
     from nvreload.app import App
@@ -70,6 +55,8 @@ def run_read_only(action: str, root: str | None, as_json: bool, verbose: bool, c
     else:
         result = app.status() if action == "status" else app.verify()
     if as_json:
+        from nvreload.render.json_out import emit_json
+
         emit_json(result.document)
         return result.exit_code
     from nvreload.render import human

@@ -12,7 +12,8 @@ Exit codes (documented in the README):
   66 bad input: a root/snapshot, journal, scenario or .run that cannot be used
   70 internal error (a bug: run with --verbose for the traceback)
   75 busy: another nvreload run holds the node lock
-  77 refused: not root, a blocker finding, a display server, an unfinished journal
+  77 refused: not root, a blocker finding, a display server, an unfinished journal, a holders cycle
+  130 interrupted (SIGINT) before the run changed anything
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class ExitCode:
     INTERNAL = 70
     BUSY = 75
     REFUSED = 77
+    INTERRUPTED = 130
 
 
 class NvreloadError(Exception):
@@ -77,6 +79,18 @@ class StepFailed(NvreloadError):
     def __init__(self, step: str, message: str):
         super().__init__(f"{step}: {message}")
         self.step = step
+
+
+class Interrupted(NvreloadError):
+    """A signal (SIGINT, SIGTERM, SIGHUP) arrived while a run acted; the engine rolls back."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 class HostError(NvreloadError):

@@ -228,3 +228,13 @@ class NodeState:
     def loaded(self, name: str) -> bool:
         module = self.module(name)
         return module is not None and module.state in ("live", "coming")
+
+
+@dataclass
+class Check:
+    """One health check (--verify, and the engine's verify step) and whether it passed."""
+
+    name: str
+    ok: bool
+    detail: str
+    severity: str = "critical"  # what a failure of this check means

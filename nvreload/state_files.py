@@ -1,7 +1,8 @@
-"""Where nvreload keeps its own files, and the one way it writes them.
+"""Where nvreload keeps its own files (a value built once, like the root), and the one way it
+writes them.
 
-- state_dir(): what must outlive a reboot, the run journal (/var/lib/nvreload);
-- runtime_dir(): what must not, the node lock and the .modinfo cache (/run/nvreload, tmpfs).
+- state_dir: what must outlive a reboot, the run journal (/var/lib/nvreload);
+- runtime_dir: what must not, the node lock and the .modinfo cache (/run/nvreload, tmpfs).
 $NVRELOAD_STATE_DIR puts both in one directory (tests, a second instance).
 """
 
@@ -10,14 +11,35 @@ from __future__ import annotations
 import json
 import os
 from _thread import get_ident  # threading's own id, without importing threading on the --status path
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+STATE_DIR_VARIABLE = "NVRELOAD_STATE_DIR"
 
 
-def state_dir() -> str:
-    return os.environ.get("NVRELOAD_STATE_DIR") or "/var/lib/nvreload"
+@dataclass(frozen=True)
+class StatePaths:
+    """nvreload's own files on this node."""
 
+    state_dir: str = "/var/lib/nvreload"
+    runtime_dir: str = "/run/nvreload"
 
-def runtime_dir() -> str:
-    return os.environ.get("NVRELOAD_STATE_DIR") or "/run/nvreload"
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> "StatePaths":
+        override = environ.get(STATE_DIR_VARIABLE)
+        return cls(override, override) if override else cls()
+
+    @property
+    def journal(self) -> str:
+        return os.path.join(self.state_dir, "journal.json")
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.runtime_dir, "lock")
+
+    @property
+    def modinfo_cache(self) -> str:
+        return os.path.join(self.runtime_dir, "modinfo-cache.json")
 
 
 def atomic_write_json(path: str, data: dict, durable: bool = True) -> None:

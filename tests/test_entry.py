@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from nvreload.entry import StatusRequest, status_request
+from nvreload.entry import status_request
+from nvreload.requests import StatusRequest
 
 ENTRY = "from nvreload.entry import main; main(sys.argv[1:])"
 CLICK = "from nvreload.cli import main; main(sys.argv[1:])"

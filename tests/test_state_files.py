@@ -2,22 +2,19 @@ import json
 
 import pytest
 
-from nvreload.engine.lock import lock_path
-from nvreload.host.modinfo_cache import default_cache_path
-from nvreload.state_files import atomic_write_json, runtime_dir, state_dir
+from nvreload.state_files import StatePaths, atomic_write_json
 
 
-def test_the_journal_outlives_a_reboot_and_the_lock_and_cache_do_not(monkeypatch):
-    monkeypatch.delenv("NVRELOAD_STATE_DIR", raising=False)
-    assert state_dir() == "/var/lib/nvreload"
-    assert (runtime_dir(), lock_path(), default_cache_path()) == (
-        "/run/nvreload", "/run/nvreload/lock", "/run/nvreload/modinfo-cache.json")
+def test_the_journal_outlives_a_reboot_and_the_lock_and_cache_do_not():
+    paths = StatePaths.from_environment({})
+    assert paths.journal == "/var/lib/nvreload/journal.json"
+    assert (paths.lock, paths.modinfo_cache) == ("/run/nvreload/lock", "/run/nvreload/modinfo-cache.json")
 
 
-def test_one_variable_moves_every_file(monkeypatch, tmp_path):
-    monkeypatch.setenv("NVRELOAD_STATE_DIR", str(tmp_path))
-    assert state_dir() == runtime_dir() == str(tmp_path)
-    assert lock_path() == str(tmp_path / "lock")
+def test_one_variable_moves_every_file(tmp_path):
+    paths = StatePaths.from_environment({"NVRELOAD_STATE_DIR": str(tmp_path)})
+    assert {paths.journal, paths.lock, paths.modinfo_cache} == {
+        str(tmp_path / "journal.json"), str(tmp_path / "lock"), str(tmp_path / "modinfo-cache.json")}
 
 
 def test_an_atomic_write_replaces_the_whole_file(tmp_path):

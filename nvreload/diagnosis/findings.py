@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nvreload.diagnosis import xid_catalog
+from nvreload.catalog import DISPLAY_SERVERS
 from nvreload.model import NodeState
 
 # The one recommended action is the most drastic one any finding needs.
@@ -18,11 +19,6 @@ ACTION_PRIORITY = (
     "reset_gpu",
     "restart_application",
     "none",
-)
-SEVERITY_ORDER = {"info": 0, "warning": 1, "critical": 2}
-DISPLAY_SERVERS = frozenset(
-    {"Xorg", "X", "Xwayland", "gnome-shell", "kwin_wayland", "kwin_x11", "sway", "weston", "mutter",
-     "gdm", "gdm3", "gdm-x-session", "gdm-wayland-session", "sddm", "sddm-greeter", "lightdm", "Hyprland"}
 )
 
 
@@ -45,12 +41,6 @@ class Diagnosis:
     findings: tuple[Finding, ...]
     recommended_action: str
     reload_blockers: tuple[str, ...]
-
-    @property
-    def worst_severity(self) -> str | None:
-        if not self.findings:
-            return None
-        return max((f.severity for f in self.findings), key=SEVERITY_ORDER.__getitem__)
 
 
 def _version_findings(node: NodeState) -> list[Finding]:

@@ -3,11 +3,11 @@ The engine runs exactly as it would; the recorded actions are the plan."""
 
 from __future__ import annotations
 
-from nvreload.engine.view import Action, ReloadView
-from nvreload.verify import Check
+from nvreload.engine.plan import Action, FinalState, ReloadView
+from nvreload.model import Check
 
 
-class RecordingHost:
+class RecordingTarget:
     name = "dry-run"
 
     def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
@@ -22,6 +22,12 @@ class RecordingHost:
 
     def configured_parameters(self) -> dict[str, dict[str, str]]:
         return self.inner.configured_parameters()
+
+    def loaded_modules(self) -> frozenset[str]:
+        return self.inner.loaded_modules()
+
+    def final_state(self) -> FinalState:
+        return self.inner.final_state()
 
     def stop_container(self, container_id: str, timeout: int | None) -> None:
         self._rec("stop_container", container_id, timeout=timeout)

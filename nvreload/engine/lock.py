@@ -7,7 +7,6 @@ import fcntl
 import os
 
 from nvreload.errors import BusyError
-from nvreload.state_files import runtime_dir
 
 
 class NodeLock:
@@ -54,7 +53,3 @@ class NullLock(NodeLock):
 
     def release(self) -> None:
         pass
-
-
-def lock_path() -> str:
-    return os.path.join(runtime_dir(), "lock")

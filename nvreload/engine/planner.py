@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from nvreload.engine.view import Action, LoadedModule, Plan, ReloadView, Step
-from nvreload.host.services import GPU_SERVICES
+from nvreload.catalog import GPU_SERVICES, LOGIND_UNIT
+from nvreload.engine.plan import Action, LoadedModule, Plan, ReloadView, Step
+from nvreload.errors import RefusedError
 
 _TRUE = {"y", "1", "yes", "true", "on"}
 _FALSE = {"n", "0", "no", "false", "off"}
@@ -12,8 +13,8 @@ _FALSE = {"n", "0", "no", "false", "off"}
 KNOWN_DEFAULTS = {("nvidia_drm", "modeset"): "N", ("nvidia_drm", "fbdev"): "N"}
 
 
-class CyclicHolders(Exception):
-    pass
+class CyclicHolders(RefusedError):
+    """The holders graph has a cycle: no unload order exists, so nothing is done (refused)."""
 
 
 def unload_order(modules: tuple[LoadedModule, ...]) -> list[str]:
@@ -25,7 +26,7 @@ def unload_order(modules: tuple[LoadedModule, ...]) -> list[str]:
     while remaining:
         free = sorted(name for name in remaining if not (holders[name] & remaining))
         if not free:
-            raise CyclicHolders("holders graph has a cycle: " + ", ".join(sorted(remaining)))
+            raise CyclicHolders("reload refused: the holders graph of the modules has a cycle: " + ", ".join(sorted(remaining)))
         # among the free ones, unload the least fundamental first (nvidia itself last)
         free.sort(key=lambda n: (n == "nvidia", n))
         order.append(free[0])
@@ -91,7 +92,7 @@ def build_plan(
             continue
         stop.append(Action("kill_process", str(proc.pid), {"pid": proc.pid, "start_time": proc.start_time, "comm": proc.comm}))
     if view.logind_holds_drm:
-        stop.append(Action("restart_service", "systemd-logind.service", {"reason": "holds /dev/dri of nvidia_drm"}))
+        stop.append(Action("restart_service", LOGIND_UNIT, {"reason": "holds /dev/dri of nvidia_drm"}))
     steps = [Step("stop_consumers", tuple(stop))]
     if stop_only:
         return Plan(tuple(steps))
@@ -113,7 +114,7 @@ def build_plan(
     restart = restart_actions(stop)
     if restart_container_engine:
         # before any container starts: the toolkit re-reads the driver's libraries on daemon start
-        first_container = next((i for i, a in enumerate(restart) if a.action == "start_container"), len(restart))
+        first_container = next((i for i, a in enumerate(restart) if a.kind == "start_container"), len(restart))
         restart.insert(first_container, Action("restart_container_engine", "docker"))
     steps.append(Step("restart_consumers", tuple(restart)))
     return Plan(tuple(steps))
@@ -122,10 +123,10 @@ def build_plan(
 def restart_actions(stop_actions: list[Action] | tuple[Action, ...]) -> list[Action]:
     """What brings back what `stop_actions` stopped: services in reverse (fabric manager first), then
     containers in their original order. Killed processes cannot be restarted and are reported."""
-    services = [a for a in stop_actions if a.action == "stop_service"]
-    containers = [a for a in stop_actions if a.action == "stop_container"]
+    services = [a for a in stop_actions if a.kind == "stop_service"]
+    containers = [a for a in stop_actions if a.kind == "stop_container"]
     restart = [Action("start_service", a.target, a.detail) for a in reversed(services)]
-    if any(a.action == "quit_mps" for a in stop_actions):
+    if any(a.kind == "quit_mps" for a in stop_actions):
         restart.append(Action("start_mps", "nvidia-cuda-mps-control"))
     restart += [Action("start_container", a.target, a.detail) for a in containers]
     return restart

@@ -1,4 +1,4 @@
-"""The simulated node: the same ReloadHost port, with the kernel's rules.
+"""The simulated node: the same ReloadTarget port, with the kernel's rules.
 
 - a module with holders refuses to unload ("rmmod: ERROR: Module nvidia is in use by: nvidia_uvm"),
   and so does one with open handles ("Module nvidia is in use");
@@ -23,11 +23,11 @@ import threading
 import time
 from importlib import resources
 
-from nvreload.engine.view import LoadedModule, ReloadView
+from nvreload.engine.plan import FinalState, LoadedModule, ReloadView
 from nvreload.errors import HostError, ScenarioError
 from nvreload.model import ContainerState, GpuProcess, ServiceState
 from nvreload.state_files import atomic_write_json
-from nvreload.verify import Check
+from nvreload.model import Check
 
 # Which module needs which to be loaded first (the kernel's symbol dependencies).
 DEPENDS = {
@@ -181,6 +181,15 @@ class SimulatedNode:
 
     def configured_parameters(self) -> dict[str, dict[str, str]]:
         return {k: dict(v) for k, v in self.s.get("modprobe_d", {}).items()}
+
+    def loaded_modules(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(n for n in self.s["loaded"] if n in DEPENDS)
+
+    def final_state(self) -> FinalState:
+        view = self.observe()
+        return FinalState(tuple(m.name for m in view.modules), tuple(s.name for s in view.services),
+                          tuple(c.name for c in view.containers))
 
     def nvml_status(self) -> str:
         if "nvidia" not in self.s["loaded"]:
@@ -366,11 +375,7 @@ class SimulatedNode:
             if fault.get("at") == step and fault.get("crash") == phase:
                 fault["crash"] = "done"  # a node that is restarted by the test must not crash again
                 self._save()
-                os.kill(os.getpid(), signal.SIGKILL)
+                signal.raise_signal(signal.SIGKILL)  # a simulated crash: this process dies at once
 
     def sleep(self, seconds: float) -> None:
         time.sleep(min(seconds, 0.01))
-
-    # what --simulate --json reports as "final" beyond the engine's view
-    def running_containers(self) -> list[str]:
-        return [c["name"] for c in self.s["containers"] if c.get("running")]

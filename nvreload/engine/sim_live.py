@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from nvreload.engine.live import LiveReloadHost
+from nvreload.engine.live_target import LiveTarget
 from nvreload.engine.sim import SimulatedNode
-from nvreload.engine.view import ReloadView
-from nvreload.host.local import LocalHost
+from nvreload.engine.plan import ReloadView
+from nvreload.host.machine import Machine
 from nvreload.host.rootfs import DirRoot
 
 
@@ -19,8 +19,8 @@ class SimulatedModulesLiveConsumers(SimulatedNode):
 
     def __init__(self, scenario: dict, state_dir: str) -> None:
         super().__init__(scenario, state_dir)
-        self.local = LocalHost(DirRoot("/"))
-        self.live = LiveReloadHost(self.local)
+        self.local = Machine(DirRoot("/"))
+        self.live = LiveTarget(self.local)
 
     def observe(self) -> ReloadView:
         simulated = super().observe()

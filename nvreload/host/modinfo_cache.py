@@ -16,14 +16,9 @@ from __future__ import annotations
 import json
 import os
 
-from nvreload.state_files import atomic_write_json, runtime_dir
+from nvreload.state_files import atomic_write_json
 
-CACHE_NAME = "modinfo-cache.json"
 FIELDS = ("version", "vermagic", "license")
-
-
-def default_cache_path() -> str:
-    return os.path.join(runtime_dir(), CACHE_NAME)
 
 
 def file_identity(path: str) -> str | None:
@@ -35,8 +30,8 @@ def file_identity(path: str) -> str | None:
 
 
 class ModinfoCache:
-    def __init__(self, path: str | None = None) -> None:
-        self.path = path or default_cache_path()
+    def __init__(self, path: str) -> None:
+        self.path = path
         self._entries: dict | None = None
 
     def _load(self) -> dict:

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from nvreload.host.runner import TIMED_OUT, CommandResult, CommandRunner, RunningCommand
+from nvreload.host.commands import TIMED_OUT, CommandResult, CommandRunner, RunningCommand
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:

@@ -131,3 +131,20 @@ def read_kernel(root: RootFS, proc_lines: list[ProcModulesLine], proc_modules_pr
         module_loading_disabled=(disabled == "1") or not proc_modules_present,
         modules_tree_present=bool(release) and (root.is_dir(f"lib/modules/{release}") or root.is_dir(f"usr/lib/modules/{release}")),
     )
+
+
+MOFED_READY_MARKER = "run/mellanox/drivers/.driver-ready"
+
+
+def mofed_ready(root: RootFS, modules: tuple[KernelModule, ...]) -> bool:
+    """MOFED is ready for nvidia_peermem: the network operator's marker file exists, or ib_core and
+    mlx5_core are live (host or inbox drivers). `modules` as read_modules() returns them."""
+    if root.exists(MOFED_READY_MARKER):
+        return True
+    by_name = {m.name: m for m in modules}
+    return all(by_name.get(m) is not None and by_name[m].state in ("live", "builtin") for m in MOFED_MODULES)
+
+
+def read_loaded_modules(root: RootFS) -> tuple[KernelModule, ...]:
+    """The narrow question asked during a run: which NVIDIA (and MOFED) modules are there now."""
+    return read_modules(root, parse_proc_modules(root.read_text("proc/modules") or ""))

@@ -13,13 +13,12 @@ from nvreload.model import (
     ServiceState,
 )
 from nvreload.read.kernel_log import parse_kernel_log
-from nvreload.read.kernel_modules import parse_proc_modules, read_kernel, read_modules
+from nvreload.read.kernel_modules import mofed_ready, parse_proc_modules, read_kernel, read_modules
 from nvreload.read.nvidia_proc import read_proc_gpus, read_resident
 from nvreload.read.on_disk import read_dkms, read_on_disk_module
 from nvreload.read.pci import read_pci_gpus
 from nvreload.read.userspace import read_userspace
 
-MOFED_READY_MARKER = "run/mellanox/drivers/.driver-ready"
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
     from nvreload.host.modinfo_cache import ModinfoCache
 
     class ReadableHost(Protocol):
-        """What read_node needs of a host (LocalHost, live or on a snapshot)."""
+        """What read_node needs of a host (Machine, live or on a snapshot)."""
 
         fs: RootFS
         live: bool
@@ -83,9 +82,6 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
     pci_gpus = read_pci_gpus(fs)
     proc_gpus = read_proc_gpus(fs)
     fabric_manager_version = host.fabric_manager_version()
-    mofed_ready = fs.exists(MOFED_READY_MARKER) or all(
-        by_name.get(m) is not None and by_name[m].state in ("live", "builtin") for m in ("ib_core", "mlx5_core")
-    )
     peermem = by_name.get("nvidia_peermem")
     peermem_wanted = (peermem is not None and peermem.state != "going") or _peermem_configured(fs)
     scan_consumers = with_consumers and host.live
@@ -94,7 +90,7 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
     consumers = Consumers()
     if scan_consumers:
         nvml_pids = tuple(sorted({pid for dev in nvml.devices for pid in dev.compute_pids}))
-        from nvreload.read.gpu_processes import nvidia_drm_minors, nvidia_majors  # live scans only
+        from nvreload.read.devices import nvidia_drm_minors, nvidia_majors  # live scans only
 
         if no_open_handles(modules):
             majors, drm_minors = frozenset(), frozenset()  # nothing to find: only NVML's pids are described
@@ -121,7 +117,7 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
         proc_gpus=proc_gpus,
         nvml=nvml,
         kernel_log=kernel_log,
-        mofed_ready=mofed_ready,
+        mofed_ready=mofed_ready(fs, modules),
         peermem_wanted=peermem_wanted,
         fabric_manager_version=fabric_manager_version,
         consumers=consumers,

@@ -59,7 +59,7 @@ def test_the_default_simulated_reload_fixes_the_mismatch_and_brings_everything_b
     assert all(g["persistence_now"] for g in node["gpus"])
     assert node["consoles_bound"] == ["vtcon1"]  # unbound before nvidia_drm went out, bound again after
     journal = json.loads((state / "journal.json").read_text())
-    assert journal["state"] == "reloaded" and journal["schema_version"] == 1
+    assert journal["state"] == "reloaded" and journal["schema_version"] == 2
 
 
 @pytest.mark.parametrize("step", STEPS)

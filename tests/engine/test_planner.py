@@ -1,5 +1,5 @@
 from nvreload.engine.planner import build_plan, parameters_to_restore, unload_order
-from nvreload.engine.view import LoadedModule, ReloadView
+from nvreload.engine.plan import LoadedModule, ReloadView
 from nvreload.model import ContainerState, GpuProcess, ServiceState
 
 
@@ -42,10 +42,10 @@ def test_processes_in_containers_and_units_are_stopped_through_them_not_killed()
         services=(ServiceState("nvidia-persistenced.service", "active"),),
         containers=(ContainerState("abc123abc123ffff", "train", True, ("gpu",)),),
     )
-    actions = [(a.action, a.target) for a in build_plan(view).step("stop_consumers").actions]
+    actions = [(a.kind, a.target) for a in build_plan(view).step("stop_consumers").actions]
     assert actions == [("stop_container", "train"), ("stop_service", "nvidia-persistenced.service"),
                        ("stop_service", "my-trainer.service"), ("kill_process", "12")]
-    restart = [(a.action, a.target) for a in build_plan(view).step("restart_consumers").actions]
+    restart = [(a.kind, a.target) for a in build_plan(view).step("restart_consumers").actions]
     assert restart == [("start_service", "my-trainer.service"), ("start_service", "nvidia-persistenced.service"),
                        ("start_container", "train")]
 

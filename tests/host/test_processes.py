@@ -1,15 +1,28 @@
 """Real processes holding a real character device (/dev/zero, 1:5) are found, classified and ended
-with the grace period and the PID-reuse guard; PID 1 and unrelated processes are never signalled."""
+with the grace period and the PID-reuse guard; PID 1 and unrelated processes are never signalled.
+Daemons on a node without systemd are found by name, stopped, and started again from the command
+line recorded when they were stopped. Real processes, not mocks."""
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-from nvreload.engine.terminate import ProcessReaper
-from nvreload.read.gpu_processes import DeviceMatcher, read_identity, scan_gpu_holders
+from nvreload.errors import HostError
+from nvreload.host.commands import CommandRunner
+from nvreload.host.processes import (
+    ProcessReaper,
+    find_daemons,
+    held_devices,
+    read_identity,
+    scan_gpu_holders,
+    start_daemon,
+    stop_daemon,
+)
+from nvreload.read.devices import DeviceMatcher
 
 ZERO = DeviceMatcher(exact=frozenset({(os.major(os.stat("/dev/zero").st_rdev), os.minor(os.stat("/dev/zero").st_rdev))}))
 
@@ -88,16 +101,6 @@ def test_pid_1_and_ourselves_are_never_signalled():
     assert reaper.terminate(os.getpid(), None).outcome == "refused"
 
 
-def test_cgroup_paths_classify_containers_and_units():
-    from nvreload.read.gpu_processes import classify_cgroup
-
-    cid = "a" * 64
-    assert classify_cgroup(f"0::/system.slice/docker-{cid}.scope\n") == (cid, None)
-    assert classify_cgroup("0::/system.slice/nvidia-persistenced.service\n") == (None, "nvidia-persistenced.service")
-    assert classify_cgroup(f"12:devices:/kubepods/besteffort/pod1234/{cid}\n") == (cid, None)
-    assert classify_cgroup("0::/user.slice/user-1000.slice/session-3.scope\n") == (None, None)
-
-
 def test_a_scan_split_over_forked_workers_finds_the_same_holders(procs):
     holders = [procs(HOLDER) for _ in range(3)]
     single = {p.pid for p in scan_gpu_holders(ZERO, workers=1)}
@@ -107,7 +110,7 @@ def test_a_scan_split_over_forked_workers_finds_the_same_holders(procs):
 
 
 def test_a_failing_scan_worker_has_its_share_rescanned(procs, monkeypatch):
-    import nvreload.read.gpu_processes as gp
+    import nvreload.host.processes as gp
 
     holders = [procs(HOLDER) for _ in range(4)]
 
@@ -120,8 +123,6 @@ def test_a_failing_scan_worker_has_its_share_rescanned(procs, monkeypatch):
 
 
 def test_the_bulk_scan_with_its_path_cache_agrees_with_a_stat_of_every_descriptor(procs):
-    from nvreload.read.gpu_processes import held_devices
-
     holders = [procs(HOLDER) for _ in range(3)]
     bulk = {p.pid: p.devices for p in scan_gpu_holders(ZERO, workers=1)}
     for holder in holders:
@@ -137,3 +138,77 @@ def test_a_device_node_deleted_while_open_is_still_found(procs, tmp_path):
     holder = procs(f"import os, time; f = open({str(node)!r}, 'rb'); os.unlink({str(node)!r}); print('ready', flush=True); time.sleep(600)")
     found = {p.pid: p.devices for p in scan_gpu_holders(ZERO, workers=1)}
     assert holder.pid in found and "(deleted)" in found[holder.pid][0]
+
+
+NAME = "nvidia-persistenced"
+
+
+def launch(argv0: str, *command: str) -> subprocess.Popen:
+    """Start `command` with argv[0] set to `argv0`, the way a daemon shows in /proc/<pid>/cmdline."""
+    return subprocess.Popen(["bash", "-c", 'exec -a "$0" "$@"', argv0, *command], stdin=subprocess.DEVNULL)
+
+
+def wait_for(predicate, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def cleanup():
+    started = []
+    yield started
+    for daemon in find_daemons((NAME,)):
+        if daemon.command[-1] in ("600", "nvreload-test-daemon"):
+            os.kill(daemon.pid, 9)
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_a_daemon_is_found_by_name_with_its_command_line(cleanup):
+    proc = launch(NAME, shutil.which("sleep"), "600")
+    cleanup.append(proc)
+    assert wait_for(lambda: any(d.pid == proc.pid for d in find_daemons((NAME,))))
+    daemon = next(d for d in find_daemons((NAME,)) if d.pid == proc.pid)
+    assert daemon.command == (NAME, "600")
+
+
+def test_stop_then_start_by_recorded_command_brings_the_daemon_back(cleanup, tmp_path):
+    binary = tmp_path / NAME
+    shutil.copy(shutil.which("sleep"), binary)
+    proc = subprocess.Popen([str(binary), "600"], stdin=subprocess.DEVNULL)
+    cleanup.append(proc)
+    assert wait_for(lambda: any(d.pid == proc.pid for d in find_daemons((NAME,))))
+    stopped = stop_daemon(NAME, grace=2)
+    recorded = next(d.command for d in stopped if d.pid == proc.pid)
+    assert proc.wait(timeout=5) == -15
+    start_daemon(CommandRunner(), NAME, list(recorded), settle=0.2)
+    again = [d for d in find_daemons((NAME,)) if d.command == recorded]
+    assert again and again[0].pid != proc.pid
+
+
+def test_a_daemon_that_ignores_sigterm_is_killed_after_the_grace(cleanup):
+    proc = launch(NAME, sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
+                  "nvreload-test-daemon")
+    cleanup.append(proc)
+    assert wait_for(lambda: any(d.pid == proc.pid for d in find_daemons((NAME,))))
+    time.sleep(0.3)  # let python install its handler
+    stop_daemon(NAME, grace=0.5)
+    assert proc.wait(timeout=5) == -9
+
+
+def test_a_daemon_that_exits_at_once_did_not_come_back(tmp_path):
+    binary = tmp_path / NAME
+    shutil.copy(shutil.which("true"), binary)
+    with pytest.raises(HostError, match="exited right after start"):
+        start_daemon(CommandRunner(), NAME, [str(binary)], settle=0.3)
+
+
+def test_no_recorded_command_is_an_error_not_a_guess():
+    with pytest.raises(HostError, match="no recorded command line"):
+        start_daemon(CommandRunner(), NAME, None)

@@ -1,4 +1,5 @@
-"""The real host: files through a root, commands through one runner, NVML through one probe.
+"""This machine (or a snapshot of one) as the read model sees it: files through a root, commands
+through one runner, NVML through one probe, the container engine through one client.
 
 A snapshot (--root) is the same object with `live=False`: every probe that would need the live
 machine reads what `--collect` captured under nvreload-snapshot/ instead.
@@ -10,9 +11,9 @@ import json
 import os
 import re
 
+from nvreload.host.commands import CommandRunner
 from nvreload.host.modinfo_cache import ModinfoCache
 from nvreload.host.rootfs import RootFS
-from nvreload.host.runner import CommandRunner
 from nvreload.model import ContainerState, GpuProcess, NvmlReport, ServiceState
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
@@ -23,8 +24,9 @@ SNAPSHOT_DIR = "nvreload-snapshot"
 _FM_VERSION = re.compile(r"(\d+\.\d+\.\d+)")
 
 
-class LocalHost:
-    def __init__(self, fs: RootFS, runner: CommandRunner | None = None, nvml_probe: NvmlProbe | None = None) -> None:
+class Machine:
+    def __init__(self, fs: RootFS, runner: CommandRunner | None = None, nvml_probe: NvmlProbe | None = None,
+                 modinfo_cache_path: str | None = None) -> None:
         self.fs = fs
         self.live = fs.is_live
         self.runner = runner or CommandRunner()
@@ -33,16 +35,13 @@ class LocalHost:
         # used by the first nvml() call only (a later read must see the driver as it is then)
         self._nvml_probe = nvml_probe
         # live only: a snapshot's files have no identity on this machine worth remembering
-        self.modinfo_cache = ModinfoCache() if self.live else None
+        self.modinfo_cache = ModinfoCache(modinfo_cache_path) if self.live and modinfo_cache_path else None
 
     # identity -----------------------------------------------------------------------------
     def hostname(self) -> str | None:
         if self.live:
             return os.uname().nodename
         return self.fs.read_line("proc/sys/kernel/hostname") or self.fs.read_line("etc/hostname")
-
-    def is_root(self) -> bool:
-        return os.geteuid() == 0
 
     def systemd_is_pid1(self) -> bool:
         if not self.live:
@@ -98,7 +97,8 @@ class LocalHost:
     def gpu_processes(self, majors: frozenset[int], drm_minors: frozenset[int], nvml_pids: tuple[int, ...]) -> tuple[GpuProcess, ...]:
         if not self.live:
             return ()
-        from nvreload.read.gpu_processes import gpu_matcher, scan_gpu_holders
+        from nvreload.host.processes import scan_gpu_holders
+        from nvreload.read.devices import gpu_matcher
 
         return scan_gpu_holders(gpu_matcher(majors, drm_minors), extra_pids=nvml_pids)
 
@@ -106,10 +106,10 @@ class LocalHost:
         if not self.live:
             return ()
         if self.systemd_is_pid1():
-            from nvreload.host.services import systemctl_states
+            from nvreload.host.systemd import systemctl_states
 
             return tuple(systemctl_states(self.runner))
-        from nvreload.host.daemons import find_daemons
+        from nvreload.host.processes import find_daemons
 
         seen: dict[str, ServiceState] = {}
         for daemon in find_daemons():

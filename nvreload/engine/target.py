@@ -1,19 +1,21 @@
-"""The port the engine acts through. The real host, the simulated node and the dry-run recorder
-all implement it; the engine never knows which one it has."""
+"""The port the engine acts through (a ReloadTarget). The live machine, the simulated node and the
+dry-run recorder all implement it; the engine never knows which one it has."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from nvreload.engine.view import ReloadView
-from nvreload.verify import Check
+from nvreload.engine.plan import FinalState, ReloadView
+from nvreload.model import Check
 
 
-class ReloadHost(Protocol):
+class ReloadTarget(Protocol):
     name: str  # "live" | "simulated" | "dry-run"
 
-    def observe(self) -> ReloadView: ...
+    def observe(self) -> ReloadView: ...  # the whole node, once, before the plan
     def configured_parameters(self) -> dict[str, dict[str, str]]: ...
+    def loaded_modules(self) -> frozenset[str]: ...  # narrow: the reload set's modules loaded now
+    def final_state(self) -> FinalState: ...  # narrow: what is up once the run is over
     def stop_container(self, container_id: str, timeout: int | None) -> None: ...
     def start_container(self, container_id: str, restart_policy: str | None = None) -> None: ...
     def restart_container_engine(self) -> None: ...

@@ -1,6 +1,6 @@
 import time
 
-from nvreload.host.runner import NOT_FOUND, TIMED_OUT, CommandRunner
+from nvreload.host.commands import NOT_FOUND, TIMED_OUT, CommandRunner
 
 
 def test_a_missing_binary_is_a_result_not_an_exception():

@@ -1,17 +1,17 @@
-"""LocalHost's NVML door: a probe started early is used once, and given up when NVML cannot answer."""
+"""Machine's NVML door: a probe started early is used once, and given up when NVML cannot answer."""
 
 import time
 
-from nvreload.host.local import LocalHost
+from nvreload.host.machine import Machine
 from nvreload.host.nvml import NvmlProbe
 from nvreload.host.rootfs import open_root
 
 
-def live_host(snapshot, probe=None) -> LocalHost:
-    """A LocalHost that takes the NVML path of a live node (the files come from a snapshot tree)."""
+def live_host(snapshot, probe=None) -> Machine:
+    """A Machine that takes the NVML path of a live node (the files come from a snapshot tree)."""
     fs = open_root(str(snapshot.root))
     fs.is_live = True
-    return LocalHost(fs, nvml_probe=probe)
+    return Machine(fs, nvml_probe=probe)
 
 
 def test_a_probe_started_early_answers_the_first_nvml_call_and_only_that_one(snapshot, stub_nvml, monkeypatch):
@@ -42,5 +42,5 @@ def test_without_the_userspace_library_nvml_is_not_asked(snapshot, stub_nvml):
 
 
 def test_a_snapshot_answers_from_what_was_captured_never_from_this_machines_nvml(h100_root, stub_nvml):
-    report = LocalHost(open_root(str(h100_root))).nvml(module_live=True, userspace_found=True)
+    report = Machine(open_root(str(h100_root))).nvml(module_live=True, userspace_found=True)
     assert (report.source, report.driver_version) == ("nvidia-smi-xml", "580.159.04")

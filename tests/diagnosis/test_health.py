@@ -8,7 +8,8 @@ from helpers import node_of
 
 from nvreload.errors import ExitCode
 from nvreload.model import NvmlDevice, NvmlReport
-from nvreload.verify import cuda_context_check, run_checks, verify_exit_code
+from nvreload.diagnosis.health import run_checks, verify_exit_code
+from nvreload.host.cuda import cuda_context_check
 
 LOAD = "[ 5.100000] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  550.127.08  Release Build"
 H100_IN_NVML = NvmlDevice(0, "NVIDIA H100 80GB HBM3", "GPU-1", "00000000:3B:00.0", True, False)

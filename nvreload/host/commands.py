@@ -121,3 +121,21 @@ class CommandRunner:
 
     def run(self, argv: Sequence[str], timeout: float = 30.0, input_text: str | None = None) -> CommandResult:
         return self.start(argv, input_text=input_text).result(timeout)
+
+    def check(self, argv: Sequence[str], timeout: float = 30.0, input_text: str | None = None) -> str:
+        """Run a command that must succeed: its stdout, or HostError with its last line of output."""
+        result = self.run(argv, timeout=timeout, input_text=input_text)
+        if not result.ok:
+            from nvreload.errors import HostError
+
+            raise HostError((result.stderr.strip() or result.stdout.strip() or f"{argv[0]} exited {result.returncode}").splitlines()[-1])
+        return result.stdout
+
+    def spawn_detached(self, argv: Sequence[str]) -> int:
+        """Start a daemon that outlives us: its own session, no inherited stdio; returns its pid.
+        OSError when it cannot start (the caller says which daemon did not come back)."""
+        import subprocess
+
+        child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        return child.pid

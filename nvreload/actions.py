@@ -1,0 +1,129 @@
+"""The acting commands (--reload, --stop, --start, --rollback): pick the target, the journal and the
+lock, check preconditions, confirm, run the engine. Rendering is the caller's; so is the question
+put to a person (a `confirm` callable)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from nvreload.engine.engine import Engine, Reporter
+from nvreload.engine.journal import Journal, JournalContext, NullJournal
+from nvreload.engine.lock import NodeLock, NullLock
+from nvreload.engine.outcome import RunReport
+from nvreload.engine.plan import Action
+from nvreload.engine.planner import build_plan
+from nvreload.errors import BadInputError, ExitCode, RefusedError, UsageError
+from nvreload.host.installer import check_installer
+from nvreload.requests import ActionRequest
+from nvreload.state_files import StatePaths
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nvreload.engine.target import ReloadTarget
+
+
+@dataclass
+class ActionResult:
+    """What an acting command came to: a run report, a dry-run plan, or nothing to do."""
+
+    exit_code: int
+    report: RunReport | None = None
+    plan: list[Action] = field(default_factory=list)
+    dry_run: bool = False
+    nothing_to_do: str | None = None  # the state the last run ended in, when there was nothing to do
+
+    def document(self) -> dict:
+        if self.nothing_to_do is not None:
+            return {"schema_version": 1, "result": "nothing_to_do", "journal_state": self.nothing_to_do}
+        if self.dry_run:
+            return {"schema_version": 1, "plan": [{"action": a.kind, "target": a.target, **({"detail": a.detail} if a.detail else {})}
+                                                  for a in self.plan]}
+        assert self.report is not None
+        return self.report.document()
+
+
+def _target(request: ActionRequest, paths: StatePaths) -> tuple[ReloadTarget, StatePaths]:
+    """The node to act on, and where its journal and lock live."""
+    if request.simulate is not None:
+        from nvreload.engine.sim import SimulatedNode, load_scenario
+
+        if paths == StatePaths():  # no $NVRELOAD_STATE_DIR: a simulation never touches the real state
+            directory = tempfile.mkdtemp(prefix="nvreload-sim-")
+            paths = StatePaths(directory, directory)
+        scenario = load_scenario(request.simulate or None)
+        node_class = SimulatedNode
+        if scenario.get("consumers") == "live":
+            from nvreload.engine.sim_live import SimulatedModulesLiveConsumers as node_class  # noqa: N813
+        return node_class(scenario, paths.state_dir), paths
+    from nvreload.engine.live_target import LiveTarget
+    from nvreload.host.machine import Machine
+    from nvreload.host.rootfs import open_root
+
+    return LiveTarget(Machine(open_root(request.root), modinfo_cache_path=paths.modinfo_cache)), paths
+
+
+def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
+               confirm: Callable[[str], bool] | None) -> ActionResult:
+    """`confirm` asks a person; None when no terminal can ask (then --yes is required)."""
+    action = request.action
+    if action == "reset":
+        raise UsageError("--reset is not implemented yet; use --reload")
+    if request.driver:
+        check_installer(request.driver)
+    dry_run = request.dry_run
+    if request.simulate is None and not dry_run and os.geteuid() != 0:
+        raise RefusedError(f"--{action} needs root (it stops services and unloads kernel modules); run it with sudo")
+    target, paths = _target(request, paths)
+    recorder = None
+    if dry_run:
+        from nvreload.engine.dry_run import RecordingTarget
+
+        recorder = target = RecordingTarget(target)
+    with NullLock() if dry_run else NodeLock(paths.lock):
+        if action in ("start", "rollback"):
+            return _resume(action, target, paths, reporter, dry_run)
+        previous = None if dry_run else Journal.load_if_any(paths.journal)
+        if previous is not None and previous.unfinished:
+            raise RefusedError(
+                f"an unfinished run ({previous.action}, state {previous.state}) is in {previous.path}: "
+                f"run nvreload --rollback{' --simulate' if request.simulate is not None else ''} first")
+        view = target.observe()
+        blockers = [b for b in view.blockers if not (b == "display_server_active" and request.force_display)]
+        if view.display_processes and not request.force_display and "display_server_active" not in blockers:
+            blockers.append("display_server_active")
+        if blockers and action == "reload" and not dry_run:
+            raise RefusedError("reload refused: " + ", ".join(blockers) + " (nvreload --status explains)")
+        plan = build_plan(view, target.configured_parameters(), driver=request.driver, stop_only=action == "stop",
+                          restart_container_engine=request.restart_docker)
+        if not dry_run and not request.yes:
+            if confirm is None:
+                raise RefusedError(f"--{action} acts on the node: confirm with --yes when no terminal can ask")
+            if not confirm(f"{action}: {len(plan.actions())} actions on this node. Go ahead?"):
+                raise RefusedError("not confirmed")
+        journal = NullJournal() if dry_run else Journal.start(
+            paths.journal, action,
+            [{"step": s.name, "action": a.kind, "target": a.target} for s in plan.steps for a in s.actions],
+            JournalContext(target.name, request.driver, view.container_engine))
+        engine = Engine(target, journal, reporter)
+        report = engine.stop(plan) if action == "stop" else engine.reload(plan)
+        report.container_engine = view.container_engine
+        report.left_alone = [{"service": name, "why": "enabled but already failed before the run; not started"}
+                             for name in view.failed_services]
+        if recorder is not None:
+            return ActionResult(ExitCode.OK, report, list(recorder.recorded), dry_run=True)
+        return ActionResult(report.exit_code, report)
+
+
+def _resume(action: str, target: ReloadTarget, paths: StatePaths, reporter: Reporter, dry_run: bool) -> ActionResult:
+    journal = Journal.load(paths.journal) if dry_run else Journal.load_if_any(paths.journal)
+    if dry_run:
+        raise UsageError(f"--{action} --dry-run: the journal of run {journal.run_id} would be resumed")
+    if journal is None:
+        raise BadInputError(f"no journal in {os.path.dirname(paths.journal)}: nothing to {action}")
+    if not journal.unfinished:
+        return ActionResult(ExitCode.OK, nothing_to_do=journal.state)
+    report = Engine(target, journal, reporter).resume()
+    return ActionResult(report.exit_code, report)

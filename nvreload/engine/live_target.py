@@ -1,0 +1,169 @@
+"""The live machine as a ReloadTarget: a thin adapter from the engine's port to the doors in host/
+(kmod, systemd, processes, consoles, containers, the installer, NVIDIA's tools).
+
+The whole node is read twice per reload at most: observe() before the plan, verify() after the
+load. Everything else asks a narrow question: which modules are loaded, is MOFED ready, is
+nvidia-persistenced running, what is up at the end.
+"""
+
+from __future__ import annotations
+
+import time
+
+from nvreload.diagnosis.findings import diagnose
+from nvreload.diagnosis.health import run_checks
+from nvreload.engine.plan import NOT_RELOADED, FinalState, ReloadView, reload_view
+from nvreload.errors import HostError
+from nvreload.host import nvidia_tools
+from nvreload.host.consoles import bind_console, framebuffer_consoles
+from nvreload.host.containers import DOCKER_UNIT
+from nvreload.host.cuda import cuda_context_check
+from nvreload.host.installer import run_installer
+from nvreload.host.kmod import ModuleLoader, modprobe_options
+from nvreload.host.machine import Machine
+from nvreload.host.processes import ProcessReaper, find_daemons, start_daemon, stop_daemon
+from nvreload.host.systemd import Systemd
+from nvreload.model import Check
+from nvreload.read.devices import DeviceMatcher, node_gpu_matcher
+from nvreload.read.kernel_modules import mofed_ready, read_loaded_modules
+from nvreload.read.node import read_node
+
+
+class LiveTarget:
+    name = "live"
+
+    def __init__(self, machine: Machine, grace: float = 10.0, service_timeout: float = 120.0, settle: float = 0.5) -> None:
+        self.machine = machine
+        self.fs = machine.fs
+        self.runner = machine.runner
+        self.grace = grace
+        self.settle = settle
+        self.systemd = Systemd(self.runner, timeout=service_timeout, settle=settle)
+        self.loader = ModuleLoader(self.runner)
+        self.node_reads = 0  # whole-node reads of this run: observe and verify, nothing else
+        self._matcher: DeviceMatcher | None = None
+
+    # reading --------------------------------------------------------------------------------
+    def observe(self) -> ReloadView:
+        node = read_node(self.machine)
+        self.node_reads += 1
+        # the GPU devices as they are before the run: every pre-signal re-check uses this matcher
+        self._matcher = node_gpu_matcher(self.fs)
+        consoles = framebuffer_consoles(self.fs) if node.loaded("nvidia_drm") else ()
+        return reload_view(node, diagnose(node), consoles, self.container_engine_info())
+
+    def container_engine_info(self) -> dict | None:
+        """What the reload relies on from the engine (recorded in the journal): with live-restore
+        off, a dockerd restart while the modules are out would also stop every other container."""
+        try:
+            engine = self.machine.container_engine()
+            if engine is None:
+                return None
+            info = engine.info()
+        except HostError as exc:
+            return {"error": exc.message}
+        return {"name": info.name, "version": info.version, "live_restore": info.live_restore}
+
+    def configured_parameters(self) -> dict[str, dict[str, str]]:
+        return modprobe_options(self.fs)
+
+    def loaded_modules(self) -> frozenset[str]:
+        return frozenset(m.name for m in read_loaded_modules(self.fs)
+                         if m.state in ("live", "coming") and m.name not in NOT_RELOADED)
+
+    def final_state(self) -> FinalState:
+        services = self.machine.services()
+        containers, _error = self.machine.containers()
+        return FinalState(
+            modules_loaded=tuple(sorted(self.loaded_modules())),
+            services_active=tuple(s.name for s in services if s.active == "active"),
+            containers_running=tuple(c.name for c in containers if c.running),
+        )
+
+    # consumers --------------------------------------------------------------------------------
+    def _engine(self):  # type: ignore[no-untyped-def]
+        engine = self.machine.container_engine()
+        if engine is None:
+            raise HostError("no container engine socket on this node")
+        return engine
+
+    def stop_container(self, container_id: str, timeout: int | None) -> None:
+        self._engine().stop(container_id, timeout)
+
+    def start_container(self, container_id: str, restart_policy: str | None = None) -> None:
+        # stop() relaxed `always` to `unless-stopped` for the window; put it back once started
+        self._engine().start(container_id, restore_policy=restart_policy if restart_policy == "always" else None)
+
+    def restart_container_engine(self) -> None:
+        """For toolkits that need it (nvidia-container-toolkit issue 169): restart dockerd through
+        systemd and wait until it answers again."""
+        if not self.machine.systemd_is_pid1():
+            raise HostError("--restart-docker needs systemd to restart the container engine")
+        self.systemd.restart(DOCKER_UNIT, timeout=300)
+        self._engine().wait_ready(120)
+
+    def stop_service(self, name: str) -> None:
+        if not self.machine.systemd_is_pid1():
+            stop_daemon(name, grace=self.grace)
+            return
+        self.systemd.stop(name)
+
+    def start_service(self, name: str, command: list[str] | None = None) -> None:
+        if not self.machine.systemd_is_pid1():
+            start_daemon(self.runner, name, command, settle=self.settle)
+            return
+        self.systemd.start(name)
+
+    def restart_service(self, name: str) -> None:
+        self.systemd.restart(name)
+
+    def quit_mps(self) -> None:
+        nvidia_tools.quit_mps(self.runner)
+
+    def start_mps(self) -> None:
+        nvidia_tools.start_mps(self.runner)
+
+    def terminate_process(self, pid: int, start_time: int | None) -> str:
+        matcher = self._matcher if self._matcher is not None else node_gpu_matcher(self.fs)
+        result = ProcessReaper(matcher, grace=self.grace).terminate(pid, start_time)
+        return f"{result.outcome}: {result.reason}"
+
+    def bind_console(self, vtcon: str, bind: bool) -> None:
+        bind_console(self.fs, vtcon, bind)
+
+    # modules ----------------------------------------------------------------------------------
+    def unload_module(self, name: str) -> None:
+        self.loader.unload(name)
+
+    def load_module(self, name: str, parameters: dict[str, str]) -> None:
+        self.loader.load(name, parameters)
+
+    def mofed_ready(self) -> bool:
+        return mofed_ready(self.fs, read_loaded_modules(self.fs))
+
+    def install_driver(self, path: str) -> None:
+        run_installer(self.runner, path)
+
+    def verify(self, expected_persistence: dict[str, bool]) -> list[Check]:
+        node = read_node(self.machine, with_consumers=False)
+        self.node_reads += 1
+        checks = run_checks(node, cuda_context_check(self.runner) if node.nvml.status == "ok" else None)
+        for device in node.nvml.devices:
+            if expected_persistence.get(device.pci_bus_id or "") and device.persistence_mode is False:
+                checks.append(Check("persistence", False, f"{device.pci_bus_id}: persistence mode off (was on)", severity="warning"))
+        return checks
+
+    def restore_persistence(self, expected: dict[str, bool]) -> None:
+        # nvidia-persistenced (restarted with the services) restores it; the legacy -pm flag does
+        # not survive a reload, so set it back where it was on and persistenced is not managing it.
+        if find_daemons(("nvidia-persistenced",)):
+            return
+        for bus_id, on in expected.items():
+            if on:
+                nvidia_tools.set_persistence(self.runner, bus_id)
+
+    def at_boundary(self, step: str, phase: str) -> None:
+        pass
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)

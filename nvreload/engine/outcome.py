@@ -1,0 +1,76 @@
+"""How a run ends: one Outcome maps the result word, the exit code and the journal state, and the
+RunReport is the --json document of --reload, --stop, --start and --rollback."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from nvreload.errors import ExitCode
+
+
+class Outcome(Enum):
+    # name = (result, exit code, journal state)
+    RELOADED = ("reloaded", ExitCode.OK, "reloaded")
+    ROLLED_BACK = ("rolled_back", ExitCode.ROLLED_BACK, "rolled_back")
+    NEEDS_REBOOT = ("failed", ExitCode.NEEDS_REBOOT, "failed")
+    PARTIAL = ("failed", ExitCode.PARTIAL, "failed")  # --start retries what did not come back
+    STOPPED = ("stopped", ExitCode.OK, "stopped")  # unfinished on purpose: --start ends it
+    STARTED = ("started", ExitCode.OK, "started")
+
+    @property
+    def result(self) -> str:
+        return self.value[0]
+
+    @property
+    def exit_code(self) -> int:
+        return self.value[1]
+
+    @property
+    def journal_state(self) -> str:
+        return self.value[2]
+
+
+@dataclass
+class RunReport:
+    """What a run did and how it ended."""
+
+    outcome: Outcome
+    steps: list[dict] = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+    stopped: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    restart_failures: list[dict] = field(default_factory=list)
+    killed: list[dict] = field(default_factory=list)
+    error: str | None = None
+    remaining_action: str | None = None
+    gpu_unavailable_seconds: float | None = None
+    left_alone: list[dict] = field(default_factory=list)
+    container_engine: dict | None = None
+    # a signal that arrived while rollback ran: acted on (re-raised) once the report is out
+    deferred_signal: int | None = None
+
+    @property
+    def result(self) -> str:
+        return self.outcome.result
+
+    @property
+    def exit_code(self) -> int:
+        return self.outcome.exit_code
+
+    def document(self) -> dict:
+        return {
+            "schema_version": 1,
+            "result": self.result,
+            "steps": self.steps,
+            "final": self.final,
+            "stopped": self.stopped,
+            "restarted": self.restarted,
+            "restart_failures": self.restart_failures,
+            "killed": self.killed,
+            "error": self.error,
+            "remaining_action": self.remaining_action,
+            "gpu_unavailable_seconds": self.gpu_unavailable_seconds,
+            "left_alone": self.left_alone,
+            "container_engine": self.container_engine,
+        }

@@ -1,0 +1,113 @@
+"""What the engine knows of a node and what it will do to it: the ReloadView (read once, before the
+run), the Plan of Steps of Actions, and the FinalState asked after it (typed, target-agnostic)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nvreload.catalog import DISPLAY_SERVERS, LOGIND_COMM, MPS_COMM
+from nvreload.model import ContainerState, GpuProcess, NodeState, ServiceState
+from nvreload.read.kernel_modules import MOFED_MODULES
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nvreload.diagnosis.findings import Diagnosis
+
+# Read for diagnosis, never part of the reload set: MOFED belongs to the network stack, and nouveau
+# is another driver for the same GPUs (its presence is a finding, not something to reload).
+NOT_RELOADED = frozenset(MOFED_MODULES) | {"nouveau"}
+
+
+@dataclass(frozen=True)
+class LoadedModule:
+    """A module that was loaded before the reload, to be loaded back with its parameters."""
+
+    name: str
+    holders: tuple[str, ...]
+    parameters: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class ReloadView:
+    """What the planner needs to know of a node to plan a reload: what is loaded and who uses it."""
+
+    modules: tuple[LoadedModule, ...]  # loaded NVIDIA modules and whatever holds them
+    processes: tuple[GpuProcess, ...]
+    services: tuple[ServiceState, ...]  # GPU services that are active now
+    containers: tuple[ContainerState, ...]  # running GPU containers
+    mps_active: bool = False
+    persistence: dict[str, bool] = field(default_factory=dict, compare=False, hash=False)
+    blockers: tuple[str, ...] = ()
+    display_processes: tuple[GpuProcess, ...] = ()
+    logind_holds_drm: bool = False
+    container_engine: dict | None = field(default=None, compare=False, hash=False)  # name, version, live_restore
+    failed_services: tuple[str, ...] = ()  # enabled units already failed: reported, never started
+    consoles: tuple[str, ...] = ()  # VT consoles bound to a framebuffer (nvidia_drm modeset=1/fbdev)
+
+
+def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...] = (),
+                container_engine: dict | None = None) -> ReloadView:
+    """The planner's view of a node read by the read model (pure)."""
+    modules = tuple(
+        LoadedModule(m.name, tuple(m.holders), dict(m.parameters))
+        for m in node.modules
+        if m.state in ("live", "coming") and m.name not in NOT_RELOADED
+    )
+    display = tuple(p for p in node.consumers.processes if p.comm in DISPLAY_SERVERS)
+    return ReloadView(
+        modules=modules,
+        processes=tuple(p for p in node.consumers.processes if p not in display),
+        services=tuple(s for s in node.consumers.services if s.active == "active"),
+        failed_services=tuple(s.name for s in node.consumers.services if s.active == "failed"),
+        containers=tuple(c for c in node.consumers.containers if c.running),
+        mps_active=any(p.comm == MPS_COMM for p in node.consumers.processes),
+        persistence={d.pci_bus_id: bool(d.persistence_mode) for d in node.nvml.devices if d.pci_bus_id},
+        blockers=diagnosis.reload_blockers,
+        display_processes=display,
+        logind_holds_drm=any(p.comm == LOGIND_COMM for p in node.consumers.processes),
+        consoles=consoles,
+        container_engine=container_engine,
+    )
+
+
+@dataclass(frozen=True)
+class FinalState:
+    """What is up after a run (the narrow questions asked once it is over)."""
+
+    modules_loaded: tuple[str, ...]
+    services_active: tuple[str, ...]
+    containers_running: tuple[str, ...]
+
+    def document(self) -> dict:
+        return {"modules_loaded": list(self.modules_loaded), "services_active": list(self.services_active),
+                "containers_running": list(self.containers_running)}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing the engine does to the node, with what it needs to undo it."""
+
+    kind: str  # stop_container, stop_service, quit_mps, kill_process, restart_logind, unload_module, ...
+    target: str
+    detail: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A named step of the state machine: its actions run together."""
+
+    name: str
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The ordered steps of a run."""
+
+    steps: tuple[Step, ...]
+
+    def actions(self) -> list[Action]:
+        return [a for step in self.steps for a in step.actions]
+
+    def step(self, name: str) -> Step | None:
+        return next((s for s in self.steps if s.name == name), None)

@@ -1,0 +1,360 @@
+"""The one door to other processes: reading who they are in /proc, finding those that hold the GPU,
+and signalling them. Every os.kill and every scan worker fork of nvreload is here.
+
+Signals follow one rule, whoever the target: never PID 1, a kernel thread or ourselves, and only
+while the same process (pid + start time, read again right before each signal) is still there;
+SIGTERM, a grace, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from nvreload.catalog import GPU_DAEMONS
+from nvreload.errors import HostError
+from nvreload.model import GpuProcess
+from nvreload.read.devices import DeviceMatcher, ProcessIdentity, classify_cgroup, parse_proc_stat
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
+if TYPE_CHECKING:
+    from nvreload.host.commands import CommandRunner
+
+
+# identity ----------------------------------------------------------------------------------------
+def read_identity(pid: int, proc: str = "/proc") -> ProcessIdentity | None:
+    """pid, start time, comm and state from /proc/<pid>/stat; None when the process is gone."""
+    try:
+        with open(f"{proc}/{pid}/stat", "rb") as handle:
+            raw = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    return parse_proc_stat(pid, raw)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _argv(pid: int, proc: str) -> tuple[str, ...]:
+    return tuple(part for part in _read(f"{proc}/{pid}/cmdline").split("\0") if part)
+
+
+# the holder scan ---------------------------------------------------------------------------------
+def _label(rdev: int, mode: int, majors: frozenset[int], exact: frozenset[int]) -> str | None:
+    """'major:minor' when the device is one the matcher accepts, else None."""
+    import stat as statmod
+
+    if (rdev in exact or (bool(majors) and os.major(rdev) in majors)) and statmod.S_ISCHR(mode):
+        return f"{os.major(rdev)}:{os.minor(rdev)}"
+    return None
+
+
+def held_devices(pid: int, matcher: DeviceMatcher, proc: str = "/proc",
+                 cache: dict[str, dict[str, str | None]] | None = None) -> list[str]:
+    """The device files (as 'major:minor path') among pid's descriptors that the matcher accepts.
+
+    Without a cache every descriptor is stat()ed: exact, for the re-check before a signal. With a
+    cache (the bulk scan, one matcher), a descriptor is first readlink()ed: sockets, pipes and
+    anonymous inodes are never devices and cost nothing more, and a path already stat()ed in the
+    same mount namespace reuses its verdict. The cache can only cause a miss when a device node was
+    replaced under a path while open; the unload then fails "in use" and the run rolls back.
+    """
+    try:
+        # stat relative to the open fd directory: the kernel walks one component per descriptor
+        # instead of /proc/<pid>/fd/<n> each time.
+        dir_fd = os.open(f"{proc}/{pid}/fd", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return []
+    held = []
+    stat_fn, readlink = os.stat, os.readlink
+    majors, exact = matcher.majors, matcher.exact_rdevs
+    verdicts: dict[str, str | None] | None = None
+    if cache is not None:
+        try:
+            verdicts = cache.setdefault(readlink(f"{proc}/{pid}/ns/mnt"), {})
+        except OSError:
+            verdicts = None  # cannot tell namespaces apart: stat everything
+    try:
+        for fd in os.listdir(dir_fd):
+            target = None
+            if verdicts is not None:
+                try:
+                    target = readlink(fd, dir_fd=dir_fd)
+                except OSError:
+                    continue
+                if target[:1] != "/":
+                    continue  # socket:[..], pipe:[..], anon_inode:..: never a device node
+                if target in verdicts:
+                    label = verdicts[target]
+                    if label is not None:
+                        held.append(f"{label} {target}")
+                    continue
+            try:
+                st = stat_fn(fd, dir_fd=dir_fd)
+            except OSError:
+                continue
+            label = _label(st.st_rdev, st.st_mode, majors, exact)
+            if verdicts is not None and not target.endswith(" (deleted)"):
+                verdicts[target] = label
+            if label is None:
+                continue
+            if target is None:
+                try:
+                    target = readlink(fd, dir_fd=dir_fd)
+                except OSError:
+                    target = "?"
+            held.append(f"{label} {target}")
+    except OSError:
+        return []
+    finally:
+        os.close(dir_fd)
+    return sorted(set(held))  # a CUDA process holds dozens of descriptors on the same few nodes
+
+
+# Below this many processes one pass is faster than starting workers.
+PARALLEL_SCAN_MIN_PROCESSES = 256
+
+
+def _scan_pids(pids: list[int], matcher: DeviceMatcher, proc: str) -> dict[int, list[str]]:
+    found = {}
+    cache: dict[str, dict[str, str | None]] = {}
+    for pid in pids:
+        devices = held_devices(pid, matcher, proc, cache)
+        if devices:
+            found[pid] = devices
+    return found
+
+
+def _scan_forked(pids: list[int], matcher: DeviceMatcher, proc: str, workers: int) -> dict[int, list[str]]:
+    """Split the process table over `workers` forked scanners (the scan is syscall-bound, one core
+    each); a worker that fails has its share rescanned here, so the result never loses a holder."""
+    shares = [pids[i::workers] for i in range(workers)]
+    children = []
+    for share in shares[1:]:
+        read_end, write_end = os.pipe()
+        child = os.fork()
+        if child == 0:  # the worker: scan, write JSON, leave without running any cleanup
+            status = 1
+            try:
+                os.close(read_end)
+                payload = json.dumps(_scan_pids(share, matcher, proc)).encode()
+                with os.fdopen(write_end, "wb") as out:
+                    out.write(payload)
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        children.append((child, read_end, share))
+    found = _scan_pids(shares[0], matcher, proc)
+    for child, read_end, share in children:
+        with os.fdopen(read_end, "rb") as incoming:
+            payload = incoming.read()
+        _, status = os.waitpid(child, 0)
+        try:
+            if status != 0:
+                raise ValueError("worker failed")
+            found.update({int(pid): devices for pid, devices in json.loads(payload).items()})
+        except ValueError:
+            found.update(_scan_pids(share, matcher, proc))
+    return found
+
+
+def describe(pid: int, devices: tuple[str, ...], source: str, proc: str = "/proc") -> GpuProcess | None:
+    ident = read_identity(pid, proc)
+    if ident is None:
+        return None
+    container, unit = classify_cgroup(_read(f"{proc}/{pid}/cgroup"))
+    cmdline = _read(f"{proc}/{pid}/cmdline").replace("\0", " ").strip()
+    return GpuProcess(
+        pid=pid,
+        start_time=ident.start_time,
+        comm=ident.comm,
+        cmdline=cmdline,
+        devices=devices,
+        container_id=container,
+        systemd_unit=unit,
+        source=source,
+    )
+
+
+def scan_gpu_holders(
+    matcher: DeviceMatcher,
+    proc: str = "/proc",
+    extra_pids: tuple[int, ...] = (),
+    workers: int | None = None,
+) -> tuple[GpuProcess, ...]:
+    """Every process holding a matching device, merged with pids another source (NVML) named."""
+    own = os.getpid()
+    found: dict[int, GpuProcess] = {}
+    if matcher:
+        pids = [int(name) for name in os.listdir(proc) if name.isdigit() and int(name) != own]
+        if workers is None:
+            workers = min(os.cpu_count() or 1, 8) if len(pids) >= PARALLEL_SCAN_MIN_PROCESSES else 1
+        held = _scan_forked(pids, matcher, proc, workers) if workers > 1 else _scan_pids(pids, matcher, proc)
+        for pid, devices in sorted(held.items()):
+            described = describe(pid, tuple(devices), "procfs", proc)
+            if described is not None:
+                found[pid] = described
+    for pid in extra_pids:
+        if pid in found:
+            found[pid] = GpuProcess(**{**found[pid].__dict__, "source": "procfs+nvml"})
+        elif pid != own:
+            described = describe(pid, (), "nvml", proc)
+            if described is not None:
+                found[pid] = described
+    return tuple(found[pid] for pid in sorted(found))
+
+
+# signals -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Termination:
+    """What signalling one process came to, and why."""
+
+    pid: int
+    outcome: str  # "terminated" | "killed" | "gone" | "refused" | "survived"
+    reason: str
+
+
+def refusal(pid: int, proc: str = "/proc") -> str | None:
+    """Why `pid` must never be signalled, or None."""
+    if pid <= 1:
+        return "never signal PID 1 (or lower)"
+    if pid == os.getpid() or pid == os.getppid():
+        return "never signal nvreload itself or its parent"
+    ident = read_identity(pid, proc)
+    if ident is not None and ident.is_kernel_thread:
+        return f"pid {pid} ({ident.comm}) is a kernel thread"
+    return None
+
+
+def _still_there(pid: int, start_time: int | None, proc: str) -> bool:
+    """The same process (start time) is alive: not gone, not a zombie, pid not reused."""
+    ident = read_identity(pid, proc)
+    return ident is not None and not ident.is_zombie and (start_time is None or ident.start_time == start_time)
+
+
+def _send(pid: int, start_time: int | None, signum: int, proc: str) -> bool:
+    """Signal `pid` only while it is the same process; False when it is not there any more."""
+    if not _still_there(pid, start_time, proc):
+        return False
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_gone(targets: list[tuple[int, int | None]], seconds: float, proc: str, poll: float) -> list[tuple[int, int | None]]:
+    """Wait up to `seconds` for every target to go; returns those still there."""
+    deadline = time.monotonic() + seconds
+    left = [t for t in targets if _still_there(t[0], t[1], proc)]
+    while left and time.monotonic() < deadline:
+        time.sleep(poll)
+        left = [t for t in left if _still_there(t[0], t[1], proc)]
+    return left
+
+
+class ProcessReaper:
+    """Ends GPU holders: SIGTERM, the grace, SIGKILL, each signal after a re-check that the same
+    process still holds a device the matcher accepts."""
+
+    def __init__(self, matcher: DeviceMatcher, proc: str = "/proc", grace: float = 10.0, poll: float = 0.05) -> None:
+        self.matcher = matcher
+        self.proc = proc
+        self.grace = grace
+        self.poll = poll
+
+    def _same_holder(self, pid: int, start_time: int | None) -> tuple[bool, str]:
+        ident = read_identity(pid, self.proc)
+        if ident is None:
+            return False, "gone"
+        if start_time is not None and ident.start_time != start_time:
+            return False, f"pid {pid} now belongs to another process (start time {ident.start_time} != {start_time})"
+        if not held_devices(pid, self.matcher, self.proc):
+            return False, f"pid {pid} no longer holds a GPU device"
+        return True, ""
+
+    def refusal(self, pid: int) -> str | None:
+        return refusal(pid, self.proc)
+
+    def terminate(self, pid: int, start_time: int | None) -> Termination:
+        refused = refusal(pid, self.proc)
+        if refused:
+            return Termination(pid, "refused", refused)
+        holds, why = self._same_holder(pid, start_time)
+        if not holds:
+            return Termination(pid, "gone" if why == "gone" else "refused", why or "gone")
+        if not _send(pid, start_time, signal.SIGTERM, self.proc):
+            return Termination(pid, "gone", "exited before SIGTERM")
+        if not _wait_gone([(pid, start_time)], self.grace, self.proc, self.poll):
+            return Termination(pid, "terminated", "exited after SIGTERM")
+        holds, why = self._same_holder(pid, start_time)
+        if not holds:
+            return Termination(pid, "terminated", why)
+        if not _send(pid, start_time, signal.SIGKILL, self.proc):
+            return Termination(pid, "terminated", "exited before SIGKILL")
+        if not _wait_gone([(pid, start_time)], 5.0, self.proc, self.poll):
+            return Termination(pid, "killed", f"ignored SIGTERM for {self.grace:g} s; SIGKILL")
+        return Termination(pid, "survived", "still there after SIGKILL (uninterruptible sleep in the driver?)")
+
+
+# daemons without systemd -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Daemon:
+    """A GPU daemon found by its argv[0] where systemd is not PID 1, with the command to start it again."""
+
+    name: str
+    pid: int
+    start_time: int
+    command: tuple[str, ...]
+
+
+def find_daemons(names: tuple[str, ...] = GPU_DAEMONS, proc: str = "/proc") -> list[Daemon]:
+    found = []
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        argv = _argv(int(entry), proc)
+        if not argv or os.path.basename(argv[0]) not in names:
+            continue
+        ident = read_identity(int(entry), proc)
+        if ident is not None and not ident.is_kernel_thread:
+            found.append(Daemon(os.path.basename(argv[0]), int(entry), ident.start_time, argv))
+    return sorted(found, key=lambda d: (names.index(d.name), d.pid))
+
+
+def stop_daemon(name: str, proc: str = "/proc", grace: float = 10.0, poll: float = 0.05) -> list[Daemon]:
+    """SIGTERM every instance of `name`, SIGKILL what is left after the grace; returns what it stopped."""
+    daemons = [d for d in find_daemons((name,), proc) if refusal(d.pid, proc) is None]
+    targets = [(d.pid, d.start_time) for d in daemons]
+    for pid, start_time in targets:
+        _send(pid, start_time, signal.SIGTERM, proc)
+    for pid, start_time in _wait_gone(targets, grace, proc, poll):
+        _send(pid, start_time, signal.SIGKILL, proc)
+    return daemons
+
+
+def start_daemon(runner: CommandRunner, name: str, command: list[str] | tuple[str, ...] | None, settle: float = 0.5) -> None:
+    """Without systemd a daemon comes back by the command line recorded when it was stopped; one
+    that exits within `settle` seconds did not come back."""
+    if not command:
+        raise HostError(f"{name}: no recorded command line to start it with")
+    try:
+        pid = runner.spawn_detached(command)
+    except OSError as exc:
+        raise HostError(f"{name}: {command[0]}: {exc.strerror or exc}") from None
+    time.sleep(settle)
+    if not any(d.pid == pid for d in find_daemons((name,))):
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        raise HostError(f"{name}: exited right after start ({' '.join(command)})")

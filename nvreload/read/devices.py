@@ -1,0 +1,150 @@
+"""Which device files are the GPU, and what a process's /proc files say about it: parsers only.
+
+A descriptor counts when it is a character device whose major number is an NVIDIA one from
+/proc/devices (nvidia, nvidia-uvm, nvidia-caps, nvidia-nvswitch, nvidia-nvlink,
+nvidia-caps-imex-channels) or a DRM card node that nvidia_drm owns. Matching by major, not by
+path, catches device nodes made anywhere (containers mknod their own /dev). The live scan that
+uses these is host/processes.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+
+from nvreload.host.rootfs import RootFS
+
+NVIDIA_DEVICE_NAMES = (
+    "nvidia",
+    "nvidiactl",
+    "nvidia-uvm",
+    "nvidia-caps",
+    "nvidia-nvswitch",
+    "nvidia-nvlink",
+    "nvidia-caps-imex-channels",
+    "nvidia-frontend",
+    "nvidia-modeset",
+)
+DRM_MAJOR = 226
+PF_KTHREAD = 0x00200000
+
+# cgroup paths that name a container (tried in this order) and a systemd service. Compiled on first
+# use: the --status path on a snapshot, or with no open handles, never classifies a process.
+_CONTAINER_PATTERNS = (
+    r"docker-([0-9a-f]{12,64})\.scope",
+    r"/docker/([0-9a-f]{12,64})",
+    r"cri-containerd-([0-9a-f]{12,64})\.scope",
+    r"crio-([0-9a-f]{12,64})\.scope",
+    r"libpod-([0-9a-f]{12,64})\.scope",
+    r"/kubepods[^\n]*/([0-9a-f]{64})",
+)
+_UNIT = r"/system\.slice/(?:[^/]+\.slice/)*([^/]+\.service)(?:/|$)"
+
+
+@functools.cache
+def _cgroup_patterns() -> tuple[tuple[re.Pattern[str], ...], re.Pattern[str]]:
+    return tuple(re.compile(p) for p in _CONTAINER_PATTERNS), re.compile(_UNIT)
+
+
+def nvidia_majors(proc_devices: str | None) -> frozenset[int]:
+    """Character-device majors that belong to NVIDIA, from /proc/devices."""
+    majors = set()
+    in_char = False
+    for line in (proc_devices or "").splitlines():
+        if line.startswith("Character devices"):
+            in_char = True
+            continue
+        if line.startswith("Block devices"):
+            in_char = False
+            continue
+        fields = line.split()
+        if in_char and len(fields) == 2 and fields[0].isdigit() and fields[1] in NVIDIA_DEVICE_NAMES:
+            majors.add(int(fields[0]))
+    return frozenset(majors)
+
+
+def nvidia_drm_minors(root: RootFS) -> frozenset[int]:
+    """Minors of /dev/dri/card* and renderD* nodes whose device is driven by nvidia."""
+    minors = set()
+    for name in root.listdir("sys/class/drm"):
+        if not re.match(r"^(card|renderD)\d+$", name):
+            continue
+        driver = root.link_target(f"sys/class/drm/{name}/device/driver")
+        if driver and driver.rstrip("/").endswith("/nvidia"):
+            dev = root.read_line(f"sys/class/drm/{name}/dev")
+            if dev and ":" in dev:
+                minors.add(int(dev.split(":")[1]))
+    return frozenset(minors)
+
+
+@dataclass(frozen=True)
+class DeviceMatcher:
+    """Which character devices count as the GPU: any minor of `majors`, or exact (major, minor) pairs."""
+
+    majors: frozenset[int] = frozenset()
+    exact: frozenset[tuple[int, int]] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.majors or self.exact)
+
+    @functools.cached_property
+    def exact_rdevs(self) -> frozenset[int]:
+        """The exact pairs as st_rdev values, so the scan's hot loop compares one integer."""
+        return frozenset(os.makedev(major, minor) for major, minor in self.exact)
+
+
+def gpu_matcher(majors: frozenset[int], drm_minors: frozenset[int] = frozenset()) -> DeviceMatcher:
+    return DeviceMatcher(majors, frozenset((DRM_MAJOR, m) for m in drm_minors))
+
+
+def node_gpu_matcher(root: RootFS) -> DeviceMatcher:
+    """The matcher of the node as it is now: /proc/devices and nvidia_drm's DRM nodes."""
+    return gpu_matcher(nvidia_majors(root.read_text("proc/devices")), nvidia_drm_minors(root))
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """Who a PID is right now: the start time tells a reused PID from the one we saw."""
+
+    pid: int
+    start_time: int
+    comm: str
+    is_kernel_thread: bool
+    state: str = "?"  # R, S, D, Z...: a zombie has released everything it held
+
+    @property
+    def is_zombie(self) -> bool:
+        return self.state == "Z"
+
+
+def parse_proc_stat(pid: int, raw: str) -> ProcessIdentity | None:
+    """The one parser of /proc/<pid>/stat. comm may hold spaces and parentheses: the fields
+    after it start after the last ')'."""
+    close = raw.rfind(")")
+    if close < 0:
+        return None
+    comm = raw[raw.find("(") + 1 : close]
+    fields = raw[close + 2 :].split()
+    # fields[0] is field 3 (state); flags is field 9, starttime is field 22
+    try:
+        flags = int(fields[6])
+        start = int(fields[19])
+    except (IndexError, ValueError):
+        return None
+    return ProcessIdentity(pid, start, comm, bool(flags & PF_KTHREAD), fields[0])
+
+
+def classify_cgroup(cgroup_text: str) -> tuple[str | None, str | None]:
+    """(container id, systemd unit) from /proc/<pid>/cgroup."""
+    containers, unit = _cgroup_patterns()
+    for pattern in containers:
+        match = pattern.search(cgroup_text)
+        if match:
+            return match.group(1), None
+    for line in cgroup_text.splitlines():
+        match = unit.search(line.rsplit(":", 1)[-1] + "/")
+        if match:
+            return None, match.group(1)
+    return None, None

@@ -1,0 +1,76 @@
+"""Human output of the acting commands: live progress of each step, then the run's summary or the
+dry-run plan, on stderr."""
+
+from __future__ import annotations
+
+from nvreload.engine.engine import Reporter
+from nvreload.render.human import console
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from nvreload.actions import ActionResult
+    from nvreload.engine.plan import Action
+
+
+class ConsoleReporter(Reporter):
+    """Each step as a spinner with its elapsed time while it runs (waits on container stops and
+    module loads can take minutes), then one line with how long it took."""
+
+    QUIET_OUTCOMES = ("done", "terminated", "killed", "gone")
+
+    def __init__(self, verbose: bool = False) -> None:
+        self.out = console()
+        self.verbose = verbose
+        self._progress = None
+
+    def step(self, name: str, status: str, seconds: float | None = None, detail: str = "") -> None:
+        if status == "running":
+            if not self.out.is_terminal:
+                return  # a log or a pipe gets the finished lines only
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                      console=self.out, transient=True)
+            self._progress.start()
+            self._progress.add_task(name, total=None)
+            return
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        mark = {"done": "[green]done[/]", "failed": "[red]FAILED[/]", "interrupted": "[yellow]interrupted[/]"}.get(status, status)
+        self.out.print(f"{name:18} {mark} ({seconds or 0:.1f} s){' ' + detail if detail else ''}")
+
+    def action(self, action: Action, status: str, detail: str = "") -> None:
+        if self.verbose or not status.startswith(self.QUIET_OUTCOMES):
+            self.out.print(f"  {action.kind} {action.target}: {status}{' ' + detail if detail else ''}")
+
+
+def render_action_result(result: ActionResult, action: str) -> None:
+    out = console()
+    if result.nothing_to_do is not None:
+        out.print(f"nothing to {action}: the last run ended {result.nothing_to_do}")
+        return
+    if result.dry_run:
+        out.print("[bold]plan (dry run: nothing was changed)[/]")
+        for index, planned in enumerate(result.plan, 1):
+            extra = f" {planned.detail['parameters']}" if planned.detail.get("parameters") else ""
+            out.print(f"{index:3}. {planned.kind} {planned.target}{extra}")
+        return
+    report = result.report
+    assert report is not None
+    style = "green" if report.result in ("reloaded", "started", "stopped") else ("yellow" if report.result == "rolled_back" else "red")
+    out.print(f"result: [{style}]{report.result}[/]" + (f" ({report.error})" if report.error else ""))
+    if report.stopped:
+        out.print("stopped: " + ", ".join(report.stopped))
+    if report.restarted:
+        out.print("came back: " + ", ".join(report.restarted))
+    for failure in report.restart_failures:
+        out.print(f"[red]did not come back[/]: {failure['target']}: {failure['error']}")
+    for left in report.left_alone:
+        out.print(f"[yellow]left alone[/]: {left['service']}: {left['why']}")
+    for killed in report.killed:
+        out.print(f"ended process {killed['pid']} ({killed.get('comm')}): {killed['outcome']}")
+    if report.gpu_unavailable_seconds is not None:
+        out.print(f"GPUs unavailable for {report.gpu_unavailable_seconds:.1f} s")
+    if report.remaining_action:
+        out.print(f"[bold red]remaining action: {report.remaining_action}[/]")
