@@ -29,16 +29,16 @@ class App:
     def __init__(self, root: str | None = None, paths: StatePaths | None = None) -> None:
         self.root_arg = root
         self.paths = paths or StatePaths.from_environment()
-        self._host: Machine | None = None
+        self._machine: Machine | None = None
 
     @property
-    def host(self) -> Machine:
-        return self._open_host(prefetch_nvml=False)
+    def machine(self) -> Machine:
+        return self._open_machine(prefetch_nvml=False)
 
-    def _open_host(self, prefetch_nvml: bool) -> Machine:
+    def _open_machine(self, prefetch_nvml: bool) -> Machine:
         """prefetch_nvml: on a live node with the nvidia module present, start the NVML probe (a
         child process) before importing the read model, so the two run side by side."""
-        if self._host is None:
+        if self._machine is None:
             from nvreload.host.rootfs import open_root
             from nvreload.host.commands import CommandRunner
 
@@ -51,27 +51,27 @@ class App:
                 probe = NvmlProbe.start(runner)
             from nvreload.host.machine import Machine
 
-            self._host = Machine(fs, runner, nvml_probe=probe, modinfo_cache_path=self.paths.modinfo_cache)
-        return self._host
+            self._machine = Machine(fs, runner, nvml_probe=probe, modinfo_cache_path=self.paths.modinfo_cache)
+        return self._machine
 
     def status(self) -> Result:
-        host = self._open_host(prefetch_nvml=True)
+        machine = self._open_machine(prefetch_nvml=True)
         from nvreload.read.node import read_node
         from nvreload.status import status_document, status_exit_code
 
-        document = status_document(read_node(host))
+        document = status_document(read_node(machine))
         return Result(document, status_exit_code(document))
 
     def verify(self) -> Result:
-        host = self._open_host(prefetch_nvml=True)
+        machine = self._open_machine(prefetch_nvml=True)
         from nvreload.read.node import read_node
         from nvreload.diagnosis.health import run_checks, verify_exit_code
         from nvreload.host.cuda import cuda_context_check
 
-        if not host.live:
+        if not machine.live:
             raise UsageError("--verify checks the live driver (NVML, a CUDA context); it cannot run on --root")
-        node = read_node(host, with_consumers=False)
-        cuda = cuda_context_check(host.runner) if node.nvml.status == "ok" else None
+        node = read_node(machine, with_consumers=False)
+        cuda = cuda_context_check(machine.runner) if node.nvml.status == "ok" else None
         checks = run_checks(node, cuda)
         document = {
             "schema_version": 1,
@@ -83,7 +83,7 @@ class App:
     def collect(self, destination: str) -> Result:
         from nvreload.collect import collect
 
-        manifest = collect(self.host, destination)
+        manifest = collect(self.machine, destination)
         return Result({"schema_version": 1, "collected": destination, "manifest": manifest}, 0)
 
     def act(self, request: ActionRequest, reporter: Reporter, confirm: Callable[[str], bool] | None) -> ActionResult:

@@ -11,7 +11,7 @@ import sys
 import click
 
 from nvreload import __version__
-from nvreload.entry import guarded, run_read_only
+from nvreload.frontend import guarded, run_read_only
 from nvreload.errors import RefusedError, UsageError
 
 ACTIONS = ("status", "verify", "reload", "reset", "stop", "start", "rollback", "collect")

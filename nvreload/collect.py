@@ -170,18 +170,18 @@ def _dkms(fs: RootFS, bundle: Bundle) -> None:
                         bundle.add_bytes(f"{path}/{kernel}/{arch}/.present", b"")
 
 
-def _captured(host: Machine, bundle: Bundle) -> dict:
-    fs = host.fs
+def _captured(machine: Machine, bundle: Bundle) -> dict:
+    fs = machine.fs
     outputs: dict[str, str] = {}
-    if not host.live:
+    if not machine.live:
         for name in CAPTURED_OUTPUTS:
             _copy(fs, bundle, f"{SNAPSHOT_DIR}/{name}")
         return {"source": fs.label}
-    text, source = host.kernel_log()
+    text, source = machine.kernel_log()
     if text is not None:
         bundle.add_bytes(f"{SNAPSHOT_DIR}/dmesg.txt", text.encode())
     outputs["kernel_log"] = source or "unavailable"
-    smi = host.runner.run(["nvidia-smi", "-q", "-x"], timeout=60)
+    smi = machine.runner.run(["nvidia-smi", "-q", "-x"], timeout=60)
     if smi.ok:
         bundle.add_bytes(f"{SNAPSHOT_DIR}/nvidia-smi-q.xml", smi.stdout.encode())
     outputs["nvidia-smi"] = "ok" if smi.ok else (smi.stderr.strip() or smi.stdout.strip())[:200]
@@ -189,17 +189,17 @@ def _captured(host: Machine, bundle: Bundle) -> dict:
         # Keep why NVML refused (e.g. the version mismatch): the diagnosis needs it.
         from nvreload.host.nvml import probe_nvml
 
-        report = probe_nvml(host.runner)
+        report = probe_nvml(machine.runner)
         bundle.add_bytes(f"{SNAPSHOT_DIR}/nvml.json", json.dumps({"status": report.status, "error": report.error}).encode())
-    fm = host.fabric_manager_version()
+    fm = machine.fabric_manager_version()
     if fm:
         bundle.add_bytes(f"{SNAPSHOT_DIR}/nv-fabricmanager-version.txt", fm.encode() + b"\n")
     return outputs
 
 
-def collect(host: Machine, destination: str) -> dict:
+def collect(machine: Machine, destination: str) -> dict:
     """Write the snapshot; returns the manifest (also stored in the archive)."""
-    fs = host.fs
+    fs = machine.fs
     tmp = f"{destination}.tmp-{os.getpid()}"
     try:
         with tarfile.open(tmp, "w:gz") as tar:
@@ -215,11 +215,11 @@ def collect(host: Machine, destination: str) -> dict:
             _on_disk(fs, bundle)
             _libraries(fs, bundle)
             _dkms(fs, bundle)
-            outputs = _captured(host, bundle)
+            outputs = _captured(machine, bundle)
             manifest = {
                 "nvreload_version": __version__,
                 "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "live": host.live,
+                "live": machine.live,
                 "outputs": outputs,
                 "unreadable": sorted(set(bundle.skipped) | set(fs.denied)),
                 "files": len(bundle.names),

@@ -12,9 +12,8 @@ output and exit code.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
-from nvreload.errors import ExitCode, NvreloadError
+from nvreload.frontend import guarded, run_read_only
 from nvreload.requests import StatusRequest
 
 _STATUS = ("--status", "-s")
@@ -43,55 +42,6 @@ def status_request(args: list[str]) -> StatusRequest | None:
         else:
             return None
     return request
-
-
-def run_read_only(action: str, root: str | None, as_json: bool, verbose: bool, collect_to: str | None = None) -> int:
-    """--status, --verify, --collect: call the application, render its document, return the exit code."""
-    from nvreload.app import App
-
-    app = App(root=root)
-    if action == "collect":
-        result = app.collect(str(collect_to))
-    else:
-        result = app.status() if action == "status" else app.verify()
-    if as_json:
-        from nvreload.render.json_out import emit_json
-
-        emit_json(result.document)
-        return result.exit_code
-    from nvreload.render import human
-
-    if action == "status":
-        human.render_status(result.document, verbose=verbose)
-    elif action == "verify":
-        human.render_verify(result.document)
-    else:
-        human.console().print(f"snapshot written to {collect_to} ({result.document['manifest']['files']} entries)")
-    return result.exit_code
-
-
-def say(message: str) -> None:
-    sys.stderr.write(f"nvreload: {message}\n")
-    sys.stderr.flush()
-
-
-def guarded(call: Callable[[], int], verbose: bool) -> int:
-    """Run a command; every error becomes one line on stderr and its documented exit code."""
-    try:
-        return call()
-    except NvreloadError as exc:
-        say(exc.message)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    except Exception as exc:  # noqa: BLE001 - a bug: one line unless --verbose
-        if verbose:
-            import traceback  # only for bugs: not worth its import on every run
-
-            traceback.print_exc()
-        say(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)")
-        return ExitCode.INTERNAL
 
 
 def main(argv: list[str] | None = None) -> None:

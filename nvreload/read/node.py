@@ -1,4 +1,4 @@
-"""Assemble the whole read model of a node from a host's files and probes."""
+"""Assemble the whole read model of a node from a machine's files and probes."""
 
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ TYPE_CHECKING = False  # not typing's: importing typing costs the --status path;
 if TYPE_CHECKING:
     from typing import Protocol
 
-    from nvreload.host.modinfo_cache import ModinfoCache
+    from nvreload.read.on_disk import ModinfoMemo
 
-    class ReadableHost(Protocol):
-        """What read_node needs of a host (Machine, live or on a snapshot)."""
+    class ReadableMachine(Protocol):
+        """What read_node needs of a machine (Machine, live or on a snapshot)."""
 
         fs: RootFS
         live: bool
-        modinfo_cache: ModinfoCache | None
+        modinfo_cache: ModinfoMemo | None
 
         def hostname(self) -> str | None: ...
         def kernel_log(self) -> tuple[str | None, str | None]: ...
@@ -63,8 +63,8 @@ def no_open_handles(modules: tuple[KernelModule, ...]) -> bool:
     return bool(loaded) and all(m.refcount is not None and m.refcount <= len(m.holders) for m in loaded)
 
 
-def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
-    fs = host.fs
+def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeState:
+    fs = machine.fs
     proc_modules_text = fs.read_text("proc/modules")
     proc_lines = parse_proc_modules(proc_modules_text or "")
     kernel = read_kernel(fs, proc_lines, proc_modules_text is not None)
@@ -75,18 +75,18 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
     module_live = nvidia is not None and nvidia.state in ("live", "coming", "builtin")
     # Every file read comes before the NVML answer is needed: on a live node the NVML probe (a child
     # process, started before this module was imported) runs beside them.
-    kernel_log = parse_kernel_log(*host.kernel_log())
+    kernel_log = parse_kernel_log(*machine.kernel_log())
     resident = read_resident(fs)
-    on_disk = read_on_disk_module(fs, kernel.release, cache=host.modinfo_cache)
+    on_disk = read_on_disk_module(fs, kernel.release, cache=machine.modinfo_cache)
     dkms = read_dkms(fs)
     pci_gpus = read_pci_gpus(fs)
     proc_gpus = read_proc_gpus(fs)
-    fabric_manager_version = host.fabric_manager_version()
+    fabric_manager_version = machine.fabric_manager_version()
     peermem = by_name.get("nvidia_peermem")
     peermem_wanted = (peermem is not None and peermem.state != "going") or _peermem_configured(fs)
-    scan_consumers = with_consumers and host.live
-    services = host.services() if scan_consumers else ()  # systemctl, also beside the probe
-    nvml = host.nvml(module_live, userspace.link is not None)
+    scan_consumers = with_consumers and machine.live
+    services = machine.services() if scan_consumers else ()  # systemctl, also beside the probe
+    nvml = machine.nvml(module_live, userspace.link is not None)
     consumers = Consumers()
     if scan_consumers:
         nvml_pids = tuple(sorted({pid for dev in nvml.devices for pid in dev.compute_pids}))
@@ -96,8 +96,8 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
             majors, drm_minors = frozenset(), frozenset()  # nothing to find: only NVML's pids are described
         else:
             majors, drm_minors = nvidia_majors(fs.read_text("proc/devices")), nvidia_drm_minors(fs)
-        processes = host.gpu_processes(majors, drm_minors, nvml_pids)
-        containers, engine_error = host.containers(tuple(sorted({p.container_id for p in processes if p.container_id})))
+        processes = machine.gpu_processes(majors, drm_minors, nvml_pids)
+        containers, engine_error = machine.containers(tuple(sorted({p.container_id for p in processes if p.container_id})))
         consumers = Consumers(
             processes=processes,
             services=services,
@@ -106,7 +106,7 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
             container_engine_error=engine_error,
         )
     return NodeState(
-        hostname=host.hostname(),
+        hostname=machine.hostname(),
         kernel=kernel,
         modules=modules,
         resident=resident,
@@ -122,5 +122,5 @@ def read_node(host: ReadableHost, with_consumers: bool = True) -> NodeState:
         fabric_manager_version=fabric_manager_version,
         consumers=consumers,
         unreadable=tuple(dict.fromkeys(fs.denied)),
-        live=host.live,
+        live=machine.live,
     )

@@ -11,7 +11,13 @@ from nvreload.read.elf_modinfo import read_modinfo
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
-    from nvreload.host.modinfo_cache import ModinfoCache
+    from typing import Protocol
+
+    class ModinfoMemo(Protocol):
+        """What a module file's .modinfo said, remembered by the file's identity (host/modinfo_cache.py)."""
+
+        def get(self, module_path: str) -> dict[str, str | None] | None: ...
+        def put(self, module_path: str, values: dict[str, str | None]) -> None: ...
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
 # depmod's default search order puts updates/ (where DKMS installs) before the kernel's own tree.
@@ -71,7 +77,7 @@ def find_module_file(root: RootFS, release: str, module: str = "nvidia") -> str 
 
 
 def read_on_disk_module(root: RootFS, release: str | None, module: str = "nvidia",
-                        cache: ModinfoCache | None = None) -> OnDiskModule | None:
+                        cache: ModinfoMemo | None = None) -> OnDiskModule | None:
     """`cache` (live nodes only): skip decompressing a module file that has not changed since a
     previous run read it."""
     if not release:
