@@ -280,3 +280,26 @@ def test_restart_docker_puts_the_engine_restart_before_the_first_container_start
 
 def test_restart_docker_without_reload_is_a_usage_error():
     assert run_cli("--stop", "--restart-docker").returncode == ExitCode.USAGE
+
+
+def test_a_signal_that_arrives_during_rollback_is_held_until_the_node_is_restored_then_acted_on(tmp_path):
+    scenario = write_scenario(tmp_path, latency={"stop_container": 1.0, "start_container": 1.5})
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, "-m", "nvreload", "--reload", "--simulate", scenario, "--yes", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NVRELOAD_STATE_DIR": str(state)})
+    journal = state / "journal.json"
+    deadline = time.time() + 20
+    while time.time() < deadline and not journal.exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.terminate()  # the first SIGTERM starts the rollback
+    while time.time() < deadline and json.loads(journal.read_text())["state"] != "rolling_back":
+        time.sleep(0.02)
+    proc.terminate()  # the second arrives while containers start again
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    assert proc.returncode == -15  # acted on: the process ended by the deferred SIGTERM...
+    assert json.loads(out)["result"] == "rolled_back"  # ...after the report was out
+    assert json.loads(journal.read_text())["state"] == "rolled_back"
+    assert_consistent(node_state(state))

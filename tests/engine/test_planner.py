@@ -58,3 +58,16 @@ def test_fabric_manager_stops_last_and_starts_first():
     stops = [a.target for a in plan.step("stop_consumers").actions]
     starts = [a.target for a in plan.step("restart_consumers").actions]
     assert stops[-1] == "nvidia-fabricmanager.service" and starts[0] == "nvidia-fabricmanager.service"
+
+
+def test_a_holders_cycle_is_refused_with_the_refusal_exit_code_not_an_internal_error():
+    import pytest
+
+    from nvreload.engine.planner import CyclicHolders
+    from nvreload.errors import ExitCode
+    from nvreload.frontend import guarded
+
+    cyclic = (LoadedModule("nvidia", ("nvidia_uvm",)), LoadedModule("nvidia_uvm", ("nvidia",)))
+    with pytest.raises(CyclicHolders, match="cycle: nvidia, nvidia_uvm"):
+        unload_order(cyclic)
+    assert guarded(lambda: unload_order(cyclic) and 0, verbose=False) == ExitCode.REFUSED
