@@ -1,7 +1,7 @@
 """The `--status --json` document (schema_version 1) and the Nagios-style exit code.
 
-DESIGN.md fixes the stable minimum of keys; extra keys may be added, never removed or renamed.
-The JSON Schema in nvreload/schema/status.schema.json is the contract and is tested.
+The JSON Schema in nvreload/schema/status.schema.json is the contract and is tested: keys may be
+added, never removed or renamed.
 """
 
 from __future__ import annotations

@@ -1,15 +1,11 @@
-"""--verify's checks as pure functions of a node, and the CUDA probe against a real (stand-in) libcuda."""
+"""--verify's checks as pure functions of a node."""
 
 from dataclasses import replace
 
-import pytest
-
 from helpers import node_of
-
 from nvreload.errors import ExitCode
 from nvreload.model import NvmlDevice, NvmlReport
 from nvreload.diagnosis.health import run_checks, verify_exit_code
-from nvreload.host.cuda import cuda_context_check
 
 LOAD = "[ 5.100000] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  550.127.08  Release Build"
 H100_IN_NVML = NvmlDevice(0, "NVIDIA H100 80GB HBM3", "GPU-1", "00000000:3B:00.0", True, False)
@@ -65,41 +61,3 @@ def test_an_xid_since_the_driver_loaded_fails_critically_but_an_application_xid_
 def test_an_xid_from_before_the_driver_loaded_does_not_count(snapshot):
     snapshot.dmesg(["[ 1.0] NVRM: Xid (PCI:0000:3b:00): 48, pid='<unknown>', name=<unknown>, DBE", LOAD])
     assert by_name(run_checks(node_with(snapshot, nvml_ok()), cuda=None))["no_new_xids"].ok
-
-
-@pytest.fixture
-def cuda_env(monkeypatch, stub_library_dir):
-    for name in ("STUB_CUDA_INIT", "STUB_CUDA_DEVICES", "STUB_CUDA_RETAIN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LD_LIBRARY_PATH", str(stub_library_dir))
-    return monkeypatch
-
-
-def test_the_cuda_probe_opens_a_context_on_every_device(cuda_env):
-    cuda_env.setenv("STUB_CUDA_DEVICES", "8")
-    check = cuda_context_check()
-    assert check.ok and check.detail == "CUDA context opened on 8 device(s)"
-
-
-def test_a_cuda_init_failure_is_reported_by_its_error_name(cuda_env):
-    cuda_env.setenv("STUB_CUDA_INIT", "803")
-    check = cuda_context_check()
-    assert not check.ok
-    assert check.detail == "cuInit failed: CUDA_ERROR_SYSTEM_DRIVER_MISMATCH (803)"
-
-
-def test_a_context_that_cannot_be_created_names_the_device(cuda_env):
-    cuda_env.setenv("STUB_CUDA_DEVICES", "2")
-    cuda_env.setenv("STUB_CUDA_RETAIN", "2")
-    check = cuda_context_check()
-    assert not check.ok and check.detail.startswith("cuDevicePrimaryCtxRetain(0) failed: CUDA_ERROR_OUT_OF_MEMORY")
-
-
-def test_a_missing_libcuda_is_a_failed_check_not_a_crash(cuda_env, tmp_path):
-    import ctypes.util
-
-    if ctypes.util.find_library("cuda"):
-        pytest.skip("this machine has a real libcuda: it cannot be made to go missing")
-    cuda_env.setenv("LD_LIBRARY_PATH", str(tmp_path))
-    check = cuda_context_check()
-    assert not check.ok and check.detail.startswith("libcuda.so.1 not loadable")
