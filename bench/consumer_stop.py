@@ -43,18 +43,18 @@ def main() -> None:
 
         os.environ["DOCKER_HOST"] = engine.url
         from nvreload.engine.engine import Engine
-        from nvreload.engine.journal import Journal
+        from nvreload.engine.journal import Journal, JournalContext
         from nvreload.engine.live_target import LiveTarget
         from nvreload.engine.planner import build_plan
         from nvreload.host.machine import Machine
         from nvreload.host.rootfs import DirRoot
 
-        host = LiveTarget(Machine(DirRoot("/")))
-        view = host.observe()
+        target = LiveTarget(Machine(DirRoot("/")))
+        view = target.observe()
         assert len(view.containers) == COUNT, view.containers
         plan = build_plan(view, stop_only=True)
         with tempfile.TemporaryDirectory() as state:
-            report = Engine(host, Journal.start(state, "stop", [], {})).stop(plan)
+            report = Engine(target, Journal.start(os.path.join(state, "journal.json"), "stop", [], JournalContext("live"))).stop(plan)
         phase = report.steps[0]["seconds"]
         slowest = max(singles)
         print(f"{COUNT} GPU containers, each ~1 s to stop")

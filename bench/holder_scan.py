@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from nvreload.host.processes import scan_gpu_holders
+from nvreload.host.processes import scan_gpu_holders  # noqa: E402
 from nvreload.read.devices import DeviceMatcher  # noqa: E402
 
 

@@ -20,7 +20,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from nvreload.engine.engine import Engine  # noqa: E402
-from nvreload.engine.journal import Journal  # noqa: E402
+from nvreload.engine.journal import Journal, JournalContext  # noqa: E402
 from nvreload.engine.planner import build_plan  # noqa: E402
 from nvreload.engine.sim import SimulatedNode, default_scenario  # noqa: E402
 
@@ -59,7 +59,7 @@ def main() -> None:
         node.stop_container = stop_with_its_own_latency  # type: ignore[method-assign]
         view = node.observe()
         plan = build_plan(view, node.configured_parameters())
-        journal = Journal.start(state, "reload", [], {})
+        journal = Journal.start(os.path.join(state, "journal.json"), "reload", [], JournalContext("simulated"))
         started = time.perf_counter()
         report = Engine(node, journal).reload(plan)
         wall = time.perf_counter() - started

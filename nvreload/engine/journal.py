@@ -47,6 +47,11 @@ class UndoRecord:
     def outstanding(self) -> bool:
         return self.state != "undone"
 
+    def as_dict(self) -> dict:
+        # by hand: dataclasses.asdict deep-copies recursively, and the journal is saved after
+        # every action (it was most of the engine's own time in bench/reload_overhead.py)
+        return {"seq": self.seq, "kind": self.kind, "target": self.target, "detail": self.detail, "state": self.state}
+
 
 @dataclass
 class JournalContext:
@@ -149,7 +154,7 @@ class Journal:
     # changes --------------------------------------------------------------------------------
     def save(self, durable: bool = True) -> None:
         self._data["updated"] = time.time()
-        self._data["undo"] = [asdict(r) for r in self.undo]
+        self._data["undo"] = [r.as_dict() for r in self.undo]
         atomic_write_json(self.path, self._data, durable=durable)
 
     def step_started(self, name: str) -> None:
