@@ -17,12 +17,25 @@ from nvreload.engine.plan import Action
 from nvreload.engine.planner import build_plan
 from nvreload.errors import BadInputError, ExitCode, RefusedError, UsageError
 from nvreload.host.installer import check_installer
-from nvreload.requests import ActionRequest
 from nvreload.state_files import StatePaths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from nvreload.engine.target import ReloadTarget
+
+
+@dataclass
+class ActionRequest:
+    """--reload, --stop, --start, --rollback (and --reset, not built yet), with what modifies them."""
+
+    action: str
+    simulate: str | None = None  # None: the live node; "": the built-in scenario; else a scenario file
+    root: str | None = None  # only with --dry-run: plan against a snapshot
+    driver: str | None = None
+    dry_run: bool = False
+    yes: bool = False
+    force_display: bool = False
+    restart_docker: bool = False
 
 
 @dataclass

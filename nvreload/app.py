@@ -11,10 +11,9 @@ TYPE_CHECKING = False  # not typing's: importing typing costs the --status path;
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from nvreload.actions import ActionResult
+    from nvreload.actions import ActionRequest, ActionResult
     from nvreload.engine.engine import Reporter
     from nvreload.host.machine import Machine
-    from nvreload.requests import ActionRequest
 
 
 @dataclass

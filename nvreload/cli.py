@@ -72,7 +72,7 @@ def command(**opts: object) -> int:
 def _act(action: str, opts: dict) -> int:
     from nvreload.app import App
     from nvreload.engine.engine import Reporter
-    from nvreload.requests import ActionRequest
+    from nvreload.actions import ActionRequest
 
     request = ActionRequest(
         action=action, simulate=opts["simulate"], root=opts["root"], driver=opts["driver"], dry_run=bool(opts["dry_run"]),

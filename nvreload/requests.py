@@ -1,4 +1,5 @@
-"""What a command line asks for, as typed values: the CLI builds one, the application acts on it."""
+"""A command line that asks only for status, as a typed value (the acting commands' request is
+actions.ActionRequest: kept off the status path, where every class definition costs)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,3 @@ class StatusRequest:
     root: str | None = None
     as_json: bool = False
     verbose: bool = False
-
-
-@dataclass
-class ActionRequest:
-    """--reload, --stop, --start, --rollback (and --reset, not built yet), with what modifies them."""
-
-    action: str
-    simulate: str | None = None  # None: the live node; "": the built-in scenario; else a scenario file
-    root: str | None = None  # only with --dry-run: plan against a snapshot
-    driver: str | None = None
-    dry_run: bool = False
-    yes: bool = False
-    force_display: bool = False
-    restart_docker: bool = False
