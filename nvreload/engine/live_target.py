@@ -21,7 +21,7 @@ from nvreload.host.cuda import cuda_context_check
 from nvreload.host.installer import run_installer
 from nvreload.host.kmod import ModuleLoader, modprobe_options
 from nvreload.host.machine import Machine
-from nvreload.host.processes import ProcessReaper, find_daemons, start_daemon, stop_daemon
+from nvreload.host.processes import ProcessReaper, find_daemons, own_unit, start_daemon, stop_daemon
 from nvreload.host.systemd import Systemd
 from nvreload.model import Check
 from nvreload.read.devices import DeviceMatcher, node_gpu_matcher
@@ -50,7 +50,8 @@ class LiveTarget:
         # the GPU devices as they are before the run: every pre-signal re-check uses this matcher
         self._matcher = node_gpu_matcher(self.fs)
         consoles = framebuffer_consoles(self.fs) if node.loaded("nvidia_drm") else ()
-        return reload_view(node, diagnose(node), consoles, self.container_engine_info())
+        unit = own_unit() if self.machine.live else None
+        return reload_view(node, diagnose(node), consoles, self.container_engine_info(), unit)
 
     def container_engine_info(self) -> dict | None:
         """What the reload relies on from the engine (recorded in the journal): with live-restore

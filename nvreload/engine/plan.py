@@ -43,10 +43,11 @@ class ReloadView:
     container_engine: dict | None = field(default=None, compare=False, hash=False)  # name, version, live_restore
     failed_services: tuple[str, ...] = ()  # enabled units already failed: reported, never started
     consoles: tuple[str, ...] = ()  # VT consoles bound to a framebuffer (nvidia_drm modeset=1/fbdev)
+    own_unit: str | None = None  # the systemd unit this nvreload runs in: never stopped by the plan
 
 
 def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...] = (),
-                container_engine: dict | None = None) -> ReloadView:
+                container_engine: dict | None = None, own_unit: str | None = None) -> ReloadView:
     """The planner's view of a node read by the read model (pure)."""
     modules = tuple(
         LoadedModule(m.name, tuple(m.holders), dict(m.parameters))
@@ -67,6 +68,7 @@ def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...]
         logind_holds_drm=any(p.comm == LOGIND_COMM for p in node.consumers.processes),
         consoles=consoles,
         container_engine=container_engine,
+        own_unit=own_unit,
     )
 
 

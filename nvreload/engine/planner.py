@@ -71,19 +71,21 @@ def build_plan(
                            {"id": container.id, "timeout": container.stop_timeout, "restart_policy": container.restart_policy}))
     if view.mps_active:
         stop.append(Action("quit_mps", "nvidia-cuda-mps-control"))
-    commands = {s.name: s.command for s in view.services}
-    for name in service_stop_order([s.name for s in view.services]):
+    # Never the unit nvreload itself runs in (a post-upgrade hook's, an operator's transient unit):
+    # stopping it would kill this run halfway. Its GPU holders are ended one by one instead.
+    services = [s for s in view.services if s.name != view.own_unit]
+    commands = {s.name: s.command for s in services}
+    for name in service_stop_order([s.name for s in services]):
         stop.append(Action("stop_service", name, {"command": list(commands[name])} if commands[name] else {}))
     stopped_containers = {c.id for c in view.containers}
-    stopped_units = {s.name for s in view.services}
-    extra_units: list[str] = []
+    stopped_units = {s.name for s in services}
     for proc in view.processes:
         if proc.container_id and any(cid.startswith(proc.container_id) or proc.container_id.startswith(cid) for cid in stopped_containers):
             continue
         if proc.systemd_unit and proc.systemd_unit in stopped_units:
             continue
-        if proc.systemd_unit and proc.systemd_unit not in extra_units:
-            extra_units.append(proc.systemd_unit)
+        if proc.systemd_unit and proc.systemd_unit != view.own_unit:
+            stopped_units.add(proc.systemd_unit)
             stop.append(Action("stop_service", proc.systemd_unit, {"reason": f"pid {proc.pid} holds the GPU"}))
             continue
         if proc.container_id:

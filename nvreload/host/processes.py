@@ -47,6 +47,11 @@ def _argv(pid: int, proc: str) -> tuple[str, ...]:
     return tuple(part for part in _read(f"{proc}/{pid}/cmdline").split("\0") if part)
 
 
+def own_unit(proc: str = "/proc") -> str | None:
+    """The systemd service this process runs in, if any (from its own cgroup)."""
+    return classify_cgroup(_read(f"{proc}/self/cgroup"))[1]
+
+
 # the holder scan ---------------------------------------------------------------------------------
 def _label(rdev: int, mode: int, majors: frozenset[int], exact: frozenset[int]) -> str | None:
     """'major:minor' when the device is one the matcher accepts, else None."""

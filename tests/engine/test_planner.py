@@ -71,3 +71,14 @@ def test_a_holders_cycle_is_refused_with_the_refusal_exit_code_not_an_internal_e
     with pytest.raises(CyclicHolders, match="cycle: nvidia, nvidia_uvm"):
         unload_order(cyclic)
     assert guarded(lambda: unload_order(cyclic) and 0, verbose=False) == ExitCode.REFUSED
+
+
+def test_the_unit_nvreload_runs_in_is_never_stopped_its_holders_are_ended_one_by_one():
+    # Learned on the real kernel (tests/vm): a hook's own unit held the GPU, the plan stopped that
+    # unit, and systemd killed nvreload halfway through its run.
+    proc = lambda pid, u: GpuProcess(pid, 1, "sleep", "", ("195:0 /dev/nvidia0",), None, u, "procfs")  # noqa: E731
+    view = ReloadView(modules=(LoadedModule("nvidia", ()),), containers=(),
+                      processes=(proc(20, "nvreload-hook.service"), proc(21, "trainer.service"), proc(22, "trainer.service")),
+                      services=(ServiceState("nvreload-hook.service", "active"),), own_unit="nvreload-hook.service")
+    actions = [(a.kind, a.target) for a in build_plan(view).step("stop_consumers").actions]
+    assert actions == [("kill_process", "20"), ("stop_service", "trainer.service")]

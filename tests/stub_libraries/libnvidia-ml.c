@@ -8,7 +8,14 @@
  *   STUB_NVML_GPUS      "name|uuid|busid|persistence|mig|pid,pid;..." one entry per GPU
  *   STUB_NVML_UNSUPPORTED  "mig": nvmlDeviceGetMigMode returns NVML_ERROR_NOT_SUPPORTED
  *   STUB_NVML_LOG       a file each init/shutdown is appended to (to prove the session closes)
+ *
+ * Built with -DSTUB_FROM_KERNEL='"<version>"' (the VM tests' libnvidia-ml.so.<version>) it behaves
+ * like the real library against the loaded module instead: Driver Not Loaded without
+ * /sys/module/nvidia, the RM version mismatch while the loaded module's version is another, and
+ * otherwise the GPUs bound to the nvidia PCI driver, with /dev/nvidiactl held open until shutdown.
  */
+#include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +59,7 @@ static void log_call(const char *what) {
     fclose(f);
 }
 
-static void parse_gpus(void) {
+__attribute__((unused)) static void parse_gpus(void) {
     const char *spec = getenv("STUB_NVML_GPUS");
     gpu_count = 0;
     if (!spec || !*spec) return;
@@ -85,6 +92,41 @@ static void parse_gpus(void) {
     free(copy);
 }
 
+#ifdef STUB_FROM_KERNEL
+static int ctl_fd = -1;
+
+static int read_line(const char *path, char *out, size_t size) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    if (!fgets(out, (int)size, f)) { fclose(f); return -1; }
+    fclose(f);
+    out[strcspn(out, "\n")] = '\0';
+    return 0;
+}
+
+/* What the real library finds: the loaded module's version and the GPUs the driver bound. */
+static int init_from_kernel(void) {
+    char loaded[64];
+    if (read_line("/sys/module/nvidia/version", loaded, sizeof loaded) != 0) return 9;
+    if (strcmp(loaded, STUB_FROM_KERNEL) != 0) return 18;
+    ctl_fd = open("/dev/nvidiactl", O_RDWR | O_CLOEXEC);
+    if (ctl_fd < 0) return 9;
+    gpu_count = 0;
+    DIR *dir = opendir("/sys/bus/pci/drivers/nvidia");
+    struct dirent *entry;
+    while (dir && (entry = readdir(dir)) != NULL && gpu_count < MAX_GPUS) {
+        if (strchr(entry->d_name, ':') == NULL) continue;
+        stub_gpu *g = &gpus[gpu_count++];
+        memset(g, 0, sizeof *g);
+        snprintf(g->name, sizeof g->name, "NVIDIA H100 80GB HBM3");
+        snprintf(g->uuid, sizeof g->uuid, "GPU-stand-in-%.40s", entry->d_name);
+        snprintf(g->bus_id, sizeof g->bus_id, "0000%.20s", entry->d_name);
+    }
+    if (dir) closedir(dir);
+    return NVML_SUCCESS;
+}
+#endif
+
 static stub_gpu *gpu_of(void *handle) {
     stub_gpu *g = handle;
     return (g >= gpus && g < gpus + gpu_count) ? g : NULL;
@@ -96,14 +138,26 @@ int nvmlInitWithFlags(unsigned int flags) {
     if (delay) sleep((unsigned)atoi(delay));
     const char *crash = getenv("STUB_NVML_CRASH");
     if (crash && strcmp(crash, "init") == 0) raise(SIGSEGV);
+#ifdef STUB_FROM_KERNEL
+    int result = init_from_kernel();
+    if (result == NVML_SUCCESS) log_call("init");
+    return result;
+#else
     const char *code = getenv("STUB_NVML_INIT");
     int result = code ? atoi(code) : NVML_SUCCESS;
     if (result == NVML_SUCCESS) { parse_gpus(); log_call("init"); }
     return result;
+#endif
 }
 
 int nvmlInit_v2(void) { return nvmlInitWithFlags(0); }
-int nvmlShutdown(void) { log_call("shutdown"); return NVML_SUCCESS; }
+int nvmlShutdown(void) {
+#ifdef STUB_FROM_KERNEL
+    if (ctl_fd >= 0) { close(ctl_fd); ctl_fd = -1; }
+#endif
+    log_call("shutdown");
+    return NVML_SUCCESS;
+}
 
 const char *nvmlErrorString(int result) {
     switch (result) {
@@ -121,8 +175,12 @@ static int copy_string(char *out, unsigned int length, const char *value) {
 }
 
 int nvmlSystemGetDriverVersion(char *version, unsigned int length) {
+#ifdef STUB_FROM_KERNEL
+    return copy_string(version, length, STUB_FROM_KERNEL);
+#else
     const char *value = getenv("STUB_NVML_DRIVER");
     return copy_string(version, length, value ? value : "550.127.08");
+#endif
 }
 
 int nvmlSystemGetCudaDriverVersion(int *version) { *version = 12040; return NVML_SUCCESS; }
