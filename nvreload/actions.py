@@ -16,7 +16,7 @@ from nvreload.engine.outcome import RunReport
 from nvreload.engine.plan import Action
 from nvreload.engine.planner import build_plan
 from nvreload.errors import BadInputError, ExitCode, RefusedError, UsageError
-from nvreload.host.installer import check_installer
+from nvreload.host.installer import check_archive, check_installer
 from nvreload.state_files import StatePaths
 
 TYPE_CHECKING = False
@@ -36,6 +36,7 @@ class ActionRequest:
     yes: bool = False
     force_display: bool = False
     restart_docker: bool = False
+    peermem_wait: float = 300.0  # seconds nvidia_peermem waits for MOFED, once per run
 
 
 @dataclass
@@ -86,6 +87,9 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
         raise UsageError("--reset is not implemented yet; use --reload")
     if request.driver:
         check_installer(request.driver)
+        from nvreload.host.commands import CommandRunner
+
+        check_archive(CommandRunner(), request.driver)
     dry_run = request.dry_run
     if request.simulate is None and not dry_run and os.geteuid() != 0:
         raise RefusedError(f"--{action} needs root (it stops services and unloads kernel modules); run it with sudo")
@@ -97,7 +101,7 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
         recorder = target = RecordingTarget(target)
     with NullLock() if dry_run else NodeLock(paths.lock):
         if action in ("start", "rollback"):
-            return _resume(action, target, paths, reporter, dry_run)
+            return _resume(action, target, paths, reporter, dry_run, request.peermem_wait)
         previous = None if dry_run else Journal.load_if_any(paths.journal)
         if previous is not None and previous.unfinished:
             raise RefusedError(
@@ -119,8 +123,8 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
         journal = NullJournal() if dry_run else Journal.start(
             paths.journal, action,
             [{"step": s.name, "action": a.kind, "target": a.target} for s in plan.steps for a in s.actions],
-            JournalContext(target.name, request.driver, view.container_engine))
-        engine = Engine(target, journal, reporter)
+            JournalContext(target.name, request.driver, view.container_engine, view.loaded_version))
+        engine = Engine(target, journal, reporter, peermem_wait=request.peermem_wait)
         report = engine.stop(plan) if action == "stop" else engine.reload(plan)
         report.container_engine = view.container_engine
         report.left_alone = [{"service": name, "why": "enabled but already failed before the run; not started"}
@@ -130,7 +134,8 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
         return ActionResult(report.exit_code, report)
 
 
-def _resume(action: str, target: ReloadTarget, paths: StatePaths, reporter: Reporter, dry_run: bool) -> ActionResult:
+def _resume(action: str, target: ReloadTarget, paths: StatePaths, reporter: Reporter, dry_run: bool,
+            peermem_wait: float) -> ActionResult:
     journal = Journal.load(paths.journal) if dry_run else Journal.load_if_any(paths.journal)
     if dry_run:
         raise UsageError(f"--{action} --dry-run: the journal of run {journal.run_id} would be resumed")
@@ -138,5 +143,5 @@ def _resume(action: str, target: ReloadTarget, paths: StatePaths, reporter: Repo
         raise BadInputError(f"no journal in {os.path.dirname(paths.journal)}: nothing to {action}")
     if not journal.unfinished:
         return ActionResult(ExitCode.OK, nothing_to_do=journal.state)
-    report = Engine(target, journal, reporter).resume()
+    report = Engine(target, journal, reporter, peermem_wait=peermem_wait).resume()
     return ActionResult(report.exit_code, report)

@@ -56,6 +56,8 @@ def _check_combinations(action: str, opts: dict) -> None:
 @click.option("--force-display", is_flag=True, help="Reload even though a display server holds the GPU.")
 @click.option("--restart-docker", is_flag=True,
               help="With --reload: restart dockerd before containers start again (nvidia-container-toolkit issue 169).")
+@click.option("--peermem-wait", type=click.FloatRange(min=0), default=300.0, show_default=True, metavar="SECONDS",
+              help="How long nvidia_peermem waits for MOFED, once per run; then it is skipped with a warning.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
 @click.option("--verbose", "-v", is_flag=True, help="More detail (and tracebacks for internal errors).")
 @click.version_option(__version__, prog_name="nvreload")
@@ -76,7 +78,8 @@ def _act(action: str, opts: dict) -> int:
 
     request = ActionRequest(
         action=action, simulate=opts["simulate"], root=opts["root"], driver=opts["driver"], dry_run=bool(opts["dry_run"]),
-        yes=bool(opts["yes"]), force_display=bool(opts["force_display"]), restart_docker=bool(opts["restart_docker"]))
+        yes=bool(opts["yes"]), force_display=bool(opts["force_display"]), restart_docker=bool(opts["restart_docker"]),
+        peermem_wait=float(opts["peermem_wait"]))  # type: ignore[arg-type]
     as_json = bool(opts["as_json"])
     if as_json:
         reporter = Reporter()

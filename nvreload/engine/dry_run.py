@@ -26,6 +26,9 @@ class RecordingTarget:
     def loaded_modules(self) -> frozenset[str]:
         return self.inner.loaded_modules()
 
+    def loaded_driver_version(self) -> str | None:
+        return self.inner.loaded_driver_version()
+
     def final_state(self) -> FinalState:
         return self.inner.final_state()
 
@@ -69,8 +72,8 @@ class RecordingTarget:
     def mofed_ready(self) -> bool:
         return True  # a plan does not wait
 
-    def install_driver(self, path: str) -> None:
-        self._rec("install_driver", path)
+    def install_driver(self, path: str, module_type: str | None) -> None:
+        self._rec("install_driver", path, module_type=module_type)
 
     def verify(self, expected_persistence: dict[str, bool]) -> list[Check]:
         self._rec("verify", "driver")

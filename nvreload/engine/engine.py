@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from nvreload.engine.journal import Journal, UndoRecord
 from nvreload.engine.outcome import Outcome, RunReport
-from nvreload.engine.plan import Action, Plan
+from nvreload.engine.plan import OPTIONAL_MODULES, Action, Plan
 from nvreload.engine.planner import restart_actions
 from nvreload.engine.target import ReloadTarget
 from nvreload.errors import HostError, Interrupted, StepFailed
@@ -52,6 +52,7 @@ class Engine:
         self._deferred_signal: int | None = None
         self._unload_started: float | None = None
         self._gpu_back: float | None = None
+        self._mofed_given_up = False  # waited once for MOFED in this run: never again
 
     # signals ------------------------------------------------------------------------------
     def _raise_on_signal(self, signum: int, _frame: object) -> None:
@@ -168,18 +169,35 @@ class Engine:
 
     def _load_one(self, name: str, parameters: dict[str, str]) -> None:
         if name == "nvidia_peermem":
-            deadline = time.monotonic() + self.peermem_wait
+            deadline = time.monotonic() + (0 if self._mofed_given_up else self.peermem_wait)
             while not self.target.mofed_ready():
                 if time.monotonic() >= deadline:
+                    self._mofed_given_up = True
                     raise HostError(f"MOFED not ready after {self.peermem_wait:g} s; nvidia_peermem not loaded")
                 self.target.sleep(1.0)
         self.target.load_module(name, parameters)
 
-    def _load(self, actions: tuple[Action, ...]) -> None:
+    def _load_optional(self, name: str, parameters: dict[str, str], report: RunReport) -> bool:
+        """An optional module (peermem, nvidia_fs, gdrdrv) that will not load is a warning: the
+        driver works without it, and failing the reload for it would take the GPUs down for nothing."""
+        try:
+            self._load_one(name, parameters)
+        except HostError as exc:
+            report.warnings.append({"module": name, "warning": f"{name} not loaded: {exc.message}"})
+            self.reporter.action(Action("load_module", name), "warning", exc.message)
+            return False
+        report.warnings[:] = [w for w in report.warnings if w["module"] != name]  # an earlier try's warning
+        return True
+
+    def _load(self, actions: tuple[Action, ...], report: RunReport) -> None:
         for action in actions:
             if action.kind == "rebind_console":
                 self.target.bind_console(action.target, True)
                 self._put_back("unbind_console", action.target)
+            elif action.target in OPTIONAL_MODULES:
+                if self._load_optional(action.target, action.detail.get("parameters", {}), report):
+                    self._put_back("unload_module", action.target)
+                continue
             else:
                 self._load_one(action.target, action.detail.get("parameters", {}))
                 self._put_back("unload_module", action.target)
@@ -247,9 +265,9 @@ class Engine:
                 elif step.name == "unload_modules":
                     self._run_step(step.name, lambda s=step: self._unload(s.actions))
                 elif step.name == "install_driver":
-                    self._run_step(step.name, lambda s=step: self.target.install_driver(s.actions[0].target))
+                    self._run_step(step.name, lambda s=step: self.target.install_driver(s.actions[0].target, s.actions[0].detail.get("module_type")))
                 elif step.name == "load_modules":
-                    self._run_step(step.name, lambda s=step: self._load(s.actions))
+                    self._run_step(step.name, lambda s=step: self._load(s.actions, report))
                 elif step.name == "verify":
                     self._run_step(step.name, lambda s=step: self._verify(s.actions[0]))
                 elif step.name == "restart_consumers":
@@ -280,34 +298,85 @@ class Engine:
         report.killed = self.journal.killed
 
     def _rollback(self, failed_step: str, report: RunReport, interrupted: bool = False) -> None:
-        """Undo in reverse: modules back, then consumers back. Killed processes stay dead (reported)."""
+        """Undo in reverse: modules back, then consumers back. Killed processes stay dead (reported).
+        Where the old modules cannot come back (see _roll_forward), the reload is finished instead."""
         self.journal.begin_rollback()
-        needs_reboot = False
+        needs_reboot = rolled_forward = False
         if failed_step in MODULE_STEPS or self.journal.outstanding("unload_module"):
-            needs_reboot = not self._ensure_modules(report)
+            ok = self._ensure_modules(report)
+            if not ok:
+                ok = rolled_forward = self._roll_forward(report)
+            else:
+                rolled_forward = self._went_forward(report)
+            needs_reboot = not ok
         if not needs_reboot:
             self._rebind_consoles(report)
+        verify_failed = failed_step == "verify" and not interrupted
+        if rolled_forward:
+            verify_failed = not self._verify_rolled_forward(report)
         if failed_step != "restart_consumers" or interrupted:
             # After a failed restart we do not retry in the same breath: what did not come back is
             # reported, and `--start` (or `--rollback`) retries it from the journal.
             self._restart(restart_actions(self._stopped_as_actions()), report)
-        verify_failed = failed_step == "verify" and not interrupted
         if needs_reboot or verify_failed:
             report.outcome, report.remaining_action = Outcome.NEEDS_REBOOT, "reboot"
-        elif failed_step == "restart_consumers" and not report.restart_failures:
-            report.outcome = Outcome.RELOADED
         elif report.restart_failures:
             report.outcome, report.remaining_action = Outcome.PARTIAL, "nvreload --start"
+        elif rolled_forward or failed_step == "restart_consumers":
+            report.outcome = Outcome.RELOADED
         else:
             report.outcome = Outcome.ROLLED_BACK
 
+    def _roll_forward(self, report: RunReport) -> bool:
+        """The unload stopped halfway (a late holder, a crash) and the modules on disk are of another
+        version than the nvidia still loaded: the real ones refuse to load next to it ("API
+        mismatch"), and the old ones are gone from disk. Going back is impossible, so finish the
+        reload: take out what is left and load the whole set from disk."""
+        loaded = self.target.loaded_modules()
+        if "nvidia" not in loaded:
+            return False  # nvidia itself will not load: nothing to go forward with
+        for name in reversed([name for name, _ in self.journal.modules]):
+            if name in loaded:
+                try:
+                    self.target.unload_module(name)
+                except HostError as exc:
+                    report.restart_failures.append({"action": "unload_module", "target": name, "error": exc.message})
+                    return False
+        report.restart_failures[:] = [f for f in report.restart_failures if f["action"] != "load_module"]
+        if not self._ensure_modules(report):
+            return False
+        self._went_forward(report)  # says which version came instead
+        return True
+
+    def _went_forward(self, report: RunReport) -> bool:
+        """Whether what came back is another version than the run started with: the old modules
+        were no longer on disk (an upgrade replaced them), so undoing the unload finished the reload."""
+        before, now = self.journal.module_version_before, self.target.loaded_driver_version()
+        if before is None or now is None or before == now:
+            return False
+        report.warnings.append({"module": "nvidia", "warning": f"{before} could not come back (no longer on disk): "
+                                f"{now} was loaded, so the reload was finished instead of undone"})
+        return True
+
+    def _verify_rolled_forward(self, report: RunReport) -> bool:
+        checks = self.target.verify({})
+        failed = [c for c in checks if not c.ok and c.severity == "critical"]
+        for check in failed:
+            report.restart_failures.append({"action": "verify", "target": check.name, "error": check.detail})
+        return not failed
+
     def _ensure_modules(self, report: RunReport) -> bool:
-        """Load back every module of the original set that is not loaded now; False if any will not."""
+        """Load back every module of the original set that is not loaded now; False if any that the
+        driver needs will not (an optional one that will not is a warning)."""
         loaded = self.target.loaded_modules()
         ok = True
         for name, parameters in self.journal.modules:
             if name in loaded:
                 self._put_back("unload_module", name)
+                continue
+            if name in OPTIONAL_MODULES:
+                if self._load_optional(name, parameters, report):
+                    self._put_back("unload_module", name)
                 continue
             try:
                 self._load_one(name, parameters)

@@ -60,6 +60,7 @@ class JournalContext:
     host: str
     driver: str | None = None
     container_engine: dict | None = None
+    module_version: str | None = None  # the nvidia module loaded before the run
 
 
 class Journal:
@@ -133,6 +134,11 @@ class Journal:
     def modules(self) -> list[tuple[str, dict[str, str]]]:
         """The set of modules that must be loaded when the run ends, with their parameters."""
         return [(m["name"], dict(m.get("parameters", {}))) for m in self._data["modules"]]
+
+    @property
+    def module_version_before(self) -> str | None:
+        context = self._data.get("context")
+        return context.get("module_version") if isinstance(context, dict) else None
 
     @property
     def killed(self) -> list[dict]:

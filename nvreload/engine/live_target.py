@@ -12,7 +12,7 @@ import time
 
 from nvreload.diagnosis.findings import diagnose
 from nvreload.diagnosis.health import run_checks
-from nvreload.engine.plan import NOT_RELOADED, FinalState, ReloadView, reload_view
+from nvreload.engine.plan import BOOT_MODULES, NOT_RELOADED, OPTIONAL_MODULES, FinalState, ReloadView, reload_view
 from nvreload.errors import HostError
 from nvreload.host import nvidia_tools
 from nvreload.host.consoles import bind_console, framebuffer_consoles
@@ -26,7 +26,8 @@ from nvreload.host.systemd import Systemd
 from nvreload.model import Check
 from nvreload.read.devices import DeviceMatcher, node_gpu_matcher
 from nvreload.read.kernel_modules import mofed_ready, read_loaded_modules
-from nvreload.read.node import read_node
+from nvreload.read.node import configured_modules, read_node
+from nvreload.read.on_disk import available_modules
 
 
 class LiveTarget:
@@ -51,7 +52,11 @@ class LiveTarget:
         self._matcher = node_gpu_matcher(self.fs)
         consoles = framebuffer_consoles(self.fs) if node.loaded("nvidia_drm") else ()
         unit = own_unit() if self.machine.live else None
-        return reload_view(node, diagnose(node), consoles, self.container_engine_info(), unit)
+        available, configured = (), frozenset()
+        if not node.loaded("nvidia"):  # a reload from nothing loads what is on disk
+            available = available_modules(self.fs, node.kernel.release, BOOT_MODULES + OPTIONAL_MODULES)
+            configured = configured_modules(self.fs)
+        return reload_view(node, diagnose(node), consoles, self.container_engine_info(), unit, available, configured)
 
     def container_engine_info(self) -> dict | None:
         """What the reload relies on from the engine (recorded in the journal): with live-restore
@@ -71,6 +76,9 @@ class LiveTarget:
     def loaded_modules(self) -> frozenset[str]:
         return frozenset(m.name for m in read_loaded_modules(self.fs)
                          if m.state in ("live", "coming") and m.name not in NOT_RELOADED)
+
+    def loaded_driver_version(self) -> str | None:
+        return self.fs.read_line("sys/module/nvidia/version") or None
 
     def final_state(self) -> FinalState:
         services = self.machine.services()
@@ -142,8 +150,8 @@ class LiveTarget:
     def mofed_ready(self) -> bool:
         return mofed_ready(self.fs, read_loaded_modules(self.fs))
 
-    def install_driver(self, path: str) -> None:
-        run_installer(self.runner, path)
+    def install_driver(self, path: str, module_type: str | None) -> None:
+        run_installer(self.runner, path, module_type)
 
     def verify(self, expected_persistence: dict[str, bool]) -> list[Check]:
         node = read_node(self.machine, with_consumers=False)

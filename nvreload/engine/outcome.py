@@ -47,6 +47,7 @@ class RunReport:
     gpu_unavailable_seconds: float | None = None
     left_alone: list[dict] = field(default_factory=list)
     container_engine: dict | None = None
+    warnings: list[dict] = field(default_factory=list)  # what did not stop the run: an optional module
     # a signal that arrived while rollback ran: acted on (re-raised) once the report is out
     deferred_signal: int | None = None
 
@@ -73,4 +74,5 @@ class RunReport:
             "gpu_unavailable_seconds": self.gpu_unavailable_seconds,
             "left_alone": self.left_alone,
             "container_engine": self.container_engine,
+            "warnings": self.warnings,
         }

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 # Read for diagnosis, never part of the reload set: MOFED belongs to the network stack, and nouveau
 # is another driver for the same GPUs (its presence is a finding, not something to reload).
 NOT_RELOADED = frozenset(MOFED_MODULES) | {"nouveau"}
+# What a node with no NVIDIA module loaded gets (dependency order), and the modules that need more
+# than the driver (MOFED, a storage stack): loaded when configured, and their failure is a warning.
+BOOT_MODULES = ("nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm")
+OPTIONAL_MODULES = ("nvidia_peermem", "nvidia_fs", "gdrdrv")
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,16 @@ class ReloadView:
     failed_services: tuple[str, ...] = ()  # enabled units already failed: reported, never started
     consoles: tuple[str, ...] = ()  # VT consoles bound to a framebuffer (nvidia_drm modeset=1/fbdev)
     own_unit: str | None = None  # the systemd unit this nvreload runs in: never stopped by the plan
+    # read only when nvidia is not loaded at all: what to load from nothing
+    available_modules: tuple[str, ...] = ()  # NVIDIA modules modprobe finds for the running kernel
+    configured_modules: frozenset[str] = frozenset()  # /etc/modules, modules-load.d
+    driver_flavor: str | None = None  # "open" | "proprietary": the flavour a .run must install
+    loaded_version: str | None = None  # the nvidia module's version before the run
 
 
 def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...] = (),
-                container_engine: dict | None = None, own_unit: str | None = None) -> ReloadView:
+                container_engine: dict | None = None, own_unit: str | None = None,
+                available_modules: tuple[str, ...] = (), configured_modules: frozenset[str] = frozenset()) -> ReloadView:
     """The planner's view of a node read by the read model (pure)."""
     modules = tuple(
         LoadedModule(m.name, tuple(m.holders), dict(m.parameters))
@@ -69,6 +79,10 @@ def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...]
         consoles=consoles,
         container_engine=container_engine,
         own_unit=own_unit,
+        available_modules=available_modules,
+        configured_modules=configured_modules,
+        driver_flavor=node.resident.flavor or (node.on_disk.flavor if node.on_disk else None),
+        loaded_version=node.resident.version if node.loaded("nvidia") else None,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nvreload.catalog import GPU_SERVICES, LOGIND_UNIT
-from nvreload.engine.plan import Action, LoadedModule, Plan, ReloadView, Step
+from nvreload.engine.plan import BOOT_MODULES, OPTIONAL_MODULES, Action, LoadedModule, Plan, ReloadView, Step
 from nvreload.errors import RefusedError
 
 _TRUE = {"y", "1", "yes", "true", "on"}
@@ -105,11 +105,16 @@ def build_plan(
     unbind = tuple(Action("unbind_console", vtcon) for vtcon in view.consoles)
     steps.append(Step("unload_modules", unbind + tuple(Action("unload_module", name) for name in order)))
     if driver:
-        steps.append(Step("install_driver", (Action("install_driver", driver),)))
+        module_type = {"open": "open", "proprietary": "proprietary"}.get(view.driver_flavor or "")
+        steps.append(Step("install_driver", (Action("install_driver", driver, {"module_type": module_type}),)))
     load = []
     for name in reversed(order):
         params = parameters_to_restore(name, by_name[name].parameters, configured_parameters.get(name, {}))
         load.append(Action("load_module", name, {"parameters": params}))
+    if "nvidia" not in by_name:
+        # Nothing of the driver is loaded (a node booted without it, a failed earlier load): load
+        # what a boot would, from what is on disk; the optional ones only where configured.
+        load += [Action("load_module", name, {"parameters": {}}) for name in boot_set(view) if name not in by_name]
     load += [Action("rebind_console", vtcon) for vtcon in view.consoles]
     steps.append(Step("load_modules", tuple(load)))
     steps.append(Step("verify", (Action("verify", "driver", {"persistence": dict(view.persistence)}),)))
@@ -120,6 +125,13 @@ def build_plan(
         restart.insert(first_container, Action("restart_container_engine", "docker"))
     steps.append(Step("restart_consumers", tuple(restart)))
     return Plan(tuple(steps))
+
+
+def boot_set(view: ReloadView) -> list[str]:
+    """The modules to load on a node where nvidia is not loaded, in dependency order."""
+    wanted = [m for m in BOOT_MODULES if m in view.available_modules]
+    wanted += [m for m in OPTIONAL_MODULES if m in view.available_modules and m in view.configured_modules]
+    return wanted if "nvidia" in wanted else []
 
 
 def restart_actions(stop_actions: list[Action] | tuple[Action, ...]) -> list[Action]:

@@ -10,7 +10,7 @@
 Its state lives in a JSON file under the state directory (rewritten after every change), so a run
 killed with SIGKILL leaves a node that `--rollback --simulate` can inspect and repair.
 Faults: {"at": "<step>", "error": "<message>", "times": 1} fails the first action of that step
-(times -1: every time); {"at": "<step>", "crash": "before"|"after"} SIGKILLs the process at that
+(times -1: every time; "skip": N lets N actions through first); {"at": "<step>", "crash": "before"|"after"} SIGKILLs the process at that
 step boundary. Latencies (seconds) make benchmarks realistic.
 """
 
@@ -60,7 +60,8 @@ def load_scenario(path: str | None) -> dict:
         raise ScenarioError(f"{path}: not a JSON scenario ({exc})") from None
     if not isinstance(data, dict) or not {"driver", "modules"} <= set(data):
         raise ScenarioError(f"{path}: a scenario needs at least 'driver' and 'modules' (keys: {', '.join(SCENARIO_KEYS)})")
-    unknown = set(data) - set(SCENARIO_KEYS) - {"latency", "modprobe_d", "mofed_ready", "description", "consoles", "consumers"}
+    unknown = set(data) - set(SCENARIO_KEYS) - {"latency", "modprobe_d", "mofed_ready", "description", "consoles", "consumers",
+                                                "on_disk_modules", "modules_load_d"}
     if unknown:
         raise ScenarioError(f"{path}: unknown scenario keys: {', '.join(sorted(unknown))}")
     return data
@@ -117,6 +118,10 @@ class SimulatedNode:
         with self._lock:
             for fault in self.s["faults"]:
                 if fault.get("at") == step and "error" in fault and fault["times"] != 0:
+                    if fault.get("skip", 0) > 0:  # let this many actions of the step through first
+                        fault["skip"] -= 1
+                        self._save()
+                        continue
                     if fault["times"] > 0:
                         fault["times"] -= 1
                     self._save()
@@ -167,7 +172,12 @@ class SimulatedNode:
             if display:
                 blockers.append("display_server_active")
             consoles = tuple(self.s["consoles_bound"]) if "nvidia_drm" in self.s["loaded"] else ()
+            nothing_loaded = "nvidia" not in self.s["loaded"]
             return ReloadView(
+                loaded_version=self.s["loaded_version"] if "nvidia" in self.s["loaded"] else None,
+                # a reload from nothing loads what is on disk (by default: the scenario's modules)
+                available_modules=tuple(self.s.get("on_disk_modules", [m["name"] for m in self.s["modules"]])) if nothing_loaded else (),
+                configured_modules=frozenset(self.s.get("modules_load_d", [])) if nothing_loaded else frozenset(),
                 consoles=consoles,
                 modules=modules,
                 processes=tuple(processes),
@@ -185,6 +195,10 @@ class SimulatedNode:
     def loaded_modules(self) -> frozenset[str]:
         with self._lock:
             return frozenset(n for n in self.s["loaded"] if n in DEPENDS)
+
+    def loaded_driver_version(self) -> str | None:
+        with self._lock:
+            return self.s["loaded_version"] if "nvidia" in self.s["loaded"] else None
 
     def final_state(self) -> FinalState:
         view = self.observe()
@@ -329,6 +343,10 @@ class SimulatedNode:
                     continue
                 if dep not in self.s["loaded"]:
                     raise HostError(f"modprobe: ERROR: could not insert '{name}': Unknown symbol in module, or unknown parameter (see dmesg)")
+            if name != "nvidia" and "nvidia" in self.s["loaded"] and self.s["loaded_version"] != self.s["installed_version"]:
+                # As the real kernel showed (tests/vm): a dependent from disk refuses to load next to
+                # an nvidia of another version ("NVRM: API mismatch").
+                raise HostError(f"modprobe: ERROR: could not insert '{name}': Invalid argument")
         scale = len(self.s["gpus"]) if name == "nvidia" else 1
         self._latency("load_module_per_gpu" if name == "nvidia" else "load_module", scale)
         with self._lock:
@@ -342,7 +360,7 @@ class SimulatedNode:
     def mofed_ready(self) -> bool:
         return bool(self.s.get("mofed_ready", True))
 
-    def install_driver(self, path: str) -> None:
+    def install_driver(self, path: str, module_type: str | None) -> None:
         self._fault("install_driver")
         with self._lock:
             if "nvidia" in self.s["loaded"]:

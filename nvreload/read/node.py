@@ -42,13 +42,15 @@ if TYPE_CHECKING:
         def fabric_manager_version(self) -> str | None: ...
 
 
-def _peermem_configured(fs: RootFS) -> bool:
-    files = ["etc/modules"] + [f"etc/modules-load.d/{n}" for n in fs.listdir("etc/modules-load.d")]
-    for name in files:
+def configured_modules(fs: RootFS) -> frozenset[str]:
+    """Modules the node loads at boot by configuration: /etc/modules and modules-load.d."""
+    names = set()
+    for name in ["etc/modules"] + [f"etc/modules-load.d/{n}" for n in fs.listdir("etc/modules-load.d")]:
         for line in (fs.read_text(name) or "").splitlines():
-            if line.split("#", 1)[0].strip().replace("-", "_") == "nvidia_peermem":
-                return True
-    return False
+            module = line.split("#", 1)[0].strip().replace("-", "_")
+            if module:
+                names.add(module.split()[0])
+    return frozenset(names)
 
 
 # Modules whose device nodes processes open; each open descriptor takes a reference on its module.
@@ -83,7 +85,7 @@ def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeStat
     proc_gpus = read_proc_gpus(fs)
     fabric_manager_version = machine.fabric_manager_version()
     peermem = by_name.get("nvidia_peermem")
-    peermem_wanted = (peermem is not None and peermem.state != "going") or _peermem_configured(fs)
+    peermem_wanted = (peermem is not None and peermem.state != "going") or "nvidia_peermem" in configured_modules(fs)
     scan_consumers = with_consumers and machine.live
     services = machine.services() if scan_consumers else ()  # systemctl, also beside the probe
     nvml = machine.nvml(module_live, userspace.link is not None)

@@ -76,6 +76,13 @@ def find_module_file(root: RootFS, release: str, module: str = "nvidia") -> str 
     return min(found, key=rank)
 
 
+def available_modules(root: RootFS, release: str | None, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Which of `names` modprobe would find for the running kernel (modules.dep, else the tree)."""
+    if not release:
+        return ()
+    return tuple(name for name in names if find_module_file(root, release, name))
+
+
 def read_on_disk_module(root: RootFS, release: str | None, module: str = "nvidia",
                         cache: ModinfoMemo | None = None) -> OnDiskModule | None:
     """`cache` (live nodes only): skip decompressing a module file that has not changed since a

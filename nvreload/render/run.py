@@ -66,6 +66,8 @@ def render_action_result(result: ActionResult, action: str) -> None:
         out.print("came back: " + ", ".join(report.restarted))
     for failure in report.restart_failures:
         out.print(f"[red]did not come back[/]: {failure['target']}: {failure['error']}")
+    for warning in report.warnings:
+        out.print(f"[yellow]warning[/]: {warning['warning']}")
     for left in report.left_alone:
         out.print(f"[yellow]left alone[/]: {left['service']}: {left['why']}")
     for killed in report.killed:

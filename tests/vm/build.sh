@@ -11,12 +11,13 @@ REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${NVRELOAD_VM_CACHE:-/var/cache/nvreload-vm}
 KVER=${NVRELOAD_VM_KERNEL:-6.1.0-56-amd64}
 VERSIONS=(580.95.05 580.105.08 580.119.02)
+BROKEN=580.126.09  # its nvidia.ko refuses to load (probe fails: "RmInitAdapter failed")
 GUEST_PACKAGES=systemd,systemd-sysv,udev,kmod,python3,python3-click,python3-rich,python3-psutil,python3-zstandard,procps,psmisc,util-linux,e2fsprogs
 NVML_PY=nvidia-ml-py==13.615.71
 
 stamp() {
     {
-        echo "$KVER ${VERSIONS[*]} $GUEST_PACKAGES $NVML_PY"
+        echo "$KVER ${VERSIONS[*]} $BROKEN $GUEST_PACKAGES $NVML_PY"
         cat "$HERE/build.sh" "$HERE"/kmod/* "$HERE"/guest/* "$REPO"/tests/stub_libraries/*.c
     } | sha256sum | cut -d' ' -f1
 }
@@ -62,10 +63,12 @@ fi
 cp "$K/vmlinux" "$CACHE/vmlinux"
 
 # --- the stand-in NVIDIA stack, one build per driver version -----------------------------------
-for version in "${VERSIONS[@]}"; do
+for version in "${VERSIONS[@]}" "$BROKEN"; do
     build=$WORK/kmod-$version
     cp -r "$HERE/kmod" "$build"
-    make -s -C "$K/usr/src/linux-headers-$KVER" M="$build" NV_VERSION="$version" modules >/dev/null
+    make -s -C "$K/usr/src/linux-headers-$KVER" M="$build" NV_VERSION="$version" \
+        NV_FAIL_DEFAULT="$([ "$version" = "$BROKEN" ] && echo 1 || echo 0)" modules > "$build/make.log" 2>&1 \
+        || { cat "$build/make.log" >&2; exit 1; }
     mkdir -p "$CACHE/share/modules/$version" "$CACHE/share/lib/$version"
     cp "$build"/nvidia*.ko "$CACHE/share/modules/$version/"
     [ -f "$CACHE/share/nvtest_gpubus.ko" ] || cp "$build/nvtest_gpubus.ko" "$CACHE/share/"
@@ -83,7 +86,7 @@ mmdebstrap --quiet --variant=minbase --mode=root --include="$GUEST_PACKAGES" \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     bookworm "$ROOT" ${mirror:+"$mirror"}
 # nvidia-ml-py is not packaged by Debian: its wheel (pure Python) unpacked into the guest
-pip download -q --no-deps --only-binary=:all: -d "$WORK/wheels" "$NVML_PY"
+python3 -m pip download -q --no-deps --only-binary=:all: -d "$WORK/wheels" "$NVML_PY"
 python3 -m zipfile -e "$WORK"/wheels/nvidia_ml_py-*.whl "$ROOT/usr/local/lib/python3.11/dist-packages/"
 echo nvtest > "$ROOT/etc/hostname"
 echo 0123456789abcdef0123456789abcdef > "$ROOT/etc/machine-id"

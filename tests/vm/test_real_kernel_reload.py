@@ -46,3 +46,63 @@ record verify --verify --json
     assert after["modules"].split() == ["nvidia", "nvidia_drm", "nvidia_modeset", "nvidia_uvm"]
     assert after["persistenced"] == "active" and after["journal_state"] == "reloaded"
     assert run.text("verify.rc").strip() == "0", run.text("verify.json")
+
+
+def test_a_driver_run_installs_the_new_version_between_unload_and_load(vm_image, tmp_path):
+    from installer import build_installer
+
+    run_file = build_installer(tmp_path, vm_image.cache / "share", C)
+    run = run_case(vm_image, MISMATCHED_NODE + f"""
+record reload --reload --yes --json --driver /job/{run_file.name}
+snapshot_state after
+cp /var/log/nvidia-installer.log /job/installer.log
+""", files={run_file.name: run_file.read_bytes()})
+    assert run.rc == 0, run.explain()
+    assert run.text("reload.rc").strip() == "0", run.explain()
+    assert [s["name"] for s in run.json("reload.json")["steps"]][1:4] == ["unload_modules", "install_driver", "load_modules"]
+    after = state_of(run, "after")
+    assert after["loaded_version"] == C and after["persistenced"] == "active" and after["journal_state"] == "reloaded"
+    # unattended, the module left for nvreload to load, the flavour the node ran
+    assert run.text("installer.log").split() == ["nvidia-installer", "--silent", "--no-questions", "--ui=none",
+                                                 "--skip-module-load", "--kernel-module-type=open"]
+
+
+def test_an_installer_that_fails_rolls_back_to_the_old_version_for_real(vm_image, tmp_path):
+    from installer import BUILD_FAILURE, build_installer
+
+    run_file = build_installer(tmp_path, vm_image.cache / "share", C, failure=BUILD_FAILURE)
+    run = run_case(vm_image, f"""
+install_driver {A}
+load_stack
+persistenced_unit
+record reload --reload --yes --json --driver /job/{run_file.name}
+snapshot_state after
+""", files={run_file.name: run_file.read_bytes()})
+    assert run.rc == 0, run.explain()
+    assert run.text("reload.rc").strip() == "10", run.explain()
+    report = run.json("reload.json")
+    assert report["result"] == "rolled_back" and "Unable to build the NVIDIA kernel module" in report["error"]
+    after = state_of(run, "after")
+    assert after["loaded_version"] == A
+    assert after["modules"].split() == ["nvidia", "nvidia_drm", "nvidia_modeset", "nvidia_uvm"]
+    assert after["persistenced"] == "active" and after["journal_state"] == "rolled_back"
+
+
+def test_a_corrupt_run_is_refused_before_any_consumer_stops(vm_image, tmp_path):
+    from installer import build_installer
+
+    run_file = build_installer(tmp_path, vm_image.cache / "share", C)
+    data = bytearray(run_file.read_bytes())
+    data[-100] ^= 0xFF  # one flipped byte in the payload: its checksum no longer matches
+    run = run_case(vm_image, f"""
+install_driver {A}
+load_stack
+persistenced_unit
+record reload --reload --yes --json --driver /job/{run_file.name}
+snapshot_state after
+""", files={run_file.name: bytes(data)})
+    assert run.rc == 0, run.explain()
+    assert run.text("reload.rc").strip() == "66", run.explain()
+    assert "fails its integrity check" in run.text("reload.err")
+    after = state_of(run, "after")
+    assert after["loaded_version"] == A and after["persistenced"] == "active" and after["journal_state"] == "none"

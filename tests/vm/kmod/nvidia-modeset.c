@@ -5,7 +5,11 @@
 int nvfake_modeset_users(void) { return nvfake_core_users(); }
 EXPORT_SYMBOL(nvfake_modeset_users);
 
-static int __init modeset_init(void) { return nvfake_core_users() < 0 ? -EINVAL : 0; }
+static int __init modeset_init(void)
+{
+	NVFAKE_REQUIRE_SAME_VERSION("nvidia-modeset");
+	return 0;
+}
 static void __exit modeset_exit(void) {}
 
 module_init(modeset_init);

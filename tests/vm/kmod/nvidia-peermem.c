@@ -8,8 +8,7 @@ static struct ib_client peermem_client = { .name = "nvidia_peermem_stand_in" };
 
 static int __init peermem_init(void)
 {
-	if (nvfake_core_users() < 0)
-		return -EINVAL;
+	NVFAKE_REQUIRE_SAME_VERSION("nvidia-peermem");
 	return ib_register_client(&peermem_client);
 }
 

@@ -12,8 +12,7 @@ static const struct file_operations uvm_fops = { .owner = THIS_MODULE, .llseek =
 
 static int __init uvm_init(void)
 {
-	if (nvfake_core_users() < 0)
-		return -EINVAL;
+	NVFAKE_REQUIRE_SAME_VERSION("nvidia-uvm");
 	major = register_chrdev(0, "nvidia-uvm", &uvm_fops);
 	if (major < 0)
 		return major;

@@ -13,7 +13,10 @@
 #define NV_CTL_MINOR 255
 #define NV_MAX_GPUS 8
 
-static bool fake_fail_load;
+#ifndef NV_FAIL_DEFAULT
+#define NV_FAIL_DEFAULT 0
+#endif
+static bool fake_fail_load = NV_FAIL_DEFAULT; /* a build made with NV_FAIL_DEFAULT=1 never loads */
 module_param(fake_fail_load, bool, 0444);
 MODULE_PARM_DESC(fake_fail_load, "fail the load as a driver does that finds no usable GPU");
 static int NVreg_EnableGpuFirmware = 18;
@@ -29,6 +32,8 @@ static atomic_t users = ATOMIC_INIT(0);
 
 int nvfake_core_users(void) { return atomic_read(&users); }
 EXPORT_SYMBOL(nvfake_core_users);
+const char *nvfake_core_version(void) { return NV_VERSION_STRING; }
+EXPORT_SYMBOL(nvfake_core_version);
 
 static int nv_open(struct inode *inode, struct file *file) { atomic_inc(&users); return 0; }
 static int nv_release(struct inode *inode, struct file *file) { atomic_dec(&users); return 0; }
