@@ -68,6 +68,8 @@ snapshot_state() {
         echo "loaded_version=$(loaded_version)"
         echo "modules=$(awk '/^nvidia/{print $1}' /proc/modules | sort | tr '\n' ' ')"
         echo "persistenced=$(systemctl is-active nvidia-persistenced.service 2>/dev/null)"
+        echo "drm_modeset=$(cat /sys/module/nvidia_drm/parameters/modeset 2>/dev/null)"
+        echo "gpu_firmware=$(cat /sys/module/nvidia/parameters/NVreg_EnableGpuFirmware 2>/dev/null)"
         echo "journal_state=$(python3 -c 'import json; print(json.load(open("/var/lib/nvreload/journal.json"))["state"])' 2>/dev/null || echo none)"
     } > "/job/$1.state"
     cat "/job/$1.state"

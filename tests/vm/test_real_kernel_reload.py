@@ -13,7 +13,8 @@ A, B, C = "580.95.05", "580.105.08", "580.119.02"
 # puts version B's modules and libraries on disk, and NVML says "version mismatch".
 MISMATCHED_NODE = f"""
 install_driver {A}
-load_stack
+echo "options nvidia NVreg_EnableGpuFirmware=0" > /etc/modprobe.d/nvidia.conf
+modprobe nvidia_drm modeset=1 && modprobe nvidia_uvm
 persistenced_unit
 start_holder
 echo $! > /job/holder.pid
@@ -45,6 +46,8 @@ record verify --verify --json
     assert after["loaded_version"] == B
     assert after["modules"].split() == ["nvidia", "nvidia_drm", "nvidia_modeset", "nvidia_uvm"]
     assert after["persistenced"] == "active" and after["journal_state"] == "reloaded"
+    # modeset=1 was given by hand, not in modprobe.d: it comes back; modprobe.d's own options apply
+    assert (after["drm_modeset"], after["gpu_firmware"]) == ("Y", "0")
     assert run.text("verify.rc").strip() == "0", run.text("verify.json")
 
 
