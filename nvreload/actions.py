@@ -48,13 +48,17 @@ class ActionResult:
     plan: list[Action] = field(default_factory=list)
     dry_run: bool = False
     nothing_to_do: str | None = None  # the state the last run ended in, when there was nothing to do
+    refusal: str | None = None  # a dry run of what the real run would refuse: the plan, and why
 
     def document(self) -> dict:
         if self.nothing_to_do is not None:
             return {"schema_version": 1, "result": "nothing_to_do", "journal_state": self.nothing_to_do}
         if self.dry_run:
-            return {"schema_version": 1, "plan": [{"action": a.kind, "target": a.target, **({"detail": a.detail} if a.detail else {})}
-                                                  for a in self.plan]}
+            document = {"schema_version": 1, "plan": [{"action": a.kind, "target": a.target, **({"detail": a.detail} if a.detail else {})}
+                                                      for a in self.plan]}
+            if self.refusal:
+                document["refused"] = self.refusal
+            return document
         assert self.report is not None
         return self.report.document()
 
@@ -91,8 +95,12 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
 
         check_archive(CommandRunner(), request.driver)
     dry_run = request.dry_run
-    if request.simulate is None and not dry_run and os.geteuid() != 0:
-        raise RefusedError(f"--{action} needs root (it stops services and unloads kernel modules); run it with sudo")
+    # A dry run shows the plan even where the real run would refuse, then the refusal and its exit code.
+    refusal = None
+    if request.simulate is None and request.root is None and os.geteuid() != 0:
+        refusal = f"--{action} needs root (it stops services and unloads kernel modules); run it with sudo"
+        if not dry_run:
+            raise RefusedError(refusal)
     target, paths = _target(request, paths)
     recorder = None
     if dry_run:
@@ -111,8 +119,10 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
         blockers = [b for b in view.blockers if not (b == "display_server_active" and request.force_display)]
         if view.display_processes and not request.force_display and "display_server_active" not in blockers:
             blockers.append("display_server_active")
-        if blockers and action == "reload" and not dry_run:
-            raise RefusedError("reload refused: " + ", ".join(blockers) + " (nvreload --status explains)")
+        if blockers and action == "reload":
+            refusal = refusal or "reload refused: " + ", ".join(blockers) + " (nvreload --status explains)"
+            if not dry_run:
+                raise RefusedError(refusal)
         plan = build_plan(view, target.configured_parameters(), driver=request.driver, stop_only=action == "stop",
                           restart_container_engine=request.restart_docker)
         if not dry_run and not request.yes:
@@ -130,7 +140,8 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
         report.left_alone = [{"service": name, "why": "enabled but already failed before the run; not started"}
                              for name in view.failed_services]
         if recorder is not None:
-            return ActionResult(ExitCode.OK, report, list(recorder.recorded), dry_run=True)
+            return ActionResult(ExitCode.REFUSED if refusal else ExitCode.OK, report, list(recorder.recorded),
+                                dry_run=True, refusal=refusal)
         return ActionResult(report.exit_code, report)
 
 

@@ -97,6 +97,10 @@ def _act(action: str, opts: dict) -> int:
         from nvreload.render.run import render_action_result
 
         render_action_result(result, action)
+    if result.refusal:
+        from nvreload.frontend import say
+
+        say(result.refusal)
     if result.report is not None and result.report.deferred_signal is not None:
         _reraise(result.report.deferred_signal)
     return result.exit_code

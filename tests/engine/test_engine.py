@@ -360,3 +360,12 @@ def test_peermem_that_cannot_load_is_a_warning_and_mofed_is_waited_for_once(tmp_
     assert report["result"] == "reloaded" and [w["module"] for w in report["warnings"]] == ["nvidia_peermem"]
     assert "nvidia_peermem" not in node_state(state)["loaded"]
     assert time.monotonic() - started < 30
+
+
+def test_a_dry_run_of_a_refused_reload_shows_the_plan_then_the_refusal_and_its_exit_code(tmp_path, snapshot):
+    snapshot.write("proc/sys/kernel/modules_disabled", "1\n")
+    proc = run_cli("--reload", "--dry-run", "--json", "--root", str(snapshot.root))
+    assert proc.returncode == ExitCode.REFUSED, proc.stderr
+    document = json.loads(proc.stdout)
+    assert any(p["action"] == "unload_module" for p in document["plan"])
+    assert "module_loading_disabled" in document["refused"] and "module_loading_disabled" in proc.stderr
