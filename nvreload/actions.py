@@ -89,11 +89,6 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
     action = request.action
     if action == "reset":
         raise UsageError("--reset is not implemented yet; use --reload")
-    if request.driver:
-        check_installer(request.driver)
-        from nvreload.host.commands import CommandRunner
-
-        check_archive(CommandRunner(), request.driver)
     dry_run = request.dry_run
     # A dry run shows the plan even where the real run would refuse, then the refusal and its exit code.
     refusal = None
@@ -101,6 +96,11 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
         refusal = f"--{action} needs root (it stops services and unloads kernel modules); run it with sudo"
         if not dry_run:
             raise RefusedError(refusal)
+    if request.driver:  # before anything is stopped: a .run that is unsafe or damaged is refused here
+        check_installer(request.driver)
+        from nvreload.host.commands import CommandRunner
+
+        check_archive(CommandRunner(), request.driver)
     target, paths = _target(request, paths)
     recorder = None
     if dry_run:

@@ -30,7 +30,7 @@ def run_read_only(action: str, root: str | None, as_json: bool, verbose: bool, c
     elif action == "verify":
         human.render_verify(result.document)
     else:
-        human.console().print(f"snapshot written to {collect_to} ({result.document['manifest']['files']} entries)")
+        human.console().print(f"snapshot written to {human.text(collect_to)} ({result.document['manifest']['files']} entries)")
     return result.exit_code
 
 

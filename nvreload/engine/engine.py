@@ -15,6 +15,7 @@ from nvreload.engine.plan import OPTIONAL_MODULES, Action, Plan
 from nvreload.engine.planner import restart_actions
 from nvreload.engine.target import ReloadTarget
 from nvreload.errors import HostError, Interrupted, StepFailed
+from nvreload.model import Check
 
 MODULE_STEPS = ("unload_modules", "install_driver", "load_modules", "verify")
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -189,18 +190,24 @@ class Engine:
         report.warnings[:] = [w for w in report.warnings if w["module"] != name]  # an earlier try's warning
         return True
 
+    def _load_module(self, name: str, parameters: dict[str, str], report: RunReport) -> bool:
+        """Load one module of the set and mark its unload put back. A needed module that will not
+        load raises; an optional one is a warning, and False."""
+        if name in OPTIONAL_MODULES:
+            if not self._load_optional(name, parameters, report):
+                return False
+        else:
+            self._load_one(name, parameters)
+        self._put_back("unload_module", name)
+        return True
+
     def _load(self, actions: tuple[Action, ...], report: RunReport) -> None:
         for action in actions:
             if action.kind == "rebind_console":
                 self.target.bind_console(action.target, True)
                 self._put_back("unbind_console", action.target)
-            elif action.target in OPTIONAL_MODULES:
-                if self._load_optional(action.target, action.detail.get("parameters", {}), report):
-                    self._put_back("unload_module", action.target)
-                continue
-            else:
-                self._load_one(action.target, action.detail.get("parameters", {}))
-                self._put_back("unload_module", action.target)
+            elif not self._load_module(action.target, action.detail.get("parameters", {}), report):
+                continue  # reported as a warning
             self.reporter.action(action, "done")
 
     def _put_back(self, kind: str, target: str) -> None:
@@ -208,9 +215,11 @@ class Engine:
         if record is not None and record.outstanding:
             self.journal.mark(record, "undone")
 
+    def _failed_checks(self, persistence: dict[str, bool]) -> list[Check]:
+        return [c for c in self.target.verify(persistence) if not c.ok and c.severity == "critical"]
+
     def _verify(self, action: Action) -> None:
-        checks = self.target.verify(action.detail.get("persistence", {}))
-        failed = [c for c in checks if not c.ok and c.severity == "critical"]
+        failed = self._failed_checks(action.detail.get("persistence", {}))
         if failed:
             raise StepFailed("verify", "; ".join(f"{c.name}: {c.detail}" for c in failed))
         self._gpu_back = time.monotonic()
@@ -359,8 +368,7 @@ class Engine:
         return True
 
     def _verify_rolled_forward(self, report: RunReport) -> bool:
-        checks = self.target.verify({})
-        failed = [c for c in checks if not c.ok and c.severity == "critical"]
+        failed = self._failed_checks({})
         for check in failed:
             report.restart_failures.append({"action": "verify", "target": check.name, "error": check.detail})
         return not failed
@@ -374,13 +382,8 @@ class Engine:
             if name in loaded:
                 self._put_back("unload_module", name)
                 continue
-            if name in OPTIONAL_MODULES:
-                if self._load_optional(name, parameters, report):
-                    self._put_back("unload_module", name)
-                continue
             try:
-                self._load_one(name, parameters)
-                self._put_back("unload_module", name)
+                self._load_module(name, parameters, report)
             except HostError as exc:
                 report.restart_failures.append({"action": "load_module", "target": name, "error": exc.message})
                 ok = False

@@ -14,32 +14,41 @@ _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 def console() -> Console:
     # Piped to a log or a ticket, lines should not be cut at 80 columns.
     width = None if sys.stderr.isatty() else 160
-    return Console(stderr=True, highlight=False, width=width)
+    # emoji=False: a PCI address like 0000:ab:00.0 must not print as an emoji code (:ab:)
+    return Console(stderr=True, highlight=False, emoji=False, width=width)
+
+
+def text(value: object) -> str:
+    """Node-provided text (hostnames, process names, paths, versions) for a markup string: escaped,
+    so a `[/]` in a process name prints as itself instead of ending every human output with a crash."""
+    return escape(str(value))
 
 
 def render_status(doc: dict, verbose: bool = False) -> None:
     out = console()
     node, driver = doc["node"], doc["driver"]
-    out.print(f"[bold]{node.get('hostname') or '?'}[/]  kernel {node.get('kernel_release') or '?'}")
+    out.print(f"[bold]{text(node.get('hostname') or '?')}[/]  kernel {text(node.get('kernel_release') or '?')}")
     loaded = "loaded" if driver["loaded"] else "[red]not loaded[/]"
     out.print(
-        f"driver: module {driver['kernel_module_version'] or '-'} ({driver['kernel_module_flavor'] or '-'}, {loaded}), "
-        f"on disk {driver['on_disk_module_version'] or '-'}, userspace {driver['userspace_version'] or '-'}, NVML {driver['nvml']}"
+        f"driver: module {text(driver['kernel_module_version'] or '-')} ({driver['kernel_module_flavor'] or '-'}, {loaded}), "
+        f"on disk {text(driver['on_disk_module_version'] or '-')}, userspace {text(driver['userspace_version'] or '-')}, "
+        f"NVML {driver['nvml']}"
     )
     if driver["nvml"] == "error" and driver.get("nvml_error"):
         # no finding explains this one (a hang, a crash): the exit code is UNKNOWN, say why
         out.print(f"[yellow]NVML: {escape(driver['nvml_error'])}[/]")
     if doc["modules"]:
-        out.print("modules: " + ", ".join(
+        out.print("modules: " + text(", ".join(
             f"{m['name']} ({m['state']}{'' if m['refcount'] is None else ', ref ' + str(m['refcount'])}"
-            f"{', held by ' + '+'.join(m['holders']) if m['holders'] else ''})" for m in doc["modules"]))
+            f"{', held by ' + '+'.join(m['holders']) if m['holders'] else ''})" for m in doc["modules"])))
     if doc["gpus"]:
         table = Table(show_edge=False, box=None, pad_edge=False)
         for column in ("bus id", "name", "uuid", "driver", "persistence", "MIG"):
             table.add_column(column)
         for gpu in doc["gpus"]:
             table.add_row(
-                gpu["pci_bus_id"], gpu["name"] or "-", gpu["uuid"] or "-", gpu.get("driver") or "[red]none[/]",
+                text(gpu["pci_bus_id"]), text(gpu["name"] or "-"), text(gpu["uuid"] or "-"),
+                text(gpu["driver"]) if gpu.get("driver") else "[red]none[/]",
                 _flag(gpu.get("persistence_mode")), _flag(gpu.get("mig_mode")),
             )
         out.print(table)
@@ -52,7 +61,7 @@ def render_status(doc: dict, verbose: bool = False) -> None:
         )
         if verbose:
             for proc in consumers["processes"]:
-                out.print(f"  pid {proc['pid']} {proc['comm']}: {', '.join(proc['devices']) or 'via NVML'}")
+                out.print(f"  pid {proc['pid']} {text(proc['comm'])}: {text(', '.join(proc['devices']) or 'via NVML')}")
     else:
         out.print("consumers: not scanned (snapshot)")
     if doc["findings"]:
@@ -68,7 +77,7 @@ def render_status(doc: dict, verbose: bool = False) -> None:
     feasible = "[green]feasible[/]" if reload["feasible"] else f"[red]blocked[/] by {', '.join(reload['blockers'])}"
     out.print(f"recommended action: [bold]{doc['recommended_action']}[/]; reload {feasible}")
     for path in doc.get("unreadable", []):
-        out.print(f"[yellow]could not read {path} (run as root for the full picture)[/]")
+        out.print(f"[yellow]could not read {text(path)} (run as root for the full picture)[/]")
 
 
 def render_verify(doc: dict) -> None:

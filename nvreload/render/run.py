@@ -4,7 +4,7 @@ dry-run plan, on stderr."""
 from __future__ import annotations
 
 from nvreload.engine.engine import Reporter
-from nvreload.render.human import console
+from nvreload.render.human import console, text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -38,40 +38,40 @@ class ConsoleReporter(Reporter):
             self._progress.stop()
             self._progress = None
         mark = {"done": "[green]done[/]", "failed": "[red]FAILED[/]", "interrupted": "[yellow]interrupted[/]"}.get(status, status)
-        self.out.print(f"{name:18} {mark} ({seconds or 0:.1f} s){' ' + detail if detail else ''}")
+        self.out.print(f"{name:18} {mark} ({seconds or 0:.1f} s){' ' + text(detail) if detail else ''}")
 
     def action(self, action: Action, status: str, detail: str = "") -> None:
         if self.verbose or not status.startswith(self.QUIET_OUTCOMES):
-            self.out.print(f"  {action.kind} {action.target}: {status}{' ' + detail if detail else ''}")
+            self.out.print(f"  {action.kind} {text(action.target)}: {text(status)}{' ' + text(detail) if detail else ''}")
 
 
 def render_action_result(result: ActionResult, action: str) -> None:
     out = console()
     if result.nothing_to_do is not None:
-        out.print(f"nothing to {action}: the last run ended {result.nothing_to_do}")
+        out.print(f"nothing to {action}: the last run ended {text(result.nothing_to_do)}")
         return
     if result.dry_run:
         out.print("[bold]plan (dry run: nothing was changed)[/]")
         for index, planned in enumerate(result.plan, 1):
             extra = f" {planned.detail['parameters']}" if planned.detail.get("parameters") else ""
-            out.print(f"{index:3}. {planned.kind} {planned.target}{extra}")
+            out.print(f"{index:3}. {planned.kind} {text(planned.target + extra)}")
         return
     report = result.report
     assert report is not None
     style = "green" if report.result in ("reloaded", "started", "stopped") else ("yellow" if report.result == "rolled_back" else "red")
-    out.print(f"result: [{style}]{report.result}[/]" + (f" ({report.error})" if report.error else ""))
+    out.print(f"result: [{style}]{report.result}[/]" + (f" ({text(report.error)})" if report.error else ""))
     if report.stopped:
-        out.print("stopped: " + ", ".join(report.stopped))
+        out.print("stopped: " + text(", ".join(report.stopped)))
     if report.restarted:
-        out.print("came back: " + ", ".join(report.restarted))
+        out.print("came back: " + text(", ".join(report.restarted)))
     for failure in report.restart_failures:
-        out.print(f"[red]did not come back[/]: {failure['target']}: {failure['error']}")
+        out.print(f"[red]did not come back[/]: {text(failure['target'])}: {text(failure['error'])}")
     for warning in report.warnings:
-        out.print(f"[yellow]warning[/]: {warning['warning']}")
+        out.print(f"[yellow]warning[/]: {text(warning['warning'])}")
     for left in report.left_alone:
-        out.print(f"[yellow]left alone[/]: {left['service']}: {left['why']}")
+        out.print(f"[yellow]left alone[/]: {text(left['service'])}: {text(left['why'])}")
     for killed in report.killed:
-        out.print(f"ended process {killed['pid']} ({killed.get('comm')}): {killed['outcome']}")
+        out.print(f"ended process {killed['pid']} ({text(killed.get('comm'))}): {text(killed['outcome'])}")
     if report.gpu_unavailable_seconds is not None:
         out.print(f"GPUs unavailable for {report.gpu_unavailable_seconds:.1f} s")
     if report.remaining_action:

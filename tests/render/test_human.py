@@ -43,3 +43,24 @@ def test_verify_marks_critical_failures_and_warnings_apart(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("ok") and lines[1].startswith("WARN") and lines[2].startswith("FAIL")
     assert lines[-1] == "not healthy"
+
+
+def test_node_text_with_markup_and_emoji_codes_prints_as_itself(snapshot, capsys):
+    snapshot.write("proc/sys/kernel/hostname", "evil[/]host[bold]\n")
+    snapshot.gpu("0000:ab:00.0", model="GPU [red]x[/red]")
+    render_status(status_of(snapshot.root))
+    text = capsys.readouterr().err
+    assert "evil[/]host[bold]" in text  # not a MarkupError, not swallowed as a tag
+    assert "0000:ab:00.0" in text  # not the :ab: emoji
+
+
+def test_a_run_report_with_markup_in_a_process_name_prints_as_itself(capsys):
+    from nvreload.actions import ActionResult
+    from nvreload.engine.outcome import Outcome, RunReport
+    from nvreload.render.run import render_action_result
+
+    report = RunReport(Outcome.RELOADED, killed=[{"pid": 42, "comm": "[/]trainer", "outcome": "terminated: [b]"}],
+                       stopped=["c[/]ontainer"])
+    render_action_result(ActionResult(0, report), "reload")
+    text = capsys.readouterr().err
+    assert "ended process 42 ([/]trainer): terminated: [b]" in text and "c[/]ontainer" in text

@@ -9,7 +9,11 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${NVRELOAD_VM_CACHE:-/var/cache/nvreload-vm}
-KVER=${NVRELOAD_VM_KERNEL:-6.1.0-56-amd64}
+# Debian's current stock kernel (what linux-image-amd64 depends on): an old ABI leaves the archive
+stock_kernel() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{sub("linux-image-", "", $2); print $2; exit}'; }
+KVER=${NVRELOAD_VM_KERNEL:-$(stock_kernel)}
+if [ -z "$KVER" ]; then apt-get update -qq; KVER=$(stock_kernel); fi
+[ -n "$KVER" ] || { echo "build.sh: linux-image-amd64 is not in the package lists" >&2; exit 2; }
 VERSIONS=(580.95.05 580.105.08 580.119.02)
 BROKEN=580.126.09  # its nvidia.ko refuses to load (probe fails: "RmInitAdapter failed")
 GUEST_PACKAGES=systemd,systemd-sysv,udev,kmod,python3,python3-click,python3-rich,python3-psutil,python3-zstandard,procps,psmisc,util-linux,e2fsprogs
@@ -42,6 +46,7 @@ K=$CACHE/kernel
 if [ ! -f "$K/.complete-$KVER" ]; then
     rm -rf "$K"; mkdir -p "$K"
     abi=${KVER%-amd64}
+    apt-get update -qq  # stale lists name packages the archive no longer has
     (cd "$WORK/debs" && apt-get download -q "linux-image-$KVER" "linux-headers-$KVER" "linux-headers-$abi-common" "linux-kbuild-${abi%%.0-*}")
     for deb in "$WORK"/debs/*.deb; do dpkg-deb -x "$deb" "$K"; done
     # the arch headers include the common ones by an absolute /usr/src path

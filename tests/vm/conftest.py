@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from harness import CACHE, VmImage
+from harness import CACHE, VmImage, run_case
 
 
 def vm_required() -> bool:
@@ -23,3 +23,9 @@ def vm_image() -> VmImage:
             pytest.fail(f"real-kernel tests cannot run: {reason}")
         pytest.skip(reason)
     return image
+
+
+@pytest.fixture
+def run_vm(vm_image, tmp_path):
+    """run_case on the session's image, its /job under this test's tmp_path."""
+    return lambda script, **kw: run_case(vm_image, script, workdir=tmp_path, **kw)

@@ -54,6 +54,7 @@ class VmRun:
     job: Path  # the case's /job directory on this machine
     seconds: float
     booted_after: float | None  # guest uptime when the case started
+    qemu: str = ""  # QEMU's own exit status and error output, for when the guest never ran
 
     def text(self, name: str) -> str:
         return (self.job / name).read_text()
@@ -63,14 +64,19 @@ class VmRun:
 
     def explain(self) -> str:
         """Everything a failed assertion should show."""
-        return (f"case rc={self.rc} after {self.seconds:.1f} s\n--- case output ---\n{self.output[-6000:]}\n"
-                f"--- console (tail) ---\n{self.serial[-4000:]}")
+        extra = ""
+        for name in ("nvreload-journal.json", "guest-journal.txt"):
+            if (self.job / name).exists():
+                extra += f"--- {name} (tail) ---\n{self.text(name)[-3000:]}\n"
+        return (f"case rc={self.rc} after {self.seconds:.1f} s; {self.qemu}\n--- case output ---\n{self.output[-6000:]}\n"
+                f"--- console (tail) ---\n{self.serial[-4000:]}\n{extra}")
 
 
 def run_case(image: VmImage, script: str, files: dict[str, str | bytes] | None = None,
-             timeout: float = 300, memory_mb: int = 1024) -> VmRun:
-    """Boot, run `script` (bash, after `. /job/lib.sh`), power off, collect. `files` are put in /job."""
-    job = Path(tempfile.mkdtemp(prefix="nvreload-vm-job-"))
+             timeout: float = 300, memory_mb: int = 1024, workdir: Path | None = None) -> VmRun:
+    """Boot, run `script` (bash, after `. /job/lib.sh`), power off, collect. `files` are put in /job,
+    a fresh directory under `workdir` (a test's tmp_path, which pytest cleans up)."""
+    job = Path(tempfile.mkdtemp(prefix="vm-job-", dir=workdir))
     os.chmod(job, 0o755)
     shutil.copy(CASE_LIB, job / "lib.sh")
     for name, content in (files or {}).items():
@@ -94,10 +100,11 @@ def run_case(image: VmImage, script: str, files: dict[str, str | bytes] | None =
     ]
     started = time.monotonic()
     try:
-        subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                       timeout=timeout, check=False)
+        qemu = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              timeout=timeout, check=False, text=True, errors="replace")
+        qemu_said = f"qemu exited {qemu.returncode}" + (f": {qemu.stderr.strip()[-2000:]}" if qemu.stderr.strip() else "")
     except subprocess.TimeoutExpired:
-        pass  # subprocess.run killed qemu; the case did not finish
+        qemu_said = f"qemu killed after {timeout:g} s"  # the case did not finish
     seconds = time.monotonic() - started
     rc_file, output_file, booted = job / "rc", job / "output.log", job / "booted"
     return VmRun(
@@ -107,4 +114,5 @@ def run_case(image: VmImage, script: str, files: dict[str, str | bytes] | None =
         job=job,
         seconds=seconds,
         booted_after=float(booted.read_text()) if booted.exists() else None,
+        qemu=qemu_said,
     )

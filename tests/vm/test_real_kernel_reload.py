@@ -3,8 +3,6 @@ holding /dev/nvidia*, the journal on the guest's disk."""
 
 import pytest
 
-from harness import run_case
-
 pytestmark = pytest.mark.realkernel
 
 A, B, C = "580.95.05", "580.105.08", "580.119.02"
@@ -26,8 +24,8 @@ def state_of(run, name: str) -> dict:
     return dict(line.split("=", 1) for line in run.text(f"{name}.state").splitlines())
 
 
-def test_a_version_mismatch_reload_ends_with_the_new_module_and_the_unit_back(vm_image):
-    run = run_case(vm_image, MISMATCHED_NODE + """
+def test_a_version_mismatch_reload_ends_with_the_new_module_and_the_unit_back(run_vm):
+    run = run_vm(MISMATCHED_NODE + """
 record before --status --json
 record reload --reload --yes --json
 snapshot_state after
@@ -51,11 +49,11 @@ record verify --verify --json
     assert run.text("verify.rc").strip() == "0", run.text("verify.json")
 
 
-def test_a_driver_run_installs_the_new_version_between_unload_and_load(vm_image, tmp_path):
+def test_a_driver_run_installs_the_new_version_between_unload_and_load(run_vm, vm_image, tmp_path):
     from installer import build_installer
 
     run_file = build_installer(tmp_path, vm_image.cache / "share", C)
-    run = run_case(vm_image, MISMATCHED_NODE + f"""
+    run = run_vm(MISMATCHED_NODE + f"""
 record reload --reload --yes --json --driver /job/{run_file.name}
 snapshot_state after
 cp /var/log/nvidia-installer.log /job/installer.log
@@ -70,17 +68,22 @@ cp /var/log/nvidia-installer.log /job/installer.log
                                                  "--skip-module-load", "--kernel-module-type=open"]
 
 
-def test_an_installer_that_fails_rolls_back_to_the_old_version_for_real(vm_image, tmp_path):
-    from installer import BUILD_FAILURE, build_installer
-
-    run_file = build_installer(tmp_path, vm_image.cache / "share", C, failure=BUILD_FAILURE)
-    run = run_case(vm_image, f"""
+def reload_with_driver(run_vm, name: str, archive: bytes):
+    """Version A loaded, on disk and in use by a unit; `--reload --driver` with this archive."""
+    return run_vm(f"""
 install_driver {A}
 load_stack
 persistenced_unit
-record reload --reload --yes --json --driver /job/{run_file.name}
+record reload --reload --yes --json --driver /job/{name}
 snapshot_state after
-""", files={run_file.name: run_file.read_bytes()})
+""", files={name: archive})
+
+
+def test_an_installer_that_fails_rolls_back_to_the_old_version_for_real(run_vm, vm_image, tmp_path):
+    from installer import BUILD_FAILURE, build_installer
+
+    run_file = build_installer(tmp_path, vm_image.cache / "share", C, failure=BUILD_FAILURE)
+    run = reload_with_driver(run_vm, run_file.name, run_file.read_bytes())
     assert run.rc == 0, run.explain()
     assert run.text("reload.rc").strip() == "10", run.explain()
     report = run.json("reload.json")
@@ -91,19 +94,13 @@ snapshot_state after
     assert after["persistenced"] == "active" and after["journal_state"] == "rolled_back"
 
 
-def test_a_corrupt_run_is_refused_before_any_consumer_stops(vm_image, tmp_path):
+def test_a_corrupt_run_is_refused_before_any_consumer_stops(run_vm, vm_image, tmp_path):
     from installer import build_installer
 
     run_file = build_installer(tmp_path, vm_image.cache / "share", C)
     data = bytearray(run_file.read_bytes())
     data[-100] ^= 0xFF  # one flipped byte in the payload: its checksum no longer matches
-    run = run_case(vm_image, f"""
-install_driver {A}
-load_stack
-persistenced_unit
-record reload --reload --yes --json --driver /job/{run_file.name}
-snapshot_state after
-""", files={run_file.name: bytes(data)})
+    run = reload_with_driver(run_vm, run_file.name, bytes(data))
     assert run.rc == 0, run.explain()
     assert run.text("reload.rc").strip() == "66", run.explain()
     assert "fails its integrity check" in run.text("reload.err")

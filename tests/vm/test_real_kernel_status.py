@@ -3,15 +3,13 @@
 
 import pytest
 
-from harness import run_case
-
 pytestmark = pytest.mark.realkernel
 
 A, B = "580.95.05", "580.105.08"
 
 
-def test_status_on_a_real_kernel_reads_versions_holders_refcounts_majors_and_consumers(vm_image):
-    run = run_case(vm_image, f"""
+def test_status_on_a_real_kernel_reads_versions_holders_refcounts_majors_and_consumers(run_vm):
+    run = run_vm(f"""
 install_driver {A}
 load_stack
 persistenced_unit
