@@ -65,7 +65,7 @@ class VmRun:
     def explain(self) -> str:
         """Everything a failed assertion should show."""
         extra = ""
-        for name in ("nvreload-journal.json", "guest-journal.txt"):
+        for name in ("nvreload-journal.json", "guest-dmesg.txt"):
             if (self.job / name).exists():
                 extra += f"--- {name} (tail) ---\n{self.text(name)[-3000:]}\n"
         return (f"case rc={self.rc} after {self.seconds:.1f} s; {self.qemu}\n--- case output ---\n{self.output[-6000:]}\n"
