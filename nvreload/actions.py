@@ -5,6 +5,7 @@ put to a person (a `confirm` callable)."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from nvreload.engine.outcome import RunReport
 from nvreload.engine.plan import Action
 from nvreload.engine.planner import build_plan
 from nvreload.errors import BadInputError, ExitCode, RefusedError, UsageError
-from nvreload.host.installer import check_archive, check_installer
+from nvreload.host.installer import check_archive, check_installer, take_installer
 from nvreload.state_files import StatePaths
 
 TYPE_CHECKING = False
@@ -96,11 +97,28 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
         refusal = f"--{action} needs root (it stops services and unloads kernel modules); run it with sudo"
         if not dry_run:
             raise RefusedError(refusal)
-    if request.driver:  # before anything is stopped: a .run that is unsafe or damaged is refused here
-        check_installer(request.driver)
-        from nvreload.host.commands import CommandRunner
+    installer, private = request.driver, None
+    try:
+        if request.driver:  # before anything is stopped: a .run that is unsafe or damaged is refused here
+            from nvreload.host.commands import CommandRunner
 
-        check_archive(CommandRunner(), request.driver)
+            if dry_run or request.simulate is not None:
+                check_installer(request.driver)  # nothing will execute it
+            else:
+                # the live run executes a copy in root's own directory (tmpfs: gone at reboot)
+                os.makedirs(paths.runtime_dir, mode=0o700, exist_ok=True)
+                private = tempfile.mkdtemp(prefix="installer-", dir=paths.runtime_dir)
+                installer = take_installer(request.driver, private)
+            check_archive(CommandRunner(), installer)
+        return _act(request, paths, reporter, confirm, refusal, installer)
+    finally:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
+
+
+def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm: Callable[[str], bool] | None,
+         refusal: str | None, installer: str | None) -> ActionResult:
+    action, dry_run = request.action, request.dry_run
     target, paths = _target(request, paths)
     recorder = None
     if dry_run:
@@ -123,7 +141,7 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
             refusal = refusal or "reload refused: " + ", ".join(blockers) + " (nvreload --status explains)"
             if not dry_run:
                 raise RefusedError(refusal)
-        plan = build_plan(view, target.configured_parameters(), driver=request.driver, stop_only=action == "stop",
+        plan = build_plan(view, target.configured_parameters(), driver=installer, stop_only=action == "stop",
                           restart_container_engine=request.restart_docker)
         if not dry_run and not request.yes:
             if confirm is None:

@@ -10,21 +10,79 @@ from nvreload.errors import BadInputError, HostError
 from nvreload.host.commands import CommandRunner
 
 
-def check_installer(path: str) -> None:
-    """A .run we would execute as root: it must exist, be an NVIDIA makeself archive, and not be
-    writable by anyone but its owner (root)."""
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise BadInputError(f"{path}: {exc.strerror}") from None
+def _refuse_unsafe(path: str, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise BadInputError(f"{path}: not a regular file")
+    if st.st_uid != 0:
+        raise BadInputError(f"{path}: owned by uid {st.st_uid}, not root; refusing to run it as root")
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise BadInputError(f"{path}: writable by group or others; refusing to run it as root")
-    with open(path, "rb") as handle:
-        head = handle.read(16384)
+
+
+def _refuse_unsafe_directories(path: str) -> None:
+    """Every directory above the file: owned by root and writable by nobody else (a sticky one, like
+    /tmp, lets nobody else rename or replace root's file), or another user could swap the file."""
+    directory = os.path.dirname(path)
+    while True:
+        try:
+            st = os.lstat(directory)
+        except OSError as exc:
+            raise BadInputError(f"{directory}: {exc.strerror}") from None
+        if st.st_uid != 0:
+            raise BadInputError(f"{path}: its directory {directory} is owned by uid {st.st_uid}, not root")
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+            raise BadInputError(f"{path}: its directory {directory} is writable by group or others")
+        if directory == "/":
+            return
+        directory = os.path.dirname(directory)
+
+
+def check_installer(path: str) -> None:
+    """A .run we would execute as root: an NVIDIA makeself archive, owned by root and writable by
+    nobody else, in directories only root can change."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError as exc:
+        raise BadInputError(f"{path}: {exc.strerror}") from None
+    _refuse_unsafe(path, st)
+    _refuse_unsafe_directories(real)
+    with open(real, "rb") as handle:
+        _refuse_foreign(path, handle.read(16384))
+
+
+def _refuse_foreign(path: str, head: bytes) -> None:
     if b"makeself" not in head.lower() or b"NVIDIA" not in head:
         raise BadInputError(f"{path}: not an NVIDIA driver installer (.run makeself archive)")
+
+
+def take_installer(path: str, private_dir: str) -> str:
+    """Check the .run and copy it, through the one descriptor that was checked, into `private_dir`
+    (root's alone): what runs minutes later, after the consumers are stopped, is what was checked,
+    whatever happens to the original meanwhile. Returns the copy's path."""
+    check_installer(path)
+    try:
+        source = os.open(os.path.realpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise BadInputError(f"{path}: {exc.strerror}") from None
+    try:
+        _refuse_unsafe(path, os.fstat(source))  # the file as opened, not a name looked up again
+        os.makedirs(private_dir, mode=0o700, exist_ok=True)
+        os.chmod(private_dir, 0o700)
+        copy = os.path.join(private_dir, os.path.basename(path))
+        target = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o500)
+        try:
+            head = b""
+            while chunk := os.read(source, 1 << 20):
+                if not head:
+                    head = chunk[:16384]
+                os.write(target, chunk)
+        finally:
+            os.close(target)
+        _refuse_foreign(path, head)
+        return copy
+    finally:
+        os.close(source)
 
 
 def check_archive(runner: CommandRunner, path: str) -> None:
