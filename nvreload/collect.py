@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -197,12 +198,37 @@ def _captured(machine: Machine, bundle: Bundle) -> dict:
     return outputs
 
 
-def collect(machine: Machine, destination: str) -> dict:
-    """Write the snapshot; returns the manifest (also stored in the archive)."""
-    fs = machine.fs
-    tmp = f"{destination}.tmp-{os.getpid()}"
+_KINDS = ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+
+
+def _refuse_destination(destination: str) -> None:
+    """--collect runs as root: DEST is a new file or a regular file it replaces, never a link that
+    another user planted (root would write where it points), a device or a directory."""
+    from nvreload.errors import BadInputError
+
     try:
-        with tarfile.open(tmp, "w:gz") as tar:
+        mode = os.lstat(destination).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise BadInputError(f"cannot write {destination}: {exc.strerror or exc}") from None
+    for test, kind in _KINDS:
+        if test(mode):
+            raise BadInputError(f"{destination} is {kind}: --collect writes a regular file (give a new path)")
+
+
+def collect(machine: Machine, destination: str) -> dict:
+    """Write the snapshot; returns the manifest (also stored in the archive). The archive is written
+    to a new file of its own (O_EXCL, O_NOFOLLOW, mode 0600) beside DEST, then renamed over it."""
+    import tempfile
+
+    _refuse_destination(destination)
+    fs = machine.fs
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".nvreload-collect-", suffix=".tgz", dir=os.path.dirname(os.path.abspath(destination)))
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
             bundle = Bundle(tar)
             for rel in PROC_FILES + ETC_FILES:
                 _copy(fs, bundle, rel)
@@ -229,7 +255,7 @@ def collect(machine: Machine, destination: str) -> dict:
     except OSError as exc:
         from nvreload.errors import BadInputError
 
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         raise BadInputError(f"cannot write {destination}: {exc.strerror or exc}") from None
     return manifest

@@ -1,10 +1,15 @@
 """--collect writes what --root reads: a round trip gives the same status document."""
 
 import json
+import os
+import stat
 import tarfile
+
+import pytest
 
 from helpers import run_cli, status_of
 from nvreload.app import App
+from nvreload.errors import BadInputError, ExitCode
 
 
 def without_volatile(doc):
@@ -52,3 +57,33 @@ def test_collect_to_an_unwritable_place_is_bad_input(tmp_path, h100_root):
     proc = run_cli("--root", str(h100_root), "--collect", str(tmp_path / "no/such/dir/bundle.tgz"))
     assert proc.returncode == 66
     assert "cannot write" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_collect_refuses_a_symlink_planted_at_dest_and_leaves_its_target_alone(tmp_path, h100_root):
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    (tmp_path / "bundle.tgz").symlink_to(victim)
+    proc = run_cli("--collect", str(tmp_path / "bundle.tgz"), "--root", str(h100_root))
+    assert proc.returncode == ExitCode.BAD_INPUT and "is a symlink" in proc.stderr, proc.stderr
+    assert victim.read_text() == "root's file\n" and (tmp_path / "bundle.tgz").is_symlink()
+
+
+def test_collect_refuses_a_device_or_a_directory_as_dest(tmp_path, h100_root):
+    if os.geteuid() != 0:
+        pytest.skip("mknod needs root")
+    full = tmp_path / "full"  # a /dev/full of the test's own: a broken check must not replace the machine's
+    os.mknod(full, 0o666 | stat.S_IFCHR, os.makedev(1, 7))
+    device = run_cli("--collect", str(full), "--root", str(h100_root))
+    assert device.returncode == ExitCode.BAD_INPUT and "is a character device" in device.stderr
+    assert stat.S_ISCHR(os.lstat(full).st_mode)
+    directory = run_cli("--collect", str(tmp_path), "--root", str(h100_root))
+    assert directory.returncode == ExitCode.USAGE and "is a directory" in directory.stderr  # click says it first
+    with pytest.raises(BadInputError, match="is a directory"):
+        App(root=str(h100_root)).collect(str(tmp_path))
+
+
+def test_collect_leaves_only_the_archive_readable_by_root_alone(tmp_path, h100_root):
+    proc = run_cli("--collect", str(tmp_path / "bundle.tgz"), "--root", str(h100_root))
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle.tgz"]  # no temporary file left
+    assert stat.S_IMODE(os.stat(tmp_path / "bundle.tgz").st_mode) == 0o600
