@@ -105,8 +105,9 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
             if dry_run or request.simulate is not None:
                 check_installer(request.driver)  # nothing will execute it
             else:
-                # the live run executes a copy in root's own directory (tmpfs: gone at reboot)
-                os.makedirs(paths.runtime_dir, mode=0o700, exist_ok=True)
+                # the live run executes a copy in a directory of root's own (mkdtemp: mode 0700) under
+                # the runtime directory (tmpfs: gone at reboot)
+                os.makedirs(paths.runtime_dir, exist_ok=True)
                 private = tempfile.mkdtemp(prefix="installer-", dir=paths.runtime_dir)
                 installer = take_installer(request.driver, private)
             check_archive(CommandRunner(), installer)

@@ -37,49 +37,47 @@ def _refuse_unsafe_directories(path: str) -> None:
         directory = os.path.dirname(directory)
 
 
-def check_installer(path: str) -> None:
-    """A .run we would execute as root: an NVIDIA makeself archive, owned by root and writable by
-    nobody else, in directories only root can change."""
+def _open_checked(path: str) -> int:
+    """An open descriptor of the .run, after every check on the file as opened: an NVIDIA makeself
+    archive, owned by root and writable by nobody else, in directories only root can change."""
     real = os.path.realpath(path)
     try:
-        st = os.stat(real)
+        # O_NONBLOCK: a FIFO planted at the path must not hang the open; it is refused just below
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise BadInputError(f"{path}: {exc.strerror}") from None
-    _refuse_unsafe(path, st)
-    _refuse_unsafe_directories(real)
-    with open(real, "rb") as handle:
-        _refuse_foreign(path, handle.read(16384))
+    try:
+        _refuse_unsafe(path, os.fstat(fd))
+        _refuse_unsafe_directories(real)
+        head = os.pread(fd, 16384, 0)
+        if b"makeself" not in head.lower() or b"NVIDIA" not in head:
+            raise BadInputError(f"{path}: not an NVIDIA driver installer (.run makeself archive)")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
-def _refuse_foreign(path: str, head: bytes) -> None:
-    if b"makeself" not in head.lower() or b"NVIDIA" not in head:
-        raise BadInputError(f"{path}: not an NVIDIA driver installer (.run makeself archive)")
+def check_installer(path: str) -> None:
+    """A .run we would execute as root passes every check (for a dry run, which executes nothing)."""
+    os.close(_open_checked(path))
 
 
 def take_installer(path: str, private_dir: str) -> str:
     """Check the .run and copy it, through the one descriptor that was checked, into `private_dir`
     (root's alone): what runs minutes later, after the consumers are stopped, is what was checked,
     whatever happens to the original meanwhile. Returns the copy's path."""
-    check_installer(path)
+    source = _open_checked(path)
     try:
-        source = os.open(os.path.realpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise BadInputError(f"{path}: {exc.strerror}") from None
-    try:
-        _refuse_unsafe(path, os.fstat(source))  # the file as opened, not a name looked up again
         os.makedirs(private_dir, mode=0o700, exist_ok=True)
         os.chmod(private_dir, 0o700)
         copy = os.path.join(private_dir, os.path.basename(path))
         target = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o500)
         try:
-            head = b""
             while chunk := os.read(source, 1 << 20):
-                if not head:
-                    head = chunk[:16384]
                 os.write(target, chunk)
         finally:
             os.close(target)
-        _refuse_foreign(path, head)
         return copy
     finally:
         os.close(source)

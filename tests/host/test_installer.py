@@ -58,3 +58,10 @@ def test_what_runs_is_the_copy_that_was_checked_not_the_file_as_it_is_later(tmp_
     run.write_bytes(b"#!/bin/sh\nrm -rf /\n")  # replaced after the check
     assert open(copy, "rb").read().startswith(HEADER)
     assert (os.stat(private).st_mode & 0o777, os.stat(copy).st_mode & 0o777) == (0o700, 0o500)
+
+
+def test_a_fifo_planted_at_the_path_is_refused_without_hanging(tmp_path):
+    fifo = tmp_path / "NVIDIA-Linux-x86_64-580.119.02.run"
+    os.mkfifo(fifo, 0o644)
+    with pytest.raises(BadInputError, match="not a regular file"):
+        check_installer(str(fifo))
