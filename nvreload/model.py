@@ -162,6 +162,7 @@ class GpuProcess:
     container_id: str | None
     systemd_unit: str | None
     source: str  # "procfs" | "nvml" | "procfs+nvml"
+    process_group: int | None = None  # what ties a late child to the holder it came from
 
 
 @dataclass

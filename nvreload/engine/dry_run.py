@@ -4,7 +4,7 @@ The engine runs exactly as it would; the recorded actions are the plan."""
 from __future__ import annotations
 
 from nvreload.engine.plan import Action, FinalState, ReloadView
-from nvreload.model import Check
+from nvreload.model import Check, GpuProcess
 
 
 class RecordingTarget:
@@ -31,6 +31,9 @@ class RecordingTarget:
 
     def final_state(self) -> FinalState:
         return self.inner.final_state()
+
+    def gpu_holders(self) -> tuple[GpuProcess, ...]:
+        return ()  # nothing was stopped for real: the holders seen are the ones the plan ends
 
     def stop_container(self, container_id: str, timeout: int | None) -> None:
         self._rec("stop_container", container_id, timeout=timeout)

@@ -15,12 +15,14 @@ from nvreload.engine.plan import OPTIONAL_MODULES, Action, Plan
 from nvreload.engine.planner import restart_actions
 from nvreload.engine.target import ReloadTarget
 from nvreload.errors import HostError, Interrupted, StepFailed
-from nvreload.model import Check
+from nvreload.model import Check, GpuProcess
 
 MODULE_STEPS = ("unload_modules", "install_driver", "load_modules", "verify")
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # what a consumer stop leaves in the undo log, and the action that puts it back
 STOP_KINDS = ("stop_container", "quit_mps", "stop_service")
+# rescans for children that inherited a killed holder's descriptors (each forks at most one more)
+LATE_HOLDER_ROUNDS = 5
 
 
 class Reporter:
@@ -155,6 +157,45 @@ class Engine:
                 # not signal, or one that survived SIGKILL, will keep the module busy.
                 if outcome.startswith(("survived", "refused: never")) or "kernel thread" in outcome:
                     raise StepFailed("stop_consumers", f"pid {action.detail['pid']} ({action.detail.get('comm')}): {outcome}")
+        self._end_late_holders(actions)
+
+    def _end_late_holders(self, actions: tuple[Action, ...]) -> None:
+        """The plan was made from one scan; what holds a GPU device after the stops is a late holder.
+
+        A child a holder forked just before its signal inherited the descriptors (a shell loop's
+        `sleep`, a dataloader worker): it is in the process group of a process this run ended, or
+        in a unit or container this run stopped, and is ended the same way. Anything else started
+        using the GPU after the plan was shown: it is not signalled, and the step fails before any
+        module is touched, so the rollback restores everything."""
+        groups = {a.detail["process_group"] for a in actions
+                  if a.kind == "kill_process" and (a.detail.get("process_group") or 0) > 1}
+        units = {a.target for a in actions if a.kind == "stop_service"}
+        containers = [a.detail.get("id", a.target) for a in actions if a.kind == "stop_container"]
+
+        def ours(holder: GpuProcess) -> bool:
+            if holder.process_group in groups or (holder.systemd_unit and holder.systemd_unit in units):
+                return True
+            cid = holder.container_id
+            return bool(cid) and any(cid.startswith(c) or c.startswith(cid) for c in containers)
+
+        for _round in range(LATE_HOLDER_ROUNDS):
+            late = self.target.gpu_holders()
+            if not late:
+                return
+            strangers = [h for h in late if not ours(h)]
+            if strangers:
+                raise StepFailed("stop_consumers", "started holding the GPU after the plan was made, not signalled: " + ", ".join(
+                    f"pid {h.pid} ({h.comm})" for h in strangers))
+            for holder in late:
+                action = Action("kill_process", str(holder.pid), {"pid": holder.pid, "start_time": holder.start_time,
+                                                                  "comm": holder.comm, "late": True})
+                outcome = self.target.terminate_process(holder.pid, holder.start_time)
+                self.journal.add_killed({"pid": holder.pid, "comm": holder.comm, "outcome": outcome, "late": True})
+                self.reporter.action(action, outcome)
+        left = self.target.gpu_holders()
+        if left:
+            raise StepFailed("stop_consumers", f"still holding the GPU after {LATE_HOLDER_ROUNDS} rounds of ending late holders: "
+                             + ", ".join(f"pid {h.pid} ({h.comm})" for h in left))
 
     def _unload(self, actions: tuple[Action, ...]) -> None:
         self._unload_started = time.monotonic()

@@ -21,12 +21,12 @@ from nvreload.host.cuda import cuda_context_check
 from nvreload.host.installer import run_installer
 from nvreload.host.kmod import ModuleLoader, modprobe_options
 from nvreload.host.machine import Machine
-from nvreload.host.processes import ProcessReaper, find_daemons, own_unit, start_daemon, stop_daemon
+from nvreload.host.processes import ProcessReaper, find_daemons, own_unit, scan_gpu_holders, start_daemon, stop_daemon
 from nvreload.host.systemd import Systemd
-from nvreload.model import Check
+from nvreload.model import Check, GpuProcess
 from nvreload.read.devices import DeviceMatcher, node_gpu_matcher
 from nvreload.read.kernel_modules import mofed_ready, read_loaded_modules
-from nvreload.read.node import configured_modules, read_node
+from nvreload.read.node import configured_modules, no_open_handles, read_node
 from nvreload.read.on_disk import available_modules
 
 
@@ -88,6 +88,14 @@ class LiveTarget:
             services_active=tuple(s.name for s in services if s.active == "active"),
             containers_running=tuple(c.name for c in containers if c.running),
         )
+
+    def gpu_holders(self) -> tuple[GpuProcess, ...]:
+        """Who holds a GPU device now, by the matcher of observe(): /proc only (NVML would start
+        a process of its own, and no new context can be made while the stack is stopping)."""
+        if not self.machine.live or no_open_handles(read_loaded_modules(self.fs)):
+            return ()  # every reference on the modules is another module's: no descriptor is open
+        matcher = self._matcher if self._matcher is not None else node_gpu_matcher(self.fs)
+        return scan_gpu_holders(matcher)
 
     # consumers --------------------------------------------------------------------------------
     def _engine(self):  # type: ignore[no-untyped-def]

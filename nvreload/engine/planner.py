@@ -92,7 +92,8 @@ def build_plan(
             stop.append(Action("stop_container", proc.container_id[:12], {"id": proc.container_id, "reason": f"pid {proc.pid} holds the GPU"}))
             stopped_containers.add(proc.container_id)
             continue
-        stop.append(Action("kill_process", str(proc.pid), {"pid": proc.pid, "start_time": proc.start_time, "comm": proc.comm}))
+        stop.append(Action("kill_process", str(proc.pid), {"pid": proc.pid, "start_time": proc.start_time, "comm": proc.comm,
+                                                           "process_group": proc.process_group}))
     if view.logind_holds_drm:
         stop.append(Action("restart_service", LOGIND_UNIT, {"reason": "holds /dev/dri of nvidia_drm"}))
     steps = [Step("stop_consumers", tuple(stop))]

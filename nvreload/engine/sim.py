@@ -156,7 +156,7 @@ class SimulatedNode:
                     continue
                 processes.append(GpuProcess(p["pid"], p.get("start_time", 1000 + p["pid"]), p.get("comm", "proc"),
                                             p.get("cmdline", p.get("comm", "")), tuple(f"195:0 /dev/{d}" for d in p["holds"]),
-                                            container, unit, "procfs"))
+                                            container, unit, "procfs", p.get("pgrp", p["pid"])))
             services = tuple(ServiceState(sv["name"], "active") for sv in self.s["services"] if sv.get("active"))
             containers = tuple(
                 ContainerState(c["id"], c["name"], True, tuple(c.get("markers", ["NVIDIA_VISIBLE_DEVICES"])),
@@ -191,6 +191,15 @@ class SimulatedNode:
 
     def configured_parameters(self) -> dict[str, dict[str, str]]:
         return {k: dict(v) for k, v in self.s.get("modprobe_d", {}).items()}
+
+    def gpu_holders(self) -> tuple[GpuProcess, ...]:
+        with self._lock:
+            return tuple(
+                GpuProcess(p["pid"], p.get("start_time", 1000 + p["pid"]), p.get("comm", "proc"), p.get("cmdline", ""),
+                           tuple(f"195:0 /dev/{d}" for d in p["holds"]), p.get("container"), p.get("unit"), "procfs",
+                           p.get("pgrp", p["pid"]))
+                for p in self.s["processes"]
+                if p.get("alive", True) and set(p.get("holds", [])) & set(self.s["loaded"]))
 
     def loaded_modules(self) -> frozenset[str]:
         with self._lock:
@@ -297,6 +306,10 @@ class SimulatedNode:
                         return f"refused: pid {pid} now belongs to another process"
                     self._latency("kill_grace" if p.get("ignores_sigterm") else "terminate")
                     p["alive"] = False
+                    child = p.pop("spawns_on_kill", None)
+                    if child:  # a child forked just before the signal: it inherited the descriptors
+                        self.s["processes"].append({"holds": list(p.get("holds", [])), "pgrp": p.get("pgrp", pid),
+                                                    "comm": "child", **child})
                     self._save()
                     return "killed: ignored SIGTERM; SIGKILL" if p.get("ignores_sigterm") else "terminated: exited after SIGTERM"
         return "gone: exited before SIGTERM"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from nvreload.engine.plan import FinalState, ReloadView
-from nvreload.model import Check
+from nvreload.model import Check, GpuProcess
 
 
 class ReloadTarget(Protocol):
@@ -17,6 +17,7 @@ class ReloadTarget(Protocol):
     def loaded_modules(self) -> frozenset[str]: ...  # narrow: the reload set's modules loaded now
     def loaded_driver_version(self) -> str | None: ...  # narrow: the nvidia module's version now
     def final_state(self) -> FinalState: ...  # narrow: what is up once the run is over
+    def gpu_holders(self) -> tuple[GpuProcess, ...]: ...  # narrow: who holds a GPU device now (procfs)
     def stop_container(self, container_id: str, timeout: int | None) -> None: ...
     def start_container(self, container_id: str, restart_policy: str | None = None) -> None: ...
     def restart_container_engine(self) -> None: ...

@@ -187,6 +187,7 @@ def describe(pid: int, devices: tuple[str, ...], source: str, proc: str = "/proc
         container_id=container,
         systemd_unit=unit,
         source=source,
+        process_group=ident.process_group,
     )
 
 

@@ -113,6 +113,7 @@ class ProcessIdentity:
     comm: str
     is_kernel_thread: bool
     state: str = "?"  # R, S, D, Z...: a zombie has released everything it held
+    process_group: int | None = None  # a holder's children share it and inherit its descriptors
 
     @property
     def is_zombie(self) -> bool:
@@ -127,13 +128,14 @@ def parse_proc_stat(pid: int, raw: str) -> ProcessIdentity | None:
         return None
     comm = raw[raw.find("(") + 1 : close]
     fields = raw[close + 2 :].split()
-    # fields[0] is field 3 (state); flags is field 9, starttime is field 22
+    # fields[0] is field 3 (state); pgrp is field 5, flags field 9, starttime field 22
     try:
+        group = int(fields[2])
         flags = int(fields[6])
         start = int(fields[19])
     except (IndexError, ValueError):
         return None
-    return ProcessIdentity(pid, start, comm, bool(flags & PF_KTHREAD), fields[0])
+    return ProcessIdentity(pid, start, comm, bool(flags & PF_KTHREAD), fields[0], group)
 
 
 def classify_cgroup(cgroup_text: str) -> tuple[str | None, str | None]:

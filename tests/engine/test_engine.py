@@ -369,3 +369,42 @@ def test_a_dry_run_of_a_refused_reload_shows_the_plan_then_the_refusal_and_its_e
     document = json.loads(proc.stdout)
     assert any(p["action"] == "unload_module" for p in document["plan"])
     assert "module_loading_disabled" in document["refused"] and "module_loading_disabled" in proc.stderr
+
+
+def _with_holder_child(child: dict) -> list[dict]:
+    """The default processes, the plain holder (pid 4242) forking `child` just before its signal."""
+    from nvreload.engine.sim import default_scenario
+
+    processes = default_scenario()["processes"]
+    next(p for p in processes if p["pid"] == 4242)["spawns_on_kill"] = child
+    return processes
+
+
+def test_a_child_that_inherited_a_killed_holders_descriptors_is_ended_before_the_unload(tmp_path):
+    # the VM's stubborn shell loop: its `sleep` still held /dev/nvidia-uvm when rmmod ran
+    scenario = write_scenario(tmp_path, processes=_with_holder_child({"pid": 4250, "start_time": 99900, "comm": "sleep"}))
+    proc, state = reload(tmp_path, scenario=scenario)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    late = [k for k in report["killed"] if k.get("late")]
+    assert [(k["pid"], k["comm"]) for k in late] == [(4250, "sleep")]
+    assert late[0]["outcome"].startswith("terminated")
+    node = node_state(state)
+    assert not next(p for p in node["processes"] if p["pid"] == 4250)["alive"]
+    assert_consistent(node, reloaded=True)
+
+
+def test_a_process_that_began_holding_the_gpu_after_the_plan_is_not_signalled_and_nothing_is_unloaded(tmp_path):
+    # a child in a process group of its own (setsid) is no part of what the operator confirmed
+    scenario = write_scenario(tmp_path, processes=_with_holder_child({"pid": 4250, "start_time": 99900, "comm": "job", "pgrp": 4250}))
+    proc, state = reload(tmp_path, scenario=scenario)
+    assert proc.returncode == ExitCode.ROLLED_BACK, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert "after the plan was made, not signalled: pid 4250 (job)" in report["error"]
+    assert [s["name"] for s in report["steps"]] == ["stop_consumers"]
+    node = node_state(state)
+    assert next(p for p in node["processes"] if p["pid"] == 4250).get("alive", True)
+    assert_consistent(node)
+    journal = json.loads((state / "journal.json").read_text())
+    assert journal["state"] == "rolled_back"
+    assert not [r for r in journal["undo"] if r["kind"] == "unload_module"]

@@ -63,6 +63,21 @@ def test_holders_of_the_device_are_found_and_others_are_not(procs):
     assert os.getpid() not in found
 
 
+def test_a_holder_is_described_with_its_process_group_which_its_children_share(procs):
+    # the engine ends a late child that inherited a killed holder's descriptors by this group
+    group_leader = subprocess.Popen([sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                    text=True, start_new_session=True)
+    try:
+        assert group_leader.stdout.readline().strip() == "ready"
+        plain = procs(HOLDER)
+        found = {p.pid: p for p in scan_gpu_holders(ZERO)}
+        assert found[group_leader.pid].process_group == group_leader.pid
+        assert found[plain.pid].process_group == os.getpgrp()
+    finally:
+        group_leader.kill()
+        group_leader.wait()
+
+
 def test_a_holder_that_honours_sigterm_is_terminated_within_the_grace(procs):
     holder = procs(HOLDER)
     start = read_identity(holder.pid).start_time

@@ -38,9 +38,10 @@ loaded_version() { cat /sys/module/nvidia/version 2>/dev/null || echo none; }
 # A plain process holding the GPU (not in a unit nvreload knows): $! is its pid.
 start_holder() { setsid sleep infinity < /dev/nvidia0 > /dev/null 2>&1 & }
 
-# A holder that ignores SIGTERM: only SIGKILL ends it.
+# A holder that survives SIGTERM (only SIGKILL ends it) and answers it by forking a child that
+# inherits its descriptor, as a launcher respawning a worker does: the child is born after the plan.
 start_stubborn_holder() {
-    setsid bash -c 'trap "" TERM; exec 3</dev/nvidia-uvm; while true; do sleep 1; done' > /dev/null 2>&1 &
+    setsid bash -c 'trap "sleep 300 &" TERM; exec 3</dev/nvidia-uvm; while true; do sleep 1; done' > /dev/null 2>&1 &
 }
 
 # nvidia-persistenced as a real systemd unit that keeps /dev/nvidiactl open, as the real one does.
