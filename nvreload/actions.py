@@ -11,12 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nvreload.engine.engine import Engine, Reporter
-from nvreload.engine.journal import Journal, JournalContext, NullJournal
+from nvreload.engine.journal import Journal, JournalContext, NullJournal, move_aside
 from nvreload.engine.lock import NodeLock, NullLock
 from nvreload.engine.outcome import RunReport
 from nvreload.engine.plan import Action
 from nvreload.engine.planner import build_plan
-from nvreload.errors import BadInputError, ExitCode, RefusedError, UsageError
+from nvreload.errors import BadInputError, ExitCode, JournalError, RefusedError, UsageError
 from nvreload.host.installer import check_archive, check_installer, take_installer
 from nvreload.state_files import StatePaths
 
@@ -129,7 +129,7 @@ def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm:
     with NullLock() if dry_run else NodeLock(paths.lock):
         if action in ("start", "rollback"):
             return _resume(action, target, paths, reporter, dry_run, request.peermem_wait)
-        previous = None if dry_run else Journal.load_if_any(paths.journal)
+        previous = None if dry_run else _previous_run(paths.journal)
         if previous is not None and previous.unfinished:
             raise RefusedError(
                 f"an unfinished run ({previous.action}, state {previous.state}) is in {previous.path}: "
@@ -162,6 +162,20 @@ def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm:
             return ActionResult(ExitCode.REFUSED if refusal else ExitCode.OK, report, list(recorder.recorded),
                                 dry_run=True, refusal=refusal)
         return ActionResult(report.exit_code, report)
+
+
+def _previous_run(path: str) -> Journal | None:
+    """The journal a new run would replace. One that cannot be read may record consumers an
+    earlier run stopped: it is moved aside (never overwritten), and this run stops there."""
+    try:
+        return Journal.load_if_any(path)
+    except JournalError as exc:
+        try:
+            aside = move_aside(path)
+        except OSError as move:
+            raise JournalError(f"{exc.message}; it could not be moved aside ({move.strerror}): remove it by hand") from None
+        raise JournalError(f"{exc.message}; moved to {aside}: check whether it names consumers still stopped, "
+                           "then run again") from None
 
 
 def _resume(action: str, target: ReloadTarget, paths: StatePaths, reporter: Reporter, dry_run: bool,

@@ -1,6 +1,13 @@
-"""The run journal: what a run set out to do, each step's boundaries, and a typed undo log, in one
-JSON file replaced atomically (temp file, rename) after every change, so whatever instant the
-process dies the file is a complete journal of a consistent moment.
+"""The run journal: what a run set out to do, each step's boundaries, and a typed undo log.
+
+Two files, so that the cost of a run stays linear in what it does:
+- `journal.json`, the document, replaced atomically (temp file, fsync, rename, fsync of the
+  directory) at every step boundary and at the end: whatever instant the process dies, it is a
+  complete journal of a consistent moment;
+- `journal.json.records`, an append-only log of what happened since that document was written
+  (one JSON line per undo record, mark, killed process), folded into the document at the next
+  boundary and emptied. Loading replays it; a last line torn by a crash is ignored.
+Rewriting the whole document per action made a reload of 2,000 containers write gigabytes.
 
 The undo log follows record-intent-then-done: an UndoRecord is written as `intended` before its
 action runs and marked `done` after, so a crash between the action and its record still leaves
@@ -8,10 +15,9 @@ the record; rollback treats `intended` like `done` (starting a running unit or c
 a loaded module, binding a bound console are no-ops). When rollback (or the forward restart) has
 put a thing back, its record is `undone`.
 
-Step boundaries are made durable (fsync of the file and the directory) so they survive power
-loss. The per-action records between them are not fsynced: a power loss reboots the node, which
-reloads the driver and starts enabled units by itself, and an fsync per action would add tens of
-milliseconds to every reload."""
+Step boundaries are durable (fsync) so they survive power loss. The appended records between them
+are not fsynced: a power loss reboots the node, which reloads the driver and starts enabled units
+by itself, and an fsync per action would add milliseconds to every container of a reload."""
 
 from __future__ import annotations
 
@@ -31,6 +37,9 @@ UNFINISHED = ("running", "rolling_back", "failed", "stopped")
 FINISHED = ("reloaded", "rolled_back", "started")
 UNDO_KINDS = ("stop_container", "stop_service", "quit_mps", "unbind_console", "unload_module")
 RECORD_STATES = ("intended", "done", "undone")
+# A journal is kilobytes; a run of thousands of containers, a few megabytes. Anything far larger
+# was not written by nvreload and is not read into memory.
+MAX_JOURNAL_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -63,14 +72,23 @@ class JournalContext:
     module_version: str | None = None  # the nvidia module loaded before the run
 
 
+RECORDS_SUFFIX = ".records"
+
+
 class Journal:
-    """One run's journal. Every mutation is saved before the method returns."""
+    """One run's journal. Every mutation is written down before the method returns."""
 
     def __init__(self, path: str, data: dict) -> None:
         self.path = path
         self._data = data
         self._lock = threading.Lock()  # container stops record from worker threads
         self.undo = [UndoRecord(**r) for r in data.get("undo", [])]
+        self._events = int(data.get("events", 0))  # appended records already folded into the document
+        self._log_fd: int | None = None
+
+    @property
+    def records_path(self) -> str:
+        return self.path + RECORDS_SUFFIX
 
     # creation and loading -------------------------------------------------------------------
     @classmethod
@@ -89,29 +107,92 @@ class Journal:
             "undo": [],
             "killed": [],
             "result": None,
+            "events": 0,
         })
         journal.save()
         return journal
 
     @classmethod
     def load(cls, path: str) -> "Journal":
+        """The journal at `path` with its appended records replayed, validated whole before anything
+        acts on it: JournalError (bad input) when any part of it is not a journal of this version."""
         try:
-            with open(path) as handle:
-                data = json.load(handle)
+            with open(path, "rb") as handle:
+                raw = handle.read(MAX_JOURNAL_BYTES + 1)
+            if len(raw) > MAX_JOURNAL_BYTES:
+                raise ValueError(f"larger than {MAX_JOURNAL_BYTES // 2**20} MiB")
+            data = json.loads(raw)
         except FileNotFoundError:
             raise JournalError(f"no journal at {path}: nothing was interrupted") from None
-        except (OSError, ValueError) as exc:
-            raise JournalError(f"{path} is not a readable journal ({exc}); inspect it, then remove it") from None
+        except (OSError, ValueError, RecursionError) as exc:
+            raise JournalError(f"{path} is not a readable journal ({exc})") from None
         problem = _shape_problem(data)
         if problem:
             raise JournalError(f"{path} is not an nvreload journal of schema version {JOURNAL_SCHEMA_VERSION} ({problem})")
-        return cls(path, data)
+        journal = cls(path, data)
+        journal._replay()
+        return journal
 
     @classmethod
     def load_if_any(cls, path: str) -> "Journal | None":
-        if not os.path.exists(path):
+        if not os.path.lexists(path):
             return None
         return cls.load(path)
+
+    def _replay(self) -> None:
+        try:
+            with open(self.records_path, "rb") as handle:
+                raw = handle.read(MAX_JOURNAL_BYTES + 1)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise JournalError(f"{self.records_path}: {exc.strerror}") from None
+        if len(raw) > MAX_JOURNAL_BYTES:
+            raise JournalError(f"{self.records_path} is larger than {MAX_JOURNAL_BYTES // 2**20} MiB: not a journal's")
+        lines = raw.split(b"\n")
+        complete, torn = lines[:-1], lines[-1]  # after the last newline: empty, or a write cut short
+        del torn  # a crash in the middle of an append: that record's action never ran past it
+        for number, line in enumerate(complete, 1):
+            try:
+                event = json.loads(line)
+            except (ValueError, RecursionError):
+                raise JournalError(f"{self.records_path}, line {number}: not a journal record") from None
+            problem = self._apply(event)
+            if problem:
+                raise JournalError(f"{self.records_path}, line {number}: {problem}")
+
+    def _apply(self, event: object) -> str | None:
+        """Fold one appended record into the document; what is wrong with it, or None."""
+        if not isinstance(event, dict) or not isinstance(event.get("n"), int) or isinstance(event.get("n"), bool):
+            return "a record without its number"
+        if event["n"] <= self._events:
+            return None  # folded into the document already (a crash between its rewrite and the truncation)
+        if event["n"] != self._events + 1:
+            return f"record {event['n']} follows record {self._events}: records are missing"
+        kind = event.get("event")
+        if kind == "intend":
+            record = event.get("record")
+            if _record_problem(record) or record["seq"] != len(self.undo) + 1:
+                return f"an undo record of the wrong shape: {record!r}"
+            self.undo.append(UndoRecord(**record))
+        elif kind == "mark":
+            seq, state = event.get("seq"), event.get("state")
+            if not isinstance(seq, int) or not 1 <= seq <= len(self.undo) or state not in RECORD_STATES:
+                return f"a mark of the wrong shape: {event!r}"
+            self.undo[seq - 1].state = state
+        elif kind == "killed":
+            if not isinstance(event.get("entry"), dict):
+                return f"a killed process of the wrong shape: {event!r}"
+            self._data["killed"].append(event["entry"])
+        elif kind == "modules":
+            modules = event.get("modules")
+            if not isinstance(modules, list) or any(_module_problem(m) for m in modules):
+                return f"a module list of the wrong shape: {event!r}"
+            self._data["modules"] = modules
+        else:
+            return f"an unknown record {kind!r}"
+        self._events = event["n"]
+        return None
 
     # what it says ---------------------------------------------------------------------------
     @property
@@ -158,10 +239,31 @@ class Journal:
         return next((r for r in reversed(self.undo) if r.kind == kind and r.target == target), None)
 
     # changes --------------------------------------------------------------------------------
-    def save(self, durable: bool = True) -> None:
+    def save(self) -> None:
+        """Write the whole document (durably) with every record folded in, then empty the log."""
         self._data["updated"] = time.time()
         self._data["undo"] = [r.as_dict() for r in self.undo]
-        atomic_write_json(self.path, self._data, durable=durable)
+        self._data["events"] = self._events
+        atomic_write_json(self.path, self._data)
+        # After the document: a crash in between leaves records the document already holds, which
+        # the replay skips by their numbers.
+        if self._log_fd is not None:
+            os.ftruncate(self._log_fd, 0)
+        elif os.path.lexists(self.records_path):
+            os.unlink(self.records_path)
+
+    def _append(self, kind: str, **fields: object) -> None:
+        """One record at the end of the log, in one write() (O_APPEND: never interleaved)."""
+        if self._log_fd is None:
+            self._log_fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self._events += 1
+        line = json.dumps({"n": self._events, "event": kind, **fields}, sort_keys=True) + "\n"
+        os.write(self._log_fd, line.encode())
+
+    def close(self) -> None:
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
 
     def step_started(self, name: str) -> None:
         with self._lock:
@@ -179,7 +281,7 @@ class Journal:
     def set_modules(self, modules: list[tuple[str, dict[str, str]]]) -> None:
         with self._lock:
             self._data["modules"] = [{"name": name, "parameters": dict(params)} for name, params in modules]
-            self.save(durable=False)
+            self._append("modules", modules=self._data["modules"])
 
     def intend(self, kind: str, target: str, detail: dict | None = None) -> UndoRecord:
         """Write down, before doing it, a change that rollback must put back."""
@@ -188,7 +290,7 @@ class Journal:
         with self._lock:
             record = UndoRecord(len(self.undo) + 1, kind, target, dict(detail or {}))
             self.undo.append(record)
-            self.save(durable=False)
+            self._append("intend", record=record.as_dict())
             return record
 
     def mark(self, record: UndoRecord, state: str) -> None:
@@ -196,13 +298,13 @@ class Journal:
             raise ValueError(f"not a record state: {state}")
         with self._lock:
             record.state = state
-            self.save(durable=False)
+            self._append("mark", seq=record.seq, state=state)
 
     def add_killed(self, entry: dict) -> None:
         """A process ended by signal: cannot be undone, reported."""
         with self._lock:
             self._data["killed"].append(dict(entry))
-            self.save(durable=False)
+            self._append("killed", entry=dict(entry))
 
     def begin_rollback(self) -> None:
         with self._lock:
@@ -215,6 +317,22 @@ class Journal:
             self._data["result"] = result
             self._data["finished"] = time.time()
             self.save()
+            self.close()
+
+
+def move_aside(path: str) -> str:
+    """Keep a journal that cannot be acted on out of a new run's way, never overwritten: renamed
+    with the time (and its record log with it). Returns where it went."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = f"{path}.unusable-{stamp}"
+    suffix = 0
+    while os.path.lexists(aside):
+        suffix += 1
+        aside = f"{path}.unusable-{stamp}.{suffix}"
+    os.rename(path, aside)
+    if os.path.lexists(path + RECORDS_SUFFIX):
+        os.rename(path + RECORDS_SUFFIX, aside + RECORDS_SUFFIX)
+    return aside
 
 
 def _shape_problem(data: object) -> str | None:
@@ -228,17 +346,36 @@ def _shape_problem(data: object) -> str | None:
     for key, kind in (("steps", list), ("modules", list), ("undo", list), ("killed", list), ("plan", list)):
         if not isinstance(data.get(key), kind):
             return f"'{key}' missing or not a list"
-    for record in data["undo"]:
-        if not isinstance(record, dict) or set(record) != {"seq", "kind", "target", "detail", "state"} \
-                or record["kind"] not in UNDO_KINDS or record["state"] not in RECORD_STATES:
+    if not isinstance(data.get("events", 0), int) or isinstance(data.get("events"), bool):
+        return "'events' is not a number"
+    if not isinstance(data.get("action"), str) or not isinstance(data.get("run_id"), str):
+        return "'action' or 'run_id' missing"
+    if data.get("context") is not None and not isinstance(data["context"], dict):
+        return "'context' is not an object"
+    for number, record in enumerate(data["undo"], 1):
+        if _record_problem(record) or record["seq"] != number:
             return f"an undo record of the wrong shape: {record!r}"
     for step in data["steps"]:
         if not isinstance(step, dict) or not isinstance(step.get("name"), str) or not isinstance(step.get("status"), str):
             return f"a step of the wrong shape: {step!r}"
     for module in data["modules"]:
-        if not isinstance(module, dict) or not isinstance(module.get("name"), str):
+        if _module_problem(module):
             return f"a module of the wrong shape: {module!r}"
+    if not all(isinstance(k, dict) for k in data["killed"]):
+        return "a killed process that is not an object"
     return None
+
+
+def _record_problem(record: object) -> bool:
+    return not (isinstance(record, dict) and set(record) == {"seq", "kind", "target", "detail", "state"}
+                and isinstance(record["seq"], int) and record["kind"] in UNDO_KINDS and isinstance(record["target"], str)
+                and isinstance(record["detail"], dict) and record["state"] in RECORD_STATES)
+
+
+def _module_problem(module: object) -> bool:
+    return not (isinstance(module, dict) and isinstance(module.get("name"), str)
+                and isinstance(module.get("parameters", {}), dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in module.get("parameters", {}).items()))
 
 
 class NullJournal(Journal):
@@ -247,5 +384,8 @@ class NullJournal(Journal):
     def __init__(self) -> None:
         super().__init__("", {"steps": [], "modules": [], "undo": [], "killed": [], "state": "running", "plan": []})
 
-    def save(self, durable: bool = True) -> None:
+    def save(self) -> None:
+        pass
+
+    def _append(self, kind: str, **fields: object) -> None:
         pass

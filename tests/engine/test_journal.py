@@ -3,6 +3,7 @@ so a crash between the two still leaves what rollback needs; a journal of the wr
 before anything acts on it."""
 
 import json
+import os
 
 import pytest
 
@@ -26,7 +27,7 @@ def test_a_stop_is_recorded_as_intended_before_the_container_is_touched(tmp_path
 
     class Watching(SimulatedNode):
         def stop_container(self, container_id, timeout):
-            on_disk = json.loads(journal_path.read_text())["undo"]
+            on_disk = [r.as_dict() for r in Journal.load(str(journal_path)).undo]  # the document and its records
             seen.append([(r["kind"], r["target"], r["state"]) for r in on_disk if r["target"] == container_id])
             super().stop_container(container_id, timeout)
 
@@ -55,9 +56,9 @@ def test_a_crash_between_a_container_stop_and_its_record_still_brings_the_contai
         Engine(node, journal, workers=1).reload(build_plan(node.observe()))
     stopped = [c["name"] for c in node_state(state)["containers"] if not c["running"]]
     assert stopped  # the crash left a container down
-    on_disk = json.loads(journal_path.read_text())
-    assert on_disk["state"] == "running"
-    assert any(r["kind"] == "stop_container" and r["state"] == "intended" for r in on_disk["undo"])
+    on_disk = Journal.load(str(journal_path))
+    assert on_disk.state == "running"
+    assert any(r.kind == "stop_container" and r.state == "intended" for r in on_disk.undo)
 
     report = Engine(SimulatedNode(scenario, str(state)), Journal.load(str(journal_path))).resume()
     assert report.result == "rolled_back"
@@ -86,6 +87,26 @@ def test_a_journal_of_the_wrong_shape_is_refused_before_anything_acts_on_it(tmp_
         Journal.load(str(state / "journal.json"))
 
 
+@pytest.mark.parametrize("content", ['{"schema_version": 2, "state": "mystery"}', "{truncated", '{"schema_version": 2}'])
+def test_a_reload_over_a_journal_it_cannot_read_moves_it_aside_and_stops_there(tmp_path, content):
+    # an unknown or missing state is not "finished": the record of what an earlier run stopped is kept
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "journal.json").write_text(content)
+    proc = run_cli("--reload", "--simulate", "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
+    assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "moved to " in proc.stderr
+    aside = proc.stderr.split("moved to ")[1].split(":")[0]
+    assert os.path.dirname(aside) == str(state) and os.path.basename(aside).startswith("journal.json.unusable-")
+    assert open(aside).read() == content
+    assert not (state / "journal.json").exists()
+    if (state / "sim-node.json").exists():
+        assert_consistent(node_state(state))  # nothing was stopped
+    again = run_cli("--reload", "--simulate", "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
+    assert again.returncode == 0, again.stderr
+    assert open(aside).read() == content  # the new run's journal went beside it, not over it
+
+
 def test_intent_and_mark_reject_what_is_not_an_undo_kind_or_a_record_state(tmp_path):
     journal = Journal.start(str(tmp_path / "journal.json"), "reload", [], JournalContext("simulated"))
     with pytest.raises(ValueError, match="not an undo kind"):
@@ -93,3 +114,64 @@ def test_intent_and_mark_reject_what_is_not_an_undo_kind_or_a_record_state(tmp_p
     record = journal.intend("stop_service", "nvidia-persistenced.service")
     with pytest.raises(ValueError, match="not a record state"):
         journal.mark(record, "half-done")
+
+
+def _journal(tmp_path) -> Journal:
+    return Journal.start(str(tmp_path / "journal.json"), "reload", [], JournalContext("simulated"))
+
+
+def test_the_records_of_a_run_are_appended_while_the_document_is_left_alone(tmp_path):
+    # the document rewritten per record made 2,000 containers write gigabytes: each record costs one line
+    journal = _journal(tmp_path)
+    document = os.stat(journal.path)
+    for number in range(500):
+        journal.mark(journal.intend("stop_container", f"c{number}"), "done")
+    journal.add_killed({"pid": 7, "comm": "python3", "outcome": "terminated"})
+    after = os.stat(journal.path)
+    assert (after.st_ino, after.st_size) == (document.st_ino, document.st_size)
+    assert len(open(journal.records_path, "rb").read().splitlines()) == 1001
+    loaded = Journal.load(journal.path)
+    assert [(r.target, r.state) for r in loaded.undo[:2]] == [("c0", "done"), ("c1", "done")] and len(loaded.undo) == 500
+    assert loaded.killed == [{"pid": 7, "comm": "python3", "outcome": "terminated"}]
+
+
+def test_a_step_boundary_folds_the_records_into_the_document_and_empties_the_log(tmp_path):
+    journal = _journal(tmp_path)
+    journal.intend("stop_service", "nvidia-persistenced.service")
+    journal.step_finished("stop_consumers", "done")
+    assert os.path.getsize(journal.records_path) == 0
+    assert [r["target"] for r in json.loads(open(journal.path).read())["undo"]] == ["nvidia-persistenced.service"]
+
+
+def test_a_record_torn_by_a_crash_is_dropped_and_the_ones_before_it_are_kept(tmp_path):
+    journal = _journal(tmp_path)
+    journal.intend("stop_container", "train")
+    journal.intend("stop_container", "infer")
+    with open(journal.records_path, "ab") as log:
+        log.write(b'{"event": "mark", "n": 3, "se')  # the process died inside this write
+    assert [(r.target, r.state) for r in Journal.load(journal.path).undo] == [("train", "intended"), ("infer", "intended")]
+
+
+def test_records_the_document_already_holds_are_not_replayed_twice(tmp_path):
+    # a crash after the document was rewritten at a boundary, before the log was emptied
+    journal = _journal(tmp_path)
+    journal.intend("stop_container", "train")
+    left_over = open(journal.records_path, "rb").read()
+    journal.step_finished("stop_consumers", "done")
+    with open(journal.records_path, "wb") as log:
+        log.write(left_over)
+    assert [r.target for r in Journal.load(journal.path).undo] == ["train"]
+
+
+@pytest.mark.parametrize("line,problem", [
+    (b"not json\n", "line 1: not a journal record"),
+    (b'{"n": 1, "event": "format_disk"}\n', "an unknown record 'format_disk'"),
+    (b'{"n": 5, "event": "killed", "entry": {}}\n', "record 5 follows record 0: records are missing"),
+    (b'{"n": 1, "event": "mark", "seq": 9, "state": "done"}\n', "a mark of the wrong shape"),
+])
+def test_a_damaged_record_log_is_refused_as_bad_input_naming_the_line(tmp_path, line, problem):
+    journal = _journal(tmp_path)
+    with open(journal.records_path, "wb") as log:
+        log.write(line)
+    with pytest.raises(JournalError, match=problem):
+        Journal.load(journal.path)
