@@ -18,10 +18,11 @@ from nvreload.engine.plan import Action
 from nvreload.engine.planner import build_plan
 from nvreload.errors import BadInputError, ExitCode, JournalError, RefusedError, UsageError
 from nvreload.host.installer import check_archive, check_installer, take_installer
-from nvreload.state_files import StatePaths
+from nvreload.state_files import StatePaths, check_writable_dirs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from nvreload.engine.sim import SimulatedNode
     from nvreload.engine.target import ReloadTarget
 
 
@@ -67,21 +68,38 @@ class ActionResult:
 def _target(request: ActionRequest, paths: StatePaths) -> tuple[ReloadTarget, StatePaths]:
     """The node to act on, and where its journal and lock live."""
     if request.simulate is not None:
-        from nvreload.engine.sim import SimulatedNode, load_scenario
-
-        if paths == StatePaths():  # no $NVRELOAD_STATE_DIR: a simulation never touches the real state
-            directory = tempfile.mkdtemp(prefix="nvreload-sim-")
-            paths = StatePaths(directory, directory)
-        scenario = load_scenario(request.simulate or None)
-        node_class = SimulatedNode
-        if scenario.get("consumers") == "live":
-            from nvreload.engine.sim_live import SimulatedModulesLiveConsumers as node_class  # noqa: N813
-        return node_class(scenario, paths.state_dir), paths
+        if paths == StatePaths():  # a simulation never touches the real state
+            paths = StatePaths.for_simulation()
+        if not request.dry_run:
+            check_writable_dirs(paths)
+        return simulated_node(request.simulate, paths, persist=not request.dry_run), paths
     from nvreload.engine.live_target import LiveTarget
     from nvreload.host.machine import Machine
     from nvreload.host.rootfs import open_root
 
     return LiveTarget(Machine(open_root(request.root), modinfo_cache_path=paths.modinfo_cache)), paths
+
+
+def simulated_node(scenario_file: str, paths: StatePaths, persist: bool) -> SimulatedNode:
+    """The simulated node in `paths`: as the last run left it, or made from the scenario (the
+    built-in one when `scenario_file` is ""). A scenario file names the node to act on: one made
+    from another scenario is replaced, unless a run on it is unfinished (its journal needs that
+    node to be put back)."""
+    from nvreload.engine.sim import SimulatedNode, load_scenario, scenario_digest
+
+    scenario = load_scenario(scenario_file or None)
+    node_class = SimulatedNode
+    if scenario.get("consumers") == "live":
+        from nvreload.engine.sim_live import SimulatedModulesLiveConsumers as node_class  # noqa: N813
+    node = node_class(scenario, paths.state_dir, persist=persist)
+    if scenario_file and node.made_from != scenario_digest(scenario):
+        previous = Journal.load_if_any(paths.journal)
+        if persist and previous is not None and previous.unfinished:
+            raise RefusedError(f"the simulated node in {paths.state_dir} was made from another scenario and has an "
+                               f"unfinished run ({previous.action}, state {previous.state}): finish it with "
+                               f"nvreload --rollback --simulate, or set NVRELOAD_STATE_DIR to another directory")
+        node = node_class(scenario, paths.state_dir, replace=True, persist=persist)
+    return node
 
 
 def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
@@ -126,6 +144,8 @@ def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm:
         from nvreload.engine.dry_run import RecordingTarget
 
         recorder = target = RecordingTarget(target)
+    if not dry_run:
+        check_writable_dirs(paths)
     with NullLock() if dry_run else NodeLock(paths.lock):
         if action in ("start", "rollback"):
             return _resume(action, target, paths, reporter, dry_run, request.peermem_wait)

@@ -25,10 +25,19 @@ class Result:
 
 
 class App:
-    def __init__(self, root: str | None = None, paths: StatePaths | None = None) -> None:
+    def __init__(self, root: str | None = None, paths: StatePaths | None = None, simulate: str | None = None) -> None:
         self.root_arg = root
+        self.simulate = simulate  # None: a real node (live or --root); "" or a file: the simulated node
         self.paths = paths or StatePaths.from_environment()
         self._machine: Machine | None = None
+
+    def _simulated_state(self):  # type: ignore[no-untyped-def]
+        """The read model of the simulated node a --simulate run acts on (read, never written)."""
+        from nvreload.actions import simulated_node
+        from nvreload.engine.sim_status import simulated_node_state
+
+        paths = self.paths if self.paths != StatePaths() else StatePaths.for_simulation()
+        return simulated_node_state(simulated_node(self.simulate or "", paths, persist=False))
 
     @property
     def machine(self) -> Machine:
@@ -38,8 +47,11 @@ class App:
         """prefetch_nvml: on a live node with the nvidia module present, start the NVML probe (a
         child process) before importing the read model, so the two run side by side."""
         if self._machine is None:
+            from nvreload.host.nvml import configured_timeout
             from nvreload.host.rootfs import open_root
             from nvreload.host.commands import CommandRunner
+
+            configured_timeout()  # a bad NVRELOAD_NVML_TIMEOUT is refused whether or not NVML gets probed
 
             fs = open_root(self.root_arg)
             runner = CommandRunner()
@@ -54,24 +66,32 @@ class App:
         return self._machine
 
     def status(self) -> Result:
+        from nvreload.status import status_document, status_exit_code
+
+        if self.simulate is not None:
+            document = status_document(self._simulated_state())
+            return Result(document, status_exit_code(document))
         machine = self._open_machine(prefetch_nvml=True)
         from nvreload.read.node import read_node
-        from nvreload.status import status_document, status_exit_code
 
         document = status_document(read_node(machine))
         return Result(document, status_exit_code(document))
 
     def verify(self) -> Result:
-        machine = self._open_machine(prefetch_nvml=True)
-        from nvreload.read.node import read_node
         from nvreload.diagnosis.health import run_checks, verify_exit_code
-        from nvreload.host.cuda import cuda_context_check
 
-        if not machine.live:
-            raise UsageError("--verify checks the live driver (NVML, a CUDA context); it cannot run on --root")
-        node = read_node(machine, with_consumers=False)
-        cuda = cuda_context_check(machine.runner) if node.nvml.status == "ok" else None
-        checks = run_checks(node, cuda)
+        if self.simulate is not None:
+            checks = run_checks(self._simulated_state(), None)  # a simulated node has no CUDA to try
+        else:
+            machine = self._open_machine(prefetch_nvml=True)
+            from nvreload.read.node import read_node
+            from nvreload.host.cuda import cuda_context_check
+
+            if not machine.live:
+                raise UsageError("--verify checks the live driver (NVML, a CUDA context); it cannot run on --root")
+            node = read_node(machine, with_consumers=False)
+            cuda = cuda_context_check(machine.runner) if node.nvml.status == "ok" else None
+            checks = run_checks(node, cuda)
         document = {
             "schema_version": 1,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail, "severity": c.severity} for c in checks],
@@ -88,5 +108,7 @@ class App:
     def act(self, request: ActionRequest, reporter: Reporter, confirm: Callable[[str], bool] | None) -> ActionResult:
         """--reload, --stop, --start, --rollback: the engine on the live, simulated or recorded node."""
         from nvreload.actions import run_action
+        from nvreload.host.nvml import configured_timeout
 
+        configured_timeout()
         return run_action(request, self.paths, reporter, confirm)

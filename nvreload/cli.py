@@ -34,6 +34,8 @@ def _check_combinations(action: str, opts: dict) -> None:
         raise UsageError("--root and --simulate conflict: one node at a time")
     if opts["root"] and action not in READ_ONLY and not (action == "reload" and opts["dry_run"]):
         raise UsageError(f"--root reads a snapshot: --{action} cannot act on it (only --status, --collect, --reload --dry-run)")
+    if opts["simulate"] is not None and action == "collect":
+        raise UsageError("--collect archives a real node (this one, or --root): there is nothing to collect from --simulate")
     if opts["dry_run"] and action not in ("reload", "stop", "start", "rollback"):
         raise UsageError(f"--dry-run goes with --reload, --stop, --start or --rollback, not --{action}")
 
@@ -67,7 +69,7 @@ def command(**opts: object) -> int:
     _check_combinations(action, opts)
     if action in ("status", "verify", "collect"):
         return run_read_only(action, opts["root"], bool(opts["as_json"]), bool(opts["verbose"]),  # type: ignore[arg-type]
-                             collect_to=opts["collect"])  # type: ignore[arg-type]
+                             collect_to=opts["collect"], simulate=opts["simulate"])  # type: ignore[arg-type]
     return _act(action, opts)
 
 

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from nvreload.errors import ExitCode, NvreloadError
 
 
-def run_read_only(action: str, root: str | None, as_json: bool, verbose: bool, collect_to: str | None = None) -> int:
+def run_read_only(action: str, root: str | None, as_json: bool, verbose: bool, collect_to: str | None = None,
+                  simulate: str | None = None) -> int:
     """--status, --verify, --collect: call the application, render its document, return the exit code."""
     from nvreload.app import App
 
-    app = App(root=root)
+    app = App(root=root, simulate=simulate)
     if action == "collect":
         result = app.collect(str(collect_to))
     else:

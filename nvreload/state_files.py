@@ -40,6 +40,17 @@ class StatePaths:
         override = environ.get(STATE_DIR_VARIABLE)
         return cls(override, override) if override else cls()
 
+    @classmethod
+    def for_simulation(cls, environ: Mapping[str, str] = os.environ) -> "StatePaths":
+        """Where --simulate keeps its node, journal and lock: $NVRELOAD_STATE_DIR, else one fixed
+        directory per user (so --stop and a later --start find each other), never the real state."""
+        override = environ.get(STATE_DIR_VARIABLE)
+        if override:
+            return cls(override, override)
+        base = environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+        directory = os.path.join(base, "nvreload", "simulated")
+        return cls(directory, directory)
+
     @property
     def journal(self) -> str:
         return os.path.join(self.state_dir, "journal.json")
@@ -53,6 +64,25 @@ class StatePaths:
         return os.path.join(self.runtime_dir, "modinfo-cache.json")
 
 
+def check_writable_dirs(paths: StatePaths) -> None:
+    """Before a run acts: its state and runtime directories exist (created 0755 if not), are
+    directories, and take a file. BadInputError naming the directory otherwise, instead of a
+    failure halfway through a run."""
+    from nvreload.errors import BadInputError
+
+    for directory in dict.fromkeys((paths.state_dir, paths.runtime_dir)):
+        if os.path.lexists(directory) and not os.path.isdir(directory):
+            raise BadInputError(f"state directory {directory} is not a directory")
+        try:
+            os.makedirs(directory, mode=0o755, exist_ok=True)
+            probe = os.path.join(directory, f".nvreload-write-test-{os.getpid()}")
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise BadInputError(f"state directory {directory} cannot be written: {exc.strerror}") from None
+
+
 def atomic_write_json(path: str, data: dict, durable: bool = True) -> None:
     """Replace `path` atomically: readers see the old file or the new one, never half of one.
     `durable` adds the fsyncs that make it survive power loss, not just the death of the process
@@ -63,7 +93,13 @@ def atomic_write_json(path: str, data: dict, durable: bool = True) -> None:
     # No indent: with an indent json falls back to its pure-Python encoder, several ms per write.
     payload = json.dumps(data, sort_keys=True)
     try:
-        with open(tmp, "w") as handle:
+        # O_EXCL|O_NOFOLLOW: a name planted in the directory is never followed or reused
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except FileExistsError:  # left by a process of the same pid that died mid-write
+            os.unlink(tmp)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with open(fd, "w") as handle:
             handle.write(payload)
             handle.flush()
             if durable:

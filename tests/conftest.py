@@ -9,6 +9,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 H100_FIXTURE = FIXTURES / "h100-580-no-unload"
 
 
+@pytest.fixture(autouse=True)
+def _simulations_stay_in_the_test(tmp_path_factory, monkeypatch):
+    """--simulate without NVRELOAD_STATE_DIR keeps its node under $XDG_STATE_HOME: a test's, never
+    the home directory of whoever runs the suite."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("xdg-state")))
+
+
 @pytest.fixture
 def h100_root() -> Path:
     return H100_FIXTURE

@@ -6,7 +6,7 @@ Two files, so that the cost of a run stays linear in what it does:
   complete journal of a consistent moment;
 - `journal.json.records`, an append-only log of what happened since that document was written
   (one JSON line per undo record, mark, killed process), folded into the document at the next
-  boundary and emptied. Loading replays it; a last line torn by a crash is ignored.
+  boundary and removed. Loading replays it; a last line torn by a crash is ignored.
 Rewriting the whole document per action made a reload of 2,000 containers write gigabytes.
 
 The undo log follows record-intent-then-done: an UndoRecord is written as `intended` before its
@@ -247,9 +247,8 @@ class Journal:
         atomic_write_json(self.path, self._data)
         # After the document: a crash in between leaves records the document already holds, which
         # the replay skips by their numbers.
-        if self._log_fd is not None:
-            os.ftruncate(self._log_fd, 0)
-        elif os.path.lexists(self.records_path):
+        self.close()
+        if os.path.lexists(self.records_path):
             os.unlink(self.records_path)
 
     def _append(self, kind: str, **fields: object) -> None:
@@ -317,7 +316,6 @@ class Journal:
             self._data["result"] = result
             self._data["finished"] = time.time()
             self.save()
-            self.close()
 
 
 def move_aside(path: str) -> str:

@@ -16,6 +16,7 @@ step boundary. Latencies (seconds) make benchmarks realistic.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -40,7 +41,6 @@ DEPENDS = {
     "gdrdrv": ("nvidia",),
     "nvidia_vgpu_vfio": ("nvidia",),
 }
-SCENARIO_KEYS = ("kernel", "driver", "gpus", "modules", "processes", "services", "containers", "faults")
 NODE_FILE = "sim-node.json"
 
 
@@ -48,41 +48,93 @@ def default_scenario() -> dict:
     return json.loads(resources.files("nvreload").joinpath("scenarios/default.json").read_text())
 
 
+# A scenario describes a node in kilobytes; a far larger file is not one, and is not read into memory.
+MAX_SCENARIO_BYTES = 16 * 2**20
+
+
 def load_scenario(path: str | None) -> dict:
+    """The scenario at `path` (the built-in one when None), checked whole against
+    nvreload/schema/scenario.schema.json: ScenarioError naming the file and the key otherwise."""
     if not path:
         return default_scenario()
     try:
-        with open(path) as handle:
-            data = json.load(handle)
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_SCENARIO_BYTES + 1)
+        if len(raw) > MAX_SCENARIO_BYTES:
+            raise ValueError(f"larger than {MAX_SCENARIO_BYTES // 2**20} MiB")
+        data = json.loads(raw)
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file") from None
-    except (OSError, ValueError) as exc:
+    except IsADirectoryError:
+        raise ScenarioError(f"{path}: a directory, not a scenario file") from None
+    except (OSError, ValueError, RecursionError) as exc:
         raise ScenarioError(f"{path}: not a JSON scenario ({exc})") from None
-    if not isinstance(data, dict) or not {"driver", "modules"} <= set(data):
-        raise ScenarioError(f"{path}: a scenario needs at least 'driver' and 'modules' (keys: {', '.join(SCENARIO_KEYS)})")
-    unknown = set(data) - set(SCENARIO_KEYS) - {"latency", "modprobe_d", "mofed_ready", "description", "consoles", "consumers",
-                                                "on_disk_modules", "modules_load_d"}
-    if unknown:
-        raise ScenarioError(f"{path}: unknown scenario keys: {', '.join(sorted(unknown))}")
+    problem = scenario_problem(data)
+    if problem:
+        raise ScenarioError(f"{path}: {problem}")
+    return data
+
+
+def scenario_problem(data: object) -> str | None:
+    """The first thing that makes `data` not a scenario, as 'key: why', or None."""
+    import jsonschema
+
+    schema = json.loads(resources.files("nvreload").joinpath("schema/scenario.schema.json").read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(data))
+    if error is None:
+        return None
+    where = error.json_path.replace("$.", "", 1) if error.json_path != "$" else "the scenario"
+    message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
+    return f"{where}: {message}"
+
+
+def scenario_digest(scenario: dict) -> str:
+    """What tells one scenario from another: a node made from another one is replaced."""
+    return hashlib.sha256(json.dumps(scenario, sort_keys=True).encode()).hexdigest()
+
+
+def _read_node_file(path: str) -> dict | None:
+    """The simulated node's state as a run left it; None when there is none yet."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_SCENARIO_BYTES + 1)
+        data = json.loads(raw) if len(raw) <= MAX_SCENARIO_BYTES else None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ScenarioError(f"{path}: not a simulated node's state ({exc}); remove it or use another NVRELOAD_STATE_DIR") from None
+    required = ("loaded", "processes", "services", "containers", "gpus", "faults", "kernel", "consoles_bound")
+    if not isinstance(data, dict) or not all(key in data for key in required):
+        raise ScenarioError(f"{path}: not a simulated node's state; remove it or use another NVRELOAD_STATE_DIR")
     return data
 
 
 class SimulatedNode:
     name = "simulated"
 
-    def __init__(self, scenario: dict, state_dir: str) -> None:
+    def __init__(self, scenario: dict, state_dir: str, replace: bool = False, persist: bool = True) -> None:
+        """The node as the last run left it in `state_dir`, or a new one from `scenario` (also when
+        `replace`: the caller has checked that no unfinished run needs the old one). Without
+        `persist` (a dry run) nothing is ever written."""
         self.path = os.path.join(state_dir, NODE_FILE)
+        self.persist = persist
         self._lock = threading.RLock()
-        if os.path.exists(self.path):
-            with open(self.path) as handle:
-                self.s = json.load(handle)
+        existing = None if replace else _read_node_file(self.path)
+        if existing is not None:
+            self.s = existing
         else:
             self.s = self._initial(scenario)
             self._save()
 
+    @property
+    def made_from(self) -> str | None:
+        """The digest of the scenario this node was made from."""
+        return self.s.get("scenario_digest")
+
     @staticmethod
     def _initial(scenario: dict) -> dict:
         s = json.loads(json.dumps(scenario))
+        s["scenario_digest"] = scenario_digest(scenario)
         s.setdefault("kernel", {"release": "6.1.0-26-amd64", "module_unload_supported": True, "modules_disabled": False})
         s.setdefault("gpus", [])
         s.setdefault("processes", [])
@@ -104,6 +156,8 @@ class SimulatedNode:
         return s
 
     def _save(self) -> None:
+        if not self.persist:
+            return
         with self._lock:
             # Simulated state needs to survive the death of the process (a test's SIGKILL), not
             # power loss: no fsync, so the simulation does not inflate the engine's timings.

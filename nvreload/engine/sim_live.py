@@ -17,8 +17,8 @@ from nvreload.host.rootfs import DirRoot
 class SimulatedModulesLiveConsumers(SimulatedNode):
     name = "simulated-modules"
 
-    def __init__(self, scenario: dict, state_dir: str) -> None:
-        super().__init__(scenario, state_dir)
+    def __init__(self, scenario: dict, state_dir: str, replace: bool = False, persist: bool = True) -> None:
+        super().__init__(scenario, state_dir, replace, persist)
         self.local = Machine(DirRoot("/"))
         self.live = LiveTarget(self.local)
 

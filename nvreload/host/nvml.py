@@ -26,11 +26,25 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT_S = 30.0
 
 
-def _timeout() -> float:
-    try:
-        return float(os.environ.get("NVRELOAD_NVML_TIMEOUT", DEFAULT_TIMEOUT_S))
-    except ValueError:
+# An override past an hour is a typo, not a slow GPU: nvreload would hang the caller that long.
+MAX_TIMEOUT_S = 3600.0
+
+
+def configured_timeout() -> float:
+    """NVRELOAD_NVML_TIMEOUT, or the default. A value that is not a number of seconds in
+    (0, MAX_TIMEOUT_S] is refused: nan would never time out, inf and -1 would hang or never wait."""
+    raw = os.environ.get("NVRELOAD_NVML_TIMEOUT")
+    if raw is None or raw.strip() == "":
         return DEFAULT_TIMEOUT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= MAX_TIMEOUT_S:  # false for nan too
+        from nvreload.errors import BadInputError
+
+        raise BadInputError(f"NVRELOAD_NVML_TIMEOUT={raw!r}: not a number of seconds in (0, {MAX_TIMEOUT_S:g}]")
+    return seconds
 
 
 def _child_env() -> dict[str, str]:
@@ -58,7 +72,7 @@ class NvmlProbe:
     def start(cls, runner: CommandRunner | None = None, timeout: float | None = None) -> "NvmlProbe":
         runner = runner or CommandRunner()
         command = runner.start(_CHILD, env=_child_env())
-        return cls(command, _timeout() if timeout is None else timeout)
+        return cls(command, configured_timeout() if timeout is None else timeout)
 
     @property
     def running(self) -> bool:
