@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nvreload.engine.engine import Engine, Reporter
-from nvreload.engine.journal import Journal, JournalContext, NullJournal, move_aside
+from nvreload.engine.journal import DetachedJournal, Journal, JournalContext, NullJournal, move_aside
 from nvreload.engine.lock import NodeLock, NullLock
 from nvreload.engine.outcome import RunReport
 from nvreload.engine.plan import Action
@@ -22,6 +22,7 @@ from nvreload.state_files import StatePaths, check_writable_dirs
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from nvreload.engine.dry_run import RecordingTarget
     from nvreload.engine.sim import SimulatedNode
     from nvreload.engine.target import ReloadTarget
 
@@ -148,7 +149,7 @@ def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm:
         check_writable_dirs(paths)
     with NullLock() if dry_run else NodeLock(paths.lock):
         if action in ("start", "rollback"):
-            return _resume(action, target, paths, reporter, dry_run, request.peermem_wait)
+            return _resume(action, target, paths, reporter, recorder, request.peermem_wait)
         previous = None if dry_run else _previous_run(paths.journal)
         if previous is not None and previous.unfinished:
             raise RefusedError(
@@ -198,14 +199,18 @@ def _previous_run(path: str) -> Journal | None:
                            "then run again") from None
 
 
-def _resume(action: str, target: ReloadTarget, paths: StatePaths, reporter: Reporter, dry_run: bool,
-            peermem_wait: float) -> ActionResult:
-    journal = Journal.load(paths.journal) if dry_run else Journal.load_if_any(paths.journal)
-    if dry_run:
-        raise UsageError(f"--{action} --dry-run: the journal of run {journal.run_id} would be resumed")
+def _resume(action: str, target: ReloadTarget, paths: StatePaths, reporter: Reporter,
+            recorder: RecordingTarget | None, peermem_wait: float) -> ActionResult:
+    """--start, --rollback: finish the journal's run; with a recorder (a dry run), say how."""
+    journal = Journal.load_if_any(paths.journal)
     if journal is None:
         raise BadInputError(f"no journal in {os.path.dirname(paths.journal)}: nothing to {action}")
     if not journal.unfinished:
         return ActionResult(ExitCode.OK, nothing_to_do=journal.state)
+    if recorder is not None:
+        # the real resume, on the recording target and a journal that is never written: its
+        # recorded actions are what the real run would do
+        report = Engine(target, DetachedJournal.load(paths.journal), reporter, peermem_wait=peermem_wait).resume()
+        return ActionResult(ExitCode.OK, report, list(recorder.recorded), dry_run=True)
     report = Engine(target, journal, reporter, peermem_wait=peermem_wait).resume()
     return ActionResult(report.exit_code, report)

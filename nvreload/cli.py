@@ -88,17 +88,20 @@ def _act(action: str, opts: dict) -> int:
     else:
         from nvreload.render.run import ConsoleReporter
 
-        reporter = ConsoleReporter(bool(opts["verbose"]))
+        reporter = ConsoleReporter(bool(opts["verbose"]), dry_run=bool(opts["dry_run"]))
     confirm = (lambda question: click.confirm(question, err=True)) if sys.stdin.isatty() else None
     result = App(root=opts["root"]).act(request, reporter, confirm)
-    if as_json:
-        from nvreload.render.json_out import emit_json
+    from nvreload.render.output import reader_may_leave
 
-        emit_json(result.document())
-    else:
-        from nvreload.render.run import render_action_result
+    with reader_may_leave():
+        if as_json:
+            from nvreload.render.json_out import emit_json
 
-        render_action_result(result, action)
+            emit_json(result.document())
+        else:
+            from nvreload.render.run import render_action_result
+
+            render_action_result(result, action)
     if result.refusal:
         from nvreload.frontend import say
 

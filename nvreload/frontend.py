@@ -19,25 +19,30 @@ def run_read_only(action: str, root: str | None, as_json: bool, verbose: bool, c
         result = app.collect(str(collect_to))
     else:
         result = app.status() if action == "status" else app.verify()
-    if as_json:
-        from nvreload.render.json_out import emit_json
+    from nvreload.render.output import reader_may_leave
 
-        emit_json(result.document)
-        return result.exit_code
-    from nvreload.render import human
+    with reader_may_leave():  # the exit code is the node's, whoever still reads
+        if as_json:
+            from nvreload.render.json_out import emit_json
 
-    if action == "status":
-        human.render_status(result.document, verbose=verbose)
-    elif action == "verify":
-        human.render_verify(result.document)
-    else:
-        human.console().print(f"snapshot written to {human.text(collect_to)} ({result.document['manifest']['files']} entries)")
+            emit_json(result.document)
+            return result.exit_code
+        from nvreload.render import human
+
+        if action == "status":
+            human.render_status(result.document, verbose=verbose)
+        elif action == "verify":
+            human.render_verify(result.document)
+        else:
+            human.console().print(f"snapshot written to {human.text(collect_to)} ({result.document['manifest']['files']} entries)")
     return result.exit_code
 
 
 def say(message: str) -> None:
-    sys.stderr.write(f"nvreload: {message}\n")
-    sys.stderr.flush()
+    from nvreload.render.output import reader_may_leave
+
+    with reader_may_leave():
+        sys.stderr.write(f"nvreload: {message}\n")
 
 
 def guarded(call: Callable[[], int], verbose: bool) -> int:

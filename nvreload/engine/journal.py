@@ -376,6 +376,17 @@ def _module_problem(module: object) -> bool:
                 and all(isinstance(k, str) and isinstance(v, str) for k, v in module.get("parameters", {}).items()))
 
 
+class DetachedJournal(Journal):
+    """A loaded journal whose changes stay in memory: a dry run of --rollback or --start walks it
+    exactly as the real run would, and the file is left as it was."""
+
+    def save(self) -> None:
+        pass
+
+    def _append(self, kind: str, **fields: object) -> None:
+        pass
+
+
 class NullJournal(Journal):
     """For --dry-run: the same interface, nothing written anywhere."""
 

@@ -8,14 +8,24 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-_SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+from nvreload.render.output import detach_gone_streams
+
+_SEVERITY_STYLE = {"unknown": "bold magenta", "critical": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich's own raises SystemExit(1) (and points stdout, not stderr, at /dev/null): the exit
+        # code must stay the node's, and a reload must not die halfway because stderr went away
+        self.quiet = True
+        detach_gone_streams()
 
 
 def console() -> Console:
     # Piped to a log or a ticket, lines should not be cut at 80 columns.
     width = None if sys.stderr.isatty() else 160
     # emoji=False: a PCI address like 0000:ab:00.0 must not print as an emoji code (:ab:)
-    return Console(stderr=True, highlight=False, emoji=False, width=width)
+    return _Console(stderr=True, highlight=False, emoji=False, width=width)
 
 
 def text(value: object) -> str:
@@ -78,6 +88,11 @@ def render_status(doc: dict, verbose: bool = False) -> None:
     out.print(f"recommended action: [bold]{doc['recommended_action']}[/]; reload {feasible}")
     for path in doc.get("unreadable", []):
         out.print(f"[yellow]could not read {text(path)} (run as root for the full picture)[/]")
+    not_read = [f"{' or '.join(i['paths'])}: {i['state']}" for i in doc.get("inputs", {}).values()
+                if i["state"] not in ("read", "not_in_kernel")]
+    if not_read:
+        # no finding was drawn from these: say so, so that silence about them is not read as health
+        out.print(f"[yellow]not read, so nothing concluded from: {text('; '.join(not_read))}[/]")
 
 
 def render_verify(doc: dict) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from nvreload.engine.engine import Reporter
 from nvreload.render.human import console, text
+from nvreload.render.output import reader_may_leave
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,12 +19,28 @@ class ConsoleReporter(Reporter):
 
     QUIET_OUTCOMES = ("done", "terminated", "killed", "gone")
 
-    def __init__(self, verbose: bool = False) -> None:
+    def __init__(self, verbose: bool = False, dry_run: bool = False) -> None:
         self.out = console()
         self.verbose = verbose
+        self.dry_run = dry_run  # nothing runs: a step is "planned", never "done" in 0.0 s
         self._progress = None
 
     def step(self, name: str, status: str, seconds: float | None = None, detail: str = "") -> None:
+        # progress that cannot be printed (the terminal went away) must not fail the run it reports
+        with reader_may_leave():
+            self._step(name, status, seconds, detail)
+
+    def action(self, action: Action, status: str, detail: str = "") -> None:
+        with reader_may_leave():
+            self._action(action, status, detail)
+
+    def _step(self, name: str, status: str, seconds: float | None, detail: str) -> None:
+        if self.dry_run:
+            if status == "done":
+                self.out.print(f"{name:18} planned")
+            elif status != "running":
+                self.out.print(f"{name:18} {text(status)}{' ' + text(detail) if detail else ''}")
+            return
         if status == "running":
             if not self.out.is_terminal:
                 return  # a log or a pipe gets the finished lines only
@@ -40,7 +57,7 @@ class ConsoleReporter(Reporter):
         mark = {"done": "[green]done[/]", "failed": "[red]FAILED[/]", "interrupted": "[yellow]interrupted[/]"}.get(status, status)
         self.out.print(f"{name:18} {mark} ({seconds or 0:.1f} s){' ' + text(detail) if detail else ''}")
 
-    def action(self, action: Action, status: str, detail: str = "") -> None:
+    def _action(self, action: Action, status: str, detail: str) -> None:
         if self.verbose or not status.startswith(self.QUIET_OUTCOMES):
             self.out.print(f"  {action.kind} {text(action.target)}: {text(status)}{' ' + text(detail) if detail else ''}")
 
@@ -52,6 +69,8 @@ def render_action_result(result: ActionResult, action: str) -> None:
         return
     if result.dry_run:
         out.print("[bold]plan (dry run: nothing was changed)[/]")
+        if not result.plan:
+            out.print("  nothing to do")
         for index, planned in enumerate(result.plan, 1):
             extra = f" {planned.detail['parameters']}" if planned.detail.get("parameters") else ""
             out.print(f"{index:3}. {planned.kind} {text(planned.target + extra)}")
