@@ -17,7 +17,7 @@ from nvreload.engine.outcome import RunReport
 from nvreload.engine.plan import Action
 from nvreload.engine.planner import build_plan
 from nvreload.errors import BadInputError, ExitCode, JournalError, RefusedError, UsageError
-from nvreload.host.installer import check_archive, check_installer, take_installer
+from nvreload.host.installer import check_archive, check_installer, installer_version, take_installer
 from nvreload.state_files import StatePaths, check_writable_dirs
 
 TYPE_CHECKING = False
@@ -163,6 +163,10 @@ def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm:
             refusal = refusal or "reload refused: " + ", ".join(blockers) + " (nvreload --status explains)"
             if not dry_run:
                 raise RefusedError(refusal)
+        if installer and view.fabric_manager_version and action == "reload":
+            refusal = refusal or _fabric_refusal(installer, view.fabric_manager_version)
+            if refusal and not dry_run:
+                raise RefusedError(refusal)
         plan = build_plan(view, target.configured_parameters(), driver=installer, stop_only=action == "stop",
                           restart_container_engine=request.restart_docker)
         if not dry_run and not request.yes:
@@ -183,6 +187,17 @@ def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm:
             return ActionResult(ExitCode.REFUSED if refusal else ExitCode.OK, report, list(recorder.recorded),
                                 dry_run=True, refusal=refusal)
         return ActionResult(report.exit_code, report)
+
+
+def _fabric_refusal(driver: str, fabric_manager_version: str) -> str | None:
+    """Why a --driver reload must not start on an NVSwitch node: the fabric manager starts only for
+    a driver of its exact version, and without it the new driver's GPUs have no NVLink fabric."""
+    version = installer_version(driver)
+    if version is None or version == fabric_manager_version:
+        return None
+    return (f"reload refused: {os.path.basename(driver)} installs driver {version}, but nvidia-fabricmanager is "
+            f"{fabric_manager_version} and starts only with its own version: install nvidia-fabricmanager {version} "
+            "first (the NVLink fabric would stay down)")
 
 
 def _previous_run(path: str) -> Journal | None:

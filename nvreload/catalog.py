@@ -13,8 +13,16 @@ GPU_SERVICES = (
     "dcgm.service",
     "nvsm.service",
     "nvidia-persistenced.service",
+    "nvidia-imex.service",
     "nvidia-fabricmanager.service",
+    "nvlsm.service",
 )
+
+# The NVLink fabric: on an NVSwitch node CUDA fails (error 802, "system not yet initialized") until
+# these are up again for the new driver instance, so they start right after the modules load and
+# before the verify step, not with the other consumers. The NVLink Subnet Manager (4th-generation
+# NVSwitch, HGX B200) comes before the fabric manager, IMEX (cross-node memory export) after it.
+FABRIC_SERVICES = ("nvlsm.service", "nvidia-fabricmanager.service", "nvidia-imex.service")
 
 # Executable names (argv[0] basename) of the daemons a reload must stop and bring back where PID 1
 # is not systemd.

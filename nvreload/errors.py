@@ -79,6 +79,7 @@ class StepFailed(NvreloadError):
     def __init__(self, step: str, message: str):
         super().__init__(f"{step}: {message}")
         self.step = step
+        self.detail = message  # without the step's name, which whoever reports the step adds
 
 
 class Interrupted(NvreloadError):

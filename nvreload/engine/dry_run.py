@@ -75,6 +75,9 @@ class RecordingTarget:
     def mofed_ready(self) -> bool:
         return True  # a plan does not wait
 
+    def fabric_ready(self) -> bool | None:
+        return None  # nothing was started: nothing to wait for
+
     def install_driver(self, path: str, module_type: str | None) -> None:
         self._rec("install_driver", path, module_type=module_type)
 

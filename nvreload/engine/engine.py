@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from nvreload.engine.journal import Journal, UndoRecord
 from nvreload.engine.outcome import Outcome, RunReport
 from nvreload.engine.plan import OPTIONAL_MODULES, Action, Plan
+from nvreload.catalog import FABRIC_SERVICES
 from nvreload.engine.planner import restart_actions
 from nvreload.engine.target import ReloadTarget
 from nvreload.errors import HostError, Interrupted, StepFailed
@@ -21,6 +22,8 @@ MODULE_STEPS = ("unload_modules", "install_driver", "load_modules", "verify")
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # what a consumer stop leaves in the undo log, and the action that puts it back
 STOP_KINDS = ("stop_container", "quit_mps", "stop_service")
+# The fabric manager trains every NVLink and programs the switches: about a minute on an 8-GPU HGX.
+FABRIC_WAIT_S = 180.0
 # rescans for children that inherited a killed holder's descriptors (each forks at most one more)
 LATE_HOLDER_ROUNDS = 5
 
@@ -45,7 +48,8 @@ def _undo_key(action: Action) -> tuple[str, str] | None:
 
 class Engine:
     def __init__(self, target: ReloadTarget, journal: Journal, reporter: Reporter | None = None,
-                 peermem_wait: float = 300.0, workers: int = 16) -> None:
+                 peermem_wait: float = 300.0, workers: int = 16, fabric_wait: float = FABRIC_WAIT_S) -> None:
+        self.fabric_wait = fabric_wait
         self.target = target
         self.journal = journal
         self.reporter = reporter or Reporter()
@@ -87,10 +91,12 @@ class Engine:
         try:
             body()
         except (StepFailed, HostError) as exc:
-            entry.update(status="failed", seconds=round(time.monotonic() - started, 3), error=exc.message)
-            self.journal.step_finished(name, "failed", exc.message)
-            self.reporter.step(name, "failed", time.monotonic() - started, exc.message)
-            raise StepFailed(name, exc.message) from None
+            # a StepFailed from the step's own body already names it: "verify: verify: ..." otherwise
+            detail = exc.detail if isinstance(exc, StepFailed) else exc.message
+            entry.update(status="failed", seconds=round(time.monotonic() - started, 3), error=detail)
+            self.journal.step_finished(name, "failed", detail)
+            self.reporter.step(name, "failed", time.monotonic() - started, detail)
+            raise StepFailed(name, detail) from None
         except Interrupted as exc:
             entry.update(status="interrupted", seconds=round(time.monotonic() - started, 3), error=exc.message)
             self.journal.step_finished(name, "interrupted", exc.message)
@@ -265,6 +271,27 @@ class Engine:
             raise StepFailed("verify", "; ".join(f"{c.name}: {c.detail}" for c in failed))
         self._gpu_back = time.monotonic()
 
+    def _verify_step(self, actions: tuple[Action, ...], report: RunReport) -> None:
+        self._bring_up_fabric([a for a in actions if a.kind == "start_service"], report)
+        self._verify(next(a for a in actions if a.kind == "verify"))
+
+    def _bring_up_fabric(self, starts: list[Action], report: RunReport) -> None:
+        """Start the NVLink fabric's services for the new driver instance and wait until the fabric
+        is up: on an NVSwitch node a CUDA context fails until then (error 802)."""
+        if not starts:
+            return
+        before = len(report.restart_failures)
+        self._restart(starts, report)
+        failed = report.restart_failures[before:]
+        if failed:
+            raise StepFailed("verify", "; ".join(f"{f['target']} did not start: {f['error']}" for f in failed))
+        deadline = time.monotonic() + self.fabric_wait
+        while self.target.fabric_ready() is False:
+            if time.monotonic() >= deadline:
+                raise StepFailed("verify", f"the NVLink fabric was not up {self.fabric_wait:g} s after "
+                                 + ", ".join(a.target for a in starts) + " started")
+            self.target.sleep(1.0)
+
     def _restart(self, actions: tuple[Action, ...] | list[Action], report: RunReport) -> None:
         for action in actions:
             key = _undo_key(action)
@@ -319,11 +346,12 @@ class Engine:
                 elif step.name == "load_modules":
                     self._run_step(step.name, lambda s=step: self._load(s.actions, report))
                 elif step.name == "verify":
-                    self._run_step(step.name, lambda s=step: self._verify(s.actions[0]))
+                    self._run_step(step.name, lambda s=step: self._verify_step(s.actions, report))
                 elif step.name == "restart_consumers":
                     def restart(s=step) -> None:
                         verify = plan.step("verify")
-                        self.target.restore_persistence(verify.actions[0].detail.get("persistence", {}) if verify else {})
+                        checked = next((a for a in verify.actions if a.kind == "verify"), None) if verify else None
+                        self.target.restore_persistence(checked.detail.get("persistence", {}) if checked else {})
                         self._restart(s.actions, report)
                         if report.restart_failures:
                             raise StepFailed("restart_consumers", "; ".join(f"{f['target']}: {f['error']}" for f in report.restart_failures))
@@ -363,7 +391,13 @@ class Engine:
             self._rebind_consoles(report)
         verify_failed = failed_step == "verify" and not interrupted
         if rolled_forward:
-            verify_failed = not self._verify_rolled_forward(report)
+            fabric = [a for a in restart_actions(self._stopped_as_actions()) if a.target in FABRIC_SERVICES]
+            try:
+                self._bring_up_fabric(fabric, report)
+                verify_failed = not self._verify_rolled_forward(report)
+            except StepFailed as exc:
+                report.restart_failures.append({"action": "verify", "target": "fabric", "error": exc.message})
+                verify_failed = True
         if failed_step != "restart_consumers" or interrupted:
             # After a failed restart we do not retry in the same breath: what did not come back is
             # reported, and `--start` (or `--rollback`) retries it from the journal.

@@ -155,6 +155,9 @@ class LiveTarget:
     def load_module(self, name: str, parameters: dict[str, str]) -> None:
         self.loader.load(name, parameters)
 
+    def fabric_ready(self) -> bool | None:
+        return nvidia_tools.fabric_ready(self.runner)
+
     def mofed_ready(self) -> bool:
         return mofed_ready(self.fs, read_loaded_modules(self.fs))
 

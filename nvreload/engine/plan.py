@@ -53,6 +53,7 @@ class ReloadView:
     configured_modules: frozenset[str] = frozenset()  # /etc/modules, modules-load.d
     driver_flavor: str | None = None  # "open" | "proprietary": the flavour a .run must install
     loaded_version: str | None = None  # the nvidia module's version before the run
+    fabric_manager_version: str | None = None  # nv-fabricmanager's: it starts only with its own driver version
 
 
 def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...] = (),
@@ -83,6 +84,7 @@ def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...]
         configured_modules=configured_modules,
         driver_flavor=node.resident.flavor or (node.on_disk.flavor if node.on_disk else None),
         loaded_version=node.resident.version if node.loaded("nvidia") else None,
+        fabric_manager_version=node.fabric_manager_version,
     )
 
 

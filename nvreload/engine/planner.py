@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nvreload.catalog import GPU_SERVICES, LOGIND_UNIT
+from nvreload.catalog import FABRIC_SERVICES, GPU_SERVICES, LOGIND_UNIT
 from nvreload.engine.plan import BOOT_MODULES, OPTIONAL_MODULES, Action, LoadedModule, Plan, ReloadView, Step
 from nvreload.errors import RefusedError
 
@@ -118,8 +118,11 @@ def build_plan(
         load += [Action("load_module", name, {"parameters": {}}) for name in boot_set(view) if name not in by_name]
     load += [Action("rebind_console", vtcon) for vtcon in view.consoles]
     steps.append(Step("load_modules", tuple(load)))
-    steps.append(Step("verify", (Action("verify", "driver", {"persistence": dict(view.persistence)}),)))
     restart = restart_actions(stop)
+    # the fabric comes up before verify: without it an NVSwitch node fails its CUDA check
+    fabric = [a for a in restart if a.kind == "start_service" and a.target in FABRIC_SERVICES]
+    restart = [a for a in restart if a not in fabric]
+    steps.append(Step("verify", tuple(fabric) + (Action("verify", "driver", {"persistence": dict(view.persistence)}),)))
     if restart_container_engine:
         # before any container starts: the toolkit re-reads the driver's libraries on daemon start
         first_container = next((i for i, a in enumerate(restart) if a.kind == "start_container"), len(restart))

@@ -24,6 +24,7 @@ import threading
 import time
 from importlib import resources
 
+from nvreload.catalog import FABRIC_SERVICES
 from nvreload.engine.plan import FinalState, LoadedModule, ReloadView
 from nvreload.errors import HostError, ScenarioError
 from nvreload.model import ContainerState, GpuProcess, ServiceState
@@ -42,6 +43,7 @@ DEPENDS = {
     "nvidia_vgpu_vfio": ("nvidia",),
 }
 NODE_FILE = "sim-node.json"
+FABRIC_MANAGER = "nvidia-fabricmanager.service"
 
 
 def default_scenario() -> dict:
@@ -149,6 +151,8 @@ class SimulatedNode:
         for fault in s["faults"]:
             fault.setdefault("times", 1)
         s["loaded"] = {m["name"]: m.get("parameters", {}) for m in s["modules"]}
+        s["fabric_up"] = bool(s.get("nvswitch")) and "nvidia" in s["loaded"] and any(
+            sv["name"] == FABRIC_MANAGER and sv.get("active") for sv in s["services"])
         s["loaded_version"] = s["driver"].get("loaded_version")
         s["installed_version"] = s["driver"].get("installed_version", s["loaded_version"])
         for gpu in s["gpus"]:
@@ -222,6 +226,8 @@ class SimulatedNode:
                 blockers.append("module_unload_unsupported")
             if self.s["kernel"].get("modules_disabled"):
                 blockers.append("module_loading_disabled")
+            if self.s.get("nvswitch") and self.s.get("fabric_manager_version") not in (None, self.s["installed_version"]):
+                blockers.append("fabric_manager_version_mismatch")  # the diagnosis's rule: it would not start
             display = tuple(p for p in processes if p.comm in ("Xorg", "gnome-shell", "Xwayland", "gdm", "sddm"))
             if display:
                 blockers.append("display_server_active")
@@ -241,6 +247,7 @@ class SimulatedNode:
                 persistence={g["pci_bus_id"]: bool(g.get("persistence")) for g in self.s["gpus"]},
                 blockers=tuple(blockers),
                 display_processes=display,
+                fabric_manager_version=self.s.get("fabric_manager_version") if self.s.get("nvswitch") else None,
             )
 
     def configured_parameters(self) -> dict[str, dict[str, str]]:
@@ -322,18 +329,39 @@ class SimulatedNode:
             for p in self.s["processes"]:
                 if p.get("unit") == name:
                     p["alive"] = False
+            if name == FABRIC_MANAGER:
+                self.s["fabric_up"] = False
             self._save()
 
     def start_service(self, name: str, command: list[str] | None = None) -> None:
-        self._fault("restart_consumers")
+        # the fabric's services start in the verify step (before the CUDA check), the rest after it
+        self._fault("verify" if name in FABRIC_SERVICES else "restart_consumers")
         sv = self._service(name)
         if sv.get("holds") and self.nvml_status() == "driver_not_loaded":
             raise HostError(f"Job for {name} failed because the control process exited with error code.")
+        if name == FABRIC_MANAGER and self.s.get("nvswitch") and self.s.get("fabric_manager_version") not in (None, self.s["loaded_version"]):
+            # the real nv-fabricmanager refuses a driver of any other version
+            raise HostError(f"Job for {name} failed because the control process exited with error code. "
+                            f"(fabric manager {self.s['fabric_manager_version']} does not match driver {self.s['loaded_version']})")
         self._latency("start_service")
         with self._lock:
             sv["active"] = True
             sv["starts"] = sv.get("starts", 0) + 1
+            if name == FABRIC_MANAGER and self.s.get("nvswitch"):
+                self.s["fabric_up"] = True
+                self.s["fabric_polls_left"] = int(self.s.get("fabric_training_polls", 0))
             self._save()
+
+    def fabric_ready(self) -> bool | None:
+        """An NVSwitch node's fabric: down from every nvidia load until the fabric manager starts for
+        it, then up after `fabric_training_polls` questions (the NVLinks training)."""
+        if not self.s.get("nvswitch"):
+            return None
+        with self._lock:
+            if self.s.get("fabric_up") and self.s.get("fabric_polls_left", 0) > 0:
+                self.s["fabric_polls_left"] -= 1
+                return False
+            return bool(self.s.get("fabric_up"))
 
     def restart_service(self, name: str) -> None:
         self.stop_service(name)
@@ -420,6 +448,7 @@ class SimulatedNode:
             self.s["loaded"][name] = dict(parameters) | {k: v for k, v in self.s.get("modprobe_d", {}).get(name, {}).items() if k not in parameters}
             if name == "nvidia":
                 self.s["loaded_version"] = self.s["installed_version"]
+                self.s["fabric_up"] = False  # a new driver instance: the fabric manager must set it up again
                 for gpu in self.s["gpus"]:
                     gpu["persistence_now"] = False  # a fresh driver instance starts with persistence off
             self._save()
@@ -446,6 +475,10 @@ class SimulatedNode:
                   f"kernel module {self.s['loaded_version']}, userspace {self.s['installed_version']}"),
             Check("gpus_enumerate", status == "ok", f"{len(self.s['gpus']) if status == 'ok' else 0} of {len(self.s['gpus'])} GPU(s)"),
         ]
+        if self.s.get("nvswitch"):
+            checks.append(Check("cuda_context", bool(self.s.get("fabric_up")),
+                                "CUDA context ok" if self.s.get("fabric_up") else
+                                "CUDA error 802: system not yet initialized (the NVLink fabric is not up)"))
         return checks
 
     def restore_persistence(self, expected: dict[str, bool]) -> None:

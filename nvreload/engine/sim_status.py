@@ -68,7 +68,7 @@ def simulated_node_state(node: SimulatedNode) -> NodeState:
         kernel_log=KernelLog(source=None, lines=0, last_driver_load=None, xids=(), load_errors=(), fallen_off_bus=()),
         mofed_ready=bool(s.get("mofed_ready", True)),
         peermem_wanted="nvidia_peermem" in s["loaded"] or "nvidia_peermem" in s.get("modules_load_d", []),
-        fabric_manager_version=None,
+        fabric_manager_version=s.get("fabric_manager_version") if s.get("nvswitch") else None,
         consumers=Consumers(processes=view.processes, services=view.services, containers=view.containers, scanned=True),
     )
 

@@ -58,6 +58,20 @@ def _open_checked(path: str) -> int:
     return fd
 
 
+def installer_version(path: str) -> str | None:
+    """The driver version an NVIDIA .run installs, from its makeself label ("NVIDIA Accelerated
+    Graphics Driver for Linux-x86_64 550.144.03"); None when the label does not say."""
+    import re
+
+    fd = _open_checked(path)
+    try:
+        head = os.pread(fd, 16384, 0).decode("latin-1")
+    finally:
+        os.close(fd)
+    match = re.search(r'label="[^"\n]*Linux-[A-Za-z0-9_]+ ([0-9]+(?:\.[0-9]+)+)"', head)
+    return match.group(1) if match else None
+
+
 def check_installer(path: str) -> None:
     """A .run we would execute as root passes every check (for a dry run, which executes nothing)."""
     os.close(_open_checked(path))

@@ -1,5 +1,6 @@
 """The one door to NVIDIA's own command-line tools that change the driver's state: nvidia-smi's
-persistence mode and the MPS control daemon."""
+persistence mode and the MPS control daemon; and nvidia-smi's view of the NVLink fabric while a
+reload waits for it."""
 
 from __future__ import annotations
 
@@ -20,3 +21,12 @@ def quit_mps(runner: CommandRunner) -> None:
 
 def start_mps(runner: CommandRunner) -> None:
     runner.check(["nvidia-cuda-mps-control", "-d"], timeout=30)
+
+
+def fabric_ready(runner: CommandRunner) -> bool | None:
+    """The NVLink fabric's state as nvidia-smi reports it (read/smi_xml.py); False while nvidia-smi
+    cannot answer (the driver instance is still coming up)."""
+    from nvreload.read.smi_xml import fabric_ready as parse
+
+    result = runner.run(["nvidia-smi", "-q", "-x"], timeout=60)
+    return parse(result.stdout) if result.ok else False

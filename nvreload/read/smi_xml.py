@@ -29,9 +29,9 @@ def parse_smi_xml(text: str | None) -> NvmlReport | None:
         return None
     devices = []
     for index, gpu in enumerate(tree.findall("gpu")):
-        pids = tuple(
-            int(p.findtext("pid")) for p in gpu.findall("processes/process_info") if (p.findtext("pid") or "").isdigit()
-        )
+        # isascii: str.isdigit() also accepts '²', which int() refuses
+        texts = (p.findtext("pid") or "" for p in gpu.findall("processes/process_info"))
+        pids = tuple(int(pid) for pid in texts if pid.isascii() and pid.isdigit())
         devices.append(
             NvmlDevice(
                 index=index,
@@ -49,3 +49,23 @@ def parse_smi_xml(text: str | None) -> NvmlReport | None:
         driver_version=tree.findtext("driver_version"),
         devices=tuple(devices),
     )
+
+
+def fabric_ready(text: str | None) -> bool | None:
+    """Whether the NVLink fabric is up, from `nvidia-smi -q -x`: every GPU's <fabric><state> is
+    "Completed" (the fabric manager has set the GPU up for this driver instance). None when no GPU
+    has a fabric state ("N/A": no NVSwitch), False while any is "Not Started"/"In Progress" or the
+    output is not nvidia-smi's."""
+    if not text:
+        return False
+    try:
+        tree = ET.fromstring(text)
+    except ET.ParseError:
+        return False
+    if tree.tag != "nvidia_smi_log":
+        return False
+    states = [(gpu.findtext("fabric/state") or "").strip().lower() for gpu in tree.findall("gpu")]
+    states = [state for state in states if state not in ("", "n/a")]
+    if not states:
+        return None
+    return all(state == "completed" for state in states)

@@ -50,14 +50,19 @@ def test_processes_in_containers_and_units_are_stopped_through_them_not_killed()
                        ("start_container", "train")]
 
 
-def test_fabric_manager_stops_last_and_starts_first():
+def test_the_fabric_manager_stops_last_and_starts_before_verify_ahead_of_every_other_consumer():
+    # an NVSwitch node's CUDA check fails (error 802) until the fabric manager is up for the new driver
     view = ReloadView(modules=(LoadedModule("nvidia", ()),), processes=(), containers=(), services=(
         ServiceState("nvidia-fabricmanager.service", "active"), ServiceState("nvidia-persistenced.service", "active"),
-        ServiceState("nvidia-dcgm.service", "active")))
+        ServiceState("nvidia-dcgm.service", "active"), ServiceState("nvidia-imex.service", "active")))
     plan = build_plan(view)
     stops = [a.target for a in plan.step("stop_consumers").actions]
-    starts = [a.target for a in plan.step("restart_consumers").actions]
-    assert stops[-1] == "nvidia-fabricmanager.service" and starts[0] == "nvidia-fabricmanager.service"
+    verify = [(a.kind, a.target) for a in plan.step("verify").actions]
+    restarts = [a.target for a in plan.step("restart_consumers").actions]
+    assert stops[-2:] == ["nvidia-imex.service", "nvidia-fabricmanager.service"]
+    assert verify == [("start_service", "nvidia-fabricmanager.service"), ("start_service", "nvidia-imex.service"),
+                      ("verify", "driver")]
+    assert restarts == ["nvidia-persistenced.service", "nvidia-dcgm.service"]
 
 
 def test_a_holders_cycle_is_refused_with_the_refusal_exit_code_not_an_internal_error():
@@ -82,3 +87,23 @@ def test_the_unit_nvreload_runs_in_is_never_stopped_its_holders_are_ended_one_by
                       services=(ServiceState("nvreload-hook.service", "active"),), own_unit="nvreload-hook.service")
     actions = [(a.kind, a.target) for a in build_plan(view).step("stop_consumers").actions]
     assert actions == [("kill_process", "20"), ("stop_service", "trainer.service")]
+
+
+def test_unload_order_follows_holders_where_alphabetical_order_would_be_wrong():
+    # Alphabetically gdrdrv goes before nvidia_fs and nvidia_modeset before nvidia_drm would, yet
+    # each is held by the other: rmmod refuses a module while a holder is loaded.
+    modules = (
+        LoadedModule("nvidia", ("nvidia_modeset", "gdrdrv", "nvidia_uvm")),
+        LoadedModule("gdrdrv", ("nvidia_fs",)),
+        LoadedModule("nvidia_fs", ()),
+        LoadedModule("nvidia_uvm", ("nvidia_peermem",)),
+        LoadedModule("nvidia_peermem", ()),
+        LoadedModule("nvidia_modeset", ("nvidia_drm",)),
+        LoadedModule("nvidia_drm", ()),
+    )
+    order = unload_order(modules)
+    assert order != sorted(order, key=lambda n: (n == "nvidia", n))
+    for module in modules:
+        for holder in module.holders:
+            assert order.index(holder) < order.index(module.name), (holder, module.name, order)
+    assert order[-1] == "nvidia"
