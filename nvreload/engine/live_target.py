@@ -17,6 +17,7 @@ from nvreload.errors import HostError
 from nvreload.host import nvidia_tools
 from nvreload.host.consoles import bind_console, framebuffer_consoles
 from nvreload.host.containers import DOCKER_UNIT
+from nvreload.host.device_nodes import remake_device_node
 from nvreload.host.cuda import cuda_context_check
 from nvreload.host.installer import run_installer
 from nvreload.host.kmod import ModuleLoader, modprobe_options
@@ -154,6 +155,7 @@ class LiveTarget:
 
     def load_module(self, name: str, parameters: dict[str, str]) -> None:
         self.loader.load(name, parameters)
+        remake_device_node(name)  # gdrdrv: its dynamic major changed with the reload
 
     def fabric_ready(self) -> bool | None:
         return nvidia_tools.fabric_ready(self.runner)

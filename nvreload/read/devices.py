@@ -60,7 +60,8 @@ def nvidia_majors(proc_devices: str | None) -> frozenset[int]:
             in_char = False
             continue
         fields = line.split()
-        if in_char and len(fields) == 2 and fields[0].isdigit() and fields[1] in NVIDIA_DEVICE_NAMES:
+        # isascii: str.isdigit() also accepts '²', which int() refuses
+        if in_char and len(fields) == 2 and fields[0].isascii() and fields[0].isdigit() and fields[1] in NVIDIA_DEVICE_NAMES:
             majors.add(int(fields[0]))
     return frozenset(majors)
 
@@ -150,3 +151,18 @@ def classify_cgroup(cgroup_text: str) -> tuple[str | None, str | None]:
         if match:
             return None, match.group(1)
     return None, None
+
+
+def character_major(proc_devices: str | None, name: str) -> int | None:
+    """The major a driver registered for its character devices under `name`, from /proc/devices."""
+    in_char = False
+    for line in (proc_devices or "").splitlines():
+        if line.startswith("Character devices"):
+            in_char = True
+        elif line.startswith("Block devices"):
+            in_char = False
+        else:
+            fields = line.split()
+            if in_char and len(fields) == 2 and fields[1] == name and fields[0].isascii() and fields[0].isdigit():
+                return int(fields[0])
+    return None
