@@ -28,3 +28,23 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subproc
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "nvreload", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env)
+
+
+def as_nobody() -> list[str]:
+    """The command prefix that runs a command as user nobody (setpriv), or a pytest skip saying why it
+    cannot: not root, no setpriv, or an interpreter or checkout nobody can reach (a venv or a
+    repository under a 0700 directory such as /root)."""
+    import shutil
+
+    import pytest
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to drop to an unprivileged user")
+    nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run(nobody + [sys.executable, "-c", "import nvreload"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "HOME": "/tmp"})
+    if probe.returncode != 0:
+        pytest.skip(f"user nobody cannot run {sys.executable} with nvreload (a venv or checkout under a 0700 directory?): "
+                    + (probe.stderr.strip().splitlines() or ["no output"])[-1][-200:])
+    return nobody

@@ -3,8 +3,6 @@
 import os
 import tarfile
 
-import pytest
-
 from helpers import run_cli
 from nvreload.errors import ExitCode
 
@@ -88,15 +86,12 @@ def test_verify_on_a_snapshot_is_a_usage_error(h100_root):
 
 
 def unprivileged(*args):
-    import shutil
-
-    setpriv = shutil.which("setpriv")
-    if os.geteuid() != 0 or setpriv is None:
-        pytest.skip("needs root and setpriv to drop to an unprivileged user")
     import subprocess
     import sys
 
-    return subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "nvreload", *args],
+    from helpers import as_nobody
+
+    return subprocess.run(as_nobody() + [sys.executable, "-m", "nvreload", *args],
                           capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": "/tmp"})
 
 

@@ -31,3 +31,73 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
     with pytest.raises(OSError):
         atomic_write_json(str(target), {"a": 1})
     assert [p.name for p in tmp_path.iterdir()] == ["is-a-directory"]
+
+
+class FillsTheDisk:
+    """A file object on a filesystem that fills up half-way through the write (ENOSPC)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def write(self, text):
+        self.handle.write(text[: len(text) // 2])
+        self.handle.flush()
+        raise OSError(28, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def test_a_write_that_fails_half_way_leaves_the_old_journal_intact_and_no_temporary_file(tmp_path, monkeypatch):
+    import nvreload.state_files as state_files
+
+    journal = tmp_path / "journal.json"
+    atomic_write_json(str(journal), {"state": "running", "undo": [{"seq": 1}]})
+    before = journal.read_bytes()
+    monkeypatch.setattr(state_files, "open", lambda path, mode="r": FillsTheDisk(open(path, mode)), raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_json(str(journal), {"state": "rolling_back", "undo": [{"seq": n} for n in range(100)]})
+    assert journal.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["journal.json"]
+
+
+def test_a_value_that_cannot_be_serialised_leaves_the_old_journal_intact(tmp_path):
+    journal = tmp_path / "journal.json"
+    atomic_write_json(str(journal), {"state": "running"})
+    with pytest.raises(TypeError):
+        atomic_write_json(str(journal), {"state": "failed", "result": {"when": object()}})
+    assert json.loads(journal.read_text()) == {"state": "running"}
+    assert [p.name for p in tmp_path.iterdir()] == ["journal.json"]
+
+
+def test_a_durable_write_fsyncs_the_new_file_before_the_rename_and_the_directory_after(tmp_path, monkeypatch):
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source, destination):
+        events.append(("replace", str(source), str(destination)))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    journal = str(tmp_path / "journal.json")
+    atomic_write_json(journal, {"state": "running"})
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"], events
+    (_, synced_file), (_, temporary, destination), (_, synced_directory) = events
+    assert synced_file == temporary != journal and temporary.startswith(journal + ".tmp-")
+    assert destination == journal and synced_directory == str(tmp_path)
+    events.clear()
+    atomic_write_json(journal, {"state": "running"}, durable=False)  # the simulated node's: no fsync asked
+    assert [e[0] for e in events] == ["replace"]

@@ -36,3 +36,10 @@ def test_abandoning_a_finished_command_is_harmless():
     command = CommandRunner().start(["true"])
     assert command.result(timeout=30).ok
     command.abandon()
+
+
+def test_the_codes_of_a_command_that_did_not_run_are_the_shells_and_timeouts():
+    # what an operator reading a journal or a log already knows: 127 not found (sh), 124 timed out (timeout(1))
+    assert CommandRunner().run(["nvreload-no-such-binary"]).returncode == 127
+    assert CommandRunner().run(["sh", "-c", "nvreload-no-such-binary"]).returncode == 127
+    assert CommandRunner().run(["sleep", "5"], timeout=0.1).returncode == 124

@@ -65,3 +65,9 @@ def test_a_fifo_planted_at_the_path_is_refused_without_hanging(tmp_path):
     os.mkfifo(fifo, 0o644)
     with pytest.raises(BadInputError, match="not a regular file"):
         check_installer(str(fifo))
+
+
+def test_an_installer_writable_by_its_group_is_refused_as_such(tmp_path):
+    run = a_run(tmp_path / "dl", mode=0o775)
+    with pytest.raises(BadInputError, match="writable by group or others; refusing to run it as root"):
+        check_installer(str(run))

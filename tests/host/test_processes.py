@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -18,6 +19,7 @@ from nvreload.host.processes import (
     find_daemons,
     held_devices,
     read_identity,
+    refusal,
     scan_gpu_holders,
     start_daemon,
     stop_daemon,
@@ -110,10 +112,46 @@ def test_a_process_that_no_longer_holds_the_device_is_left_alone(procs):
     assert unrelated.poll() is None
 
 
-def test_pid_1_and_ourselves_are_never_signalled():
-    reaper = ProcessReaper(DeviceMatcher(majors=frozenset(range(0, 512))), grace=0.1)
-    assert reaper.terminate(1, None).outcome == "refused"
-    assert reaper.terminate(os.getpid(), None).outcome == "refused"
+def fake_proc(root, pid: int, comm: str, flags: int = 4194304, holds: str = "/dev/zero"):
+    """A /proc entry for `pid` (stat, and an fd that is a real device) under `root`: what the reaper
+    reads, so that its refusals are tested where the machine's own /proc/1/fd may be unreadable."""
+    entry = root / str(pid)
+    (entry / "fd").mkdir(parents=True)
+    fields = ["S", "0", str(pid), str(pid), "0", "-1", str(flags)] + ["0"] * 12 + ["4242"] + ["0"] * 10
+    (entry / "stat").write_text(f"{pid} ({comm}) " + " ".join(fields) + "\n")
+    os.symlink(holds, entry / "fd" / "3")
+    return str(root)
+
+
+@pytest.fixture
+def no_real_signals(monkeypatch):
+    """os.kill recorded instead of sent: a broken refusal must fail the test, not signal PID 1 or us."""
+    sent = []
+    monkeypatch.setattr(os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    return sent
+
+
+def test_pid_1_holding_the_gpu_is_refused_with_its_reason_and_never_signalled(tmp_path, no_real_signals):
+    proc = fake_proc(tmp_path, 1, "init")
+    assert held_devices(1, ZERO, proc)  # it does hold the device: only the PID-1 rule stops the reaper
+    result = ProcessReaper(ZERO, proc=proc, grace=0.01, poll=0.001).terminate(1, 4242)
+    assert (result.outcome, result.reason) == ("refused", "never signal PID 1 (or lower)")
+    assert refusal(1, proc) == "never signal PID 1 (or lower)"
+    assert no_real_signals == []
+
+
+def test_nvreload_itself_is_refused_with_its_reason_and_never_signalled(no_real_signals):
+    result = ProcessReaper(DeviceMatcher(majors=frozenset(range(0, 512))), grace=0.01).terminate(os.getpid(), None)
+    assert (result.outcome, result.reason) == ("refused", "never signal nvreload itself or its parent")
+    assert no_real_signals == []
+
+
+def test_a_kernel_thread_is_refused_with_its_reason_and_never_signalled(tmp_path, no_real_signals):
+    pf_kthread = 0x00200000
+    proc = fake_proc(tmp_path, 4000, "nv_queue", flags=pf_kthread)
+    result = ProcessReaper(ZERO, proc=proc, grace=0.01, poll=0.001).terminate(4000, 4242)
+    assert (result.outcome, result.reason) == ("refused", "pid 4000 (nv_queue) is a kernel thread")
+    assert no_real_signals == []
 
 
 def test_a_scan_split_over_forked_workers_finds_the_same_holders(procs):
@@ -155,7 +193,9 @@ def test_a_device_node_deleted_while_open_is_still_found(procs, tmp_path):
     assert holder.pid in found and "(deleted)" in found[holder.pid][0]
 
 
-NAME = "nvidia-persistenced"
+# A name no other process on this machine has: stop_daemon signals every process of the name it is
+# given, and a test must never signal a real nvidia-persistenced (or anyone else's process).
+NAME = f"nvreload-test-daemon-{uuid.uuid4().hex[:8]}"
 
 
 def launch(argv0: str, *command: str) -> subprocess.Popen:
@@ -176,9 +216,8 @@ def wait_for(predicate, seconds=5.0):
 def cleanup():
     started = []
     yield started
-    for daemon in find_daemons((NAME,)):
-        if daemon.command[-1] in ("600", "nvreload-test-daemon"):
-            os.kill(daemon.pid, 9)
+    for daemon in find_daemons((NAME,)):  # only ours carry this name: what start_daemon started
+        os.kill(daemon.pid, 9)
     for proc in started:
         if proc.poll() is None:
             proc.kill()
@@ -208,8 +247,7 @@ def test_stop_then_start_by_recorded_command_brings_the_daemon_back(cleanup, tmp
 
 
 def test_a_daemon_that_ignores_sigterm_is_killed_after_the_grace(cleanup):
-    proc = launch(NAME, sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
-                  "nvreload-test-daemon")
+    proc = launch(NAME, sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)")
     cleanup.append(proc)
     assert wait_for(lambda: any(d.pid == proc.pid for d in find_daemons((NAME,))))
     time.sleep(0.3)  # let python install its handler

@@ -54,3 +54,48 @@ def test_the_scan_is_skipped_only_when_refcounts_are_all_holders():
     unknown = (_mod("nvidia", None), _mod("nvidia_uvm", None))  # kernel without module unloading
     assert no_open_handles(unknown) is False
     assert no_open_handles(()) is False
+
+
+def test_a_refcnt_in_superscript_digits_is_an_unknown_refcount_not_a_crash(tmp_path):
+    # a module in /sys/module but not in /proc/modules has its refcount read from sys/module/<m>/refcnt;
+    # str.isdigit() accepts '²', int() refuses it
+    snap = Snapshot(tmp_path)
+    snap.write("sys/module/nvidia/initstate", "live\n")
+    snap.write("sys/module/nvidia/refcnt", "-²\n")
+    (nvidia,) = read_modules(open_root(str(tmp_path)), [])
+    assert nvidia.state == "live" and nvidia.refcount is None
+
+
+def test_mofed_is_ready_with_both_its_modules_live_not_with_one(tmp_path):
+    from nvreload.read.kernel_modules import mofed_ready, read_loaded_modules
+
+    snap = Snapshot(tmp_path)
+    snap.module("ib_core", None)
+    root = open_root(str(snap.root))
+    assert mofed_ready(root, read_loaded_modules(root)) is False  # ib_core alone: mlx5_core not there yet
+    snap.module("mlx5_core", None)
+    assert mofed_ready(root, read_loaded_modules(root)) is True
+
+
+def test_proc_modules_lines_with_a_state_or_count_the_kernel_never_prints_are_skipped():
+    # found by tests/fuzz: 'Weird' reached the status document as state "weird", '-1' as refcount -1,
+    # both outside its schema
+    text = ("nvidia 100 1 - Weird 0x0\nnvidia_uvm 100 -1 - Live 0x0\nnvidia_drm 1_0 0 - Live 0x0\n"
+            "nvidia_modeset 100 0 - Live 0x0\n")
+    assert [(l.name, l.state) for l in parse_proc_modules(text)] == [("nvidia_modeset", "live")]
+
+
+def test_an_initstate_the_kernel_never_writes_is_ignored(tmp_path):
+    # found by tests/fuzz: initstate '0' became the module's state in the status document
+    snap = Snapshot(tmp_path)
+    snap.module("nvidia", "550.127.08", refcount=0)
+    snap.write("sys/module/nvidia/initstate", "0\n")
+    fs = open_root(str(tmp_path))
+    (nvidia,) = read_modules(fs, parse_proc_modules(fs.read_text("proc/modules")))
+    assert nvidia.state == "live"
+
+
+def test_an_empty_osrelease_names_no_kernel_release(tmp_path):
+    # found by tests/fuzz: an empty file gave kernel_release "", which the schema refuses (null or a name)
+    Snapshot(tmp_path).write("proc/sys/kernel/osrelease", "")
+    assert read_kernel(open_root(str(tmp_path)), [], True).release is None

@@ -64,3 +64,14 @@ def test_a_run_report_with_markup_in_a_process_name_prints_as_itself(capsys):
     render_action_result(ActionResult(0, report), "reload")
     text = capsys.readouterr().err
     assert "ended process 42 ([/]trainer): terminated: [b]" in text and "c[/]ontainer" in text
+
+
+def test_a_verify_detail_and_a_finding_message_with_markup_print_as_themselves(snapshot, capsys):
+    render_verify({"checks": [{"name": "cuda_context", "ok": False, "detail": "cuInit failed: [/] [bold]x", "severity": "critical"}],
+                   "healthy": False})
+    assert "cuInit failed: [/] [bold]x" in capsys.readouterr().err
+    document = status_of(snapshot.root)
+    document["findings"] = [{"code": "module_load_failed", "severity": "critical", "action": "rebuild_module", "evidence": {},
+                             "message": "the kernel refused the nvidia module: nvidia: Unknown symbol [/]x (err -2)"}]
+    render_status(document)
+    assert "Unknown symbol [/]x (err -2)" in capsys.readouterr().err
