@@ -12,6 +12,8 @@ GPU_SERVICES = (
     "nv-hostengine.service",
     "dcgm.service",
     "nvsm.service",
+    "nvidia-gridd.service",  # vGPU licensing
+    "nvidia-topologyd.service",
     "nvidia-persistenced.service",
     "nvidia-imex.service",
     "nvidia-fabricmanager.service",

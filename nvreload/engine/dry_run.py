@@ -75,6 +75,10 @@ class RecordingTarget:
     def mofed_ready(self) -> bool:
         return True  # a plan does not wait
 
+    def refresh_cdi_specs(self) -> list[str]:
+        self._rec("refresh_cdi_specs", "nvidia-ctk")
+        return []
+
     def fabric_ready(self) -> bool | None:
         return None  # nothing was started: nothing to wait for
 

@@ -275,6 +275,17 @@ class Engine:
         self._bring_up_fabric([a for a in actions if a.kind == "start_service"], report)
         self._verify(next(a for a in actions if a.kind == "verify"))
 
+    def _refresh_cdi(self, report: RunReport) -> None:
+        """After a version change, before any container starts: the CDI specs name the old driver's
+        files. A spec that cannot be written is a warning (non-CDI containers still start)."""
+        before, now = self.journal.module_version_before, self.target.loaded_driver_version()
+        if before is None or now is None or before == now:
+            return
+        try:
+            self.target.refresh_cdi_specs()
+        except HostError as exc:
+            report.warnings.append({"module": "nvidia", "warning": f"CDI specs not regenerated for {now}: {exc.message}"})
+
     def _bring_up_fabric(self, starts: list[Action], report: RunReport) -> None:
         """Start the NVLink fabric's services for the new driver instance and wait until the fabric
         is up: on an NVSwitch node a CUDA context fails until then (error 802)."""
@@ -352,6 +363,7 @@ class Engine:
                         verify = plan.step("verify")
                         checked = next((a for a in verify.actions if a.kind == "verify"), None) if verify else None
                         self.target.restore_persistence(checked.detail.get("persistence", {}) if checked else {})
+                        self._refresh_cdi(report)
                         self._restart(s.actions, report)
                         if report.restart_failures:
                             raise StepFailed("restart_consumers", "; ".join(f"{f['target']}: {f['error']}" for f in report.restart_failures))
@@ -398,6 +410,8 @@ class Engine:
             except StepFailed as exc:
                 report.restart_failures.append({"action": "verify", "target": "fabric", "error": exc.message})
                 verify_failed = True
+        if rolled_forward and not needs_reboot:
+            self._refresh_cdi(report)
         if failed_step != "restart_consumers" or interrupted:
             # After a failed restart we do not retry in the same breath: what did not come back is
             # reported, and `--start` (or `--rollback`) retries it from the journal.
@@ -507,6 +521,7 @@ class Engine:
                 self._restart(restart_actions(self._stopped_as_actions()), report)
                 report.outcome = Outcome.STARTED if not report.restart_failures else Outcome.PARTIAL
             elif last == "restart_consumers" or (last == "verify" and last_status == "done"):
+                self._refresh_cdi(report)
                 self._restart(restart_actions(self._stopped_as_actions()), report)
                 report.outcome = Outcome.RELOADED if not report.restart_failures else Outcome.PARTIAL
             else:

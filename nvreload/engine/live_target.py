@@ -160,6 +160,9 @@ class LiveTarget:
     def fabric_ready(self) -> bool | None:
         return nvidia_tools.fabric_ready(self.runner)
 
+    def refresh_cdi_specs(self) -> list[str]:
+        return nvidia_tools.refresh_cdi_specs(self.runner)
+
     def mofed_ready(self) -> bool:
         return mofed_ready(self.fs, read_loaded_modules(self.fs))
 

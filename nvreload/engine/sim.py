@@ -155,6 +155,7 @@ class SimulatedNode:
             sv["name"] == FABRIC_MANAGER and sv.get("active") for sv in s["services"])
         s["loaded_version"] = s["driver"].get("loaded_version")
         s["installed_version"] = s["driver"].get("installed_version", s["loaded_version"])
+        s["cdi_version"] = s["loaded_version"]  # the spec was generated for the driver running then
         for gpu in s["gpus"]:
             gpu["persistence_now"] = gpu.get("persistence", False)
         return s
@@ -306,6 +307,10 @@ class SimulatedNode:
     def start_container(self, container_id: str, restart_policy: str | None = None) -> None:
         self._fault("restart_consumers")
         c = self._container(container_id)
+        if self.s.get("cdi_specs") and any(m.startswith("cdi:") for m in c.get("markers", [])) \
+                and self.s.get("cdi_version") != self.s["loaded_version"]:
+            raise HostError(f"container {c['name']}: error injecting CDI devices: failed to create a mount for "
+                            f"libcuda.so.{self.s.get('cdi_version')}: no such file or directory")
         if c.get("holds") and self.nvml_status() == "driver_not_loaded":
             raise HostError(f"container {c['name']}: nvidia-container-cli: initialization error: nvml error: {self.nvml_status().replace('_', ' ')}")
         self._latency("start_container")
@@ -351,6 +356,13 @@ class SimulatedNode:
                 self.s["fabric_up"] = True
                 self.s["fabric_polls_left"] = int(self.s.get("fabric_training_polls", 0))
             self._save()
+
+    def refresh_cdi_specs(self) -> list[str]:
+        with self._lock:
+            if self.s.get("cdi_specs"):
+                self.s["cdi_version"] = self.s["loaded_version"]
+                self._save()
+            return list(self.s.get("cdi_specs", []))
 
     def fabric_ready(self) -> bool | None:
         """An NVSwitch node's fabric: down from every nvidia load until the fabric manager starts for

@@ -1,6 +1,6 @@
 """The one door to NVIDIA's own command-line tools that change the driver's state: nvidia-smi's
-persistence mode and the MPS control daemon; and nvidia-smi's view of the NVLink fabric while a
-reload waits for it."""
+persistence mode, the MPS control daemon and the container toolkit's CDI specs; and nvidia-smi's
+view of the NVLink fabric while a reload waits for it."""
 
 from __future__ import annotations
 
@@ -30,3 +30,26 @@ def fabric_ready(runner: CommandRunner) -> bool | None:
 
     result = runner.run(["nvidia-smi", "-q", "-x"], timeout=60)
     return parse(result.stdout) if result.ok else False
+
+
+# Where nvidia-ctk writes the CDI spec (the toolkit's defaults: static, and generated at boot).
+CDI_SPECS = ("etc/cdi/nvidia.yaml", "etc/cdi/nvidia.json", "var/run/cdi/nvidia.yaml", "var/run/cdi/nvidia.json")
+
+
+def refresh_cdi_specs(runner: CommandRunner, root: str = "/") -> list[str]:
+    """Generate again each NVIDIA CDI spec the node has: a spec names the driver's libraries by
+    version (libcuda.so.550.90.07), so after a version change every CDI container start fails on
+    files the upgrade removed. Returns the specs written; [] where there are none."""
+    import os
+
+    specs = [os.path.join(root, spec) for spec in CDI_SPECS if os.path.isfile(os.path.join(root, spec))]
+    if not specs:
+        return []
+    if runner.which("nvidia-ctk") is None:
+        raise HostError("CDI specs " + ", ".join(specs) + " name the old driver's files, and nvidia-ctk is not installed to write them again")
+    for spec in specs:
+        result = runner.run(["nvidia-ctk", "cdi", "generate", f"--output={spec}"], timeout=120)
+        if not result.ok:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise HostError(f"nvidia-ctk cdi generate --output={spec}: {detail[-1] if detail else f'exit {result.returncode}'}")
+    return specs
