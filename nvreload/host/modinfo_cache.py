@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 from nvreload.state_files import atomic_write_json
 
 FIELDS = ("version", "vermagic", "license")
+# An entry is ~200 bytes, one per module file read: a node's cache is a few KB. A file past this
+# (or a FIFO, a device) at the cache's path is not one we wrote, and is not read.
+MAX_CACHE_BYTES = 1 << 20
 
 
 def file_identity(path: str) -> str | None:
@@ -36,12 +40,14 @@ class ModinfoCache:
 
     def _load(self) -> dict:
         if self._entries is None:
+            self._entries = {}
             try:
-                with open(self.path, "rb") as handle:
-                    data = json.loads(handle.read())
+                with os.fdopen(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
+                    raw = handle.read(MAX_CACHE_BYTES + 1) if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) else b""
+                data = json.loads(raw) if 0 < len(raw) <= MAX_CACHE_BYTES else None
                 self._entries = data if isinstance(data, dict) else {}
-            except (OSError, ValueError):
-                self._entries = {}
+            except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python goes
+                pass
         return self._entries
 
     def get(self, module_path: str) -> dict[str, str | None] | None:

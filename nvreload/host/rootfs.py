@@ -5,10 +5,17 @@ The root is a value passed around, never a global. Every read resolves symlinks 
 read this machine's files. Snapshots produced by copying files with `cat` keep a symlink as a small
 text file holding the link target; `link_target` understands those stand-ins where a link is
 expected (a PCI device's `driver`, a library's `.so.1` name).
+
+A snapshot comes from anywhere, so the work it can cause is bounded: only regular files are read
+(a FIFO, a device or a socket is reported unreadable, never opened in a way that could block), a
+file is read whole only up to MAX_FILE_BYTES, and a .tar.gz is inflated only up to its caps
+(below). What goes past a cap is listed in `denied`, which the status document reports as
+`unreadable`, and nothing more of it is loaded.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import re
@@ -20,12 +27,42 @@ from nvreload.errors import SnapshotError
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
     import tarfile
+    from types import ModuleType
+    from typing import BinaryIO
 
 _MAX_LINK_HOPS = 40
+# The most read_bytes() returns when the caller sets no limit; a larger file is unreadable. The
+# largest file read whole is a captured kernel log: a busy server's dmesg is a few MB (ring
+# buffers are 128 KiB to a few MiB); nvidia-smi -q -x for 8 GPUs is ~300 KB; a distribution
+# kernel's whole modules.dep ~1 MB. Twice the biggest of those, with room, and little enough that
+# parsing it stays in tens of MB.
+MAX_FILE_BYTES = 16 << 20
+# A .tar.gz snapshot: the most it may inflate to. A real one is a few MB compressed; its largest
+# member is the on-disk module, which --collect copies up to 256 MiB (collect.MAX_FILE; a plain
+# nvidia.ko is ~100 MB). Inflating 512 MiB of a gzip bomb takes about a second, then we stop.
+MAX_ARCHIVE_BYTES = 512 << 20
+# Members of one archive: a real snapshot has a few hundred; each costs an index entry (~0.5 KB).
+MAX_ARCHIVE_MEMBERS = 50_000
+# A pax or GNU long-name header is held in memory by tarfile: a path or two, never megabytes.
+MAX_EXTENDED_HEADER_BYTES = 64 << 10
+# More records than a pax header of a real archive holds (path, linkpath, size, times).
+_MAX_PAX_RECORDS = 32
+# A member name or link target: a snapshot's paths are under 300 characters.
+_MAX_NAME = 1024
+# A decompressed archive is kept in memory up to this size, then spooled to an unlinked temp file.
+_SPOOL_IN_MEMORY = 32 << 20
+# Open flags for a file of a snapshot: never block (a FIFO without a writer, a tty) and never follow
+# a link that appeared after we resolved the path ourselves.
+_SNAPSHOT_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _STAND_IN_MAX = 1024
 # What a link target looks like: printable path characters only (an ELF or a value file never matches
 # both this and the places we expect links).
 _STAND_IN_TARGET = re.compile(r"^[A-Za-z0-9_./+:@-]*[./][A-Za-z0-9_./+:@-]*$")
+
+
+class UnreadableFile(OSError):
+    """A file we refuse to read: not a regular file, or larger than its cap."""
 
 
 def _norm(rel: str) -> str:
@@ -44,12 +81,14 @@ def _norm(rel: str) -> str:
 
 @dataclass
 class _Entry:
-    """One member of a .tar.gz snapshot, held in memory."""
+    """One member of a .tar.gz snapshot: where its bytes lie in the inflated archive."""
 
-    kind: str  # "file" | "dir" | "link"
-    data: bytes = b""
+    kind: str  # "file" | "dir" | "link" | "other" (a device, a FIFO, a sparse file: never read)
+    offset: int = 0
+    size: int = 0
     target: str = ""
     mode: int = 0o644
+    cut: bool = False  # its bytes lie past MAX_ARCHIVE_BYTES: not inflated
 
 
 class RootFS:
@@ -69,6 +108,10 @@ class RootFS:
         raise NotImplementedError
 
     def _read(self, rel: str, limit: int | None) -> bytes:  # pragma: no cover - abstract
+        """The file's bytes: up to `limit`, or all of it up to MAX_FILE_BYTES (UnreadableFile past that)."""
+        raise NotImplementedError
+
+    def _open(self, rel: str) -> BinaryIO:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _list(self, rel: str) -> list[str]:  # pragma: no cover - abstract
@@ -111,7 +154,7 @@ class RootFS:
         return real
 
     def kind(self, rel: str) -> str | None:
-        """'file', 'dir' or None, after following links."""
+        """'file', 'dir', 'other' (a device, FIFO or socket: never read) or None, after following links."""
         real = self.resolve(rel)
         if real is None:
             return None
@@ -123,14 +166,38 @@ class RootFS:
     def is_dir(self, rel: str) -> bool:
         return self.kind(rel) == "dir"
 
+    def _unreadable(self, rel: str) -> None:
+        self.denied.append("/" + _norm(rel))
+
     def read_bytes(self, rel: str, limit: int | None = None) -> bytes | None:
+        """The whole file, or its first `limit` bytes. None when it is missing or unreadable: a file
+        that is not a regular one, or larger than MAX_FILE_BYTES without a `limit`, is also listed
+        in `denied`."""
         real = self._resolved_file(rel)
         if real is None:
+            if self.kind(rel) == "other":
+                self._unreadable(rel)
             return None
         try:
             return self._read(real, limit)
-        except PermissionError:
-            self.denied.append("/" + _norm(rel))
+        except (PermissionError, UnreadableFile):
+            self._unreadable(rel)
+            return None
+        except OSError:
+            return None
+
+    def open_file(self, rel: str) -> BinaryIO | None:
+        """A seekable binary handle on a regular file, for a reader that needs only parts of a large
+        one (a kernel module's section table); the caller closes it. None as read_bytes() says."""
+        real = self._resolved_file(rel)
+        if real is None:
+            if self.kind(rel) == "other":
+                self._unreadable(rel)
+            return None
+        try:
+            return self._open(real)
+        except (PermissionError, UnreadableFile):
+            self._unreadable(rel)
             return None
         except OSError:
             return None
@@ -180,7 +247,10 @@ class RootFS:
         if kind == "link":
             return self._readlink(name)
         if kind == "file" and not self.is_live:
-            data = self._read(name, _STAND_IN_MAX + 1)
+            try:
+                data = self._read(name, _STAND_IN_MAX + 1)
+            except OSError:
+                return None
             text = data.decode("utf-8", errors="replace").strip()
             if 0 < len(data) <= _STAND_IN_MAX and _STAND_IN_TARGET.match(text):
                 return text
@@ -225,21 +295,54 @@ class DirRoot(RootFS):
             return "link"
         if stat.S_ISDIR(mode):
             return "dir"
-        return "file"
+        return "file" if stat.S_ISREG(mode) else "other"
 
     def _readlink(self, rel: str) -> str:
         return os.readlink(self._abs(rel))
 
+    def _open_fd(self, rel: str) -> int:
+        """A descriptor on the regular file `rel`. In a snapshot, `rel` is already resolved: it is
+        opened one directory at a time, none of them followed if it became a link meanwhile, so
+        the file opened lies under the root; nothing blocks (O_NONBLOCK) whatever the file is."""
+        if self.is_live:
+            fd = os.open(self._abs(rel), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        else:
+            *parents, name = rel.split("/")
+            directory = os.open(self.base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                for part in parents:
+                    inner = os.open(part, _DIR_OPEN, dir_fd=directory)
+                    os.close(directory)
+                    directory = inner
+                fd = os.open(name, _SNAPSHOT_OPEN, dir_fd=directory)
+            finally:
+                os.close(directory)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnreadableFile(f"{rel} is not a regular file")
+        return fd
+
+    def _open(self, rel: str) -> BinaryIO:
+        return os.fdopen(self._open_fd(rel), "rb")
+
     def _read(self, rel: str, limit: int | None) -> bytes:
-        # Read in modest chunks: procfs sysctl handlers reject one huge read() with ENOMEM.
-        chunks, total = [], 0
-        with open(self._abs(rel), "rb") as handle:
-            while limit is None or total < limit:
-                chunk = handle.read(65536 if limit is None else min(65536, limit - total))
+        cap = MAX_FILE_BYTES if limit is None else limit
+        with self._open(rel) as handle:
+            if limit is None and os.fstat(handle.fileno()).st_size > cap:
+                raise UnreadableFile(f"{rel} is larger than {cap} bytes")
+            # Read in modest chunks: procfs sysctl handlers reject one huge read() with ENOMEM.
+            # One byte past the cap tells a file that grew (or a procfs size of 0) from one that fits.
+            chunks, total = [], 0
+            while total <= cap:
+                chunk = handle.read(min(65536, cap + 1 - total))
                 if not chunk:
                     break
                 chunks.append(chunk)
                 total += len(chunk)
+        if total > cap:
+            if limit is None:
+                raise UnreadableFile(f"{rel} is larger than {cap} bytes")
+            chunks[-1] = chunks[-1][: len(chunks[-1]) - (total - cap)]
         return b"".join(chunks)
 
     def _list(self, rel: str) -> list[str]:
@@ -265,38 +368,141 @@ class DirRoot(RootFS):
         return None if real is None else self._abs(real)
 
 
+class _ArchiveLimit(Exception):
+    """An archive went past one of its caps: what was read so far is kept, the rest is not read."""
+
+
+def _bounded_tarinfo(tarfile: ModuleType) -> type:
+    """tarfile's TarInfo, refusing the extended headers that it would otherwise hold in memory
+    whatever their size (pax records, GNU long names), and pax headers of more than a few records
+    (tarfile copies a global header's records into every later member)."""
+    extended = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+
+    class BoundedTarInfo(tarfile.TarInfo):
+        def _proc_member(self, archive):  # type: ignore[no-untyped-def]
+            if self.type in extended:
+                if self.size > MAX_EXTENDED_HEADER_BYTES:
+                    raise _ArchiveLimit(f"an extended header of {self.size} bytes")
+                position = archive.fileobj.tell()
+                records = archive.fileobj.read(self.size).count(b"\n")
+                archive.fileobj.seek(position)
+                if records > _MAX_PAX_RECORDS:
+                    raise _ArchiveLimit(f"an extended header of {records} records")
+            return super()._proc_member(archive)
+
+    return BoundedTarInfo
+
+
+class _MemberReader(io.RawIOBase):
+    """A seekable read-only view of one member's bytes inside the inflated archive."""
+
+    def __init__(self, spool: BinaryIO, offset: int, size: int) -> None:
+        super().__init__()
+        self._spool, self._offset, self._size, self._pos = spool, offset, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        count = max(0, min(len(buffer), self._size - self._pos))
+        self._spool.seek(self._offset + self._pos)
+        data = self._spool.read(count)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
 class TarRoot(RootFS):
-    """A .tar.gz snapshot read in memory: nothing is extracted, so nothing can escape."""
+    """A .tar.gz snapshot: nothing is extracted, so nothing can escape. The archive is inflated
+    once, up to MAX_ARCHIVE_BYTES, into memory or (past _SPOOL_IN_MEMORY) an unlinked temp file;
+    only an index of its members is kept, and a read takes the member's bytes from there."""
 
     def __init__(self, archive: str | os.PathLike[str]) -> None:
         # imported here: the live --status path never opens an archive and should not pay for it
         import gzip
-        import io
         import tarfile
+        import tempfile
         import zlib
 
         super().__init__()
         self.label = str(archive)
         self.entries: dict[str, _Entry] = {"": _Entry("dir")}
+        self._children: dict[str, list[str]] = {}
+        self._spool: BinaryIO = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # type: ignore[assignment]
         try:
-            with open(archive, "rb") as handle:
-                raw = gzip.decompress(handle.read())
-            with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
-                for member in tar.getmembers():
-                    self._add(tar, member)
+            cut = self._inflate(archive, gzip)
+            self._spool.seek(0)
+            with tarfile.open(fileobj=self._spool, mode="r:", tarinfo=_bounded_tarinfo(tarfile)) as tar:
+                self._index(tar, cut)
         except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
             raise SnapshotError(f"{archive}: not a readable .tar.gz snapshot ({exc})") from None
+        except _ArchiveLimit:
+            self._unreadable_archive()
         # an archive may name files without their parent directories
         for name in list(self.entries):
             parent = posixpath.dirname(name)
             while parent and parent not in self.entries:
                 self.entries[parent] = _Entry("dir")
                 parent = posixpath.dirname(parent)
+        # each directory's names, built once: listing one must not scan every member
+        for name in self.entries:
+            if name:
+                self._children.setdefault(posixpath.dirname(name), []).append(posixpath.basename(name))
 
-    def _add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        name = _norm(member.name)
-        if not name:
-            return
+    def _unreadable_archive(self) -> None:
+        """The archive holds more than we read: say so by its own name."""
+        self.denied.append(self.label)
+
+    def _inflate(self, archive: str | os.PathLike[str], gzip: ModuleType) -> bool:
+        """Inflate the archive into the spool, at most MAX_ARCHIVE_BYTES; True when it was cut."""
+        fd = os.open(archive, _SNAPSHOT_OPEN & ~os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnreadableFile(f"{archive} is not a regular file")
+            inflated = gzip.GzipFile(fileobj=handle)
+            while True:
+                chunk = inflated.read(1 << 20)
+                if not chunk:
+                    return False
+                room = MAX_ARCHIVE_BYTES - self._spool.tell()
+                self._spool.write(chunk[:room])
+                if len(chunk) > room:
+                    return True
+
+    def _index(self, tar: tarfile.TarFile, cut: bool) -> None:
+        length = self._spool.seek(0, os.SEEK_END)
+        count = 0
+        while (member := tar.next()) is not None:
+            tar.members.clear()  # our index keeps what we need; tarfile's list would keep every TarInfo
+            count += 1
+            if count > MAX_ARCHIVE_MEMBERS:
+                raise _ArchiveLimit(f"more than {MAX_ARCHIVE_MEMBERS} members")
+            if len(member.name) > _MAX_NAME or len(member.linkname) > _MAX_NAME:
+                self._unreadable_archive()
+                continue
+            name = _norm(member.name)
+            if not name:
+                continue
+            if member.isfile() and not member.issparse() and member.offset_data + member.size > length:
+                if not cut:
+                    raise OSError(f"{member.name} is truncated")
+                self.entries[name] = _Entry("file", size=member.size, mode=member.mode, cut=True)
+                self._unreadable(name)  # the member the cap fell in: nothing after it was read
+                return
+            self._add(member, name)
+
+    def _add(self, member: tarfile.TarInfo, name: str) -> None:
         if member.isdir():
             self.entries[name] = _Entry("dir", mode=member.mode)
         elif member.issym():
@@ -305,12 +511,10 @@ class TarRoot(RootFS):
             linked = self.entries.get(_norm(member.linkname))
             if linked is not None:
                 self.entries[name] = linked
-        elif member.isfile():
-            extracted = tar.extractfile(member)
-            data = extracted.read() if extracted else b""
-            if len(data) != member.size:
-                raise OSError(f"{member.name} is truncated")
-            self.entries[name] = _Entry("file", data=data, mode=member.mode)
+        elif member.isfile() and not member.issparse():
+            self.entries[name] = _Entry("file", offset=member.offset_data, size=member.size, mode=member.mode)
+        else:
+            self.entries[name] = _Entry("other", mode=member.mode)  # a device, a FIFO, a sparse file
 
     def _lkind(self, rel: str) -> str | None:
         entry = self.entries.get(rel)
@@ -319,13 +523,25 @@ class TarRoot(RootFS):
     def _readlink(self, rel: str) -> str:
         return self.entries[rel].target
 
+    def _member(self, rel: str) -> _Entry:
+        entry = self.entries[rel]
+        if entry.kind != "file" or entry.cut:
+            raise UnreadableFile(f"{rel} lies past {MAX_ARCHIVE_BYTES} bytes of the inflated archive")
+        return entry
+
+    def _open(self, rel: str) -> BinaryIO:
+        entry = self._member(rel)
+        return io.BufferedReader(_MemberReader(self._spool, entry.offset, entry.size))  # type: ignore[return-value]
+
     def _read(self, rel: str, limit: int | None) -> bytes:
-        data = self.entries[rel].data
-        return data if limit is None else data[:limit]
+        entry = self._member(rel)
+        if limit is None and entry.size > MAX_FILE_BYTES:
+            raise UnreadableFile(f"{rel} is larger than {MAX_FILE_BYTES} bytes")
+        self._spool.seek(entry.offset)
+        return self._spool.read(entry.size if limit is None else min(limit, entry.size))
 
     def _list(self, rel: str) -> list[str]:
-        prefix = rel + "/" if rel else ""
-        return [n[len(prefix):] for n in self.entries if n.startswith(prefix) and n != rel and "/" not in n[len(prefix):]]
+        return list(self._children.get(rel, ()))
 
 
 SNAPSHOT_MARKERS = ("proc", "sys", "nvreload-snapshot")

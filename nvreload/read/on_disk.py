@@ -7,7 +7,7 @@ import re
 from nvreload.errors import ModuleFileError
 from nvreload.host.rootfs import RootFS
 from nvreload.model import DkmsEntry, OnDiskModule
-from nvreload.read.elf_modinfo import read_modinfo
+from nvreload.read.elf_modinfo import read_modinfo_file
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def _walk(root: RootFS, top: str, wanted: set[str], found: list[str], depth: int
         return
     for name in root.listdir(top):
         path = f"{top}/{name}"
-        if name in wanted and root.kind(path) == "file":
+        if name in wanted and root.kind(path) in ("file", "other"):  # a FIFO named so is found, then unreadable
             found.append(path)
         elif root.is_dir(path) and not name.startswith(("build", "source")):
             _walk(root, path, wanted, found, depth + 1)
@@ -97,11 +97,12 @@ def read_on_disk_module(root: RootFS, release: str | None, module: str = "nvidia
         remembered = cache.get(host_path)
         if remembered is not None:
             return OnDiskModule("/" + path, remembered["version"], remembered["vermagic"], remembered["license"])
-    data = root.read_bytes(path)
-    if data is None:
+    handle = root.open_file(path)
+    if handle is None:
         return OnDiskModule("/" + path, None, None, None, error="unreadable")
     try:
-        info = read_modinfo(path, data)
+        with handle:
+            info = read_modinfo_file(path, handle)
     except ModuleFileError as exc:
         return OnDiskModule("/" + path, None, None, None, error=str(exc))
     first = lambda key: (info.get(key) or [None])[0]  # noqa: E731

@@ -34,7 +34,7 @@ def test_an_unchanged_module_is_answered_from_the_cache_without_decompressing(xz
     def no_decompressing(*args):
         raise AssertionError("the module was read again")
 
-    monkeypatch.setattr(on_disk, "read_modinfo", no_decompressing)
+    monkeypatch.setattr(on_disk, "read_modinfo_file", no_decompressing)
     again = read(xz_node, ModinfoCache(str(cache_file)))
     assert again == first
 

@@ -1,3 +1,4 @@
+import io
 import os
 import tarfile
 
@@ -71,3 +72,120 @@ def test_fixture_stand_in_files_act_as_links(h100_root):
     fs = open_root(str(h100_root))
     assert fs.link_target("sys/bus/pci/devices/0000:00:06.0/driver") == "../../../bus/pci/drivers/nvidia"
     assert fs.follow_stand_ins("lib/libnvidia-ml.so.1") == "usr/local/nvidia/lib64/libnvidia-ml.so.580.159.04"
+
+
+# hostile snapshots: bounded work, and the file named as unreadable ---------------------------------
+
+from hostile_builder import DMESG, fifo_dmesg, gzip_bomb_tgz, sparse_dmesg, status_capped, zero_device_dmesg  # noqa: E402
+
+import nvreload.host.rootfs as rootfs  # noqa: E402
+
+
+def assert_named_unreadable(result, path):
+    code, doc = result
+    assert code in (0, 1, 2, 3), f"exit {code}: not a status (70 is a crash, -9 a kill)"
+    assert doc is not None and path in doc["unreadable"], doc and doc["unreadable"]
+
+
+def test_a_fifo_in_a_snapshot_is_unreadable_not_a_hang(tmp_path):
+    root, path = fifo_dmesg(tmp_path)
+    assert_named_unreadable(status_capped(root, timeout=60), path)
+
+
+def test_a_device_node_in_a_snapshot_is_unreadable_not_read_until_memory_runs_out(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mknod of a character device needs root")
+    root, path = zero_device_dmesg(tmp_path)
+    assert_named_unreadable(status_capped(root), path)
+
+
+def test_a_sparse_two_gib_kernel_log_is_too_large_not_loaded(tmp_path):
+    root, path = sparse_dmesg(tmp_path)
+    assert_named_unreadable(status_capped(root), path)
+
+
+def test_a_gzip_bomb_snapshot_is_inflated_only_up_to_its_cap(tmp_path):
+    archive, path = gzip_bomb_tgz(tmp_path, expands_to=1 << 30)
+    assert_named_unreadable(status_capped(archive), path)
+
+
+def test_a_file_one_byte_over_the_cap_is_unreadable_but_a_limited_read_still_gets_its_start(tmp_path):
+    root, _ = sparse_dmesg(tmp_path, size=rootfs.MAX_FILE_BYTES + 1)
+    fs = open_root(str(root))
+    assert fs.read_bytes(DMESG) is None
+    assert fs.denied == ["/" + DMESG]
+    start = fs.read_bytes(DMESG, 4096)  # read_line and link stand-ins read a prefix
+    assert len(start) == 4096 and start.startswith(b"[    5.100000] NVRM: loading")
+
+
+def test_a_file_at_the_cap_is_read_whole(tmp_path):
+    root, _ = sparse_dmesg(tmp_path, size=rootfs.MAX_FILE_BYTES)
+    assert len(open_root(str(root)).read_bytes(DMESG)) == rootfs.MAX_FILE_BYTES
+
+
+def tar_of(tmp_path, files, **tar_options):
+    archive = tmp_path / "snap.tgz"
+    with tarfile.open(archive, "w:gz", **tar_options) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive
+
+
+def test_an_archive_member_over_the_cap_is_unreadable_and_the_rest_still_reads(tmp_path):
+    archive = tar_of(tmp_path, {"proc/modules": b"", DMESG: bytes(rootfs.MAX_FILE_BYTES + 1), "proc/devices": b"x\n"})
+    fs = open_root(str(archive))
+    assert fs.read_bytes(DMESG) is None and fs.denied == ["/" + DMESG]
+    assert fs.read_text("proc/devices") == "x\n"
+
+
+def test_an_archive_with_more_members_than_the_cap_keeps_the_first_and_names_itself(tmp_path, monkeypatch):
+    monkeypatch.setattr(rootfs, "MAX_ARCHIVE_MEMBERS", 3)
+    archive = tar_of(tmp_path, {f"proc/{n}": b"%d\n" % n for n in range(10)})
+    fs = open_root(str(archive))
+    assert fs.listdir("proc") == ["0", "1", "2"]
+    assert fs.denied == [str(archive)]
+
+
+def test_an_archive_whose_extended_header_is_megabytes_is_not_read_past_it(tmp_path):
+    archive = tmp_path / "snap.tgz"
+    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for name, extra in (("proc/modules", {}), ("proc/devices", {"comment": "x" * (2 << 20)})):
+            info = tarfile.TarInfo(name)
+            info.pax_headers = extra
+            tar.addfile(info, io.BytesIO(b""))
+    fs = open_root(str(archive))
+    assert fs.exists("proc/modules") and not fs.exists("proc/devices")
+    assert fs.denied == [str(archive)]
+
+
+def test_an_archive_lists_each_directory_from_its_index(tmp_path):
+    archive = tar_of(tmp_path, {"proc/modules": b"", "var/lib/dkms/nvidia/1.0/k/x86_64/.present": b"",
+                                "var/lib/dkms/nvidia/2.0/.present": b""})
+    fs = open_root(str(archive))
+    assert fs.listdir("var/lib/dkms/nvidia") == ["1.0", "2.0"]  # parents the archive never named
+    assert fs.listdir("var/lib/dkms/nvidia/1.0/k") == ["x86_64"]
+    assert fs.listdir("") == ["proc", "var"]
+    assert fs.listdir("proc/modules") == []
+
+
+def test_a_module_member_is_opened_as_a_seekable_view_of_its_bytes(tmp_path):
+    archive = tar_of(tmp_path, {"proc/modules": b"", "lib/nvidia.ko": b"0123456789"})
+    with open_root(str(archive)).open_file("lib/nvidia.ko") as handle:
+        handle.seek(4)
+        assert handle.read(3) == b"456"
+        handle.seek(0)
+        assert handle.read() == b"0123456789"
+
+
+def test_a_device_in_an_archive_is_unreadable(tmp_path):
+    archive = tmp_path / "snap.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.addfile(tarfile.TarInfo("proc/modules"), io.BytesIO(b""))
+        fifo = tarfile.TarInfo(DMESG)
+        fifo.type = tarfile.FIFOTYPE
+        tar.addfile(fifo)
+    fs = open_root(str(archive))
+    assert fs.read_text(DMESG) is None
+    assert fs.denied == ["/" + DMESG]

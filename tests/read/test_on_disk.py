@@ -43,3 +43,51 @@ def test_dkms_status_is_read_from_var_lib_dkms(tmp_path):
     snap.dkms("550.127.08", "6.1.0-27-amd64", installed=False)
     entries = {(e.kernel, e.installed) for e in read_dkms(open_root(str(tmp_path)))}
     assert entries == {("6.1.0-26-amd64", True), ("6.1.0-27-amd64", False)}
+
+
+# hostile module files ---------------------------------------------------------------------------
+
+import os  # noqa: E402
+import threading  # noqa: E402
+import tracemalloc  # noqa: E402
+
+from hostile_builder import status_capped, xz_module_bomb  # noqa: E402
+
+
+def test_a_fifo_named_like_the_module_is_unreadable_not_missing_and_not_a_hang(tmp_path):
+    snap = Snapshot(tmp_path)
+    fifo = tmp_path / f"lib/modules/{snap.release}/updates/dkms/nvidia.ko"
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)
+    fs = open_root(str(tmp_path))
+    found = []
+    reader = threading.Thread(target=lambda: found.append(read_on_disk_module(fs, snap.release)), daemon=True)
+    reader.start()
+    reader.join(60)  # a guard against a hang, not a timing: the read takes milliseconds
+    assert found, "reading the module blocked on the FIFO"
+    assert found[0].error == "unreadable"
+    assert fs.denied == [f"/lib/modules/{snap.release}/updates/dkms/nvidia.ko"]
+
+
+def test_a_plain_module_is_read_by_its_parts_not_whole(tmp_path):
+    snap = Snapshot(tmp_path)
+    module = snap.on_disk_module("550.127.08")
+    with open(module, "r+b") as handle:
+        handle.truncate(64 << 20)  # a module of 64 MiB (a sparse tail): its headers lie at the start
+    tracemalloc.start()
+    try:
+        found = read_on_disk_module(open_root(str(tmp_path)), snap.release)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found.version == "550.127.08"
+    assert peak < 4 << 20, f"{peak >> 20} MiB held to read a 64 MiB module's .modinfo"
+
+
+def test_an_xz_bomb_as_the_module_is_an_unreadable_module_finding_not_a_crash(tmp_path):
+    root, path = xz_module_bomb(tmp_path, expands_to=1 << 30)
+    code, doc = status_capped(root)
+    assert code in (0, 1, 2, 3), f"exit {code}: not a status"
+    unreadable = [f for f in doc["findings"] if f["code"] == "on_disk_module_unreadable"]
+    assert unreadable and unreadable[0]["evidence"]["path"] == path
+    assert "256 MiB" in unreadable[0]["evidence"]["error"]
