@@ -8,7 +8,7 @@ every `nvreload --status --json`, which monitoring runs on every node.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 @dataclass
@@ -199,6 +199,51 @@ class Consumers:
 
 
 @dataclass
+class NodeInput:
+    """One file or directory of the node that findings are drawn from, and whether it was read."""
+
+    paths: tuple[str, ...]  # where it was looked for, as on the node ("/proc/modules"), in order
+    # "read"; "not_in_kernel": the live kernel has no such file, which is its answer (no module support);
+    # "empty": there with nothing in it; "unreadable": there, or behind a directory, but denied;
+    # "absent": not in the snapshot, which proves nothing about the node
+    state: str = "read"
+
+    @property
+    def read(self) -> bool:
+        return self.state == "read"
+
+    @property
+    def known(self) -> bool:
+        """What the node says here is known: it was read, or the live kernel itself lacks it."""
+        return self.state in ("read", "not_in_kernel")
+
+
+def _input(*paths: str) -> NodeInput:
+    return field(default_factory=lambda: NodeInput(paths))
+
+
+@dataclass
+class Readability:
+    """What of the node could be read. A finding is drawn only from inputs that were read (an absent
+    file proves nothing about the node when the snapshot or the permissions left it out), and without
+    the essential ones the node's state is unknown. The defaults say "read": read_node sets each."""
+
+    proc_modules: NodeInput = _input("/proc/modules")
+    kernel_release: NodeInput = _input("/proc/sys/kernel/osrelease", "/proc/version")
+    modules_disabled: NodeInput = _input("/proc/sys/kernel/modules_disabled")
+    proc_devices: NodeInput = _input("/proc/devices")
+    sys_module: NodeInput = _input("/sys/module")
+    pci_devices: NodeInput = _input("/sys/bus/pci/devices")
+
+    def inputs(self) -> dict[str, NodeInput]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def essential_missing(self) -> tuple[NodeInput, ...]:
+        """The inputs without which no state of the node can be told, that were not read."""
+        return tuple(i for i in (self.proc_modules, self.kernel_release) if not i.known)
+
+
+@dataclass
 class NodeState:
     """The whole read model of one node, live or from a snapshot."""
 
@@ -219,6 +264,7 @@ class NodeState:
     consumers: Consumers
     unreadable: tuple[str, ...] = ()
     live: bool = False
+    readable: Readability = field(default_factory=Readability)
 
     def module(self, name: str) -> KernelModule | None:
         for module in self.modules:

@@ -45,13 +45,16 @@ def status_document(node: NodeState, diagnosis: Diagnosis | None = None) -> dict
     diagnosis = diagnosis or diagnose(node)
     nvidia = node.module("nvidia")
     kernel_module_version = node.resident.version or (nvidia.version if nvidia and node.loaded("nvidia") else None)
+    # what the kernel allows is told by /proc/modules and modules_disabled: null, not a guess, unless known
+    listed = node.readable.proc_modules.known
     return {
         "schema_version": SCHEMA_VERSION,
         "node": {"hostname": node.hostname, "kernel_release": node.kernel.release, "live": node.live},
         "kernel": {
-            "module_unload_supported": node.kernel.module_unload_supported,
-            "module_loading_disabled": node.kernel.module_loading_disabled,
-            "modules_supported": node.kernel.modules_supported,
+            "module_unload_supported": node.kernel.module_unload_supported if listed else None,
+            "module_loading_disabled": (node.kernel.module_loading_disabled
+                                        if listed and node.readable.modules_disabled.known else None),
+            "modules_supported": node.kernel.modules_supported if listed else None,
         },
         "driver": {
             "loaded": node.loaded("nvidia"),
@@ -110,17 +113,18 @@ def status_document(node: NodeState, diagnosis: Diagnosis | None = None) -> dict
         "recommended_action": diagnosis.recommended_action,
         "reload": {"feasible": not diagnosis.reload_blockers, "blockers": list(diagnosis.reload_blockers)},
         "unreadable": list(node.unreadable),
+        "inputs": {name: {"paths": list(i.paths), "state": i.state} for name, i in node.readable.inputs().items()},
     }
 
 
 def status_exit_code(document: dict) -> int:
     severities = {f["severity"] for f in document["findings"]}
+    if "unknown" in severities:
+        return ExitCode.UNKNOWN  # too little of the node was read to trust even a critical finding as the worst
     if "critical" in severities:
         return ExitCode.CRITICAL
     if "warning" in severities:
         return ExitCode.WARNING
-    if document["unreadable"] and not document["modules"] and not document["gpus"]:
-        return ExitCode.UNKNOWN  # could not see enough of the node to say it is fine
     if document["driver"]["nvml"] == "error" and document["driver"]["nvml_source"] == "nvml":
         # NVML hung, crashed or failed in a way no finding explains: the GPUs' health is unknown,
         # and "OK" would be a lie to the monitoring that runs this

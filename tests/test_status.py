@@ -1,6 +1,7 @@
 """The status document on the real H100 capture and on built snapshots, checked against its schema."""
 
 import json
+import os
 from importlib import resources
 
 import jsonschema
@@ -27,6 +28,7 @@ def test_h100_capture_reports_open_580_everywhere_and_an_impossible_reload(h100_
     assert doc["reload"] == {"feasible": False, "blockers": ["module_unload_unsupported", "module_loading_disabled"]}
     assert doc["kernel"] == {"module_unload_supported": False, "module_loading_disabled": True, "modules_supported": True}
     assert doc["recommended_action"] == "none"
+    assert {i["state"] for i in doc["inputs"].values()} == {"read"}
 
 
 def test_h100_capture_through_the_cli_prints_one_json_document_and_exits_ok(h100_root):
@@ -76,7 +78,7 @@ def test_kernel_upgrade_without_a_dkms_build_for_the_new_kernel_recommends_rebui
     old = healthy_node(tmp_path / "node")
     new_release = "6.1.0-27-amd64"
     old.write("proc/sys/kernel/osrelease", new_release + "\n")
-    old.write("proc/modules", "")
+    old.write("proc/modules", "ext4 1003520 1 - Live 0xffffffffc0a00000\n")  # booted: its other modules are there
     for name in ("nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm"):
         import shutil
 
@@ -221,3 +223,134 @@ def test_nvml_that_hung_or_crashed_on_a_live_node_is_unknown_not_ok(snapshot):
     assert_valid(document)
     assert document["driver"]["nvml_error"].startswith("NVML did not answer")
     assert status_exit_code(document) == 3
+
+
+def test_a_warning_only_node_exits_1_and_the_worst_finding_decides(snapshot):
+    snapshot.module("nvidia_peermem", "550.127.08")  # wanted, MOFED not ready: a warning, nothing worse
+    doc = status_of(snapshot.root)
+    assert {f["severity"] for f in doc["findings"]} == {"warning"}
+    proc = run_cli("--status", "--json", "--root", str(snapshot.root))
+    assert proc.returncode == 1 and json.loads(proc.stdout)["findings"][0]["code"] == "peermem_without_mofed"
+    snapshot.dmesg([LOAD, XID79])  # a critical finding beside the warning: CRITICAL wins
+    assert run_cli("--status", "--json", "--root", str(snapshot.root)).returncode == 2
+
+
+def unknown_status(root, *named):
+    """--status --json on `root` through the CLI: exit 3, a valid document, and one node_unreadable
+    finding that names each of `named` ("/proc/modules: empty"), recommending no reload, no reboot."""
+    proc = run_cli("--status", "--json", "--root", str(root))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert_valid(doc)
+    finding = next(f for f in doc["findings"] if f["code"] == "node_unreadable")
+    assert finding["severity"] == "unknown"
+    for what in named:
+        assert what in finding["message"], finding["message"]
+    assert doc["recommended_action"] == "check_access"
+    assert "node_unreadable" in doc["reload"]["blockers"]
+    return doc
+
+
+def test_an_empty_proc_and_sys_are_unknown_not_ok_and_conclude_nothing_from_missing_files(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "sys").mkdir()
+    doc = unknown_status(tmp_path, "/proc/modules: absent", "/proc/sys/kernel/osrelease or /proc/version: absent")
+    # absent files are no evidence of a kernel that cannot unload or load modules
+    assert codes(doc) == ["node_unreadable"]
+    assert doc["kernel"] == {"module_unload_supported": None, "module_loading_disabled": None, "modules_supported": None}
+    assert doc["inputs"]["proc_modules"] == {"paths": ["/proc/modules"], "state": "absent"}
+
+
+def test_an_empty_proc_modules_is_unknown(snapshot):
+    snapshot.write("proc/modules", "")  # what `cp /proc/modules` or tar of /proc gives: procfs says size 0
+    unknown_status(snapshot.root, "/proc/modules: empty")
+
+
+def test_an_empty_proc_version_without_osrelease_is_unknown(snapshot):
+    (snapshot.root / "proc/sys/kernel/osrelease").unlink()
+    snapshot.write("proc/version", "")
+    unknown_status(snapshot.root, "/proc/sys/kernel/osrelease or /proc/version: empty")
+
+
+def test_a_snapshot_missing_only_proc_modules_is_unknown_even_on_a_mismatched_node(snapshot):
+    snapshot.userspace("550.144.03")
+    snapshot.on_disk_module("550.144.03")  # a real mismatch: with /proc/modules it is CRITICAL, reload
+    assert run_cli("--status", "--root", str(snapshot.root)).returncode == 2
+    (snapshot.root / "proc/modules").unlink()
+    doc = unknown_status(snapshot.root, "/proc/modules: absent")
+    assert not {"module_unload_unsupported", "module_loading_disabled"} & set(codes(doc))
+
+
+def test_the_human_status_names_what_it_could_not_read(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "sys").mkdir()
+    proc = run_cli("--status", "--root", str(tmp_path))
+    assert proc.returncode == 3
+    assert "UNKNOWN" in proc.stderr and "node_unreadable" in proc.stderr
+    assert "recommended action: check_access" in proc.stderr
+    assert "nothing concluded from" in proc.stderr and "/sys/module: absent" in proc.stderr
+
+
+def test_proc_and_sys_unreadable_to_the_reading_user_are_unknown(snapshot):
+    import shutil
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "nvreload", "--status", "--json", "--root", str(snapshot.root)]
+    if os.geteuid() == 0:
+        # root reads through any mode: read as nobody, the way an unprivileged monitoring agent does
+        # (with setpriv, as tests/test_cli.py does: a preexec setuid cannot even exec a venv whose
+        # interpreter sits under root's 0700 home, where setpriv here can)
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("needs setpriv to read as user nobody")
+        nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        probe = subprocess.run(nobody + [sys.executable, "-c", "import nvreload"], capture_output=True, text=True, timeout=60)
+        if probe.returncode != 0:
+            pytest.skip(f"user nobody cannot run {sys.executable} with nvreload (a venv under a 0700 home?): "
+                        + probe.stderr.strip()[-200:])
+        for parent in snapshot.root.parents:  # pytest's base temp directory is 0700
+            if str(parent) in ("/", "/tmp"):
+                break
+            os.chmod(parent, os.stat(parent).st_mode | 0o001)
+        command = nobody + command
+    os.chmod(snapshot.root, 0o755)
+    for name in ("proc", "sys"):
+        os.chmod(snapshot.root / name, 0o000)
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": "/tmp"})
+    finally:
+        for name in ("proc", "sys"):
+            os.chmod(snapshot.root / name, 0o755)  # so that pytest can remove them
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    assert_valid(doc)
+    finding = doc["findings"][0]
+    assert finding["code"] == "node_unreadable"
+    assert "/proc/modules: unreadable" in finding["message"]
+    assert "/proc/sys/kernel/osrelease or /proc/version: unreadable" in finding["message"]
+    assert {"/proc", "/sys"} <= set(doc["unreadable"])
+    assert doc["recommended_action"] == "check_access"
+
+
+def _upgraded_userspace_and_module(snapshot, new="550.144.03"):
+    """An unattended upgrade replaced userspace and the module on disk; the old module is resident."""
+    snapshot.on_disk_module(new)
+    snapshot.userspace(new)
+
+
+def test_a_fabric_manager_upgraded_with_the_driver_is_no_finding_the_reload_fixes_it(snapshot):
+    _upgraded_userspace_and_module(snapshot)
+    snapshot.write("nvreload-snapshot/nv-fabricmanager-version.txt", "Fabric Manager version is : 550.144.03\n")
+    doc = status_of(snapshot.root)
+    assert "fabric_manager_version_mismatch" not in codes(doc)
+    assert doc["recommended_action"] == "reload" and doc["reload"]["feasible"]
+
+
+def test_a_fabric_manager_left_at_the_old_version_blocks_the_reload_that_would_strand_the_fabric(snapshot):
+    _upgraded_userspace_and_module(snapshot)
+    snapshot.write("nvreload-snapshot/nv-fabricmanager-version.txt", "Fabric Manager version is : 550.127.08\n")
+    doc = status_of(snapshot.root)
+    finding = next(f for f in doc["findings"] if f["code"] == "fabric_manager_version_mismatch")
+    assert finding["evidence"] == {"fabric_manager_version": "550.127.08", "driver_version": "550.144.03"}
+    assert "fabric_manager_version_mismatch" in doc["reload"]["blockers"]

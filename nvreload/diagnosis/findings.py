@@ -9,8 +9,10 @@ from nvreload.diagnosis import xid_catalog
 from nvreload.catalog import DISPLAY_SERVERS
 from nvreload.model import NodeState
 
-# The one recommended action is the most drastic one any finding needs.
+# The one recommended action is the most drastic one any finding needs. Seeing the node comes first:
+# an action drawn from part of it may be the wrong one.
 ACTION_PRIORITY = (
+    "check_access",
     "service_hardware",
     "reboot",
     "rebuild_module",
@@ -27,7 +29,7 @@ class Finding:
     """One thing wrong (or worth knowing) about a node, with the evidence that shows it."""
 
     code: str
-    severity: str  # "info" | "warning" | "critical"
+    severity: str  # "info" | "warning" | "critical" | "unknown" (the node could not be seen)
     message: str
     action: str  # one of ACTION_PRIORITY
     blocks_reload: bool = False
@@ -41,6 +43,22 @@ class Diagnosis:
     findings: tuple[Finding, ...]
     recommended_action: str
     reload_blockers: tuple[str, ...]
+
+
+def _readability_findings(node: NodeState) -> list[Finding]:
+    missing = node.readable.essential_missing()
+    if not missing:
+        return []
+    where = "; ".join(f"{' or '.join(i.paths)}: {i.state}" for i in missing)
+    fix = ("run it as root, or find what denies access" if node.live else
+           "take the snapshot again with nvreload --collect (files copied out of /proc with cp or tar are empty)")
+    return [Finding(
+        "node_unreadable", "unknown",
+        f"too little of the node could be read ({where}): its driver state is unknown, so neither a reload "
+        f"nor a reboot can be recommended; {fix}",
+        "check_access", blocks_reload=True,
+        evidence={"inputs": [{"paths": list(i.paths), "state": i.state} for i in missing], "live": node.live},
+    )]
 
 
 def _version_findings(node: NodeState) -> list[Finding]:
@@ -83,7 +101,10 @@ def _version_findings(node: NodeState) -> list[Finding]:
 def _module_findings(node: NodeState) -> list[Finding]:
     out = []
     release = node.kernel.release
-    if node.pci_gpus and not node.loaded("nvidia") and not (node.module("nvidia") and node.module("nvidia").state == "builtin"):
+    # "not loaded" is only known from a /proc/modules that was read (or that the live kernel lacks):
+    # a module absent from one never read proves nothing
+    listed = node.readable.proc_modules.known
+    if listed and node.pci_gpus and not node.loaded("nvidia") and not (node.module("nvidia") and node.module("nvidia").state == "builtin"):
         out.append(Finding(
             "driver_not_loaded", "critical",
             f"{len(node.pci_gpus)} NVIDIA GPU(s) on the PCI bus but no nvidia module is loaded",
@@ -94,7 +115,7 @@ def _module_findings(node: NodeState) -> list[Finding]:
     # snapshot without it) absence proves nothing while the driver runs; with the tree present, or
     # with no driver loaded, it is the "kernel upgrade, GPU missing" runbook.
     modules_tree = node.kernel.modules_tree_present
-    if node.pci_gpus and release and node.on_disk is None and (modules_tree or not node.loaded("nvidia")):
+    if node.pci_gpus and release and node.on_disk is None and (modules_tree or (listed and not node.loaded("nvidia"))):
         other = sorted({e.kernel for e in node.dkms if e.kernel != release})
         out.append(Finding(
             "no_module_for_running_kernel", "critical",
@@ -119,26 +140,30 @@ def _module_findings(node: NodeState) -> list[Finding]:
                 "rebuild_module",
                 evidence={"vermagic": node.on_disk.vermagic, "kernel_release": release, "path": node.on_disk.path},
             ))
-    if node.kernel_log.load_errors and not node.loaded("nvidia"):
+    if node.kernel_log.load_errors and listed and not node.loaded("nvidia"):
         out.append(Finding(
             "module_load_failed", "critical",
             "the kernel refused the nvidia module: " + node.kernel_log.load_errors[-1],
             "rebuild_module",
             evidence={"lines": list(node.kernel_log.load_errors[-5:])},
         ))
-    if not node.kernel.module_unload_supported:
+    if listed and not node.kernel.module_unload_supported:
         out.append(Finding(
             "module_unload_unsupported", "info",
             "this kernel cannot unload modules (no CONFIG_MODULE_UNLOAD): only a reboot changes the driver",
             "none", blocks_reload=True,
-            evidence={"proc_modules": "refcount column is '-'" if node.kernel.modules_supported else "/proc/modules absent"},
+            evidence={"proc_modules": "refcount column is '-'" if node.kernel.modules_supported else "no /proc/modules: no module support"},
         ))
-    if node.kernel.module_loading_disabled:
+    # kernel.module_loading_disabled is "modules_disabled says 1, or no module support": say it only
+    # from a modules_disabled that was read, or from the live kernel's lack of /proc/modules
+    no_modules = node.readable.proc_modules.state == "not_in_kernel"
+    if listed and (node.readable.modules_disabled.read or no_modules) and node.kernel.module_loading_disabled:
         out.append(Finding(
             "module_loading_disabled", "info",
-            "module loading is disabled (kernel.modules_disabled=1): nothing can be loaded until reboot",
+            ("this kernel has no module support: nothing can be loaded" if no_modules else
+             "module loading is disabled (kernel.modules_disabled=1): nothing can be loaded until reboot"),
             "none", blocks_reload=True,
-            evidence={"modules_disabled": "1" if node.kernel.modules_supported else "no module support"},
+            evidence={"modules_disabled": "no module support" if no_modules else "1"},
         ))
     return out
 
@@ -146,7 +171,8 @@ def _module_findings(node: NodeState) -> list[Finding]:
 def _gpu_findings(node: NodeState) -> list[Finding]:
     out = []
     pci = {g.bus_id for g in node.pci_gpus}
-    vanished = sorted(g.bus_id for g in node.proc_gpus if g.bus_id not in pci)
+    # a GPU the driver lists has left the bus only when the bus could be listed
+    vanished = sorted(g.bus_id for g in node.proc_gpus if g.bus_id not in pci) if node.readable.pci_devices.known else []
     fallen_xids = [x for x in node.kernel_log.xids if x.since_driver_load and xid_catalog.bucket(x.xid, x.message) == "reboot"]
     if fallen_xids or node.kernel_log.fallen_off_bus or vanished:
         lines = [x.line for x in fallen_xids] + list(node.kernel_log.fallen_off_bus)
@@ -233,20 +259,24 @@ def _consumer_findings(node: NodeState) -> list[Finding]:
             "none", blocks_reload=True,
             evidence={"error": node.consumers.container_engine_error},
         ))
-    driver = node.resident.version or node.userspace.version
+    # The fabric manager starts only for a driver of its exact version: what matters is the driver
+    # a reload would load (the one on disk), not the one resident now. After an upgrade that
+    # replaced both, the reload itself fixes the mismatch with the resident module.
+    driver = (node.on_disk.version if node.on_disk else None) or node.resident.version or node.userspace.version
     if node.fabric_manager_version and driver and node.fabric_manager_version != driver:
         out.append(Finding(
             "fabric_manager_version_mismatch", "critical",
-            f"nv-fabricmanager {node.fabric_manager_version} does not match driver {driver}: "
-            "install the fabric manager of the driver's exact version",
-            "install_driver",
+            f"nv-fabricmanager {node.fabric_manager_version} does not match driver {driver}"
+            f"{' (the one a reload would load)' if node.on_disk and node.on_disk.version == driver else ''}: "
+            "install the fabric manager of the driver's exact version; a reload would leave the NVLink fabric down",
+            "install_driver", blocks_reload=True,
             evidence={"fabric_manager_version": node.fabric_manager_version, "driver_version": driver},
         ))
     return out
 
 
 def diagnose(node: NodeState) -> Diagnosis:
-    findings = _version_findings(node) + _module_findings(node) + _gpu_findings(node) + _consumer_findings(node)
+    findings = _readability_findings(node) + _version_findings(node) + _module_findings(node) + _gpu_findings(node) + _consumer_findings(node)
     actions = {f.action for f in findings}
     recommended = next(a for a in ACTION_PRIORITY if a in actions or a == "none")
     blockers = tuple(f.code for f in findings if f.blocks_reload)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from nvreload.host.rootfs import RootFS
 from nvreload.model import (
     KernelModule,
@@ -17,6 +19,7 @@ from nvreload.read.kernel_modules import mofed_ready, parse_proc_modules, read_k
 from nvreload.read.nvidia_proc import read_proc_gpus, read_resident
 from nvreload.read.on_disk import read_dkms, read_on_disk_module
 from nvreload.read.pci import read_pci_gpus
+from nvreload.read.readability import kernel_release_input, read_readability
 from nvreload.read.userspace import read_userspace
 
 
@@ -70,6 +73,12 @@ def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeStat
     proc_modules_text = fs.read_text("proc/modules")
     proc_lines = parse_proc_modules(proc_modules_text or "")
     kernel = read_kernel(fs, proc_lines, proc_modules_text is not None)
+    release_input, release = kernel_release_input(fs)
+    if kernel.release is None and release:
+        # a snapshot that kept /proc/version but not osrelease
+        tree = fs.is_dir(f"lib/modules/{release}") or fs.is_dir(f"usr/lib/modules/{release}")
+        kernel = replace(kernel, release=release, modules_tree_present=tree)
+    readable = read_readability(fs, proc_modules_text, release_input)
     modules = read_modules(fs, proc_lines)
     by_name = {m.name: m for m in modules}
     userspace = read_userspace(fs)
@@ -125,4 +134,5 @@ def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeStat
         consumers=consumers,
         unreadable=tuple(dict.fromkeys(fs.denied)),
         live=machine.live,
+        readable=readable,
     )

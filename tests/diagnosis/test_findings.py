@@ -1,11 +1,12 @@
 """The diagnosis layer as pure functions: node state in, findings and one recommended action out."""
 
+import shutil
 from dataclasses import replace
 
 from helpers import node_of
 
 from nvreload.diagnosis.findings import ACTION_PRIORITY, diagnose
-from nvreload.model import GpuProcess, NvmlDevice, NvmlReport
+from nvreload.model import GpuProcess, NodeInput, NvmlDevice, NvmlReport
 
 LOAD = "[ 5.100000] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  550.127.08  Release Build"
 XID79 = "[ 9001.0] NVRM: Xid (PCI:0000:3b:00): 79, pid=2311, name=python3, GPU has fallen off the bus."
@@ -36,8 +37,8 @@ def test_the_recommended_action_is_the_most_drastic_one_any_finding_needs(snapsh
 
 
 def test_the_action_order_is_the_one_the_issue_fixes():
-    assert ACTION_PRIORITY == ("service_hardware", "reboot", "rebuild_module", "install_driver", "reload",
-                               "reset_gpu", "restart_application", "none")
+    assert ACTION_PRIORITY == ("check_access", "service_hardware", "reboot", "rebuild_module", "install_driver",
+                               "reload", "reset_gpu", "restart_application", "none")
 
 
 def test_every_finding_carries_the_evidence_that_produced_it(snapshot):
@@ -96,3 +97,116 @@ def test_a_gpu_bound_to_vfio_is_left_to_its_owner_but_nouveau_blocks(snapshot):
     assert diagnosis.reload_blockers == ()
     snapshot.gpu("0000:af:00.0", driver="nouveau", minor=2)
     assert "gpu_bound_to_other_driver" in diagnose(node_of(snapshot)).reload_blockers
+
+
+FALLEN = "[ 9001.0] NVRM: GPU 0000:3b:00.0: GPU has fallen off the bus."
+
+
+def test_the_fallen_off_the_bus_line_without_an_xid_79_is_a_reboot_that_blocks_the_reload(snapshot):
+    snapshot.dmesg([LOAD, FALLEN])
+    diagnosis = diagnose(node_of(snapshot))
+    finding = next(f for f in diagnosis.findings if f.code == "gpu_fallen_off_bus")
+    assert finding.evidence["lines"] == [FALLEN]
+    assert diagnosis.recommended_action == "reboot" and "gpu_fallen_off_bus" in diagnosis.reload_blockers
+
+
+def test_xids_in_a_log_that_lost_its_load_line_still_drive_the_diagnosis(snapshot):
+    snapshot.dmesg([XID48])  # no `NVRM: loading` line left in the ring buffer
+    diagnosis = diagnose(node_of(snapshot))
+    assert "xid_reset_required" in codes(diagnosis) and diagnosis.recommended_action == "reset_gpu"
+    snapshot.dmesg([FALLEN])
+    assert "gpu_fallen_off_bus" in codes(diagnose(node_of(snapshot)))
+
+
+def test_a_resident_module_newer_than_userspace_is_a_mismatch_too(snapshot):
+    # a downgrade (or a rollback of the packages): "550.90.07" < "550.127.08" as strings, but not equal
+    snapshot.userspace("550.90.07")
+    snapshot.on_disk_module("550.90.07")
+    finding = next(f for f in diagnose(node_of(snapshot)).findings if f.code == "version_mismatch")
+    assert finding.evidence["userspace_version"] == "550.90.07" and finding.evidence["kernel_module_version"] == "550.127.08"
+
+
+def unread(node, **states):
+    """`node` as if the named inputs (Readability fields) had not been read, in the given states."""
+    inputs = {name: NodeInput(getattr(node.readable, name).paths, state) for name, state in states.items()}
+    return replace(node, readable=replace(node.readable, **inputs))
+
+
+def test_an_unreadable_proc_modules_gives_no_finding_drawn_from_it_only_node_unreadable(snapshot):
+    snapshot.gpu("0000:86:00.0", minor=1)
+    node = node_of(snapshot)
+    # what read_kernel and read_modules make of a /proc/modules they could not read: nothing listed,
+    # no unloading, loading "disabled" -- exactly the guesses no finding may repeat
+    blind = replace(node, modules=(), kernel=replace(node.kernel, module_unload_supported=False,
+                                                      module_loading_disabled=True, modules_supported=False))
+    diagnosis = diagnose(unread(blind, proc_modules="unreadable"))
+    assert codes(diagnosis) == ["node_unreadable"]
+    finding = diagnosis.findings[0]
+    assert finding.severity == "unknown" and finding.action == "check_access"
+    assert "/proc/modules: unreadable" in finding.message and "run it as root" not in finding.message  # a snapshot
+    assert finding.evidence["inputs"] == [{"paths": ["/proc/modules"], "state": "unreadable"}]
+    assert diagnosis.recommended_action == "check_access" and diagnosis.reload_blockers == ("node_unreadable",)
+
+
+def test_without_the_kernel_release_the_node_is_unknown_even_beside_a_critical_finding(snapshot):
+    snapshot.dmesg([LOAD, XID79])  # read from the log: still reported, but it cannot be the verdict
+    diagnosis = diagnose(unread(node_of(snapshot), kernel_release="empty"))
+    assert {"node_unreadable", "gpu_fallen_off_bus"} <= set(codes(diagnosis))
+    node_unreadable = diagnosis.findings[0]
+    assert "/proc/sys/kernel/osrelease: empty" in node_unreadable.message
+    assert diagnosis.recommended_action == "check_access"  # not "reboot"
+
+
+def test_on_the_live_node_the_unreadable_finding_says_to_run_as_root(snapshot):
+    node = replace(unread(node_of(snapshot), proc_modules="unreadable"), live=True)
+    finding = diagnose(node).findings[0]
+    assert finding.code == "node_unreadable" and "run it as root" in finding.message
+
+
+def test_module_unload_unsupported_comes_only_from_the_dash_refcount_of_a_proc_modules_that_was_read(snapshot):
+    snapshot.module("nvidia_peermem", "550.127.08", refcount="-")
+    assert "module_unload_unsupported" in codes(diagnose(node_of(snapshot)))
+    snapshot.write("proc/modules", "")  # what `cp /proc/modules` gives: procfs says size 0
+    assert "module_unload_unsupported" not in codes(diagnose(node_of(snapshot)))
+
+
+def test_module_loading_disabled_comes_only_from_a_modules_disabled_that_was_read_and_says_1(snapshot):
+    snapshot.write("proc/sys/kernel/modules_disabled", "1\n")
+    finding = next(f for f in diagnose(node_of(snapshot)).findings if f.code == "module_loading_disabled")
+    assert finding.evidence == {"modules_disabled": "1"}
+    snapshot.write("proc/sys/kernel/modules_disabled", "")
+    assert codes(diagnose(node_of(snapshot))) == []
+    (snapshot.root / "proc/sys/kernel/modules_disabled").unlink()
+    assert codes(diagnose(node_of(snapshot))) == []  # not essential: the node is still known, just not this
+
+
+def test_a_kernel_without_module_support_is_told_by_the_live_kernel_lacking_proc_modules(snapshot):
+    node = node_of(snapshot)
+    node = replace(node, modules=(), kernel=replace(node.kernel, module_unload_supported=False,
+                                                    module_loading_disabled=True, modules_supported=False))
+    live = unread(node, proc_modules="not_in_kernel", modules_disabled="not_in_kernel")
+    diagnosis = diagnose(live)
+    assert "node_unreadable" not in codes(diagnosis)
+    disabled = next(f for f in diagnosis.findings if f.code == "module_loading_disabled")
+    assert disabled.evidence == {"modules_disabled": "no module support"}
+    assert "no module support" in disabled.message
+
+
+def test_no_module_is_called_not_loaded_from_a_proc_modules_that_was_not_read(snapshot):
+    for name in ("nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm"):
+        shutil.rmtree(snapshot.root / f"sys/module/{name}")
+    snapshot.dmesg([LOAD, "[ 9.0] NVRM: API mismatch: the client has the version 550.144.03"])
+    snapshot.write("proc/modules", "")
+    diagnosis = diagnose(node_of(snapshot))
+    assert not {"driver_not_loaded", "module_load_failed"} & set(codes(diagnosis))
+    assert diagnosis.recommended_action == "check_access"
+
+
+def test_gpus_are_not_called_fallen_off_the_bus_when_the_bus_was_not_read(snapshot):
+    shutil.rmtree(snapshot.root / "sys/bus")  # the driver still lists its GPU in /proc/driver/nvidia
+    diagnosis = diagnose(node_of(snapshot))
+    assert "gpu_fallen_off_bus" not in codes(diagnosis)
+    assert diagnosis.recommended_action != "reboot"
+    shutil.rmtree(snapshot.root / "sys/devices")
+    (snapshot.root / "sys/bus/pci/devices").mkdir(parents=True)  # listed, and the GPU is not on it
+    assert "gpu_fallen_off_bus" not in codes(diagnose(node_of(snapshot)))  # an empty listing in a snapshot: not read
