@@ -34,8 +34,8 @@ from nvreload.state_files import atomic_write_json
 JOURNAL_SCHEMA_VERSION = 2
 # A stopped run is unfinished on purpose: --start (or --rollback) brings its consumers back.
 UNFINISHED = ("running", "rolling_back", "failed", "stopped")
-FINISHED = ("reloaded", "rolled_back", "started")
-UNDO_KINDS = ("stop_container", "stop_service", "quit_mps", "unbind_console", "unload_module")
+FINISHED = ("reloaded", "rolled_back", "started", "reset")
+UNDO_KINDS = ("stop_container", "stop_service", "quit_mps", "unbind_console", "unload_module", "disable_persistence")
 RECORD_STATES = ("intended", "done", "undone")
 # A journal is kilobytes; a run of thousands of containers, a few megabytes. Anything far larger
 # was not written by nvreload and is not read into memory.
@@ -348,8 +348,14 @@ def _shape_problem(data: object) -> str | None:
         return "'events' is not a number"
     if not isinstance(data.get("action"), str) or not isinstance(data.get("run_id"), str):
         return "'action' or 'run_id' missing"
-    if data.get("context") is not None and not isinstance(data["context"], dict):
-        return "'context' is not an object"
+    context = data.get("context")
+    if context is not None:
+        if not isinstance(context, dict):
+            return "'context' is not an object"
+        # what rollback decides by (went forward?) must be a version or nothing, never a guess
+        for key in ("host", "driver", "module_version"):
+            if context.get(key) is not None and not isinstance(context[key], str):
+                return f"context '{key}' is not a string"
     for number, record in enumerate(data["undo"], 1):
         if _record_problem(record) or record["seq"] != number:
             return f"an undo record of the wrong shape: {record!r}"

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 SNAPSHOT_DIR = "nvreload-snapshot"
 _FM_VERSION = re.compile(r"(\d+\.\d+\.\d+)")
+# what a captured nvml.json may say, as the status schema lists them
+_NVML_STATUSES = ("ok", "version_mismatch", "driver_not_loaded", "library_not_found", "unavailable", "error")
 
 
 class Machine:
@@ -41,7 +43,7 @@ class Machine:
     def hostname(self) -> str | None:
         if self.live:
             return os.uname().nodename
-        return self.fs.read_line("proc/sys/kernel/hostname") or self.fs.read_line("etc/hostname")
+        return self.fs.read_line("proc/sys/kernel/hostname") or self.fs.read_line("etc/hostname") or None
 
     def systemd_is_pid1(self) -> bool:
         if not self.live:
@@ -72,9 +74,12 @@ class Machine:
             if captured:
                 try:
                     data = json.loads(captured)
-                    return NvmlReport(status=str(data.get("status", "error")), source="snapshot", error=data.get("error"))
+                    status, error = data.get("status", "error"), data.get("error")
                 except (ValueError, AttributeError):
-                    pass
+                    status, error = None, None
+                # anything else is as unreadable as broken JSON: the XML capture, if any, speaks instead
+                if status in _NVML_STATUSES and (error is None or isinstance(error, str)):
+                    return NvmlReport(status=status, source="snapshot", error=error)
             from nvreload.read.smi_xml import parse_smi_xml
 
             parsed = parse_smi_xml(self.fs.read_text(f"{SNAPSHOT_DIR}/nvidia-smi-q.xml"))

@@ -36,6 +36,11 @@ class ProcModulesLine:
     state: str
 
 
+def _count(field: str) -> int | None:
+    """A count as the kernel prints it: ASCII digits only (int() would also take '-1', '1_0', '٣')."""
+    return int(field) if field.isascii() and field.isdigit() else None
+
+
 def parse_proc_modules(text: str) -> list[ProcModulesLine]:
     """Parse /proc/modules; lines that do not have the kernel's shape are skipped, not fatal."""
     parsed = []
@@ -45,15 +50,11 @@ def parse_proc_modules(text: str) -> list[ProcModulesLine]:
             continue
         name, size, refcount, used_by, state = fields[:5]
         unload_supported = refcount != "-"
-        try:
-            count = int(refcount) if unload_supported else None
-            size_bytes = int(size)
-        except ValueError:
+        count, size_bytes = _count(refcount), _count(size)
+        if size_bytes is None or (unload_supported and count is None) or state not in _STATES:
             continue
         holders = tuple(h for h in used_by.split(",") if h and h != "-")
-        parsed.append(
-            ProcModulesLine(name, size_bytes, count, unload_supported, holders, _STATES.get(state, state.lower()))
-        )
+        parsed.append(ProcModulesLine(name, size_bytes, count, unload_supported, holders, _STATES[state]))
     return parsed
 
 
@@ -72,6 +73,8 @@ def read_module(root: RootFS, name: str, proc_line: ProcModulesLine | None) -> K
     if proc_line is None and not in_sys:
         return None
     initstate = root.read_line(f"{base}/initstate")
+    if initstate not in _STATES.values():
+        initstate = None  # not a state the kernel writes there: it tells nothing
     holders = set(root.listdir(f"{base}/holders"))
     refcount = None
     if proc_line is not None:
@@ -85,8 +88,7 @@ def read_module(root: RootFS, name: str, proc_line: ProcModulesLine | None) -> K
         state = "builtin"
     if refcount is None and state != "builtin":
         refcnt = root.read_line(f"{base}/refcnt")
-        if refcnt is not None and refcnt.lstrip("-").isdigit():
-            refcount = int(refcnt)
+        refcount = _count(refcnt) if refcnt is not None else None
     return KernelModule(
         name=name,
         state=state,
@@ -117,7 +119,7 @@ def read_modules(root: RootFS, proc_lines: list[ProcModulesLine]) -> tuple[Kerne
 
 
 def read_kernel(root: RootFS, proc_lines: list[ProcModulesLine], proc_modules_present: bool) -> KernelInfo:
-    release = root.read_line("proc/sys/kernel/osrelease")
+    release = root.read_line("proc/sys/kernel/osrelease") or None  # an empty file names no release
     disabled = root.read_line("proc/sys/kernel/modules_disabled")
     if proc_lines:
         unload = all(line.unload_supported for line in proc_lines)

@@ -7,6 +7,8 @@ import re
 from nvreload.host.rootfs import RootFS
 from nvreload.model import ProcGpu, ResidentDriver
 
+# a bus id as normalize_bus_id writes it (and the status schema requires)
+_NORMAL_BUS_ID = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _VERSION = re.compile(r"NVRM version:\s*(?P<banner>NVIDIA UNIX.*?Kernel Module.*?)\s+(?P<version>\d+\.\d+(?:\.\d+)?)\s")
 
 
@@ -41,11 +43,15 @@ def parse_gpu_information(bus_dir: str, text: str) -> ProcGpu:
             key, _, value = line.partition(":")
             fields[key.strip()] = value.strip()
     minor = fields.get("Device Minor")
+    bus_id = normalize_bus_id(fields.get("Bus Location", bus_dir))
+    if not _NORMAL_BUS_ID.match(bus_id):
+        bus_id = normalize_bus_id(bus_dir)  # a damaged line: the kernel named the directory by the bus id
     return ProcGpu(
-        bus_id=normalize_bus_id(fields.get("Bus Location", bus_dir)),
+        bus_id=bus_id,
         model=fields.get("Model") or None,
         uuid=fields.get("GPU UUID") or None,
-        minor=int(minor) if minor and minor.isdigit() else None,
+        # isascii: str.isdigit() also accepts '²', which int() refuses
+        minor=int(minor) if minor and minor.isascii() and minor.isdigit() else None,
     )
 
 

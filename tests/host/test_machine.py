@@ -1,6 +1,9 @@
 """Machine's NVML door: a probe started early is used once, and given up when NVML cannot answer."""
 
+import shutil
 import time
+
+import pytest
 
 from nvreload.host.machine import Machine
 from nvreload.host.nvml import NvmlProbe
@@ -44,3 +47,27 @@ def test_without_the_userspace_library_nvml_is_not_asked(snapshot, stub_nvml):
 def test_a_snapshot_answers_from_what_was_captured_never_from_this_machines_nvml(h100_root, stub_nvml):
     report = Machine(open_root(str(h100_root))).nvml(module_live=True, userspace_found=True)
     assert (report.source, report.driver_version) == ("nvidia-smi-xml", "580.159.04")
+
+
+def test_a_snapshots_nvml_json_speaks_for_nvml_there(tmp_path, h100_root):
+    shutil.copytree(h100_root, tmp_path / "node")
+    (tmp_path / "node/nvreload-snapshot/nvml.json").write_text('{"status": "version_mismatch", "error": "Driver/library version mismatch"}')
+    report = Machine(open_root(str(tmp_path / "node"))).nvml(module_live=True, userspace_found=True)
+    assert (report.status, report.source, report.error) == ("version_mismatch", "snapshot", "Driver/library version mismatch")
+
+
+@pytest.mark.parametrize("captured", ['{"status": "error", "error": 5}', '{"status": ["ok"]}', '{"status": "bogus"}', "[]"])
+def test_an_nvml_json_of_the_wrong_shape_is_unreadable_and_the_xml_capture_speaks(tmp_path, h100_root, captured):
+    # found by tests/fuzz: {"error": 5} reached the human status as a number and crashed it (exit 70)
+    shutil.copytree(h100_root, tmp_path / "node")
+    (tmp_path / "node/nvreload-snapshot/nvml.json").write_text(captured)
+    report = Machine(open_root(str(tmp_path / "node"))).nvml(module_live=True, userspace_found=True)
+    assert (report.status, report.source, report.driver_version) == ("ok", "nvidia-smi-xml", "580.159.04")
+
+
+def test_an_empty_hostname_file_names_no_host(tmp_path):
+    # found by tests/fuzz: hostname "" reached the status document, whose schema wants null or a name
+    for name in ("proc/sys/kernel/hostname", "etc/hostname"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("\n")
+    assert Machine(open_root(str(tmp_path))).hostname() is None

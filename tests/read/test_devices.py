@@ -25,3 +25,8 @@ def test_a_comm_with_spaces_and_parentheses_does_not_shift_the_stat_fields():
 def test_a_kernel_thread_is_told_by_its_flags():
     raw = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0"
     assert parse_proc_stat(2, raw).is_kernel_thread
+
+
+def test_a_major_in_superscript_digits_is_not_a_major_nor_a_crash():
+    # found by tests/fuzz: str.isdigit() accepts '²', int() refuses it
+    assert nvidia_majors("Character devices:\n² nvidia-uvm\n195 nvidia\n") == frozenset({195})

@@ -30,3 +30,21 @@ def test_module_load_errors_are_kept_for_diagnosis():
 def test_no_kernel_log_is_an_empty_log():
     log = parse_kernel_log(None, None)
     assert log.xids == () and log.source is None
+
+
+def test_xids_in_a_log_without_any_load_line_count_as_since_the_driver_loaded():
+    # the load line scrolled out of a small ring buffer: what is left belongs to the instance in memory
+    log = parse_kernel_log("[ 77.0] NVRM: Xid (PCI:0000:3b:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error\n", "dmesg")
+    assert log.last_driver_load is None
+    (xid,) = log.xids
+    assert (xid.xid, xid.since_driver_load) == (48, True)
+
+
+FALLEN = "[ 9001.0] NVRM: GPU 0000:3b:00.0: GPU has fallen off the bus."
+
+
+def test_the_fallen_off_the_bus_line_alone_is_kept_with_or_without_a_load_line():
+    assert parse_kernel_log(FALLEN + "\n", "dmesg").fallen_off_bus == (FALLEN,)
+    assert parse_kernel_log(LOAD + "\n" + FALLEN + "\n", "dmesg").fallen_off_bus == (FALLEN,)
+    # before a later load it belongs to the old instance
+    assert parse_kernel_log(FALLEN + "\n" + LOAD + "\n", "dmesg").fallen_off_bus == ()

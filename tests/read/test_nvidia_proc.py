@@ -3,7 +3,13 @@
 import pytest
 
 from nvreload.host.rootfs import open_root
-from nvreload.read.nvidia_proc import normalize_bus_id, parse_version_banner, read_proc_gpus, read_resident
+from nvreload.read.nvidia_proc import (
+    normalize_bus_id,
+    parse_gpu_information,
+    parse_version_banner,
+    read_proc_gpus,
+    read_resident,
+)
 
 
 def test_the_h100_capture_has_the_open_580_module_resident(h100_root):
@@ -41,3 +47,15 @@ def test_the_h100_captures_gpu_information_is_read_with_its_uuid_and_minor(h100_
 ])
 def test_bus_ids_in_every_form_the_driver_prints_become_one(raw, expected):
     assert normalize_bus_id(raw) == expected
+
+
+def test_a_device_minor_in_superscript_digits_is_no_minor_not_a_crash():
+    # found by tests/fuzz: str.isdigit() accepts '²', int() refuses it
+    gpu = parse_gpu_information("0000:3b:00.0", "Device Minor:²")
+    assert gpu.minor is None and gpu.bus_id == "0000:3b:00.0"
+
+
+@pytest.mark.parametrize("location", ["Bus Location:", "Bus Location: \t :b:.", "Bus Location: １:１b:１.１"])
+def test_a_damaged_bus_location_leaves_the_bus_id_the_directory_names(location):
+    # found by tests/fuzz: '' and ':b:.' became the GPU's pci_bus_id in the status document
+    assert parse_gpu_information("0000:3b:00.0", f"Model: \t\t NVIDIA H100\n{location}\n").bus_id == "0000:3b:00.0"
