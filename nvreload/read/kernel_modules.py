@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from nvreload.host.rootfs import RootFS
@@ -35,6 +36,16 @@ class ProcModulesLine:
     holders: tuple[str, ...]
     state: str
 
+
+
+_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
+
+
+def _version(text: str | None) -> str | None:
+    """A module's MODULE_VERSION as sysfs shows it, when it is one (dotted digits); a damaged
+    file is no version rather than text that would pass for one."""
+    text = (text or "").strip()
+    return text if text.isascii() and _VERSION.match(text) else None
 
 def _count(field: str) -> int | None:
     """A count as the kernel prints it: ASCII digits only (int() would also take '-1', '1_0', '٣')."""
@@ -94,7 +105,7 @@ def read_module(root: RootFS, name: str, proc_line: ProcModulesLine | None) -> K
         state=state,
         refcount=refcount,
         holders=tuple(sorted(holders)),
-        version=root.read_line(f"{base}/version") or None,
+        version=_version(root.read_line(f"{base}/version")),
         parameters=read_parameters(root, name),
         size=proc_line.size if proc_line else None,
     )

@@ -99,3 +99,14 @@ def test_an_empty_osrelease_names_no_kernel_release(tmp_path):
     # found by tests/fuzz: an empty file gave kernel_release "", which the schema refuses (null or a name)
     Snapshot(tmp_path).write("proc/sys/kernel/osrelease", "")
     assert read_kernel(open_root(str(tmp_path)), [], True).release is None
+
+
+def test_a_damaged_sysfs_module_version_is_no_version(tmp_path):
+    # found by fuzzing: "\n⣰²" reached the status document's kernel_module_version, outside its schema
+    from nvreload.host.rootfs import DirRoot
+    from nvreload.read.kernel_modules import read_module
+
+    for text, expected in (("580.95.05\n", "580.95.05"), ("\n⣰²", None), ("580.9x", None), ("５８０.１", None)):
+        (tmp_path / "sys/module/nvidia").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "sys/module/nvidia/version").write_text(text)
+        assert read_module(DirRoot(str(tmp_path)), "nvidia", None).version == expected, text
