@@ -16,7 +16,8 @@ from nvreload.engine.lock import NodeLock, NullLock
 from nvreload.engine.outcome import RunReport
 from nvreload.engine.plan import Action
 from nvreload.engine.planner import build_plan
-from nvreload.errors import BadInputError, ExitCode, JournalError, RefusedError, UsageError
+from nvreload.engine.reset_planner import ALL, build_reset_plan, select_gpus
+from nvreload.errors import BadInputError, ExitCode, JournalError, RefusedError
 from nvreload.host.installer import check_archive, check_installer, installer_version, take_installer
 from nvreload.state_files import StatePaths, check_writable_dirs
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class ActionRequest:
-    """--reload, --stop, --start, --rollback (and --reset, not built yet), with what modifies them."""
+    """--reload, --reset, --stop, --start, --rollback, with what modifies them."""
 
     action: str
     simulate: str | None = None  # None: the live node; "": the built-in scenario; else a scenario file
@@ -40,6 +41,7 @@ class ActionRequest:
     force_display: bool = False
     restart_docker: bool = False
     peermem_wait: float = 300.0  # seconds nvidia_peermem waits for MOFED, once per run
+    gpus: str | None = None  # --reset: "all", or nvidia-smi indexes, PCI addresses, UUIDs (comma list)
 
 
 @dataclass
@@ -107,13 +109,11 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
                confirm: Callable[[str], bool] | None) -> ActionResult:
     """`confirm` asks a person; None when no terminal can ask (then --yes is required)."""
     action = request.action
-    if action == "reset":
-        raise UsageError("--reset is not implemented yet; use --reload")
     dry_run = request.dry_run
     # A dry run shows the plan even where the real run would refuse, then the refusal and its exit code.
     refusal = None
     if request.simulate is None and request.root is None and os.geteuid() != 0:
-        refusal = f"--{action} needs root (it stops services and unloads kernel modules); run it with sudo"
+        refusal = f"--{action} needs root (it stops services{' and resets GPUs' if action == 'reset' else ' and unloads kernel modules'}); run it with sudo"
         if not dry_run:
             raise RefusedError(refusal)
     installer, private = request.driver, None
@@ -167,8 +167,11 @@ def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm:
             refusal = refusal or _fabric_refusal(installer, view.fabric_manager_version)
             if refusal and not dry_run:
                 raise RefusedError(refusal)
-        plan = build_plan(view, target.configured_parameters(), driver=installer, stop_only=action == "stop",
-                          restart_container_engine=request.restart_docker)
+        if action == "reset":
+            plan = build_reset_plan(view, select_gpus(view, request.gpus or ALL))
+        else:
+            plan = build_plan(view, target.configured_parameters(), driver=installer, stop_only=action == "stop",
+                              restart_container_engine=request.restart_docker)
         if not dry_run and not request.yes:
             if confirm is None:
                 raise RefusedError(f"--{action} acts on the node: confirm with --yes when no terminal can ask")
@@ -179,7 +182,7 @@ def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm:
             [{"step": s.name, "action": a.kind, "target": a.target} for s in plan.steps for a in s.actions],
             JournalContext(target.name, request.driver, view.container_engine, view.loaded_version))
         engine = Engine(target, journal, reporter, peermem_wait=request.peermem_wait)
-        report = engine.stop(plan) if action == "stop" else engine.reload(plan)
+        report = {"stop": engine.stop, "reset": engine.reset}.get(action, engine.reload)(plan)
         report.container_engine = view.container_engine
         report.left_alone = [{"service": name, "why": "enabled but already failed before the run; not started"}
                              for name in view.failed_services]

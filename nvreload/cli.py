@@ -36,8 +36,8 @@ def _check_combinations(action: str, opts: dict) -> None:
         raise UsageError(f"--root reads a snapshot: --{action} cannot act on it (only --status, --collect, --reload --dry-run)")
     if opts["simulate"] is not None and action == "collect":
         raise UsageError("--collect archives a real node (this one, or --root): there is nothing to collect from --simulate")
-    if opts["dry_run"] and action not in ("reload", "stop", "start", "rollback"):
-        raise UsageError(f"--dry-run goes with --reload, --stop, --start or --rollback, not --{action}")
+    if opts["dry_run"] and action not in ("reload", "reset", "stop", "start", "rollback"):
+        raise UsageError(f"--dry-run goes with --reload, --reset, --stop, --start or --rollback, not --{action}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,7 +45,9 @@ def _check_combinations(action: str, opts: dict) -> None:
 @click.option("--verify", is_flag=True, help="Health check: NVML, versions, GPUs, a CUDA context, XIDs.")
 @click.option("--reload", "-r", "reload", is_flag=True, help="Stop consumers, unload, (install), load, verify, restart.")
 @click.option("--driver", type=click.Path(dir_okay=False), help="With --reload: install this NVIDIA .run in between.")
-@click.option("--reset", is_flag=True, help="nvidia-smi --gpu-reset only (no module unload).")
+@click.option("--reset", is_flag=False, flag_value="all", default=None, metavar="[GPU,...]",
+              help="Reset GPUs (nvidia-smi --gpu-reset, no module unload): all, or a comma list of indexes, PCI "
+                   "addresses or UUIDs; only their consumers stop. Refused on NVSwitch nodes.")
 @click.option("--stop", is_flag=True, help="Stop GPU consumers.")
 @click.option("--start", is_flag=True, help="Start what the last --stop stopped.")
 @click.option("--rollback", is_flag=True, help="Undo a failed or interrupted run from the journal.")
@@ -81,7 +83,7 @@ def _act(action: str, opts: dict) -> int:
     request = ActionRequest(
         action=action, simulate=opts["simulate"], root=opts["root"], driver=opts["driver"], dry_run=bool(opts["dry_run"]),
         yes=bool(opts["yes"]), force_display=bool(opts["force_display"]), restart_docker=bool(opts["restart_docker"]),
-        peermem_wait=float(opts["peermem_wait"]))  # type: ignore[arg-type]
+        peermem_wait=float(opts["peermem_wait"]), gpus=opts["reset"])  # type: ignore[arg-type]
     as_json = bool(opts["as_json"])
     if as_json:
         reporter = Reporter()

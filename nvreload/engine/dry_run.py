@@ -75,6 +75,12 @@ class RecordingTarget:
     def mofed_ready(self) -> bool:
         return True  # a plan does not wait
 
+    def disable_persistence(self, bus_id: str) -> None:
+        self._rec("disable_persistence", bus_id)
+
+    def reset_gpu(self, bus_id: str) -> None:
+        self._rec("reset_gpu", bus_id)
+
     def refresh_cdi_specs(self) -> list[str]:
         self._rec("refresh_cdi_specs", "nvidia-ctk")
         return []

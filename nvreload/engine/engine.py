@@ -14,6 +14,7 @@ from nvreload.engine.outcome import Outcome, RunReport
 from nvreload.engine.plan import OPTIONAL_MODULES, Action, Plan
 from nvreload.catalog import FABRIC_SERVICES
 from nvreload.engine.planner import restart_actions
+from nvreload.engine.reset_planner import gpu_minors
 from nvreload.engine.target import ReloadTarget
 from nvreload.errors import HostError, Interrupted, StepFailed
 from nvreload.model import Check, GpuProcess
@@ -107,7 +108,8 @@ class Engine:
         self.reporter.step(name, "done", time.monotonic() - started)
         self.target.at_boundary(name, "after")
 
-    def _stop_consumers(self, actions: tuple[Action, ...]) -> None:
+    def _stop_consumers(self, actions: tuple[Action, ...], minors: frozenset[int] | None = None) -> None:
+        """`minors`: a --reset's GPUs; only their holders matter after the stops (None: every GPU)."""
         containers = [a for a in actions if a.kind == "stop_container"]
         services = [a for a in actions if a.kind == "stop_service"]
         errors: list[str] = []
@@ -163,9 +165,13 @@ class Engine:
                 # not signal, or one that survived SIGKILL, will keep the module busy.
                 if outcome.startswith(("survived", "refused: never")) or "kernel thread" in outcome:
                     raise StepFailed("stop_consumers", f"pid {action.detail['pid']} ({action.detail.get('comm')}): {outcome}")
-        self._end_late_holders(actions)
+        self._end_late_holders(actions, minors)
 
-    def _end_late_holders(self, actions: tuple[Action, ...]) -> None:
+    def _gpu_holders(self, minors: frozenset[int] | None) -> tuple[GpuProcess, ...]:
+        holders = self.target.gpu_holders()
+        return holders if minors is None else tuple(h for h in holders if gpu_minors(h) & minors)
+
+    def _end_late_holders(self, actions: tuple[Action, ...], minors: frozenset[int] | None = None) -> None:
         """The plan was made from one scan; what holds a GPU device after the stops is a late holder.
 
         A child a holder forked just before its signal inherited the descriptors (a shell loop's
@@ -185,7 +191,7 @@ class Engine:
             return bool(cid) and any(cid.startswith(c) or c.startswith(cid) for c in containers)
 
         for _round in range(LATE_HOLDER_ROUNDS):
-            late = self.target.gpu_holders()
+            late = self._gpu_holders(minors)
             if not late:
                 return
             strangers = [h for h in late if not ours(h)]
@@ -198,7 +204,7 @@ class Engine:
                 outcome = self.target.terminate_process(holder.pid, holder.start_time)
                 self.journal.add_killed({"pid": holder.pid, "comm": holder.comm, "outcome": outcome, "late": True})
                 self.reporter.action(action, outcome)
-        left = self.target.gpu_holders()
+        left = self._gpu_holders(minors)
         if left:
             raise StepFailed("stop_consumers", f"still holding the GPU after {LATE_HOLDER_ROUNDS} rounds of ending late holders: "
                              + ", ".join(f"pid {h.pid} ({h.comm})" for h in left))
@@ -495,6 +501,94 @@ class Engine:
             actions.append(_as_stop_action(record))
         return actions
 
+    # --reset ------------------------------------------------------------------------------
+    def reset(self, plan: Plan) -> RunReport:
+        """Stop the chosen GPUs' consumers, reset each GPU (persistence off first), verify, then put
+        persistence and the consumers back. A reset cannot be undone: on a failure what stopped
+        comes back, and the outcome says whether the GPUs did (rolled back: not reset, as before;
+        reboot: a GPU did not come back from its reset)."""
+        report = RunReport(Outcome.RESET, steps=self._steps)
+        resets = plan.step("reset_gpus")
+        minors = frozenset(a.detail["minor"] for a in (resets.actions if resets else ()) if a.detail.get("minor") is not None)
+        previous = self._install(self._raise_on_signal)
+        failed_step = None
+        try:
+            for step in plan.steps:
+                failed_step = step.name
+                if step.name == "stop_consumers":
+                    self._run_step(step.name, lambda s=step: self._stop_consumers(s.actions, minors))
+                elif step.name == "reset_gpus":
+                    self._run_step(step.name, lambda s=step: self._reset_gpus(s.actions))
+                elif step.name == "verify":
+                    self._run_step(step.name, lambda s=step: self._verify(s.actions[0]))
+                elif step.name == "restart_consumers":
+                    def restart(s=step) -> None:
+                        self._persistence_back(report)
+                        self._restart(s.actions, report)
+                        if report.restart_failures:
+                            raise StepFailed("restart_consumers", "; ".join(f"{f['target']}: {f['error']}" for f in report.restart_failures))
+                    self._run_step(step.name, restart)
+            failed_step = None
+        except (StepFailed, Interrupted) as exc:
+            self._install(self._defer_signal)
+            report.error = exc.message
+            self._finish_reset(failed_step or "stop_consumers", report)
+        finally:
+            self._restore(previous)
+        self._summarize_undo(report)
+        return self._finish(report)
+
+    def _reset_gpus(self, actions: tuple[Action, ...]) -> None:
+        for action in actions:
+            if action.detail.get("persistence"):
+                record = self.journal.intend("disable_persistence", action.target)
+                self.target.disable_persistence(action.target)
+                self.journal.mark(record, "done")
+            self.target.reset_gpu(action.target)
+            self.reporter.action(action, "done")
+
+    def _persistence_back(self, report: RunReport) -> None:
+        outstanding = self.journal.outstanding("disable_persistence")
+        if not outstanding:
+            return
+        try:
+            self.target.restore_persistence({r.target: True for r in outstanding})
+        except HostError as exc:
+            report.restart_failures.append({"action": "restore_persistence", "target": ", ".join(r.target for r in outstanding),
+                                            "error": exc.message})
+            return
+        for record in outstanding:
+            self.journal.mark(record, "undone")
+
+    def _finish_reset(self, failed_step: str, report: RunReport) -> None:
+        """After a failed or interrupted --reset: persistence and consumers back, and an honest outcome."""
+        self.journal.begin_rollback()
+        self._persistence_back(report)
+        if failed_step != "restart_consumers":
+            self._restart(restart_actions(self._stopped_as_actions()), report)
+        if failed_step == "verify":
+            report.outcome, report.remaining_action = Outcome.NEEDS_REBOOT, "reboot"
+        elif report.restart_failures:
+            report.outcome, report.remaining_action = Outcome.PARTIAL, "nvreload --start"
+        elif failed_step == "restart_consumers":
+            report.outcome = Outcome.RESET
+        else:
+            report.outcome = Outcome.ROLLED_BACK
+
+    def _resume_reset(self, last: str, report: RunReport) -> None:
+        """A --reset that was killed: a reset cannot be undone, so bring back persistence and what
+        stopped, and say whether the GPUs work (killed during a reset, one may not have come back)."""
+        self.journal.begin_rollback()
+        self._persistence_back(report)
+        self._restart(restart_actions(self._stopped_as_actions()), report)
+        gpus_ok = last == "stop_consumers" or not self._failed_checks({})
+        if not gpus_ok:
+            report.outcome, report.remaining_action = Outcome.NEEDS_REBOOT, "reboot"
+        elif report.restart_failures:
+            report.outcome, report.remaining_action = Outcome.PARTIAL, "nvreload --start"
+        else:
+            report.outcome = Outcome.ROLLED_BACK if last == "stop_consumers" else Outcome.RESET
+
     # --stop / --start / --rollback --------------------------------------------------------
     def stop(self, plan: Plan) -> RunReport:
         report = RunReport(Outcome.STOPPED, steps=self._steps)
@@ -520,6 +614,8 @@ class Engine:
             if self.journal.action == "stop":
                 self._restart(restart_actions(self._stopped_as_actions()), report)
                 report.outcome = Outcome.STARTED if not report.restart_failures else Outcome.PARTIAL
+            elif self.journal.action == "reset":
+                self._resume_reset(last, report)
             elif last == "restart_consumers" or (last == "verify" and last_status == "done"):
                 self._refresh_cdi(report)
                 self._restart(restart_actions(self._stopped_as_actions()), report)

@@ -187,6 +187,12 @@ class LiveTarget:
             if on:
                 nvidia_tools.set_persistence(self.runner, bus_id)
 
+    def disable_persistence(self, bus_id: str) -> None:
+        nvidia_tools.disable_persistence(self.runner, bus_id)
+
+    def reset_gpu(self, bus_id: str) -> None:
+        nvidia_tools.reset_gpu(self.runner, bus_id)
+
     def at_boundary(self, step: str, phase: str) -> None:
         pass
 

@@ -17,6 +17,7 @@ class Outcome(Enum):
     PARTIAL = ("failed", ExitCode.PARTIAL, "failed")  # --start retries what did not come back
     STOPPED = ("stopped", ExitCode.OK, "stopped")  # unfinished on purpose: --start ends it
     STARTED = ("started", ExitCode.OK, "started")
+    RESET = ("reset", ExitCode.OK, "reset")  # --reset: the GPUs were reset and came back
 
     @property
     def result(self) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from nvreload.catalog import DISPLAY_SERVERS, LOGIND_COMM, MPS_COMM
 from nvreload.model import ContainerState, GpuProcess, NodeState, ServiceState
 from nvreload.read.kernel_modules import MOFED_MODULES
+from nvreload.read.nvidia_proc import normalize_bus_id
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,6 +30,17 @@ class LoadedModule:
     name: str
     holders: tuple[str, ...]
     parameters: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class GpuRef:
+    """One GPU as an operator names it (nvidia-smi's index, its PCI address, its UUID) and as
+    processes hold it (/dev/nvidia<minor>)."""
+
+    index: int
+    bus_id: str
+    minor: int | None = None
+    uuid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,9 @@ class ReloadView:
     driver_flavor: str | None = None  # "open" | "proprietary": the flavour a .run must install
     loaded_version: str | None = None  # the nvidia module's version before the run
     fabric_manager_version: str | None = None  # nv-fabricmanager's: it starts only with its own driver version
+    gpus: tuple[GpuRef, ...] = ()  # for --reset: which GPU is which
+    nvswitch: bool = False  # an NVSwitch (HGX) node: its GPUs cannot be reset one by one
+    nvml_status: str = "ok"  # a GPU reset goes through NVML: refused while it cannot answer
 
 
 def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...] = (),
@@ -85,7 +100,21 @@ def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...]
         driver_flavor=node.resident.flavor or (node.on_disk.flavor if node.on_disk else None),
         loaded_version=node.resident.version if node.loaded("nvidia") else None,
         fabric_manager_version=node.fabric_manager_version,
+        gpus=_gpu_refs(node),
+        nvml_status=node.nvml.status,
+        nvswitch=node.fabric_manager_version is not None or any(
+            s.name == "nvidia-fabricmanager.service" and s.active == "active" for s in node.consumers.services),
     )
+
+
+def _gpu_refs(node: NodeState) -> tuple[GpuRef, ...]:
+    """The GPUs the driver has, numbered as nvidia-smi numbers them (NVML's index, else PCI order)."""
+    nvml_index = {normalize_bus_id(d.pci_bus_id): d.index for d in node.nvml.devices if d.pci_bus_id}
+    refs = []
+    for order, gpu in enumerate(sorted(node.proc_gpus, key=lambda g: normalize_bus_id(g.bus_id))):
+        bus = normalize_bus_id(gpu.bus_id)
+        refs.append(GpuRef(nvml_index.get(bus, order), bus, gpu.minor, gpu.uuid))
+    return tuple(sorted(refs, key=lambda r: r.index))
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from nvreload.catalog import FABRIC_SERVICES, GPU_SERVICES, LOGIND_UNIT
 from nvreload.engine.plan import BOOT_MODULES, OPTIONAL_MODULES, Action, LoadedModule, Plan, ReloadView, Step
 from nvreload.errors import RefusedError
+from nvreload.model import ContainerState, GpuProcess, ServiceState
 
 _TRUE = {"y", "1", "yes", "true", "on"}
 _FALSE = {"n", "0", "no", "false", "off"}
@@ -57,29 +58,25 @@ def service_stop_order(active: list[str]) -> list[str]:
     return sorted(active, key=lambda n: (rank.get(n, -1), n))
 
 
-def build_plan(
-    view: ReloadView,
-    configured_parameters: dict[str, dict[str, str]] | None = None,
-    driver: str | None = None,
-    stop_only: bool = False,
-    restart_container_engine: bool = False,
-) -> Plan:
-    configured_parameters = configured_parameters or {}
+def consumer_stops(view: ReloadView, containers: tuple[ContainerState, ...], services: tuple[ServiceState, ...],
+                   processes: tuple[GpuProcess, ...], mps_active: bool) -> list[Action]:
+    """What stops these consumers, in order: containers, MPS, services (fabric manager last), then
+    each holder process by what owns it (its container, its unit) or, owned by nothing, by signal."""
     stop: list[Action] = []
-    for container in view.containers:
+    for container in containers:
         stop.append(Action("stop_container", container.name or container.id,
                            {"id": container.id, "timeout": container.stop_timeout, "restart_policy": container.restart_policy}))
-    if view.mps_active:
+    if mps_active:
         stop.append(Action("quit_mps", "nvidia-cuda-mps-control"))
     # Never the unit nvreload itself runs in (a post-upgrade hook's, an operator's transient unit):
     # stopping it would kill this run halfway. Its GPU holders are ended one by one instead.
-    services = [s for s in view.services if s.name != view.own_unit]
+    services = tuple(s for s in services if s.name != view.own_unit)
     commands = {s.name: s.command for s in services}
     for name in service_stop_order([s.name for s in services]):
         stop.append(Action("stop_service", name, {"command": list(commands[name])} if commands[name] else {}))
-    stopped_containers = {c.id for c in view.containers}
+    stopped_containers = {c.id for c in containers}
     stopped_units = {s.name for s in services}
-    for proc in view.processes:
+    for proc in processes:
         if proc.container_id and any(cid.startswith(proc.container_id) or proc.container_id.startswith(cid) for cid in stopped_containers):
             continue
         if proc.systemd_unit and proc.systemd_unit in stopped_units:
@@ -94,6 +91,18 @@ def build_plan(
             continue
         stop.append(Action("kill_process", str(proc.pid), {"pid": proc.pid, "start_time": proc.start_time, "comm": proc.comm,
                                                            "process_group": proc.process_group}))
+    return stop
+
+
+def build_plan(
+    view: ReloadView,
+    configured_parameters: dict[str, dict[str, str]] | None = None,
+    driver: str | None = None,
+    stop_only: bool = False,
+    restart_container_engine: bool = False,
+) -> Plan:
+    configured_parameters = configured_parameters or {}
+    stop = consumer_stops(view, view.containers, view.services, view.processes, view.mps_active)
     if view.logind_holds_drm:
         stop.append(Action("restart_service", LOGIND_UNIT, {"reason": "holds /dev/dri of nvidia_drm"}))
     steps = [Step("stop_consumers", tuple(stop))]

@@ -25,7 +25,7 @@ import time
 from importlib import resources
 
 from nvreload.catalog import FABRIC_SERVICES
-from nvreload.engine.plan import FinalState, LoadedModule, ReloadView
+from nvreload.engine.plan import FinalState, GpuRef, LoadedModule, ReloadView
 from nvreload.errors import HostError, ScenarioError
 from nvreload.model import ContainerState, GpuProcess, ServiceState
 from nvreload.state_files import atomic_write_json
@@ -198,6 +198,14 @@ class SimulatedNode:
             users += [f"console {v}" for v in self.s["consoles_bound"]]
         return users
 
+    def _gpu_nodes(self, user: dict) -> tuple[str, ...]:
+        """The /dev/nvidia<minor> a process, service or container holds: the GPUs it names, or all
+        of them when it holds the nvidia module without naming any."""
+        if "nvidia" not in user.get("holds", []):
+            return ()
+        indexes = user.get("gpus", range(len(self.s["gpus"])))
+        return tuple(f"195:{i} /dev/nvidia{i}" for i in indexes)
+
     def observe(self) -> ReloadView:
         with self._lock:
             modules = tuple(LoadedModule(n, tuple(self._holders(n)), dict(p)) for n, p in self.s["loaded"].items() if n in DEPENDS)
@@ -214,8 +222,22 @@ class SimulatedNode:
                 if not set(p["holds"]) & set(self.s["loaded"]):
                     continue
                 processes.append(GpuProcess(p["pid"], p.get("start_time", 1000 + p["pid"]), p.get("comm", "proc"),
-                                            p.get("cmdline", p.get("comm", "")), tuple(f"195:0 /dev/{d}" for d in p["holds"]),
+                                            p.get("cmdline", p.get("comm", "")),
+                                            tuple(f"195:0 /dev/{d}" for d in p["holds"]) + self._gpu_nodes(p),
                                             container, unit, "procfs", p.get("pgrp", p["pid"])))
+            # an active GPU service or a running GPU container holds its GPUs through a process of
+            # its own, listed in the scenario or not
+            listed_units = {p.systemd_unit for p in processes if p.systemd_unit}
+            listed_containers = {p.container_id for p in processes if p.container_id}
+            for number, sv in enumerate(self.s["services"]):
+                if sv.get("active") and sv.get("holds") and sv["name"] not in listed_units:
+                    comm = sv["name"].removesuffix(".service")[:15]
+                    processes.append(GpuProcess(3000 + number, 3000 + number, comm, comm, self._gpu_nodes(sv), None,
+                                                sv["name"], "procfs", 3000 + number))
+            for number, c in enumerate(self.s["containers"]):
+                if c.get("running") and c.get("holds") and c["id"] not in listed_containers:
+                    processes.append(GpuProcess(3500 + number, 3500 + number, "python3", f"python3 ({c['name']})",
+                                                self._gpu_nodes(c), c["id"], None, "procfs", 3500 + number))
             services = tuple(ServiceState(sv["name"], "active") for sv in self.s["services"] if sv.get("active"))
             containers = tuple(
                 ContainerState(c["id"], c["name"], True, tuple(c.get("markers", ["NVIDIA_VISIBLE_DEVICES"])),
@@ -248,6 +270,10 @@ class SimulatedNode:
                 persistence={g["pci_bus_id"]: bool(g.get("persistence")) for g in self.s["gpus"]},
                 blockers=tuple(blockers),
                 display_processes=display,
+                gpus=tuple(GpuRef(i, g["pci_bus_id"].lower(), i, g.get("uuid")) for i, g in enumerate(self.s["gpus"]))
+                if "nvidia" in self.s["loaded"] else (),
+                nvswitch=bool(self.s.get("nvswitch")),
+                nvml_status=self.nvml_status(),
                 fabric_manager_version=self.s.get("fabric_manager_version") if self.s.get("nvswitch") else None,
             )
 
@@ -363,6 +389,39 @@ class SimulatedNode:
                 self.s["cdi_version"] = self.s["loaded_version"]
                 self._save()
             return list(self.s.get("cdi_specs", []))
+
+    def disable_persistence(self, bus_id: str) -> None:
+        with self._lock:
+            self._gpu(bus_id)["persistence_now"] = False
+            self._save()
+
+    def reset_gpu(self, bus_id: str) -> None:
+        """nvidia-smi -r: refused while anything has the GPU open; a GPU marked `lost_on_reset`
+        does not come back (gone from NVML until a reboot)."""
+        self._fault("reset_gpus")
+        with self._lock:
+            gpu = self._gpu(bus_id)
+            index = self.s["gpus"].index(gpu)
+            users = [f"pid {p['pid']}" for p in self.s["processes"]
+                     if p.get("alive", True) and f"/dev/nvidia{index}" in " ".join(self._gpu_nodes(p))]
+            users += [sv["name"] for sv in self.s["services"] if sv.get("active") and f"/dev/nvidia{index}" in " ".join(self._gpu_nodes(sv))]
+            users += [c["name"] for c in self.s["containers"] if c.get("running") and f"/dev/nvidia{index}" in " ".join(self._gpu_nodes(c))]
+            if gpu.get("persistence_now"):
+                users.append("persistence mode")
+            if users:
+                raise HostError(f"GPU {bus_id.upper()} is currently in use by another process ({', '.join(users)}). "
+                                "1 device is currently being used by one or more other processes")
+        self._latency("reset_gpu")
+        with self._lock:
+            gpu["resets"] = gpu.get("resets", 0) + 1
+            gpu["lost"] = bool(gpu.get("lost_on_reset"))
+            self._save()
+
+    def _gpu(self, bus_id: str) -> dict:
+        for gpu in self.s["gpus"]:
+            if gpu["pci_bus_id"].lower() == bus_id.lower():
+                return gpu
+        raise HostError(f"No devices were found matching {bus_id}")
 
     def fabric_ready(self) -> bool | None:
         """An NVSwitch node's fabric: down from every nvidia load until the fabric manager starts for
@@ -481,11 +540,14 @@ class SimulatedNode:
         self._fault("verify")
         self._latency("verify")
         status = self.nvml_status()
+        lost = [g["pci_bus_id"] for g in self.s["gpus"] if g.get("lost")]
         checks = [
             Check("nvml", status == "ok", f"NVML {status}"),
             Check("versions_agree", self.s["loaded_version"] == self.s["installed_version"],
                   f"kernel module {self.s['loaded_version']}, userspace {self.s['installed_version']}"),
-            Check("gpus_enumerate", status == "ok", f"{len(self.s['gpus']) if status == 'ok' else 0} of {len(self.s['gpus'])} GPU(s)"),
+            Check("gpus_enumerate", status == "ok" and not lost,
+                  f"{len(self.s['gpus']) - len(lost) if status == 'ok' else 0} of {len(self.s['gpus'])} GPU(s)"
+                  + (f"; missing {', '.join(lost)}" if lost else "")),
         ]
         if self.s.get("nvswitch"):
             checks.append(Check("cuda_context", bool(self.s.get("fabric_up")),

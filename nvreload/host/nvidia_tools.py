@@ -13,6 +13,27 @@ def set_persistence(runner: CommandRunner, bus_id: str) -> None:
     runner.run(["nvidia-smi", "-i", bus_id, "-pm", "1"], timeout=60)
 
 
+def disable_persistence(runner: CommandRunner, bus_id: str) -> None:
+    """Persistence mode off for one GPU: a GPU in persistence mode refuses to be reset."""
+    result = runner.run(["nvidia-smi", "-i", bus_id, "-pm", "0"], timeout=60)
+    if not result.ok:
+        raise HostError(f"nvidia-smi -i {bus_id} -pm 0: {_last_line(result)}")
+
+
+def reset_gpu(runner: CommandRunner, bus_id: str) -> None:
+    """nvidia-smi --gpu-reset of one GPU. It refuses while anything has the GPU open ("in use by
+    another client"); its own message is the error."""
+    result = runner.run(["nvidia-smi", "--gpu-reset", "-i", bus_id], timeout=300)
+    if not result.ok:
+        raise HostError(f"nvidia-smi --gpu-reset -i {bus_id}: {_last_line(result)}")
+
+
+def _last_line(result) -> str:  # type: ignore[no-untyped-def]
+    lines = [line.strip() for line in (result.stdout + "\n" + result.stderr).splitlines() if line.strip()]
+    meaningful = [line for line in lines if line != "All done."]
+    return meaningful[-1] if meaningful else f"exit {result.returncode}"
+
+
 def quit_mps(runner: CommandRunner) -> None:
     result = runner.run(["nvidia-cuda-mps-control"], timeout=30, input_text="quit\n")
     if not result.ok:

@@ -49,9 +49,10 @@ def test_peermem_will_not_load_without_mofed(node):
 
 
 def test_stopping_a_container_releases_its_processes(node):
-    assert any(p.container_id for p in node.observe().processes)
+    train = next(c["id"] for c in node.s["containers"] if c["name"] == "train-llm")
+    assert any(p.container_id == train for p in node.observe().processes)
     node.stop_container("train-llm", 10)
-    assert not any(p.container_id for p in node.observe().processes)
+    assert not any(p.container_id == train for p in node.observe().processes)
 
 
 def test_a_bound_framebuffer_console_pins_nvidia_drm(node):

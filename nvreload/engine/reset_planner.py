@@ -1,0 +1,79 @@
+"""--reset [GPU,...]: which GPUs, and the plan that resets them (pure, like the reload's planner).
+
+Only the chosen GPUs' consumers stop: the processes that hold their /dev/nvidia<minor>, through
+what owns them (a container, a unit: persistenced and DCGM hold every GPU, so they stop too). A
+GPU reset cannot be undone; what stopped comes back either way, and the journal says whether the
+GPUs came back too."""
+
+from __future__ import annotations
+
+import re
+
+from nvreload.engine.plan import Action, GpuRef, Plan, ReloadView, Step
+from nvreload.engine.planner import consumer_stops, restart_actions
+from nvreload.errors import RefusedError, UsageError
+from nvreload.model import GpuProcess
+from nvreload.read.nvidia_proc import normalize_bus_id
+
+ALL = "all"
+_GPU_NODE = re.compile(r"/dev/nvidia(\d+)$")
+
+
+def select_gpus(view: ReloadView, selector: str) -> tuple[GpuRef, ...]:
+    """The GPUs `selector` names: "all", or a comma list of nvidia-smi indexes, PCI addresses or UUIDs."""
+    if not view.gpus:
+        raise RefusedError("--reset: the driver has no GPU to reset (is the nvidia module loaded?)")
+    if selector == ALL:
+        return view.gpus
+    chosen: list[GpuRef] = []
+    for name in (part.strip() for part in selector.split(",")):
+        match = next((g for g in view.gpus if name == str(g.index) or (g.uuid and name.lower() == g.uuid.lower())
+                      or normalize_bus_id(name) == g.bus_id), None)
+        if match is None:
+            known = ", ".join(f"{g.index} ({g.bus_id})" for g in view.gpus)
+            raise UsageError(f"--reset {selector}: no GPU '{name}' on this node (GPUs: {known})")
+        if match not in chosen:
+            chosen.append(match)
+    return tuple(chosen)
+
+
+def gpu_minors(process: GpuProcess) -> set[int]:
+    """The GPUs (their /dev/nvidia<minor>) a process holds."""
+    minors = set()
+    for device in process.devices:
+        match = _GPU_NODE.search(device.split(" ", 1)[-1])
+        if match:
+            minors.add(int(match.group(1)))
+    return minors
+
+
+def build_reset_plan(view: ReloadView, gpus: tuple[GpuRef, ...]) -> Plan:
+    if view.nvml_status != "ok":
+        hint = "; nvreload --reload fixes a version mismatch" if view.nvml_status == "version_mismatch" else ""
+        raise RefusedError(f"--reset refused: NVML does not answer ({view.nvml_status}), and nvidia-smi resets GPUs "
+                           f"through it{hint}")
+    if view.nvswitch:
+        raise RefusedError("--reset refused: on an NVSwitch (HGX) node the GPUs and NVSwitches are reset together "
+                           "with the fabric manager stopped, never one GPU alone; use nvreload --reload")
+    minors = {g.minor for g in gpus}
+    if None in minors:
+        raise RefusedError("--reset refused: the device minor of " + ", ".join(g.bus_id for g in gpus if g.minor is None)
+                           + " is unknown, so its users cannot be found")
+    holders = tuple(p for p in view.processes if gpu_minors(p) & minors)
+    display = [p for p in view.display_processes if gpu_minors(p) & minors]
+    if display:
+        raise RefusedError(f"--reset refused: a display server ({display[0].comm}, pid {display[0].pid}) uses the GPU")
+    owners = {p.systemd_unit for p in holders if p.systemd_unit}
+    containers = {p.container_id for p in holders if p.container_id}
+    services = tuple(s for s in view.services if s.name in owners)
+    running = tuple(c for c in view.containers if any(c.id.startswith(cid) or cid.startswith(c.id) for cid in containers))
+    stop = consumer_stops(view, running, services, holders, mps_active=False)
+    persistence = {normalize_bus_id(bus): on for bus, on in view.persistence.items()}
+    resets = tuple(Action("reset_gpu", g.bus_id, {"index": g.index, "minor": g.minor, "persistence": persistence.get(g.bus_id, False)})
+                   for g in gpus)
+    return Plan((
+        Step("stop_consumers", tuple(stop)),
+        Step("reset_gpus", resets),
+        Step("verify", (Action("verify", "driver", {"persistence": {g.bus_id: persistence.get(g.bus_id, False) for g in gpus}}),)),
+        Step("restart_consumers", tuple(restart_actions(stop))),
+    ))

@@ -1,0 +1,119 @@
+"""--reset [GPU,...] on the simulated node: only the chosen GPUs' consumers stop, persistence is
+off for the reset and back after, what stopped comes back either way, and it is refused where a
+single-GPU reset is not allowed (NVSwitch) or cannot run (NVML down). The simulated GPU refuses a
+reset while anything holds it, as nvidia-smi does."""
+
+import json
+
+import pytest
+
+from helpers import run_cli
+from nvreload.engine.sim import default_scenario
+from nvreload.errors import ExitCode
+from sim_helpers import assert_consistent, node_state, write_scenario
+
+CURRENT = {"loaded_version": "550.127.08", "installed_version": "550.127.08"}  # a healthy node: NVML answers
+
+
+def healthy(tmp_path, **changes):
+    processes = default_scenario()["processes"]
+    for process in processes:
+        if process["pid"] == 4242:
+            process["gpus"] = [2]  # the plain holder uses GPU 2 only
+    containers = default_scenario()["containers"]
+    containers[1]["gpus"] = [5]  # triton-infer is given GPU 5; train-llm, every GPU
+    return write_scenario(tmp_path, **({"driver": CURRENT, "processes": processes, "containers": containers} | changes))
+
+
+def reset(tmp_path, scenario, *selector):
+    state = tmp_path / "state"
+    proc = run_cli("--reset", *selector, "--simulate", scenario, "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc, state
+
+
+def gpu(state, index):
+    return node_state(state)["gpus"][index]
+
+
+def test_resetting_one_gpu_stops_only_its_consumers_and_brings_them_back(tmp_path):
+    proc, state = reset(tmp_path, healthy(tmp_path), "5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["result"] == "reset"
+    # triton-infer (GPU 5) and the node-wide services stop; the plain holder on GPU 2 is left alone
+    assert "triton-infer" in report["stopped"] and "nvidia-persistenced.service" in report["stopped"]
+    assert report["killed"] == []
+    assert gpu(state, 5)["resets"] == 1 and "resets" not in gpu(state, 2)
+    assert gpu(state, 5)["persistence_now"] is True  # off for the reset, on again after
+    assert next(p for p in node_state(state)["processes"] if p["pid"] == 4242).get("alive", True)
+    assert_consistent(node_state(state))
+    assert json.loads((state / "journal.json").read_text())["state"] == "reset"
+
+
+def test_a_gpu_is_named_by_index_pci_address_or_uuid(tmp_path):
+    proc, state = reset(tmp_path, healthy(tmp_path), "0000:2A:00.0,GPU-5a1e0000-0000-0000-0000-000000000007")
+    assert proc.returncode == 0, proc.stdout
+    assert [g.get("resets", 0) for g in node_state(state)["gpus"]] == [0, 1, 0, 0, 0, 0, 0, 1]
+
+
+def test_reset_without_a_gpu_resets_every_gpu_ending_every_holder(tmp_path):
+    proc, state = reset(tmp_path, healthy(tmp_path))
+    assert proc.returncode == 0, proc.stdout
+    assert all(g["resets"] == 1 for g in node_state(state)["gpus"])
+    assert [k["pid"] for k in json.loads(proc.stdout)["killed"]] == [4242]
+
+
+def test_an_unknown_gpu_is_a_usage_error_listing_the_gpus(tmp_path):
+    proc, state = reset(tmp_path, healthy(tmp_path), "9")
+    assert proc.returncode == ExitCode.USAGE
+    assert "no GPU '9' on this node (GPUs: 0 (0000:18:00.0)" in proc.stderr
+    assert not (state / "journal.json").exists()
+
+
+def test_a_reset_refused_by_the_gpu_puts_persistence_and_the_consumers_back(tmp_path):
+    proc, state = reset(tmp_path, healthy(tmp_path, faults=[{"at": "reset_gpus", "error": "GPU 0000:AB:00.0: Insufficient Permissions"}]), "5")
+    assert proc.returncode == ExitCode.ROLLED_BACK, proc.stdout
+    report = json.loads(proc.stdout)
+    assert report["result"] == "rolled_back" and "Insufficient Permissions" in report["error"]
+    assert gpu(state, 5)["persistence_now"] is True
+    assert_consistent(node_state(state))
+
+
+def test_a_gpu_that_does_not_come_back_from_its_reset_says_reboot_after_the_consumers_are_back(tmp_path):
+    gpus = default_scenario()["gpus"]
+    gpus[5]["lost_on_reset"] = True
+    proc, state = reset(tmp_path, healthy(tmp_path, gpus=gpus), "5")
+    assert proc.returncode == ExitCode.NEEDS_REBOOT, proc.stdout
+    report = json.loads(proc.stdout)
+    assert report["remaining_action"] == "reboot" and "missing 0000:ab:00.0" in report["error"]
+    assert_consistent(node_state(state))
+
+
+@pytest.mark.parametrize("change,reason", [
+    ({"nvswitch": True, "fabric_manager_version": "550.127.08"}, "on an NVSwitch (HGX) node"),
+    ({"driver": {"loaded_version": "550.90.07", "installed_version": "550.127.08"}},
+     "NVML does not answer (version_mismatch), and nvidia-smi resets GPUs through it; nvreload --reload fixes"),
+])
+def test_a_reset_is_refused_before_anything_stops_where_it_cannot_work(tmp_path, change, reason):
+    proc, state = reset(tmp_path, healthy(tmp_path, **change), "0")
+    assert proc.returncode == ExitCode.REFUSED, proc.stdout + proc.stderr
+    assert reason in proc.stderr
+    assert not (state / "journal.json").exists()
+    assert_consistent(node_state(state))
+
+
+@pytest.mark.parametrize("step,phase,result", [
+    ("stop_consumers", "after", "rolled_back"),
+    ("reset_gpus", "after", "reset"),
+    ("verify", "after", "reset"),
+])
+def test_a_reset_killed_at_a_boundary_is_finished_by_rollback(tmp_path, step, phase, result):
+    proc, state = reset(tmp_path, healthy(tmp_path, faults=[{"at": step, "crash": phase}]), "5")
+    assert proc.returncode == -9, proc.stdout
+    rollback = run_cli("--rollback", "--simulate", "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
+    assert json.loads(rollback.stdout)["result"] == result, rollback.stdout
+    assert rollback.returncode == (ExitCode.ROLLED_BACK if result == "rolled_back" else ExitCode.OK)
+    assert json.loads((state / "journal.json").read_text())["state"] == result
+    assert gpu(state, 5)["persistence_now"] is True
+    assert_consistent(node_state(state))
