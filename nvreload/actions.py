@@ -14,7 +14,7 @@ from nvreload.engine.engine import Engine, Reporter
 from nvreload.engine.journal import DetachedJournal, Journal, JournalContext, NullJournal, move_aside
 from nvreload.engine.lock import NodeLock, NullLock
 from nvreload.engine.outcome import RunReport
-from nvreload.engine.plan import Action
+from nvreload.engine.plan import Action, mig_documents
 from nvreload.engine.planner import build_plan
 from nvreload.engine.reset_planner import ALL, build_reset_plan, select_gpus
 from nvreload.errors import BadInputError, ExitCode, JournalError, RefusedError
@@ -180,7 +180,8 @@ def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm:
         journal = NullJournal() if dry_run else Journal.start(
             paths.journal, action,
             [{"step": s.name, "action": a.kind, "target": a.target} for s in plan.steps for a in s.actions],
-            JournalContext(target.name, request.driver, view.container_engine, view.loaded_version))
+            JournalContext(target.name, request.driver, view.container_engine, view.loaded_version,
+                           mig_documents(view.mig) if view.mig and action == "reload" else None))
         engine = Engine(target, journal, reporter, peermem_wait=request.peermem_wait)
         report = {"stop": engine.stop, "reset": engine.reset}.get(action, engine.reload)(plan)
         report.container_engine = view.container_engine

@@ -3,7 +3,7 @@ The engine runs exactly as it would; the recorded actions are the plan."""
 
 from __future__ import annotations
 
-from nvreload.engine.plan import Action, FinalState, ReloadView
+from nvreload.engine.plan import Action, FinalState, MigInstance, ReloadView
 from nvreload.model import Check, GpuProcess
 
 
@@ -74,6 +74,12 @@ class RecordingTarget:
 
     def mofed_ready(self) -> bool:
         return True  # a plan does not wait
+
+    def mig_geometry(self) -> dict[str, tuple[MigInstance, ...]]:
+        return {}  # nothing was unloaded: what the plan recreates is what observe() saw
+
+    def create_mig(self, bus_id: str, instances: tuple[MigInstance, ...]) -> None:
+        self._rec("create_mig", bus_id, instances=len(instances))
 
     def disable_persistence(self, bus_id: str) -> None:
         self._rec("disable_persistence", bus_id)

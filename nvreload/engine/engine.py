@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from nvreload.engine.journal import Journal, UndoRecord
 from nvreload.engine.outcome import Outcome, RunReport
-from nvreload.engine.plan import OPTIONAL_MODULES, Action, Plan
+from nvreload.engine.plan import OPTIONAL_MODULES, Action, Plan, mig_geometry
 from nvreload.catalog import FABRIC_SERVICES
 from nvreload.engine.planner import restart_actions
 from nvreload.engine.reset_planner import gpu_minors
@@ -279,7 +279,33 @@ class Engine:
 
     def _verify_step(self, actions: tuple[Action, ...], report: RunReport) -> None:
         self._bring_up_fabric([a for a in actions if a.kind == "start_service"], report)
+        self._recreate_mig({a.target: a.detail["instances"] for a in actions if a.kind == "recreate_mig"}, report)
         self._verify(next(a for a in actions if a.kind == "verify"))
+
+    def _recreate_mig(self, wanted: dict[str, list[dict]], report: RunReport) -> None:
+        """Bring back the MIG instances the GPUs had before the unload (a module reload loses them
+        all), on each GPU that has none now. A GPU that cannot get them back is a failure of the
+        consumers that use them (`--start` tries again), not of the driver."""
+        if not wanted:
+            return
+        current = self.target.mig_geometry()
+        for bus, documents in sorted(wanted.items()):
+            instances = mig_geometry({bus: documents})[bus]
+            if current.get(bus) == instances:
+                continue
+            if current.get(bus):
+                report.warnings.append({"module": "nvidia", "warning": f"{bus}: MIG instances differ from before the run; left as they are"})
+                continue
+            action = Action("recreate_mig", bus, {"instances": documents})
+            try:
+                self.target.create_mig(bus, instances)
+            except HostError as exc:
+                report.restart_failures[:] = [f for f in report.restart_failures if (f["action"], f["target"]) != ("recreate_mig", bus)]
+                report.restart_failures.append({"action": "recreate_mig", "target": bus, "error": exc.message})
+                self.reporter.action(action, "failed", exc.message)
+                continue
+            report.restart_failures[:] = [f for f in report.restart_failures if f["target"] != bus]
+            self.reporter.action(action, "done")
 
     def _refresh_cdi(self, report: RunReport) -> None:
         """After a version change, before any container starts: the CDI specs name the old driver's
@@ -407,6 +433,7 @@ class Engine:
             needs_reboot = not ok
         if not needs_reboot:
             self._rebind_consoles(report)
+            self._recreate_mig(self.journal.mig, report)
         verify_failed = failed_step == "verify" and not interrupted
         if rolled_forward:
             fabric = [a for a in restart_actions(self._stopped_as_actions()) if a.target in FABRIC_SERVICES]
@@ -617,6 +644,7 @@ class Engine:
             elif self.journal.action == "reset":
                 self._resume_reset(last, report)
             elif last == "restart_consumers" or (last == "verify" and last_status == "done"):
+                self._recreate_mig(self.journal.mig, report)
                 self._refresh_cdi(report)
                 self._restart(restart_actions(self._stopped_as_actions()), report)
                 report.outcome = Outcome.RELOADED if not report.restart_failures else Outcome.PARTIAL

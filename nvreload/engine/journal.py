@@ -70,6 +70,7 @@ class JournalContext:
     driver: str | None = None
     container_engine: dict | None = None
     module_version: str | None = None  # the nvidia module loaded before the run
+    mig: dict | None = None  # bus id -> MIG instances before the run (plan.mig_documents): recreated after the load
 
 
 RECORDS_SUFFIX = ".records"
@@ -222,6 +223,18 @@ class Journal:
         return context.get("module_version") if isinstance(context, dict) else None
 
     @property
+    def mig(self) -> dict[str, list[dict]]:
+        context = self._data.get("context")
+        mig = context.get("mig") if isinstance(context, dict) else None
+        return mig if isinstance(mig, dict) else {}
+
+    def time_of(self, event: str) -> float | None:
+        """When the run "started", last wrote this document ("updated") or "finished" (None until
+        it has), in seconds since the epoch; None where the document holds no number for it."""
+        value = self._data.get(event)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    @property
     def killed(self) -> list[dict]:
         return [dict(k) for k in self._data["killed"]]
 
@@ -356,6 +369,8 @@ def _shape_problem(data: object) -> str | None:
         for key in ("host", "driver", "module_version"):
             if context.get(key) is not None and not isinstance(context[key], str):
                 return f"context '{key}' is not a string"
+        if context.get("mig") is not None and _mig_problem(context["mig"]):
+            return "context 'mig' is not MIG geometry"
     for number, record in enumerate(data["undo"], 1):
         if _record_problem(record) or record["seq"] != number:
             return f"an undo record of the wrong shape: {record!r}"
@@ -368,6 +383,23 @@ def _shape_problem(data: object) -> str | None:
     if not all(isinstance(k, dict) for k in data["killed"]):
         return "a killed process that is not an object"
     return None
+
+
+def _mig_problem(mig: object) -> bool:
+    def number(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(mig, dict):
+        return True
+    for bus, instances in mig.items():
+        if not isinstance(bus, str) or not isinstance(instances, list):
+            return True
+        for instance in instances:
+            if not (isinstance(instance, dict) and all(number(instance.get(k)) for k in ("profile_id", "start", "size"))
+                    and isinstance(instance.get("compute", []), list)
+                    and all(isinstance(c, list) and len(c) == 3 and all(number(v) for v in c) for c in instance.get("compute", []))):
+                return True
+    return False
 
 
 def _record_problem(record: object) -> bool:

@@ -9,10 +9,12 @@ nvidia-persistenced running, what is up at the end.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from nvreload.diagnosis.findings import diagnose
 from nvreload.diagnosis.health import run_checks
-from nvreload.engine.plan import BOOT_MODULES, NOT_RELOADED, OPTIONAL_MODULES, FinalState, ReloadView, reload_view
+from nvreload.engine.plan import (BOOT_MODULES, NOT_RELOADED, OPTIONAL_MODULES, FinalState, MigInstance, ReloadView,
+                                  mig_geometry, reload_view)
 from nvreload.errors import HostError
 from nvreload.host import nvidia_tools
 from nvreload.host.consoles import bind_console, framebuffer_consoles
@@ -22,12 +24,14 @@ from nvreload.host.cuda import cuda_context_check
 from nvreload.host.installer import run_installer
 from nvreload.host.kmod import ModuleLoader, modprobe_options
 from nvreload.host.machine import Machine
+from nvreload.host.mig import create_geometry, read_geometry
 from nvreload.host.processes import ProcessReaper, find_daemons, own_unit, scan_gpu_holders, start_daemon, stop_daemon
 from nvreload.host.systemd import Systemd
 from nvreload.model import Check, GpuProcess
 from nvreload.read.devices import DeviceMatcher, node_gpu_matcher
 from nvreload.read.kernel_modules import mofed_ready, read_loaded_modules
 from nvreload.read.node import configured_modules, no_open_handles, read_node
+from nvreload.read.nvidia_proc import normalize_bus_id
 from nvreload.read.on_disk import available_modules
 
 
@@ -57,7 +61,14 @@ class LiveTarget:
         if not node.loaded("nvidia"):  # a reload from nothing loads what is on disk
             available = available_modules(self.fs, node.kernel.release, BOOT_MODULES + OPTIONAL_MODULES)
             configured = configured_modules(self.fs)
-        return reload_view(node, diagnose(node), consoles, self.container_engine_info(), unit, available, configured)
+        view = reload_view(node, diagnose(node), consoles, self.container_engine_info(), unit, available, configured)
+        if any(d.mig_mode for d in node.nvml.devices):
+            try:
+                view = replace(view, mig=self.mig_geometry())
+            except HostError:
+                # instances that cannot be recorded cannot be brought back after the reload
+                view = replace(view, blockers=view.blockers + ("mig_geometry_unreadable",))
+        return view
 
     def container_engine_info(self) -> dict | None:
         """What the reload relies on from the engine (recorded in the journal): with live-restore
@@ -186,6 +197,12 @@ class LiveTarget:
         for bus_id, on in expected.items():
             if on:
                 nvidia_tools.set_persistence(self.runner, bus_id)
+
+    def mig_geometry(self) -> dict[str, tuple[MigInstance, ...]]:
+        return mig_geometry({normalize_bus_id(bus): instances for bus, instances in read_geometry(self.runner).items()})
+
+    def create_mig(self, bus_id: str, instances: tuple[MigInstance, ...]) -> None:
+        create_geometry(self.runner, bus_id, [i.document() for i in instances])
 
     def disable_persistence(self, bus_id: str) -> None:
         nvidia_tools.disable_persistence(self.runner, bus_id)

@@ -33,6 +33,34 @@ class LoadedModule:
 
 
 @dataclass(frozen=True)
+class MigInstance:
+    """One MIG GPU instance and its compute instances as NVML creates them: profile ids and
+    placements (start, size). A module reload loses every instance; this is what brings it back."""
+
+    profile_id: int
+    start: int
+    size: int
+    compute: tuple[tuple[int, int, int], ...] = ()  # (profile id, start, size) of each compute instance
+
+    def document(self) -> dict:
+        return {"profile_id": self.profile_id, "start": self.start, "size": self.size,
+                "compute": [list(c) for c in self.compute]}
+
+    @classmethod
+    def from_document(cls, data: dict) -> "MigInstance":
+        return cls(int(data["profile_id"]), int(data["start"]), int(data["size"]),
+                   tuple((int(c[0]), int(c[1]), int(c[2])) for c in data.get("compute", ())))
+
+
+def mig_documents(geometry: dict[str, tuple[MigInstance, ...]]) -> dict[str, list[dict]]:
+    return {bus: [i.document() for i in instances] for bus, instances in sorted(geometry.items())}
+
+
+def mig_geometry(documents: dict[str, list[dict]]) -> dict[str, tuple[MigInstance, ...]]:
+    return {bus: tuple(MigInstance.from_document(i) for i in instances) for bus, instances in documents.items()}
+
+
+@dataclass(frozen=True)
 class GpuRef:
     """One GPU as an operator names it (nvidia-smi's index, its PCI address, its UUID) and as
     processes hold it (/dev/nvidia<minor>)."""
@@ -69,6 +97,7 @@ class ReloadView:
     gpus: tuple[GpuRef, ...] = ()  # for --reset: which GPU is which
     nvswitch: bool = False  # an NVSwitch (HGX) node: its GPUs cannot be reset one by one
     nvml_status: str = "ok"  # a GPU reset goes through NVML: refused while it cannot answer
+    mig: dict[str, tuple[MigInstance, ...]] = field(default_factory=dict, compare=False, hash=False)  # per GPU with instances
 
 
 def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...] = (),

@@ -131,7 +131,9 @@ def build_plan(
     # the fabric comes up before verify: without it an NVSwitch node fails its CUDA check
     fabric = [a for a in restart if a.kind == "start_service" and a.target in FABRIC_SERVICES]
     restart = [a for a in restart if a not in fabric]
-    steps.append(Step("verify", tuple(fabric) + (Action("verify", "driver", {"persistence": dict(view.persistence)}),)))
+    # a reload loses every MIG instance: they come back (after the fabric) before the CUDA check
+    mig = [Action("recreate_mig", bus, {"instances": [i.document() for i in instances]}) for bus, instances in sorted(view.mig.items())]
+    steps.append(Step("verify", tuple(fabric) + tuple(mig) + (Action("verify", "driver", {"persistence": dict(view.persistence)}),)))
     if restart_container_engine:
         # before any container starts: the toolkit re-reads the driver's libraries on daemon start
         first_container = next((i for i, a in enumerate(restart) if a.kind == "start_container"), len(restart))

@@ -25,7 +25,7 @@ import time
 from importlib import resources
 
 from nvreload.catalog import FABRIC_SERVICES
-from nvreload.engine.plan import FinalState, GpuRef, LoadedModule, ReloadView
+from nvreload.engine.plan import FinalState, GpuRef, LoadedModule, MigInstance, ReloadView, mig_geometry
 from nvreload.errors import HostError, ScenarioError
 from nvreload.model import ContainerState, GpuProcess, ServiceState
 from nvreload.state_files import atomic_write_json
@@ -158,6 +158,7 @@ class SimulatedNode:
         s["cdi_version"] = s["loaded_version"]  # the spec was generated for the driver running then
         for gpu in s["gpus"]:
             gpu["persistence_now"] = gpu.get("persistence", False)
+            gpu["mig_now"] = list(gpu.get("mig_instances", [])) if "nvidia" in s["loaded"] else []
         return s
 
     def _save(self) -> None:
@@ -249,6 +250,8 @@ class SimulatedNode:
                 blockers.append("module_unload_unsupported")
             if self.s["kernel"].get("modules_disabled"):
                 blockers.append("module_loading_disabled")
+            if any(g.get("mig_unreadable") for g in self.s["gpus"]):
+                blockers.append("mig_geometry_unreadable")  # instances that could not be recorded cannot come back
             if self.s.get("nvswitch") and self.s.get("fabric_manager_version") not in (None, self.s["installed_version"]):
                 blockers.append("fabric_manager_version_mismatch")  # the diagnosis's rule: it would not start
             display = tuple(p for p in processes if p.comm in ("Xorg", "gnome-shell", "Xwayland", "gdm", "sddm"))
@@ -274,6 +277,7 @@ class SimulatedNode:
                 if "nvidia" in self.s["loaded"] else (),
                 nvswitch=bool(self.s.get("nvswitch")),
                 nvml_status=self.nvml_status(),
+                mig=mig_geometry({g["pci_bus_id"]: g["mig_now"] for g in self.s["gpus"] if g.get("mig_now")}),
                 fabric_manager_version=self.s.get("fabric_manager_version") if self.s.get("nvswitch") else None,
             )
 
@@ -389,6 +393,20 @@ class SimulatedNode:
                 self.s["cdi_version"] = self.s["loaded_version"]
                 self._save()
             return list(self.s.get("cdi_specs", []))
+
+    def mig_geometry(self) -> dict[str, tuple[MigInstance, ...]]:
+        with self._lock:
+            return mig_geometry({g["pci_bus_id"]: g["mig_now"] for g in self.s["gpus"] if g.get("mig_now")})
+
+    def create_mig(self, bus_id: str, instances: tuple[MigInstance, ...]) -> None:
+        with self._lock:
+            gpu = self._gpu(bus_id)
+            if not gpu.get("mig"):
+                raise HostError(f"GPU {bus_id}: MIG mode is disabled (Insufficient resources? no: Not Supported)")
+            if gpu.get("mig_create_fails"):
+                raise HostError(f"GPU {bus_id}: {gpu['mig_create_fails']}")
+            gpu["mig_now"] = [i.document() for i in instances]
+            self._save()
 
     def disable_persistence(self, bus_id: str) -> None:
         with self._lock:
@@ -518,6 +536,8 @@ class SimulatedNode:
         with self._lock:
             self.s["loaded"][name] = dict(parameters) | {k: v for k, v in self.s.get("modprobe_d", {}).get(name, {}).items() if k not in parameters}
             if name == "nvidia":
+                for gpu in self.s["gpus"]:
+                    gpu["mig_now"] = []  # a new driver instance: MIG mode stays, every instance is gone
                 self.s["loaded_version"] = self.s["installed_version"]
                 self.s["fabric_up"] = False  # a new driver instance: the fabric manager must set it up again
                 for gpu in self.s["gpus"]:

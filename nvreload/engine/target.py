@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from nvreload.engine.plan import FinalState, ReloadView
+from nvreload.engine.plan import FinalState, MigInstance, ReloadView
 from nvreload.model import Check, GpuProcess
 
 
@@ -38,5 +38,7 @@ class ReloadTarget(Protocol):
     def restore_persistence(self, expected: dict[str, bool]) -> None: ...
     def disable_persistence(self, bus_id: str) -> None: ...  # before a GPU reset
     def reset_gpu(self, bus_id: str) -> None: ...
+    def mig_geometry(self) -> dict[str, tuple[MigInstance, ...]]: ...  # narrow: the MIG instances now, per GPU
+    def create_mig(self, bus_id: str, instances: tuple[MigInstance, ...]) -> None: ...
     def at_boundary(self, step: str, phase: str) -> None: ...
     def sleep(self, seconds: float) -> None: ...

@@ -47,7 +47,7 @@ def configured_timeout() -> float:
     return seconds
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """The child runs with -S (no site: a .pth that imports things at start-up would cost every
     probe), so it gets our own import path instead: this very nvreload first (a source checkout, an
     editable install), then every directory we import from (where pynvml is)."""
@@ -71,7 +71,7 @@ class NvmlProbe:
     @classmethod
     def start(cls, runner: CommandRunner | None = None, timeout: float | None = None) -> "NvmlProbe":
         runner = runner or CommandRunner()
-        command = runner.start(_CHILD, env=_child_env())
+        command = runner.start(_CHILD, env=child_env())
         return cls(command, configured_timeout() if timeout is None else timeout)
 
     @property

@@ -8,6 +8,10 @@
  *   STUB_NVML_GPUS      "name|uuid|busid|persistence|mig|pid,pid;..." one entry per GPU
  *   STUB_NVML_UNSUPPORTED  "mig": nvmlDeviceGetMigMode returns NVML_ERROR_NOT_SUPPORTED
  *   STUB_NVML_LOG       a file each init/shutdown is appended to (to prove the session closes)
+ *   STUB_NVML_MIG       a file holding the MIG instances, one GPU instance a line, so that what one
+ *                       process creates the next one lists:
+ *                       <gpu index> <gi profile id> <start> <size> [<ci profile id>,<start>,<size> ...]
+ *                       Creating an instance that overlaps another fails with Insufficient Resources.
  *
  * Built with -DSTUB_FROM_KERNEL='"<version>"' (the VM tests' libnvidia-ml.so.<version>) it behaves
  * like the real library against the loaded module instead: Driver Not Loaded without
@@ -127,6 +131,79 @@ static int init_from_kernel(void) {
 }
 #endif
 
+/* MIG -------------------------------------------------------------------------------------------- */
+#define NVML_ERROR_INSUFFICIENT_RESOURCES 23
+#define MAX_GI 32
+#define MAX_CI 8
+
+typedef struct { unsigned int start, size; } nvmlPlacement_t;
+typedef struct {
+    unsigned int id, isP2pSupported, sliceCount, instanceCount, multiprocessorCount, copyEngineCount,
+        decoderCount, encoderCount, jpegCount, ofaCount;
+    unsigned long long memorySizeMB;
+} nvmlGpuInstanceProfileInfo_t;
+typedef struct { void *device; unsigned int id, profileId; nvmlPlacement_t placement; } nvmlGpuInstanceInfo_t;
+typedef struct {
+    unsigned int id, sliceCount, instanceCount, multiprocessorCount, sharedCopyEngineCount, sharedDecoderCount,
+        sharedEncoderCount, sharedJpegCount, sharedOfaCount;
+} nvmlComputeInstanceProfileInfo_t;
+typedef struct { void *device; void *gpuInstance; unsigned int id, profileId; nvmlPlacement_t placement; } nvmlComputeInstanceInfo_t;
+
+typedef struct { unsigned int gpu, profile, start, size, ci_count; unsigned int ci[MAX_CI][3]; } stub_gi;
+typedef struct { unsigned int gi, index; } stub_ci;
+static stub_gi gis[MAX_GI];
+static unsigned int gi_count;
+static stub_ci cis[MAX_GI * MAX_CI];
+
+/* An H100's GPU instance profiles by NVML enum: 1g.10gb, 2g.20gb, 3g.40gb, 4g.40gb, 7g.80gb. */
+static const unsigned int GI_PROFILE_IDS[] = {19, 14, 9, 5, 0};
+static const unsigned int GI_INSTANCES[] = {7, 3, 2, 1, 1};
+static const unsigned int GI_SLICES[] = {1, 2, 3, 4, 7};
+
+__attribute__((unused)) static void load_mig(void) {
+    const char *path = getenv("STUB_NVML_MIG");
+    gi_count = 0;
+    if (!path) return;
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[512];
+    while (gi_count < MAX_GI && fgets(line, sizeof line, f)) {
+        stub_gi *g = &gis[gi_count];
+        memset(g, 0, sizeof *g);
+        int used = 0;
+        if (sscanf(line, "%u %u %u %u%n", &g->gpu, &g->profile, &g->start, &g->size, &used) != 4) continue;
+        char *p = line + used;
+        unsigned int a, b, c;
+        int step = 0;
+        while (g->ci_count < MAX_CI && sscanf(p, " %u,%u,%u%n", &a, &b, &c, &step) == 3) {
+            g->ci[g->ci_count][0] = a; g->ci[g->ci_count][1] = b; g->ci[g->ci_count][2] = c;
+            g->ci_count++;
+            p += step;
+        }
+        gi_count++;
+    }
+    fclose(f);
+}
+
+static void save_mig(void) {
+    const char *path = getenv("STUB_NVML_MIG");
+    if (!path) return;
+    FILE *f = fopen(path, "w");
+    if (!f) return;
+    for (unsigned int i = 0; i < gi_count; i++) {
+        fprintf(f, "%u %u %u %u", gis[i].gpu, gis[i].profile, gis[i].start, gis[i].size);
+        for (unsigned int j = 0; j < gis[i].ci_count; j++)
+            fprintf(f, " %u,%u,%u", gis[i].ci[j][0], gis[i].ci[j][1], gis[i].ci[j][2]);
+        fprintf(f, "\n");
+    }
+    fclose(f);
+}
+
+static stub_gi *gi_of(void *handle) {
+    stub_gi *g = handle;
+    return (g >= gis && g < gis + gi_count) ? g : NULL;
+}
+
 static stub_gpu *gpu_of(void *handle) {
     stub_gpu *g = handle;
     return (g >= gpus && g < gpus + gpu_count) ? g : NULL;
@@ -145,7 +222,7 @@ int nvmlInitWithFlags(unsigned int flags) {
 #else
     const char *code = getenv("STUB_NVML_INIT");
     int result = code ? atoi(code) : NVML_SUCCESS;
-    if (result == NVML_SUCCESS) { parse_gpus(); log_call("init"); }
+    if (result == NVML_SUCCESS) { parse_gpus(); load_mig(); log_call("init"); }
     return result;
 #endif
 }
@@ -164,6 +241,7 @@ const char *nvmlErrorString(int result) {
     case 9: return "Driver Not Loaded";
     case 12: return "NVML Shared Library Not Found";
     case 18: return "RM has detected an NVML/RM version mismatch.";
+    case 23: return "Insufficient Resources";
     default: return "Unknown Error";
     }
 }
@@ -248,5 +326,107 @@ int nvmlDeviceGetComputeRunningProcesses_v3(void *device, unsigned int *count, n
 
 int nvmlDeviceGetGraphicsRunningProcesses_v3(void *device, unsigned int *count, nvmlProcessInfo_t *infos) {
     (void)device; *count = 0; (void)infos;
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetGpuInstanceProfileInfo(void *device, unsigned int profile, nvmlGpuInstanceProfileInfo_t *info) {
+    if (!gpu_of(device)) return NVML_ERROR_INVALID_ARGUMENT;
+    if (profile >= sizeof GI_PROFILE_IDS / sizeof GI_PROFILE_IDS[0]) return NVML_ERROR_NOT_SUPPORTED;
+    memset(info, 0, sizeof *info);
+    info->id = GI_PROFILE_IDS[profile];
+    info->instanceCount = GI_INSTANCES[profile];
+    info->sliceCount = GI_SLICES[profile];
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceGetGpuInstances(void *device, unsigned int profileId, void **instances, unsigned int *count) {
+    stub_gpu *g = gpu_of(device);
+    if (!g) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned int n = 0;
+    for (unsigned int i = 0; i < gi_count; i++)
+        if (gis[i].gpu == (unsigned int)(g - gpus) && gis[i].profile == profileId) instances[n++] = &gis[i];
+    *count = n;
+    return NVML_SUCCESS;
+}
+
+int nvmlGpuInstanceGetInfo(void *instance, nvmlGpuInstanceInfo_t *info) {
+    stub_gi *g = gi_of(instance);
+    if (!g) return NVML_ERROR_INVALID_ARGUMENT;
+    info->device = &gpus[g->gpu];
+    info->id = (unsigned int)(g - gis) + 1;
+    info->profileId = g->profile;
+    info->placement.start = g->start;
+    info->placement.size = g->size;
+    return NVML_SUCCESS;
+}
+
+int nvmlGpuInstanceGetComputeInstanceProfileInfo(void *instance, unsigned int profile, unsigned int engine,
+                                                 nvmlComputeInstanceProfileInfo_t *info) {
+    (void)engine;
+    if (!gi_of(instance)) return NVML_ERROR_INVALID_ARGUMENT;
+    if (profile > 4) return NVML_ERROR_NOT_SUPPORTED;
+    memset(info, 0, sizeof *info);
+    info->id = profile;  /* NVML's compute instance profile ids follow the enum */
+    info->instanceCount = MAX_CI;
+    info->sliceCount = profile + 1;
+    return NVML_SUCCESS;
+}
+
+int nvmlGpuInstanceGetComputeInstances(void *instance, unsigned int profileId, void **instances, unsigned int *count) {
+    stub_gi *g = gi_of(instance);
+    if (!g) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned int n = 0, base = (unsigned int)(g - gis) * MAX_CI;
+    for (unsigned int j = 0; j < g->ci_count; j++) {
+        if (g->ci[j][0] != profileId) continue;
+        cis[base + j].gi = (unsigned int)(g - gis);
+        cis[base + j].index = j;
+        instances[n++] = &cis[base + j];
+    }
+    *count = n;
+    return NVML_SUCCESS;
+}
+
+int nvmlComputeInstanceGetInfo_v2(void *instance, nvmlComputeInstanceInfo_t *info) {
+    stub_ci *c = instance;
+    if (c < cis || c >= cis + MAX_GI * MAX_CI || c->gi >= gi_count) return NVML_ERROR_INVALID_ARGUMENT;
+    stub_gi *g = &gis[c->gi];
+    info->device = &gpus[g->gpu];
+    info->gpuInstance = g;
+    info->id = c->index;
+    info->profileId = g->ci[c->index][0];
+    info->placement.start = g->ci[c->index][1];
+    info->placement.size = g->ci[c->index][2];
+    return NVML_SUCCESS;
+}
+
+int nvmlDeviceCreateGpuInstanceWithPlacement(void *device, unsigned int profileId, const nvmlPlacement_t *placement,
+                                             void **instance) {
+    stub_gpu *gpu = gpu_of(device);
+    if (!gpu || gi_count >= MAX_GI) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned int index = (unsigned int)(gpu - gpus);
+    if (!gpu->mig) return NVML_ERROR_NOT_SUPPORTED;
+    for (unsigned int i = 0; i < gi_count; i++) {
+        if (gis[i].gpu != index) continue;
+        if (placement->start < gis[i].start + gis[i].size && gis[i].start < placement->start + placement->size)
+            return NVML_ERROR_INSUFFICIENT_RESOURCES;  /* overlaps an instance that exists */
+    }
+    stub_gi *g = &gis[gi_count++];
+    memset(g, 0, sizeof *g);
+    g->gpu = index; g->profile = profileId; g->start = placement->start; g->size = placement->size;
+    save_mig();
+    *instance = g;
+    return NVML_SUCCESS;
+}
+
+int nvmlGpuInstanceCreateComputeInstanceWithPlacement(void *instance, unsigned int profileId,
+                                                      const nvmlPlacement_t *placement, void **compute) {
+    stub_gi *g = gi_of(instance);
+    if (!g || g->ci_count >= MAX_CI) return NVML_ERROR_INVALID_ARGUMENT;
+    unsigned int j = g->ci_count++;
+    g->ci[j][0] = profileId; g->ci[j][1] = placement->start; g->ci[j][2] = placement->size;
+    save_mig();
+    cis[(unsigned int)(g - gis) * MAX_CI + j].gi = (unsigned int)(g - gis);
+    cis[(unsigned int)(g - gis) * MAX_CI + j].index = j;
+    *compute = &cis[(unsigned int)(g - gis) * MAX_CI + j];
     return NVML_SUCCESS;
 }
