@@ -121,6 +121,11 @@ DOORS = {
     '"--no-questions"': "nvreload.host.installer",
     "/stat\"": "nvreload.host.processes",
     "fcntl.flock(": "nvreload.engine.lock",
+    '"--gpu-reset"': "nvreload.host.nvidia_tools",
+    '"cdi", "generate"': "nvreload.host.nvidia_tools",
+    "os.mknod(": "nvreload.host.device_nodes",
+    "nvmlDeviceCreateGpuInstanceWithPlacement(": "nvreload.host.mig_session",
+    "os.dup2(": "nvreload.render.output",
     "atomic_write_json(": "nvreload.state_files",
 }
 
