@@ -113,6 +113,7 @@ class NvmlDevice:
     persistence_mode: bool | None
     mig_mode: bool | None
     compute_pids: tuple[int, ...] = ()
+    mig_pending: bool | None = None  # the MIG mode the next GPU reset applies (<pending_mig>)
 
 
 @dataclass
@@ -139,6 +140,28 @@ class XidEvent:
 
 
 @dataclass
+class GpuInitFailure:
+    """A GPU the driver's probe or initialisation gave up on, and the log line that says why."""
+
+    pci_bus_id: str | None
+    # "fallen_off_bus" | "unsupported" (needs another driver branch) | "bar_unassigned" (platform/VM
+    # MMIO) | "init_failed" (RmInitAdapter) | "other_driver" (probe not called: nouveau & co. own it)
+    kind: str
+    line: str
+
+
+@dataclass
+class ModuleLoadFailure:
+    """A module the kernel refused to load, and why, from the kernel log."""
+
+    module: str | None  # None when the kernel does not name it ("Loading of unsigned module is rejected")
+    # "signature" | "symbol_version" | "unknown_symbol" | "format" | "version_magic" | "api_mismatch"
+    kind: str
+    line: str
+    symbol: str | None = None
+
+
+@dataclass
 class KernelLog:
     """The kernel log's NVIDIA lines that matter: the last driver load, XIDs, load errors."""
 
@@ -148,6 +171,10 @@ class KernelLog:
     xids: tuple[XidEvent, ...]
     load_errors: tuple[str, ...]  # "Invalid module format", "disagrees about version of symbol", ...
     fallen_off_bus: tuple[str, ...]  # "GPU has fallen off the bus" lines since the driver loaded
+    # what the current driver instance's own load said about each GPU it could not take (its probe
+    # lines come just before its "NVRM: loading" line), and what failed to load since
+    gpu_init_failures: tuple[GpuInitFailure, ...] = ()
+    module_failures: tuple[ModuleLoadFailure, ...] = ()
 
 
 @dataclass

@@ -8,14 +8,17 @@ from dataclasses import dataclass, field
 from nvreload.diagnosis import xid_catalog
 from nvreload.catalog import DISPLAY_SERVERS
 from nvreload.model import NodeState
+from nvreload.read.nvidia_proc import normalize_bus_id
 
 # The one recommended action is the most drastic one any finding needs. Seeing the node comes first:
 # an action drawn from part of it may be the wrong one.
 ACTION_PRIORITY = (
     "check_access",
     "service_hardware",
+    "fix_platform",  # firmware, BIOS or hypervisor settings (PCI BAR/MMIO space): neither reboot nor reload helps
     "reboot",
     "rebuild_module",
+    "sign_module",  # Secure Boot refuses the module: sign it with an enrolled key (MOK), then load
     "install_driver",
     "reload",
     "reset_gpu",
@@ -140,13 +143,18 @@ def _module_findings(node: NodeState) -> list[Finding]:
                 "rebuild_module",
                 evidence={"vermagic": node.on_disk.vermagic, "kernel_release": release, "path": node.on_disk.path},
             ))
-    if node.kernel_log.load_errors and listed and not node.loaded("nvidia"):
+    # another module's refusal (nvidia_peermem against ib_core) is not nvidia's
+    others = {f.line for f in node.kernel_log.module_failures if f.module not in (None, "nvidia")}
+    nvidia_errors = [line for line in node.kernel_log.load_errors if line not in others]
+    if nvidia_errors and listed and not node.loaded("nvidia"):
         out.append(Finding(
             "module_load_failed", "critical",
-            "the kernel refused the nvidia module: " + node.kernel_log.load_errors[-1],
+            "the kernel refused the nvidia module: " + nvidia_errors[-1],
             "rebuild_module",
-            evidence={"lines": list(node.kernel_log.load_errors[-5:])},
+            evidence={"lines": nvidia_errors[-5:]},
         ))
+    out += _signature_findings(node, listed)
+    out += _dependent_module_findings(node)
     if listed and not node.kernel.module_unload_supported:
         out.append(Finding(
             "module_unload_unsupported", "info",
@@ -168,23 +176,157 @@ def _module_findings(node: NodeState) -> list[Finding]:
     return out
 
 
+def _signature_findings(node: NodeState, listed: bool) -> list[Finding]:
+    """Secure Boot (or lockdown) refused an NVIDIA module: loading it again fails the same way."""
+    refused = [f for f in node.kernel_log.module_failures if f.kind == "signature"
+               and (f.module is None or f.module.startswith("nvidia"))]
+    if not refused or not listed or node.loaded("nvidia"):
+        return []
+    return [Finding(
+        "module_signature_rejected", "critical",
+        "the kernel refuses the nvidia module because it is not signed by a key it trusts (Secure Boot): "
+        "a reload would be refused the same way; sign the module with a key enrolled as a MOK "
+        "(mokutil --import, then reboot to enroll), or install signed precompiled modules",
+        "sign_module", blocks_reload=True,
+        evidence={"lines": [f.line for f in refused[-5:]],
+                  "modules": sorted({f.module for f in refused if f.module})},
+    )]
+
+
+# modules that come with the NVIDIA stack and load after nvidia
+_DEPENDENT_MODULES = ("nvidia_", "gdrdrv")
+
+
+def _dependent_module_findings(node: NodeState) -> list[Finding]:
+    """An NVIDIA module other than nvidia that failed to load since the driver did (nvidia_peermem
+    built against another ib_core than the one loaded), and is still not loaded."""
+    by_module: dict[str, list] = {}
+    for failure in node.kernel_log.module_failures:
+        module = failure.module
+        if module and module != "nvidia" and module.startswith(_DEPENDENT_MODULES) and not node.loaded(module):
+            by_module.setdefault(module, []).append(failure)
+    if not by_module:
+        return []
+    modules = []
+    for module, failures in sorted(by_module.items()):
+        modules.append({
+            "module": module,
+            "reasons": sorted({f.kind for f in failures}),
+            "symbols": sorted({f.symbol for f in failures if f.symbol}),
+            "lines": [f.line for f in failures[-4:]],
+        })
+    peer = [m for m in modules if "ib_register_peer_memory_client" in m["symbols"] or m["module"] == "nvidia_peermem"]
+    return [Finding(
+        "dependent_module_load_failed", "warning",
+        "; ".join(f"{m['module']} failed to load ({', '.join(m['reasons'])}"
+                  + (f": {', '.join(m['symbols'])}" if m["symbols"] else "") + ")" for m in modules)
+        + (": nvidia_peermem was built against another ib_core than the one loaded (MOFED installed or "
+           "upgraded after the driver); rebuild it against the running MOFED (reinstall the driver or its DKMS "
+           "build after MOFED)" if peer else ": rebuild it for the modules it depends on"),
+        "rebuild_module",
+        evidence={"modules": modules},
+    )]
+
+
+def _init_failure_findings(node: NodeState) -> list[Finding]:
+    """What the driver's own load said about GPUs it did not take, sorted by what can fix it."""
+    out = []
+    kinds = (
+        ("bar_unassigned", "gpu_bar_unassigned", "fix_platform", False,
+         "the firmware or hypervisor gave {gpus} no usable PCI BAR (memory-mapped I/O space): enlarge the MMIO "
+         "window (VM: 64-bit MMIO of at least the GPUs' memory; bare metal: Above 4G Decoding, or pci=realloc); "
+         "neither a reload nor a reboot alone fixes it"),
+        ("unsupported", "gpu_unsupported_by_driver", "install_driver", False,
+         "the installed driver does not support {gpus}: install a driver branch that does (a reload loads the same one)"),
+        ("init_failed", "gpu_init_failed", "reload", False,
+         "the driver failed to initialise {gpus} (RmInitAdapter): a reload retries it; if it fails again the GPU "
+         "needs a reset or service"),
+    )
+    for kind, code, action, blocks, text in kinds:
+        failures = [f for f in node.kernel_log.gpu_init_failures if f.kind == kind]
+        if not failures:
+            continue
+        gpus = sorted({f.pci_bus_id for f in failures if f.pci_bus_id})
+        out.append(Finding(
+            code, "critical", text.format(gpus=", ".join(gpus) or "a GPU"), action, blocks_reload=blocks,
+            evidence={"pci_bus_ids": gpus, "lines": list(dict.fromkeys(f.line for f in failures))[-8:]},
+        ))
+    return out
+
+
+def _other_driver_findings(node: NodeState) -> list[Finding]:
+    """GPUs another driver owns (nouveau, vfio-pci), whether or not nvidia is loaded."""
+    other = [g for g in node.pci_gpus if g.driver and g.driver != "nvidia"]
+    if not other:
+        return []
+    lines = [f.line for f in node.kernel_log.gpu_init_failures if f.kind == "other_driver"]
+    passthrough = all(g.driver.startswith("vfio") for g in other)
+    drivers = sorted({g.driver for g in other})
+    return [Finding(
+        "gpu_bound_to_other_driver", "warning" if passthrough else "critical",
+        f"{', '.join(g.bus_id for g in other)} bound to {', '.join(drivers)}, not nvidia"
+        + ("" if passthrough else
+           ": nvidia cannot take a GPU another driver owns, so a reload would not bring it back; blacklist "
+           f"{', '.join(d for d in drivers if not d.startswith('vfio'))} (and rebuild the initramfs), then reboot"),
+        "none" if passthrough else "reboot",
+        blocks_reload=not passthrough,
+        evidence={"gpus": [{"pci_bus_id": g.bus_id, "driver": g.driver} for g in other], "lines": lines[-3:]},
+    )]
+
+
+def _mig_pending_findings(node: NodeState) -> list[Finding]:
+    """A MIG mode change that waits for a GPU reset; whatever holds the GPU keeps it waiting."""
+    pending = [d for d in node.nvml.devices if d.mig_pending is not None and d.mig_mode is not None and d.mig_pending != d.mig_mode]
+    if not pending:
+        return []
+    mode = {True: "Enabled", False: "Disabled"}
+    holders = [{"pid": p.pid, "comm": p.comm, "devices": list(p.devices), "container_id": p.container_id,
+                "systemd_unit": p.systemd_unit} for p in node.consumers.processes]
+    gpus = [{"pci_bus_id": normalize_bus_id(d.pci_bus_id) if d.pci_bus_id else None, "current": mode[bool(d.mig_mode)], "pending": mode[bool(d.mig_pending)],
+             "nvml_pids": list(d.compute_pids)} for d in pending]
+    named = ", ".join(f"{p['comm']} (pid {p['pid']})" for p in holders) or ", ".join(
+        f"pid {pid}" for g in gpus for pid in g["nvml_pids"])
+    return [Finding(
+        "mig_mode_change_pending", "warning",
+        "MIG mode change pending on " + ", ".join(f"{g['pci_bus_id']} ({g['current']} -> {g['pending']})" for g in gpus)
+        + ": it takes effect at the next GPU reset; "
+        + (f"held by {named}" if named else "stop what holds the GPU (nvidia-persistenced and DCGM hold every GPU)")
+        + ", then nvreload --reset",
+        "reset_gpu",
+        evidence={"gpus": gpus, "holders": holders, "consumers_scanned": node.consumers.scanned},
+    )]
+
+
 def _gpu_findings(node: NodeState) -> list[Finding]:
     out = []
     pci = {g.bus_id for g in node.pci_gpus}
     # a GPU the driver lists has left the bus only when the bus could be listed
     vanished = sorted(g.bus_id for g in node.proc_gpus if g.bus_id not in pci) if node.readable.pci_devices.known else []
     fallen_xids = [x for x in node.kernel_log.xids if x.since_driver_load and xid_catalog.bucket(x.xid, x.message) == "reboot"]
+    fallen_at_load = [f for f in node.kernel_log.gpu_init_failures if f.kind == "fallen_off_bus"]
     if fallen_xids or node.kernel_log.fallen_off_bus or vanished:
-        lines = [x.line for x in fallen_xids] + list(node.kernel_log.fallen_off_bus)
+        lines = list(dict.fromkeys([x.line for x in fallen_xids] + list(node.kernel_log.fallen_off_bus)))
+        gpus = sorted({x.pci_bus_id for x in fallen_xids if x.pci_bus_id}
+                      | {f.pci_bus_id for f in fallen_at_load if f.pci_bus_id} | set(vanished))
         out.append(Finding(
             "gpu_fallen_off_bus", "critical",
-            "a GPU fell off the bus since the driver loaded"
+            "a GPU fell off the bus while or since the driver loaded"
             + (f" ({', '.join(vanished)} no longer on the PCI bus)" if vanished else "")
             + ": a reload cannot bring it back; reboot",
             "reboot", blocks_reload=True,
-            evidence={"lines": lines[-5:], "vanished": vanished},
+            evidence={"lines": lines[-5:], "vanished": vanished, "pci_bus_ids": gpus},
         ))
-    reset = [x for x in node.kernel_log.xids if x.since_driver_load and xid_catalog.bucket(x.xid, x.message) == "reset_gpu"]
+    remap = [x for x in node.kernel_log.xids if x.since_driver_load and x.xid in xid_catalog.REMAP_XIDS]
+    if remap:
+        out.append(Finding(
+            "row_remap_pending", "warning",
+            f"XID {', '.join(str(x) for x in sorted({x.xid for x in remap}))}: GPU memory rows (or pages) wait to be "
+            "remapped (retired); that happens only at the next GPU reset or reboot",
+            "reset_gpu",
+            evidence={"lines": [x.line for x in remap[-5:]], "pci_bus_ids": sorted({x.pci_bus_id for x in remap if x.pci_bus_id})},
+        ))
+    reset = [x for x in node.kernel_log.xids if x.since_driver_load and x.xid not in xid_catalog.REMAP_XIDS
+             and xid_catalog.bucket(x.xid, x.message) == "reset_gpu"]
     if reset:
         out.append(Finding(
             "xid_reset_required", "critical",
@@ -200,25 +342,18 @@ def _gpu_findings(node: NodeState) -> list[Finding]:
             "restart_application",
             evidence={"lines": [x.line for x in app[-5:]]},
         ))
-    if node.loaded("nvidia"):
-        for gpu in node.pci_gpus:
-            if gpu.driver == "nvidia":
-                continue
-            if gpu.driver is None:
-                out.append(Finding(
-                    "gpu_driver_unbound", "critical",
-                    f"GPU {gpu.bus_id} has no driver bound although nvidia is loaded (probe failed or excluded)",
-                    "reload",
-                    evidence={"pci_bus_id": gpu.bus_id, "device": gpu.device, "load_errors": list(node.kernel_log.load_errors[-3:])},
-                ))
-            else:
-                out.append(Finding(
-                    "gpu_bound_to_other_driver", "warning" if gpu.driver.startswith("vfio") else "critical",
-                    f"GPU {gpu.bus_id} is bound to {gpu.driver}, not nvidia",
-                    "none" if gpu.driver.startswith("vfio") else "reboot",
-                    blocks_reload=gpu.driver == "nouveau",
-                    evidence={"pci_bus_id": gpu.bus_id, "driver": gpu.driver},
-                ))
+    out += _init_failure_findings(node)
+    explained = {f.pci_bus_id for f in node.kernel_log.gpu_init_failures}
+    unbound = [g for g in node.pci_gpus if g.driver is None and g.bus_id not in explained]
+    if node.loaded("nvidia") and unbound:
+        out.append(Finding(
+            "gpu_driver_unbound", "critical",
+            f"{', '.join(g.bus_id for g in unbound)}: no driver bound although nvidia is loaded (probe failed or excluded)",
+            "reload",
+            evidence={"pci_bus_ids": [g.bus_id for g in unbound], "devices": [g.device for g in unbound],
+                      "load_errors": list(node.kernel_log.load_errors[-3:])},
+        ))
+    out += _other_driver_findings(node)
     if any(d.mig_mode for d in node.nvml.devices):
         out.append(Finding(
             "mig_enabled", "info",
@@ -229,6 +364,7 @@ def _gpu_findings(node: NodeState) -> list[Finding]:
             "none",
             evidence={"gpus": [d.pci_bus_id for d in node.nvml.devices if d.mig_mode]},
         ))
+    out += _mig_pending_findings(node)
     return out
 
 
@@ -279,5 +415,5 @@ def diagnose(node: NodeState) -> Diagnosis:
     findings = _readability_findings(node) + _version_findings(node) + _module_findings(node) + _gpu_findings(node) + _consumer_findings(node)
     actions = {f.action for f in findings}
     recommended = next(a for a in ACTION_PRIORITY if a in actions or a == "none")
-    blockers = tuple(f.code for f in findings if f.blocks_reload)
+    blockers = tuple(dict.fromkeys(f.code for f in findings if f.blocks_reload))
     return Diagnosis(tuple(findings), recommended, blockers)

@@ -1,21 +1,59 @@
-"""The kernel log: XID events, the last driver load, and module load errors.
+"""The kernel log: XID events, the last driver load, what that load said about each GPU, and
+module load errors.
 
 Only lines after the last `NVRM: loading NVIDIA ...` belong to the driver instance now in memory;
-older XIDs happened to a previous instance and must not drive today's diagnosis.
+older XIDs happened to a previous instance and must not drive today's diagnosis. The one exception
+is what that instance's own probe printed: the driver probes the GPUs before it prints its
+`loading` line, so a GPU that fell off the bus, or that the probe refused, while this instance
+loaded is told just before that line.
 """
 
 from __future__ import annotations
 
 import re
 
-from nvreload.model import KernelLog, XidEvent
+from nvreload.model import GpuInitFailure, KernelLog, ModuleLoadFailure, XidEvent
 from nvreload.read.nvidia_proc import normalize_bus_id
 
 _KMSG_PREFIX = re.compile(r"^\d+,\d+,\d+,[^;]*;")
 _LOAD = re.compile(r"NVRM: loading NVIDIA")
 # NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python, GPU has fallen off the bus.
 _XID = re.compile(r"NVRM: Xid \((?:PCI:)?(?P<bus>[0-9A-Fa-f:.]+)\):\s*(?P<xid>\d+)\s*,?\s*(?P<msg>.*)$")
+# printed by a running instance
 _FALLEN = re.compile(r"NVRM: GPU (?P<bus>[0-9A-Fa-f:.]+): GPU has fallen off the bus")
+# `[ 1843.3] ` (dmesg), `[Tue Sep  8 17:16:02 2026] ` (dmesg -T), `Sep 28 23:34:26 host kernel: ` (journalctl/syslog)
+_PREFIX = re.compile(r"^(?:\[\s*(?P<ts>\d+(?:\.\d+)?)\]\s?|\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\]\s?"
+                     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ \S+: )")
+# dmesg prints the second and later lines of one multi-line message indented, without a timestamp
+_CONTINUATION = re.compile(r"^\s*NVRM:\s?(?P<text>.*)$")
+
+# What the driver's probe prints about a GPU it does not take (nv_pci_probe and RmInitAdapter):
+_PROBE = (
+    ("fallen_off_bus", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*fallen off the bus")),
+    ("unsupported", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*is not supported by")),
+    ("bar_unassigned", re.compile(r"NVRM: This PCI I/O region assigned to your NVIDIA device is invalid.*\(PCI:(?P<bus>[0-9A-Fa-f:.]+)\)")),
+    ("init_failed", re.compile(r"NVRM: GPU (?P<bus>[0-9A-Fa-f:.]+): RmInitAdapter failed")),
+    ("other_driver", re.compile(r"NVRM: The NVIDIA probe routine was not called for \d+ device")),
+)
+# a message is a few lines; a longer run of continuation lines (a hostile snapshot) stops being joined,
+# so joining stays linear
+_MAX_MESSAGE = 1024
+# a probe-time line belongs to the load that follows it only if printed at most this long before it
+_PROBE_WINDOW_S = 60.0
+
+_MODULE_NAMED = re.compile(r"^(?P<module>[\w-]+): (?P<rest>.*)$")
+_SYMBOL_VERSION = re.compile(r"disagrees about version of symbol (?P<symbol>\S+)")
+_UNKNOWN_SYMBOL = re.compile(r"Unknown symbol (?P<symbol>\S+)")
+# Secure Boot / lockdown refusing an unsigned or untrusted module; modprobe's EKEYREJECTED text
+# reaches the log through systemd-modules-load or a driver container's output
+_SIGNATURE = re.compile(r"Loading of unsigned module is rejected|Loading of module with unavailable key is rejected"
+                        r"|unsigned module loading is restricted")
+_KEY_REJECTED = re.compile(r"(?:could not insert|Failed to insert module) '(?P<module>[^']+)': Key was rejected by service")
+_FORMAT = re.compile(r"Invalid module format|Exec format error")
+# a cheap test before the patterns above: most of a kernel log is none of this
+_REFUSAL_WORDS = ("symbol", "module", "Key was rejected", "format error", "version magic", "API mismatch")
+_VERSION_MAGIC = re.compile(r"version magic")
+
 LOAD_ERROR_MARKERS = (
     "Invalid module format",
     "disagrees about version of symbol",
@@ -31,19 +69,102 @@ def _strip(line: str) -> str:
     return _KMSG_PREFIX.sub("", line.rstrip("\n"))
 
 
+def _message(line: str) -> str:
+    """The line without its timestamp or syslog prefix."""
+    return _PREFIX.sub("", line.strip(), count=1)
+
+
+def _timestamp(line: str) -> float | None:
+    match = _PREFIX.match(line.strip())
+    return float(match.group("ts")) if match and match.group("ts") else None
+
+
+def _logical_lines(lines: list[str]) -> list[str]:
+    """One line per message: an indented `NVRM:` line without a prefix continues the message above
+    it, and so does each line of "The NVIDIA GPU ... installed / in this system ..." that older
+    drivers print with its own timestamp, until the sentence ends."""
+    out: list[str] = []
+    for line in lines:
+        previous = out[-1] if out and len(out[-1]) < _MAX_MESSAGE else None
+        if previous is None or "NVRM:" not in line:
+            out.append(line)
+            continue
+        if _XID.search(line) or _LOAD.search(line):  # a message of its own, never a continuation
+            out.append(line)
+        elif line.lstrip().startswith("NVRM:") and _PREFIX.match(previous):
+            out[-1] = previous.rstrip() + " " + _CONTINUATION.match(line).group("text").strip()
+        elif "NVRM: The NVIDIA GPU" in previous and not previous.rstrip().endswith("."):
+            out[-1] = previous.rstrip() + " " + line.split("NVRM:", 1)[1].strip()
+        else:
+            out.append(line)
+    return out
+
+
+def _probe_block_start(lines: list[str], load: int) -> int:
+    """Where the driver instance that printed lines[load] began probing: the run of NVIDIA lines
+    (no XID: those come from a running instance) printed just before it."""
+    load_time = _timestamp(lines[load])
+    start = load
+    for index in range(load - 1, -1, -1):
+        line = lines[index]
+        if _XID.search(line) or _LOAD.search(line) or not ("NVRM" in line or "nvidia" in line.lower()):
+            break
+        when = _timestamp(line)
+        if load_time is not None and when is not None and not 0 <= load_time - when <= _PROBE_WINDOW_S:
+            break
+        start = index
+    return start
+
+
+def _gpu_init_failure(line: str) -> GpuInitFailure | None:
+    for kind, pattern in _PROBE:
+        match = pattern.search(line)
+        if match:
+            bus = match.groupdict().get("bus")
+            return GpuInitFailure(normalize_bus_id(bus) if bus else None, kind, line.strip())
+    return None
+
+
+def _module_failure(line: str) -> ModuleLoadFailure | None:
+    text = _message(line)
+    rejected = _KEY_REJECTED.search(text)
+    if rejected:
+        return ModuleLoadFailure(rejected.group("module").replace("-", "_"), "signature", line.strip())
+    if _SIGNATURE.search(text):
+        return ModuleLoadFailure(None, "signature", line.strip())
+    named = _MODULE_NAMED.match(text)
+    module = named.group("module").replace("-", "_") if named else None
+    for kind, pattern in (("symbol_version", _SYMBOL_VERSION), ("unknown_symbol", _UNKNOWN_SYMBOL)):
+        match = pattern.search(text)
+        if match:
+            return ModuleLoadFailure(module, kind, line.strip(), match.group("symbol"))
+    if _FORMAT.search(text):
+        return ModuleLoadFailure(module, "format", line.strip())
+    if _VERSION_MAGIC.search(text) and module:
+        return ModuleLoadFailure(module, "version_magic", line.strip())
+    if "NVRM: API mismatch" in text:
+        return ModuleLoadFailure("nvidia", "api_mismatch", line.strip())
+    return None
+
+
 def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
     if text is None:
         return KernelLog(source, 0, None, (), (), ())
-    lines = [_strip(line) for line in text.splitlines()]
+    physical = [_strip(line) for line in text.splitlines()]
+    lines = _logical_lines(physical)
     last_load = None
     for index, line in enumerate(lines):
         if _LOAD.search(line):
             last_load = index
+    probe_start = _probe_block_start(lines, last_load) if last_load is not None else 0
     xids = []
     load_errors = []
     fallen = []
+    init_failures = []
+    module_failures = []
     for index, line in enumerate(lines):
         since = last_load is not None and index > last_load
+        current = last_load is None or since
         match = _XID.search(line)
         if match:
             try:
@@ -60,16 +181,28 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
                 )
             )
             continue
-        if (last_load is None or since) and _FALLEN.search(line):
+        if current and _FALLEN.search(line):
             fallen.append(line.strip())
-        if (last_load is None or since) and any(marker in line for marker in LOAD_ERROR_MARKERS):
+        if "NVRM" in line and (current or index >= probe_start):
+            failure = _gpu_init_failure(line)
+            if failure is not None:
+                init_failures.append(failure)
+                if failure.kind == "fallen_off_bus":
+                    fallen.append(failure.line)
+        if current and any(marker in line for marker in LOAD_ERROR_MARKERS):
             if "nvidia" in line.lower() or "NVRM" in line:
                 load_errors.append(line.strip())
+        if current and any(word in line for word in _REFUSAL_WORDS) and not _LOAD.search(line):
+            refused = _module_failure(line)
+            if refused is not None:
+                module_failures.append(refused)
     return KernelLog(
         source=source,
-        lines=len(lines),
+        lines=len(physical),
         last_driver_load=lines[last_load].strip() if last_load is not None else None,
         xids=tuple(xids),
         load_errors=tuple(load_errors[-20:]),
         fallen_off_bus=tuple(fallen),
+        gpu_init_failures=tuple(init_failures[-64:]),
+        module_failures=tuple(module_failures[-64:]),
     )

@@ -29,14 +29,50 @@ def module_file_names(module: str) -> set[str]:
     return {n + suffix for n in names for suffix in MODULE_SUFFIXES}
 
 
-def _from_modules_dep(root: RootFS, base: str, module: str) -> str | None:
+def _module_name(path: str) -> str:
+    """The name modprobe knows a module file by: its basename without suffix, '-' read as '_'."""
+    base = path.rsplit("/", 1)[-1]
+    for suffix in MODULE_SUFFIXES:
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return base.replace("-", "_")
+
+
+# modprobe reads its configuration from these directories (man modprobe.d)
+_MODPROBE_D = ("etc/modprobe.d", "run/modprobe.d", "usr/local/lib/modprobe.d", "lib/modprobe.d", "usr/lib/modprobe.d")
+
+
+def _aliases(root: RootFS, base: str, module: str) -> list[str]:
+    """What `modprobe <module>` resolves the name to before looking it up: `alias <module> <real>`
+    lines in modprobe.d (Debian's `alias nvidia nvidia-current`, Ubuntu's former `alias nvidia
+    nvidia_384`) and in the kernel's modules.alias."""
+    wanted = module.replace("-", "_")
+    texts = [root.read_text(f"{d}/{n}") or "" for d in _MODPROBE_D for n in sorted(root.listdir(d)) if n.endswith(".conf")]
+    texts.append(root.read_text(f"{base}/modules.alias") or "")
+    found = []
+    for text in texts:
+        for line in text.splitlines():
+            words = line.split("#", 1)[0].split()
+            if len(words) == 3 and words[0] == "alias" and words[1].replace("-", "_") == wanted:
+                target = words[2].replace("-", "_")
+                if target != wanted and target not in found:
+                    found.append(target)
+    return found
+
+
+def _from_modules_dep(root: RootFS, base: str, names: list[str]) -> str | None:
     text = root.read_text(f"{base}/modules.dep")
     if not text:
         return None
-    wanted = module_file_names(module)
+    by_name: dict[str, str] = {}
     for line in text.splitlines():
         path = line.split(":", 1)[0].strip()
-        if path.rsplit("/", 1)[-1] in wanted:
+        if path:
+            by_name.setdefault(_module_name(path), path)
+    for name in names:
+        path = by_name.get(name)
+        if path:
             return path if path.startswith("/") else f"{base}/{path}"
     return None
 
@@ -53,27 +89,31 @@ def _walk(root: RootFS, top: str, wanted: set[str], found: list[str], depth: int
 
 
 def find_module_file(root: RootFS, release: str, module: str = "nvidia") -> str | None:
+    """The file `modprobe <module>` would load for the kernel `release`: the name through its
+    modprobe aliases first (as modprobe does), then itself, looked up in modules.dep, else in the tree."""
     base = f"lib/modules/{release}"
     if not root.is_dir(base):
         base = f"usr/lib/modules/{release}"
         if not root.is_dir(base):
             return None
-    by_dep = _from_modules_dep(root, base, module)
+    names = _aliases(root, base, module) + [module.replace("-", "_")]
+    by_dep = _from_modules_dep(root, base, names)
     if by_dep and root.exists(by_dep):
         return by_dep.lstrip("/")
-    found: list[str] = []
-    _walk(root, base, module_file_names(module), found)
-    if not found:
-        return None
+    for name in names:
+        found: list[str] = []
+        _walk(root, base, module_file_names(name), found)
+        if found:
+            return min(found, key=lambda path: _rank(base, path))
+    return None
 
-    def rank(path: str) -> tuple[int, str]:
-        rel = path[len(base) + 1 :]
-        for index, prefix in enumerate(_PRIORITY):
-            if rel.startswith(prefix):
-                return index, rel
-        return len(_PRIORITY), rel
 
-    return min(found, key=rank)
+def _rank(base: str, path: str) -> tuple[int, str]:
+    rel = path[len(base) + 1 :]
+    for index, prefix in enumerate(_PRIORITY):
+        if rel.startswith(prefix):
+            return index, rel
+    return len(_PRIORITY), rel
 
 
 def available_modules(root: RootFS, release: str | None, names: tuple[str, ...]) -> tuple[str, ...]:

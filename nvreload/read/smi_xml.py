@@ -41,6 +41,7 @@ def parse_smi_xml(text: str | None) -> NvmlReport | None:
                 persistence_mode=_flag(gpu.findtext("persistence_mode")),
                 mig_mode=_flag(gpu.findtext("mig_mode/current_mig")),
                 compute_pids=pids,
+                mig_pending=_flag(gpu.findtext("mig_mode/pending_mig")),
             )
         )
     return NvmlReport(

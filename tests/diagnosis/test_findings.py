@@ -37,8 +37,8 @@ def test_the_recommended_action_is_the_most_drastic_one_any_finding_needs(snapsh
 
 
 def test_the_action_order_is_the_one_the_issue_fixes():
-    assert ACTION_PRIORITY == ("check_access", "service_hardware", "reboot", "rebuild_module", "install_driver",
-                               "reload", "reset_gpu", "restart_application", "none")
+    assert ACTION_PRIORITY == ("check_access", "service_hardware", "fix_platform", "reboot", "rebuild_module",
+                               "sign_module", "install_driver", "reload", "reset_gpu", "restart_application", "none")
 
 
 def test_every_finding_carries_the_evidence_that_produced_it(snapshot):
@@ -210,3 +210,44 @@ def test_gpus_are_not_called_fallen_off_the_bus_when_the_bus_was_not_read(snapsh
     shutil.rmtree(snapshot.root / "sys/devices")
     (snapshot.root / "sys/bus/pci/devices").mkdir(parents=True)  # listed, and the GPU is not on it
     assert "gpu_fallen_off_bus" not in codes(diagnose(node_of(snapshot)))  # an empty listing in a snapshot: not read
+
+
+def test_gpus_without_a_driver_are_one_finding_naming_them_all(snapshot):
+    snapshot.gpu("0000:86:00.0", driver=None, minor=1)
+    snapshot.gpu("0000:87:00.0", driver=None, minor=2)
+    unbound = [f for f in diagnose(node_of(snapshot)).findings if f.code == "gpu_driver_unbound"]
+    assert len(unbound) == 1
+    assert unbound[0].evidence["pci_bus_ids"] == ["0000:86:00.0", "0000:87:00.0"]
+
+
+def test_gpus_another_driver_owns_are_one_finding_and_one_blocker(snapshot):
+    snapshot.gpu("0000:86:00.0", driver="nouveau", minor=1)
+    snapshot.gpu("0000:87:00.0", driver="nouveau", minor=2)
+    diagnosis = diagnose(node_of(snapshot))
+    assert codes(diagnosis).count("gpu_bound_to_other_driver") == 1
+    assert diagnosis.reload_blockers == ("gpu_bound_to_other_driver",)
+
+
+def test_gpus_passed_through_to_vfio_are_reported_but_block_nothing(snapshot):
+    snapshot.gpu("0000:86:00.0", driver="vfio-pci", minor=1)
+    diagnosis = diagnose(node_of(snapshot))
+    other = next(f for f in diagnosis.findings if f.code == "gpu_bound_to_other_driver")
+    assert (other.severity, other.action, diagnosis.reload_blockers) == ("warning", "none", ())
+
+
+def test_a_module_merely_tainting_the_kernel_unsigned_is_no_secure_boot_refusal(snapshot):
+    snapshot.dmesg(["[ 3.2] nvidia: module verification failed: signature and/or required key missing - tainting kernel", LOAD])
+    assert "module_signature_rejected" not in codes(diagnose(node_of(snapshot)))
+
+
+def test_a_pending_mig_change_names_the_processes_that_hold_the_gpu(snapshot):
+    persistenced = GpuProcess(1201, 42, "nvidia-persistenced", "/usr/bin/nvidia-persistenced", ("/dev/nvidia0",),
+                              None, "nvidia-persistenced.service", "procfs")
+    node = node_of(snapshot)
+    device = NvmlDevice(0, "NVIDIA A100", "GPU-1", "00000000:3B:00.0", True, False, (), mig_pending=True)
+    node = replace(node, nvml=NvmlReport("ok", "nvml", devices=(device,)),
+                   consumers=replace(node.consumers, processes=(persistenced,), scanned=True))
+    pending = next(f for f in diagnose(node).findings if f.code == "mig_mode_change_pending")
+    assert "held by nvidia-persistenced (pid 1201)" in pending.message
+    assert pending.evidence["gpus"][0] == {"pci_bus_id": "0000:3b:00.0", "current": "Disabled", "pending": "Enabled", "nvml_pids": []}
+    assert pending.action == "reset_gpu"

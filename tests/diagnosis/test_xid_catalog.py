@@ -10,7 +10,7 @@ from nvreload.diagnosis.xid_catalog import bucket
     (48, "reset_gpu"), (62, "reset_gpu"), (64, "reset_gpu"), (95, "reset_gpu"), (109, "reset_gpu"),
     (110, "reset_gpu"), (119, "reset_gpu"), (120, "reset_gpu"),
     (13, "restart_application"), (31, "restart_application"), (43, "restart_application"),
-    (63, None), (92, None), (1, None),
+    (63, "reset_gpu"), (92, None), (1, None),
 ])
 def test_xids_fall_into_the_catalogs_buckets(xid, expected):
     assert bucket(xid) == expected

@@ -48,3 +48,70 @@ def test_the_fallen_off_the_bus_line_alone_is_kept_with_or_without_a_load_line()
     assert parse_kernel_log(LOAD + "\n" + FALLEN + "\n", "dmesg").fallen_off_bus == (FALLEN,)
     # before a later load it belongs to the old instance
     assert parse_kernel_log(FALLEN + "\n" + LOAD + "\n", "dmesg").fallen_off_bus == ()
+
+
+# NVIDIA/NVSentinel issue 155: the probe's message spans three lines and comes before the load line
+PROBE_FALLEN = [
+    "[ 1843.308145] NVRM: The NVIDIA GPU 0000:b3:00.0",
+    "               NVRM: (PCI ID: 10de:26b5) installed in this system has",
+    "               NVRM: fallen off the bus and is not responding to commands.",
+    "[ 1843.439662] NVRM: The NVIDIA probe routine failed for 1 device(s).",
+    "[ 1843.439669] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  570.158.01  Release Build",
+]
+JOINED = ("[ 1843.308145] NVRM: The NVIDIA GPU 0000:b3:00.0 (PCI ID: 10de:26b5) installed in this system has "
+          "fallen off the bus and is not responding to commands.")
+
+
+def test_a_gpu_that_fell_off_the_bus_during_this_drivers_load_belongs_to_that_load():
+    log = parse_kernel_log("\n".join(PROBE_FALLEN) + "\n", "dmesg")
+    assert log.fallen_off_bus == (JOINED,)
+    (failure,) = log.gpu_init_failures
+    assert (failure.pci_bus_id, failure.kind, failure.line) == ("0000:b3:00.0", "fallen_off_bus", JOINED)
+
+
+def test_the_probe_lines_of_an_earlier_load_are_not_this_loads():
+    # an unload and a later load: the first load's probe failure is history
+    later = "[ 9000.000000] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  570.158.01  Release Build"
+    log = parse_kernel_log("\n".join(PROBE_FALLEN + ["[ 8990.0] nvidia-modeset: Unloading", later]) + "\n", "dmesg")
+    assert log.fallen_off_bus == () and log.gpu_init_failures == ()
+
+
+def test_a_probe_line_long_before_the_load_line_is_not_that_loads():
+    old = ["[ 100.0] NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)",
+           "[ 900.0] NVRM: loading NVIDIA UNIX x86_64 Kernel Module  550.144.03"]
+    assert parse_kernel_log("\n".join(old) + "\n", "dmesg").gpu_init_failures == ()
+
+
+def test_the_old_drivers_timestamped_lines_of_one_message_read_as_one():
+    # MrMEEE/bumblebee-Old-and-abbandoned issue 583
+    lines = ["[  652.483304] NVRM: The NVIDIA GPU 0000:01:00.0 (PCI ID: 10de:1050) installed",
+             "[  652.483305] NVRM: in this system is not supported by the 280.13 NVIDIA Linux",
+             "[  652.483306] NVRM: graphics driver release.  Please see 'Appendix A -",
+             "[  652.483309] NVRM: www.nvidia.com.",
+             "[  652.483325] nvidia: probe of 0000:01:00.0 failed with error -1"]
+    (failure,) = parse_kernel_log("\n".join(lines) + "\n", "dmesg").gpu_init_failures
+    assert (failure.pci_bus_id, failure.kind) == ("0000:01:00.0", "unsupported")
+    assert "not supported by the 280.13 NVIDIA Linux graphics driver release." in failure.line
+
+
+def test_an_xid_line_without_a_timestamp_is_never_glued_to_the_line_above():
+    log = parse_kernel_log(LOAD + "\nNVRM: Xid (PCI:0000:10:1c): 63, pid=1896, Row Remapper: New row marked\n", "dmesg")
+    assert [x.xid for x in log.xids] == [63] and log.last_driver_load == LOAD
+
+
+def test_secure_boot_refusals_are_module_failures_of_kind_signature():
+    text = ("[  412.1] Loading of unsigned module is rejected\n"
+            "mar 06 15:10:43 host gdm3[7055]: modprobe: ERROR: could not insert 'nvidia': Key was rejected by service\n"
+            "[    3.2] nvidia: module verification failed: signature and/or required key missing - tainting kernel\n")
+    failures = parse_kernel_log(text, "journalctl").module_failures
+    assert [(f.module, f.kind) for f in failures] == [(None, "signature"), ("nvidia", "signature")]  # a taint is no refusal
+
+
+def test_a_dependent_modules_refusal_is_attributed_to_it_with_the_symbol():
+    # NVIDIA/gpu-operator issue 2868 (dmesg -T timestamps)
+    text = (LOAD + "\n[Tue Sep  8 17:16:02 2026] nvidia_peermem: disagrees about version of symbol ib_register_peer_memory_client\n"
+            "[Tue Sep  8 17:16:02 2026] nvidia_peermem: Unknown symbol ib_register_peer_memory_client (err -22)\n")
+    failures = parse_kernel_log(text, "dmesg").module_failures
+    assert [(f.module, f.kind, f.symbol) for f in failures] == [
+        ("nvidia_peermem", "symbol_version", "ib_register_peer_memory_client"),
+        ("nvidia_peermem", "unknown_symbol", "ib_register_peer_memory_client")]

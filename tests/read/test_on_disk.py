@@ -91,3 +91,29 @@ def test_an_xz_bomb_as_the_module_is_an_unreadable_module_finding_not_a_crash(tm
     unreadable = [f for f in doc["findings"] if f["code"] == "on_disk_module_unreadable"]
     assert unreadable and unreadable[0]["evidence"]["path"] == path
     assert "256 MiB" in unreadable[0]["evidence"]["error"]
+
+
+def test_ubuntus_branch_named_module_is_found_through_its_modprobe_alias(tmp_path):
+    # Ubuntu's nvidia-384 packages: updates/dkms/nvidia_384.ko, and `alias nvidia nvidia_384` in modprobe.d
+    # (canonical/nvidia-graphics-drivers issue 13, Bumblebee-Project/Bumblebee pull 751)
+    snap = Snapshot(tmp_path, release="4.10.0-37-generic")
+    snap.on_disk_module("384.90", name="nvidia_384")
+    snap.write("etc/modprobe.d/nvidia-graphics-drivers.conf", "blacklist nouveau\nalias nvidia nvidia_384\nalias nouveau off\n")
+    found = read_on_disk_module(open_root(str(tmp_path)), snap.release)
+    assert (found.path, found.version) == ("/lib/modules/4.10.0-37-generic/updates/dkms/nvidia_384.ko", "384.90")
+
+
+def test_modules_dep_entries_match_by_module_name_so_dashes_and_aliases_count(tmp_path):
+    snap = Snapshot(tmp_path)
+    snap.on_disk_module("535.183.01", name="nvidia")  # a stale plain file that modprobe would not pick
+    snap.on_disk_module("550.127.08", name="nvidia-current", subdir="updates/dkms/debian")
+    snap.write(f"lib/modules/{snap.release}/modules.dep", "updates/dkms/debian/nvidia-current.ko:\n")
+    snap.write("lib/modprobe.d/nvidia.conf", "alias nvidia nvidia-current  # Debian's\n")
+    assert read_on_disk_module(open_root(str(tmp_path)), snap.release).version == "550.127.08"
+
+
+def test_an_alias_of_another_module_changes_nothing(tmp_path):
+    snap = Snapshot(tmp_path)
+    snap.on_disk_module("550.127.08")
+    snap.write("etc/modprobe.d/x.conf", "alias nvidia-uvm nvidia-current-uvm\nalias char-major-195* nvidia\n")
+    assert read_on_disk_module(open_root(str(tmp_path)), snap.release).path.endswith("/updates/dkms/nvidia.ko")
