@@ -13,6 +13,7 @@ import click
 from nvreload import __version__
 from nvreload.frontend import guarded, run_read_only
 from nvreload.errors import RefusedError, UsageError
+from nvreload.requests import FORMATS
 
 ACTIONS = ("status", "verify", "reload", "reset", "stop", "start", "rollback", "collect")
 READ_ONLY = ("status", "collect")
@@ -36,6 +37,10 @@ def _check_combinations(action: str, opts: dict) -> None:
         raise UsageError(f"--root reads a snapshot: --{action} cannot act on it (only --status, --collect, --reload --dry-run)")
     if opts["simulate"] is not None and action == "collect":
         raise UsageError("--collect archives a real node (this one, or --root): there is nothing to collect from --simulate")
+    if opts["as_json"] and opts["format"] not in (None, "json"):
+        raise UsageError(f"--json and --format {opts['format']} conflict (--json is --format json)")
+    if action not in ("status", "verify", "collect") and (opts["format"] == "prometheus" or opts["output"]):
+        raise UsageError(f"--format prometheus and --output go with --status, not --{action}")
     if opts["dry_run"] and action not in ("reload", "reset", "stop", "start", "rollback"):
         raise UsageError(f"--dry-run goes with --reload, --reset, --stop, --start or --rollback, not --{action}")
 
@@ -62,7 +67,11 @@ def _check_combinations(action: str, opts: dict) -> None:
               help="With --reload: restart dockerd before containers start again (nvidia-container-toolkit issue 169).")
 @click.option("--peermem-wait", type=click.FloatRange(min=0), default=300.0, show_default=True, metavar="SECONDS",
               help="How long nvidia_peermem waits for MOFED, once per run; then it is skipped with a warning.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout (as --format json).")
+@click.option("--format", "format", type=click.Choice(FORMATS), default=None,
+              help="human (the default), json (as --json), or prometheus (with --status: node_exporter's textfile format).")
+@click.option("--output", type=click.Path(dir_okay=False), metavar="FILE",
+              help="With --status --format prometheus: write the metrics to FILE atomically instead of stdout.")
 @click.option("--verbose", "-v", is_flag=True, help="More detail (and tracebacks for internal errors).")
 @click.version_option(__version__, prog_name="nvreload")
 def command(**opts: object) -> int:
@@ -70,9 +79,13 @@ def command(**opts: object) -> int:
     action = _chosen_action(opts)
     _check_combinations(action, opts)
     if action in ("status", "verify", "collect"):
-        return run_read_only(action, opts["root"], bool(opts["as_json"]), bool(opts["verbose"]),  # type: ignore[arg-type]
-                             collect_to=opts["collect"], simulate=opts["simulate"])  # type: ignore[arg-type]
+        return run_read_only(action, opts["root"], _format(opts), bool(opts["verbose"]),  # type: ignore[arg-type]
+                             collect_to=opts["collect"], simulate=opts["simulate"], output=opts["output"])  # type: ignore[arg-type]
     return _act(action, opts)
+
+
+def _format(opts: dict) -> str:
+    return "json" if opts["as_json"] else opts["format"] or "human"
 
 
 def _act(action: str, opts: dict) -> int:
@@ -84,7 +97,7 @@ def _act(action: str, opts: dict) -> int:
         action=action, simulate=opts["simulate"], root=opts["root"], driver=opts["driver"], dry_run=bool(opts["dry_run"]),
         yes=bool(opts["yes"]), force_display=bool(opts["force_display"]), restart_docker=bool(opts["restart_docker"]),
         peermem_wait=float(opts["peermem_wait"]), gpus=opts["reset"])  # type: ignore[arg-type]
-    as_json = bool(opts["as_json"])
+    as_json = _format(opts) == "json"
     if as_json:
         reporter = Reporter()
     else:

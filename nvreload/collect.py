@@ -13,7 +13,9 @@ import os
 import stat
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO, TypeVar
 
 from nvreload import __version__
 from nvreload.host.machine import SNAPSHOT_DIR, Machine
@@ -35,6 +37,7 @@ ETC_FILES = ("etc/modules", "etc/ld.so.conf", "etc/os-release")
 PCI_FILES = ("vendor", "device", "class", "subsystem_vendor", "subsystem_device", "revision", "numa_node")
 CAPTURED_OUTPUTS = ("dmesg.txt", "nvidia-smi-q.xml", "nvml.json", "nv-fabricmanager-version.txt", "uname-r.txt")
 MAX_FILE = 256 * 1024 * 1024
+R = TypeVar("R")
 
 
 @dataclass
@@ -202,8 +205,8 @@ _KINDS = ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"), (stat.S_IS
           (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
 
 
-def _refuse_destination(destination: str) -> None:
-    """--collect runs as root: DEST is a new file or a regular file it replaces, never a link that
+def _refuse_destination(destination: str, flag: str) -> None:
+    """nvreload runs as root: DEST is a new file or a regular file it replaces, never a link that
     another user planted (root would write where it points), a device or a directory."""
     from nvreload.errors import BadInputError
 
@@ -215,20 +218,43 @@ def _refuse_destination(destination: str) -> None:
         raise BadInputError(f"cannot write {destination}: {exc.strerror or exc}") from None
     for test, kind in _KINDS:
         if test(mode):
-            raise BadInputError(f"{destination} is {kind}: --collect writes a regular file (give a new path)")
+            raise BadInputError(f"{destination} is {kind}: {flag} writes a regular file (give a new path)")
+
+
+def write_new_file(destination: str, write: Callable[[BinaryIO], R], flag: str, mode: int = 0o600, suffix: str = ".tmp") -> R:
+    """Write DEST the one safe way (--collect's archive, --output's metrics): a DEST that is a link,
+    a device or a directory is refused; `write` fills a new file of its own beside DEST (mkstemp:
+    O_EXCL|O_NOFOLLOW, a hidden name that a textfile collector reading *.prom skips), which is then
+    given `mode` and renamed over DEST, so a reader sees the old file or the whole new one. Returns
+    what `write` returns; BadInputError naming DEST when it cannot be written, and no temp file left."""
+    import tempfile
+
+    _refuse_destination(destination, flag)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".nvreload-", suffix=suffix, dir=os.path.dirname(os.path.abspath(destination)))
+        with os.fdopen(fd, "wb") as raw:
+            value = write(raw)
+            os.fchmod(raw.fileno(), mode)
+        os.replace(tmp, destination)
+        return value
+    except BaseException as exc:
+        if tmp is not None and os.path.lexists(tmp):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            from nvreload.errors import BadInputError
+
+            raise BadInputError(f"cannot write {destination}: {exc.strerror or exc}") from None
+        raise
 
 
 def collect(machine: Machine, destination: str) -> dict:
-    """Write the snapshot; returns the manifest (also stored in the archive). The archive is written
-    to a new file of its own (O_EXCL, O_NOFOLLOW, mode 0600) beside DEST, then renamed over it."""
-    import tempfile
-
-    _refuse_destination(destination)
+    """Write the snapshot; returns the manifest (also stored in the archive). The archive goes to DEST
+    through write_new_file (mode 0600: a snapshot names the node's modules, GPUs and paths)."""
     fs = machine.fs
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".nvreload-collect-", suffix=".tgz", dir=os.path.dirname(os.path.abspath(destination)))
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+
+    def write(raw: BinaryIO) -> dict:
+        with tarfile.open(fileobj=raw, mode="w:gz") as tar:
             bundle = Bundle(tar)
             for rel in PROC_FILES + ETC_FILES:
                 _copy(fs, bundle, rel)
@@ -251,11 +277,6 @@ def collect(machine: Machine, destination: str) -> dict:
                 "files": len(bundle.names),
             }
             bundle.add_bytes(f"{SNAPSHOT_DIR}/manifest.json", json.dumps(manifest, indent=1).encode())
-        os.replace(tmp, destination)
-    except OSError as exc:
-        from nvreload.errors import BadInputError
+        return manifest
 
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise BadInputError(f"cannot write {destination}: {exc.strerror or exc}") from None
-    return manifest
+    return write_new_file(destination, write, "--collect", mode=0o600, suffix=".tgz")

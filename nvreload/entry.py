@@ -1,9 +1,10 @@
 """The console entry point, and what the two ways in share.
 
 `nvreload --status --json` is what fleet monitoring runs every few seconds on every node, so a
-command line that asks only for status (`--status`/`-s`, `--json`, `--root DIR`, `--verbose`/`-v`)
-goes straight to the application: importing click and what it pulls in (datetime, platform,
-gettext...) would be a sixth of that run. Every other command line, --help and --version included,
+command line that asks only for status (`--status`/`-s`, `--json`, `--format human|json|prometheus`,
+`--output FILE`, `--root DIR`, `--verbose`/`-v`) goes straight to the application: importing click
+and what it pulls in (datetime, platform, gettext...) would be a sixth of that run. The metrics timer
+(`--status --format prometheus --output FILE`, every minute) takes this way too. Every other command line, --help and --version included,
 goes through the click CLI in cli.py, which owns the documented interface. Both ways render through
 run_read_only() and report errors through guarded(), and tests/test_entry.py holds them to the same
 output and exit code.
@@ -12,35 +13,53 @@ output and exit code.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 
 from nvreload.frontend import guarded, run_read_only
-from nvreload.requests import StatusRequest
+from nvreload.requests import FORMATS, StatusRequest
 
 _STATUS = ("--status", "-s")
 _JSON = ("--json",)
 _VERBOSE = ("--verbose", "-v")
 
 
+def _value(arg: str, name: str, rest: Iterator[str]) -> str | None:
+    """The value of `--name VALUE` or `--name=VALUE`; None when it is missing (click says so)."""
+    if arg.startswith(name + "="):
+        return arg[len(name) + 1:]
+    value = next(rest, None)
+    return None if value is None or value.startswith("-") else value
+
+
 def status_request(args: list[str]) -> StatusRequest | None:
-    """The request when `args` only ask for status; None sends them to click."""
+    """The request when `args` only ask for status; None sends them to click (which also says what is
+    wrong with a bad value, or with --json beside another --format)."""
     request = StatusRequest()
+    as_json, chosen = False, None
     rest = iter(args)
     for arg in rest:
+        name = arg.split("=", 1)[0]
         if arg in _STATUS:
             continue
         if arg in _JSON:
-            request.as_json = True
+            as_json = True
         elif arg in _VERBOSE:
             request.verbose = True
-        elif arg == "--root":
-            value = next(rest, None)
-            if value is None or value.startswith("-"):
-                return None  # click says what is wrong with it
-            request.root = value
-        elif arg.startswith("--root="):
-            request.root = arg[len("--root="):]
+        elif name in ("--root", "--format", "--output"):
+            value = _value(arg, name, rest)
+            if value is None or (name == "--format" and value not in FORMATS):
+                return None
+            if name == "--root":
+                request.root = value
+            elif name == "--format":
+                chosen = value
+            else:
+                request.output = value
         else:
             return None
+    if as_json and chosen not in (None, "json"):
+        return None
+    request.format = "json" if as_json else chosen or "human"
     return request
 
 
@@ -52,4 +71,5 @@ def main(argv: list[str] | None = None) -> None:
 
         cli_main(args)
         return
-    sys.exit(guarded(lambda: run_read_only("status", request.root, request.as_json, request.verbose), request.verbose))
+    sys.exit(guarded(lambda: run_read_only("status", request.root, request.format, request.verbose, output=request.output),
+                     request.verbose))

@@ -6,12 +6,23 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from nvreload.errors import ExitCode, NvreloadError
+from nvreload.errors import ExitCode, NvreloadError, UsageError
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the --status path
+if TYPE_CHECKING:
+    from nvreload.app import App
+    from nvreload.render.prometheus import JournalView
 
 
-def run_read_only(action: str, root: str | None, as_json: bool, verbose: bool, collect_to: str | None = None,
-                  simulate: str | None = None) -> int:
-    """--status, --verify, --collect: call the application, render its document, return the exit code."""
+def run_read_only(action: str, root: str | None, output_format: str, verbose: bool, collect_to: str | None = None,
+                  simulate: str | None = None, output: str | None = None) -> int:
+    """--status, --verify, --collect: call the application, render its document in `output_format`
+    (human, json, prometheus), return the exit code. `output`: write the prometheus text to that file
+    (atomically, for node_exporter's textfile collector) instead of stdout."""
+    if output_format == "prometheus" and action != "status":
+        raise UsageError(f"--format prometheus goes with --status, not --{action}")
+    if output is not None and output_format != "prometheus":
+        raise UsageError("--output writes the metrics of --status --format prometheus")
     from nvreload.app import App
 
     app = App(root=root, simulate=simulate)
@@ -19,10 +30,12 @@ def run_read_only(action: str, root: str | None, as_json: bool, verbose: bool, c
         result = app.collect(str(collect_to))
     else:
         result = app.status() if action == "status" else app.verify()
+    if output_format == "prometheus":
+        return _metrics(app, result.document, output, result.exit_code)
     from nvreload.render.output import reader_may_leave
 
     with reader_may_leave():  # the exit code is the node's, whoever still reads
-        if as_json:
+        if output_format == "json":
             from nvreload.render.json_out import emit_json
 
             emit_json(result.document)
@@ -36,6 +49,48 @@ def run_read_only(action: str, root: str | None, as_json: bool, verbose: bool, c
         else:
             human.console().print(f"snapshot written to {human.text(collect_to)} ({result.document['manifest']['files']} entries)")
     return result.exit_code
+
+
+def _metrics(app: App, document: dict, output: str | None, exit_code: int) -> int:
+    from nvreload.render.prometheus import render_prometheus
+
+    text = render_prometheus(document, _journal_view(app))
+    if output is not None:
+        from nvreload.collect import write_new_file
+
+        # 0644: node_exporter reads it as its own user
+        write_new_file(output, lambda raw: raw.write(text.encode()), "--output", mode=0o644)
+        return exit_code
+    from nvreload.render.output import reader_may_leave
+
+    with reader_may_leave():
+        sys.stdout.write(text)
+    return exit_code
+
+
+def _journal_view(app: App) -> JournalView | None:
+    """What the journal of the node being read says of its last run; None for a --root snapshot (the
+    journal here is this machine's, not the snapshot's). A journal that cannot be read is said once on
+    stderr and reported as a metric, never an error: the node's metrics still matter most."""
+    if app.root_arg is not None and app.simulate is None:
+        return None
+    from nvreload.engine.journal import Journal
+    from nvreload.errors import JournalError
+    from nvreload.render.prometheus import JournalView, LastRun
+    from nvreload.state_files import StatePaths
+
+    # the journal the acting commands write for this node (actions._target's rule for --simulate)
+    paths = StatePaths.for_simulation() if app.simulate is not None and app.paths == StatePaths() else app.paths
+    try:
+        journal = Journal.load_if_any(paths.journal)
+    except (JournalError, OSError) as exc:
+        say(f"journal unreadable: {exc}")
+        return JournalView(readable=False)
+    if journal is None:
+        return JournalView()
+    return JournalView(last_run=LastRun(action=journal.action, state=journal.state, unfinished=journal.unfinished,
+                                        started=journal.time_of("started"), updated=journal.time_of("updated"),
+                                        finished=journal.time_of("finished")))
 
 
 def say(message: str) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+FORMATS = ("human", "json", "prometheus")
+
 
 @dataclass
 class StatusRequest:
     """A command line that asks for status and nothing else."""
 
     root: str | None = None
-    as_json: bool = False
+    format: str = "human"  # one of FORMATS
     verbose: bool = False
+    output: str | None = None  # --output FILE: the json or prometheus text goes there, atomically

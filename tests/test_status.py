@@ -141,7 +141,7 @@ def test_a_gpu_with_no_driver_bound_is_reported_with_its_bus_id(snapshot):
     assert unbound["driver_bound"] is False
     assert "gpu_driver_unbound" in codes(doc)
     finding = next(f for f in doc["findings"] if f["code"] == "gpu_driver_unbound")
-    assert finding["evidence"]["pci_bus_id"] == "0000:86:00.0"
+    assert finding["evidence"]["pci_bus_ids"] == ["0000:86:00.0"]
 
 
 def test_a_gpu_that_vanished_from_the_bus_is_fallen_off(snapshot):
