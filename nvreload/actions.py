@@ -181,7 +181,8 @@ def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm:
             paths.journal, action,
             [{"step": s.name, "action": a.kind, "target": a.target} for s in plan.steps for a in s.actions],
             JournalContext(target.name, request.driver, view.container_engine, view.loaded_version,
-                           mig_documents(view.mig) if view.mig and action == "reload" else None))
+                           mig_documents({bus: i for bus, i in view.mig.items() if bus not in view.mig_pending})
+                           if view.mig and action == "reload" else None))
         engine = Engine(target, journal, reporter, peermem_wait=request.peermem_wait)
         report = {"stop": engine.stop, "reset": engine.reset}.get(action, engine.reload)(plan)
         report.container_engine = view.container_engine

@@ -278,6 +278,13 @@ class Engine:
         self._gpu_back = time.monotonic()
 
     def _verify_step(self, actions: tuple[Action, ...], report: RunReport) -> None:
+        for action in (a for a in actions if a.kind == "apply_mig_mode"):
+            try:
+                self.target.reset_gpu(action.target)  # the pending MIG mode takes effect at a reset
+                self.reporter.action(action, "done")
+            except HostError as exc:
+                report.warnings.append({"module": "nvidia", "warning": f"{action.target}: the pending MIG mode change "
+                                        f"was not applied (a reset or a reboot applies it): {exc.message}"})
         self._bring_up_fabric([a for a in actions if a.kind == "start_service"], report)
         self._recreate_mig({a.target: a.detail["instances"] for a in actions if a.kind == "recreate_mig"}, report)
         self._verify(next(a for a in actions if a.kind == "verify"))

@@ -98,6 +98,7 @@ class ReloadView:
     nvswitch: bool = False  # an NVSwitch (HGX) node: its GPUs cannot be reset one by one
     nvml_status: str = "ok"  # a GPU reset goes through NVML: refused while it cannot answer
     mig: dict[str, tuple[MigInstance, ...]] = field(default_factory=dict, compare=False, hash=False)  # per GPU with instances
+    mig_pending: tuple[str, ...] = ()  # GPUs (bus ids) whose MIG mode changes at their next reset
 
 
 def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...] = (),
@@ -131,6 +132,8 @@ def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...]
         fabric_manager_version=node.fabric_manager_version,
         gpus=_gpu_refs(node),
         nvml_status=node.nvml.status,
+        mig_pending=tuple(sorted(normalize_bus_id(d.pci_bus_id) for d in node.nvml.devices if d.pci_bus_id
+                                 and d.mig_pending is not None and d.mig_mode is not None and d.mig_pending != d.mig_mode)),
         nvswitch=node.fabric_manager_version is not None or any(
             s.name == "nvidia-fabricmanager.service" and s.active == "active" for s in node.consumers.services),
     )

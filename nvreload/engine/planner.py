@@ -131,9 +131,16 @@ def build_plan(
     # the fabric comes up before verify: without it an NVSwitch node fails its CUDA check
     fabric = [a for a in restart if a.kind == "start_service" and a.target in FABRIC_SERVICES]
     restart = [a for a in restart if a not in fabric]
+    # A pending MIG mode change takes effect at the GPU's next reset: right after the load the GPU is
+    # free (every consumer stopped, persistence not yet back), so it is applied there; a GPU whose
+    # mode changes keeps none of its old instances. On an NVSwitch node single GPUs are never reset.
+    pending = () if view.nvswitch else view.mig_pending
+    apply = [Action("apply_mig_mode", bus) for bus in pending]
     # a reload loses every MIG instance: they come back (after the fabric) before the CUDA check
-    mig = [Action("recreate_mig", bus, {"instances": [i.document() for i in instances]}) for bus, instances in sorted(view.mig.items())]
-    steps.append(Step("verify", tuple(fabric) + tuple(mig) + (Action("verify", "driver", {"persistence": dict(view.persistence)}),)))
+    mig = [Action("recreate_mig", bus, {"instances": [i.document() for i in instances]})
+           for bus, instances in sorted(view.mig.items()) if bus not in pending]
+    steps.append(Step("verify", tuple(apply) + tuple(fabric) + tuple(mig)
+                      + (Action("verify", "driver", {"persistence": dict(view.persistence)}),)))
     if restart_container_engine:
         # before any container starts: the toolkit re-reads the driver's libraries on daemon start
         first_container = next((i for i, a in enumerate(restart) if a.kind == "start_container"), len(restart))

@@ -278,6 +278,7 @@ class SimulatedNode:
                 nvswitch=bool(self.s.get("nvswitch")),
                 nvml_status=self.nvml_status(),
                 mig=mig_geometry({g["pci_bus_id"]: g["mig_now"] for g in self.s["gpus"] if g.get("mig_now")}),
+                mig_pending=tuple(g["pci_bus_id"] for g in self.s["gpus"] if g.get("mig_pending")),
                 fabric_manager_version=self.s.get("fabric_manager_version") if self.s.get("nvswitch") else None,
             )
 
@@ -433,6 +434,8 @@ class SimulatedNode:
         with self._lock:
             gpu["resets"] = gpu.get("resets", 0) + 1
             gpu["lost"] = bool(gpu.get("lost_on_reset"))
+            if gpu.get("mig_pending"):  # a reset applies the pending MIG mode, and no instance survives it
+                gpu["mig"], gpu["mig_pending"], gpu["mig_now"] = not gpu.get("mig"), False, []
             self._save()
 
     def _gpu(self, bus_id: str) -> dict:

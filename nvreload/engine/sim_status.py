@@ -45,7 +45,8 @@ def simulated_node_state(node: SimulatedNode) -> NodeState:
     gpus = s["gpus"]
     status = node.nvml_status()
     devices = tuple(
-        NvmlDevice(index, g.get("name"), g.get("uuid"), g["pci_bus_id"], bool(g.get("persistence_now")), bool(g.get("mig")))
+        NvmlDevice(index, g.get("name"), g.get("uuid"), g["pci_bus_id"], bool(g.get("persistence_now")), bool(g.get("mig")),
+                   mig_pending=bool(g.get("mig")) != bool(g.get("mig_pending")))
         for index, g in enumerate(gpus)) if status == "ok" else ()
     return NodeState(
         hostname="simulated",

@@ -109,6 +109,7 @@ def report_from_result(result: CommandResult, timeout: float) -> NvmlReport:
                 pci_bus_id=d.get("pci_bus_id"),
                 persistence_mode=d.get("persistence_mode"),
                 mig_mode=d.get("mig_mode"),
+                mig_pending=d.get("mig_pending"),
                 compute_pids=tuple(int(p) for p in d.get("compute_pids", ())),
             )
             for d in data.get("devices", ())

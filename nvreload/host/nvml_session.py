@@ -95,6 +95,7 @@ class NvmlSession:
             "pci_bus_id": _text(pci.busId) if pci is not None else None,
             "persistence_mode": bool(persistence) if persistence is not None else None,
             "mig_mode": bool(mig[0]) if mig is not None else None,
+            "mig_pending": bool(mig[1]) if mig is not None else None,  # what the next GPU reset applies
             "compute_pids": sorted(pids),
         }
 

@@ -79,3 +79,42 @@ def test_a_node_whose_instances_cannot_be_listed_refuses_the_reload_before_anyth
     assert proc.returncode == ExitCode.REFUSED, proc.stdout + proc.stderr
     assert "mig_geometry_unreadable" in proc.stderr
     assert not (state / "journal.json").exists()
+
+
+def pending_node(tmp_path, **changes):
+    gpus = default_scenario()["gpus"]
+    gpus[1].update({"mig": False, "mig_pending": True})  # `nvidia-smi -i 1 -mig 1` waits for a reset
+    return write_scenario(tmp_path, **({"gpus": gpus} | changes))
+
+
+def test_a_pending_mig_mode_change_is_applied_while_the_reload_has_the_gpu_free(tmp_path):
+    proc, state = reload(tmp_path, pending_node(tmp_path))
+    assert proc.returncode == 0, proc.stdout
+    gpu = node_state(state)["gpus"][1]
+    assert (gpu["mig"], gpu["mig_pending"], gpu["resets"]) == (True, False, 1)
+    assert json.loads(proc.stdout)["warnings"] == []
+
+
+def test_the_status_of_the_simulated_node_shows_the_pending_change_until_then(tmp_path):
+    # NVML answers (no version mismatch), so the status can see the pending mode
+    scenario = pending_node(tmp_path, driver={"loaded_version": "550.127.08", "installed_version": "550.127.08"})
+    env = {"NVRELOAD_STATE_DIR": str(tmp_path / "state")}
+    before = json.loads(run_cli("--status", "--simulate", scenario, "--json", env=env).stdout)
+    assert "mig_mode_change_pending" in [f["code"] for f in before["findings"]]
+    run_cli("--reload", "--simulate", scenario, "--yes", env=env)
+    after = json.loads(run_cli("--status", "--simulate", "--json", env=env).stdout)
+    assert "mig_mode_change_pending" not in [f["code"] for f in after["findings"]]
+
+
+def test_a_pending_change_that_the_reset_refuses_is_a_warning_not_a_failed_reload(tmp_path):
+    proc, state = reload(tmp_path, pending_node(tmp_path, faults=[{"at": "reset_gpus", "error": "In use by another client"}]))
+    assert proc.returncode == 0, proc.stdout
+    warning = json.loads(proc.stdout)["warnings"][0]["warning"]
+    assert warning.startswith("0000:2a:00.0: the pending MIG mode change was not applied") and "In use by another client" in warning
+    assert node_state(state)["gpus"][1]["mig_pending"] is True
+
+
+def test_on_an_nvswitch_node_no_single_gpu_is_reset_for_a_pending_change(tmp_path):
+    proc, state = reload(tmp_path, pending_node(tmp_path, nvswitch=True, fabric_manager_version="550.127.08"))
+    assert proc.returncode == 0, proc.stdout
+    assert "resets" not in node_state(state)["gpus"][1]

@@ -80,3 +80,9 @@ def test_the_deadline_can_be_set_from_the_environment(stub_nvml, monkeypatch):
     monkeypatch.setenv("STUB_NVML_INIT_SLEEP", "120")
     monkeypatch.setenv("NVRELOAD_NVML_TIMEOUT", "0.3")
     assert "within 0.3 s" in probe_nvml().error
+
+
+def test_a_mig_mode_change_waiting_for_a_reset_is_read_as_pending(stub_nvml, monkeypatch):
+    monkeypatch.setenv("STUB_NVML_GPUS", "NVIDIA H100 80GB HBM3|GPU-0|00000000:3B:00.0|1|0>1|")
+    (gpu,) = probe_nvml().devices
+    assert (gpu.mig_mode, gpu.mig_pending) == (False, True)

@@ -6,6 +6,7 @@
  *   STUB_NVML_CRASH     "init": SIGSEGV inside nvmlInitWithFlags (a half-upgraded library)
  *   STUB_NVML_DRIVER    driver version string
  *   STUB_NVML_GPUS      "name|uuid|busid|persistence|mig|pid,pid;..." one entry per GPU
+ *                       (mig "0>1": disabled now, enabled at the next reset)
  *   STUB_NVML_UNSUPPORTED  "mig": nvmlDeviceGetMigMode returns NVML_ERROR_NOT_SUPPORTED
  *   STUB_NVML_LOG       a file each init/shutdown is appended to (to prove the session closes)
  *   STUB_NVML_MIG       a file holding the MIG instances, one GPU instance a line, so that what one
@@ -47,7 +48,7 @@ typedef struct {
 
 typedef struct {
     char name[96], uuid[96], bus_id[32];
-    unsigned int persistence, mig, pid_count;
+    unsigned int persistence, mig, mig_pending, pid_count;
     unsigned int pids[MAX_PIDS];
 } stub_gpu;
 
@@ -86,6 +87,8 @@ __attribute__((unused)) static void parse_gpus(void) {
         if (fields[2]) snprintf(g->bus_id, sizeof g->bus_id, "%s", fields[2]);
         g->persistence = fields[3] ? (unsigned)atoi(fields[3]) : 0;
         g->mig = fields[4] ? (unsigned)atoi(fields[4]) : 0;
+        /* "0>1": MIG disabled now, enabled at the next GPU reset */
+        g->mig_pending = fields[4] && strchr(fields[4], '>') ? (unsigned)atoi(strchr(fields[4], '>') + 1) : g->mig;
         if (fields[5]) {
             char *save_pid = NULL;
             for (char *pid = strtok_r(fields[5], ",", &save_pid); pid && g->pid_count < MAX_PIDS;
@@ -302,7 +305,8 @@ int nvmlDeviceGetMigMode(void *device, unsigned int *current, unsigned int *pend
     const char *unsupported = getenv("STUB_NVML_UNSUPPORTED");
     if (!g) return NVML_ERROR_INVALID_ARGUMENT;
     if (unsupported && strstr(unsupported, "mig")) return NVML_ERROR_NOT_SUPPORTED;
-    *current = *pending = g->mig;
+    *current = g->mig;
+    *pending = g->mig_pending;
     return NVML_SUCCESS;
 }
 
