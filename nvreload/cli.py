@@ -45,7 +45,39 @@ def _check_combinations(action: str, opts: dict) -> None:
         raise UsageError(f"--dry-run goes with --reload, --reset, --stop, --start or --rollback, not --{action}")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+# \b keeps click from rewrapping these blocks
+HELP_EPILOG = """\b
+Exit codes:
+  0        OK / done
+  1, 2, 3  --status/--verify: WARNING, CRITICAL, UNKNOWN (Nagios)
+  10       failed and rolled back: the node is as before
+  11       failed, needs a reboot (the journal says what remains)
+  12       partial: some consumers did not come back (nvreload --start)
+  64       usage error
+  66       bad input: snapshot, journal, scenario, .run, state directory, environment
+  70       internal error (--verbose shows the traceback)
+  75       busy: another run holds the node lock
+  77       refused: not root, a blocker, an unfinished journal, no --yes without a terminal
+  130      interrupted before anything changed
+
+\b
+Environment:
+  NVRELOAD_STATE_DIR     one directory for the journal, the lock and the caches
+                         (default /var/lib/nvreload and /run/nvreload)
+  NVRELOAD_NVML_TIMEOUT  seconds NVML may take to answer (default 30, at most 3600)
+  NVRELOAD_SYSTEMCTL     the systemctl command (a wrapper reaching another systemd)
+  XDG_STATE_HOME         where --simulate keeps its node when NVRELOAD_STATE_DIR is unset
+  DOCKER_HOST            the container engine to ask
+
+\b
+Examples:
+  nvreload --status --json            what is wrong (the exit code is the Nagios state)
+  sudo nvreload --reload --dry-run    the plan a reload would follow, changing nothing
+  sudo nvreload --reload --yes        stop the consumers, reload the driver, bring them back
+"""
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=HELP_EPILOG)
 @click.option("--status", "-s", "status", is_flag=True, help="Node state, findings, recommended action (read-only).")
 @click.option("--verify", is_flag=True, help="Health check: NVML, versions, GPUs, a CUDA context, XIDs.")
 @click.option("--reload", "-r", "reload", is_flag=True, help="Stop consumers, unload, (install), load, verify, restart.")

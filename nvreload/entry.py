@@ -63,9 +63,16 @@ def status_request(args: list[str]) -> StatusRequest | None:
     return request
 
 
+# Set by the shell completion scripts click generates: the shell asks for candidates with an empty
+# command line, which the fast path would otherwise read as `--status` and run on every TAB.
+COMPLETION_VARIABLE = "_NVRELOAD_COMPLETE"
+
+
 def main(argv: list[str] | None = None) -> None:
+    import os
+
     args = list(sys.argv[1:] if argv is None else argv)
-    request = status_request(args)
+    request = None if COMPLETION_VARIABLE in os.environ else status_request(args)
     if request is None:
         from nvreload.cli import main as cli_main
 

@@ -114,3 +114,21 @@ def test_reload_as_an_unprivileged_user_is_refused_with_one_line():
     proc = unprivileged("--reload", "--yes")
     assert proc.returncode == ExitCode.REFUSED
     assert "needs root" in one_clean_line(proc)
+
+
+def test_help_lists_every_exit_code_the_environment_and_examples():
+    import re
+
+    from nvreload.errors import ExitCode
+
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    codes_block = proc.stdout.split("Exit codes:")[1].split("Environment:")[0]
+    # each line: the code(s) ("1, 2, 3"), two spaces or more, the meaning
+    listed = {int(code) for first in re.findall(r"^\s+(\d+(?:, \d+)*)\s{2,}", codes_block, re.M) for code in first.split(", ")}
+    documented = {value for name, value in vars(ExitCode).items() if name.isupper()}
+    assert documented <= listed, documented - listed
+    for variable in ("NVRELOAD_STATE_DIR", "NVRELOAD_NVML_TIMEOUT", "NVRELOAD_SYSTEMCTL", "XDG_STATE_HOME"):
+        assert variable in proc.stdout.split("Environment:")[1]
+    assert "sudo nvreload --reload --yes" in proc.stdout.split("Examples:")[1]
+    assert "not implemented" not in proc.stdout
