@@ -1,7 +1,8 @@
 """Thin command line: parse, build the application, call, render, exit.
 
-Flags stay compatible with the original nvidia_driver_reload.py. Human output goes to stderr
-(rich), `--json` puts exactly one JSON document on stdout.
+Flags stay compatible with the original nvidia_driver_reload.py. The report a command was asked
+for goes to stdout (rich text, or with `--json` exactly one JSON document); progress and
+diagnostics go to stderr.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def run_read_only(action: str, root: str | None, output_format: str, verbose: bo
         elif action == "verify":
             human.render_verify(result.document)
         else:
-            human.console().print(f"snapshot written to {human.text(collect_to)} ({result.document['manifest']['files']} entries)")
+            human.console(report=True).print(f"snapshot written to {human.text(collect_to)} ({result.document['manifest']['files']} entries)")
     return result.exit_code
 
 

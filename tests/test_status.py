@@ -286,9 +286,9 @@ def test_the_human_status_names_what_it_could_not_read(tmp_path):
     (tmp_path / "sys").mkdir()
     proc = run_cli("--status", "--root", str(tmp_path))
     assert proc.returncode == 3
-    assert "UNKNOWN" in proc.stderr and "node_unreadable" in proc.stderr
-    assert "recommended action: check_access" in proc.stderr
-    assert "nothing concluded from" in proc.stderr and "/sys/module: absent" in proc.stderr
+    assert "UNKNOWN" in proc.stdout and "node_unreadable" in proc.stdout
+    assert "recommended action: check_access" in proc.stdout
+    assert "nothing concluded from" in proc.stdout and "/sys/module: absent" in proc.stdout
 
 
 def test_proc_and_sys_unreadable_to_the_reading_user_are_unknown(snapshot):

@@ -1,4 +1,5 @@
-"""Rich summaries on stderr: stdout stays clean for --json and pipes."""
+"""Rich text: the report asked for (status, verify, a run's result) on stdout, so it pipes into
+grep; progress and diagnostics on stderr."""
 
 from __future__ import annotations
 
@@ -21,11 +22,14 @@ class _Console(Console):
         detach_gone_streams()
 
 
-def console() -> Console:
+def console(report: bool = False) -> Console:
+    """`report`: what the command was asked for (a status, a verify, a run's result) goes to stdout,
+    so `nvreload --status | grep CRITICAL` finds it; progress and diagnostics go to stderr."""
+    stream = sys.stdout if report else sys.stderr
     # Piped to a log or a ticket, lines should not be cut at 80 columns.
-    width = None if sys.stderr.isatty() else 160
+    width = None if stream.isatty() else 160
     # emoji=False: a PCI address like 0000:ab:00.0 must not print as an emoji code (:ab:)
-    return _Console(stderr=True, highlight=False, emoji=False, width=width)
+    return _Console(stderr=not report, highlight=False, emoji=False, width=width)
 
 
 def text(value: object) -> str:
@@ -35,7 +39,7 @@ def text(value: object) -> str:
 
 
 def render_status(doc: dict, verbose: bool = False) -> None:
-    out = console()
+    out = console(report=True)
     node, driver = doc["node"], doc["driver"]
     out.print(f"[bold]{text(node.get('hostname') or '?')}[/]  kernel {text(node.get('kernel_release') or '?')}")
     loaded = "loaded" if driver["loaded"] else "[red]not loaded[/]"
@@ -96,7 +100,7 @@ def render_status(doc: dict, verbose: bool = False) -> None:
 
 
 def render_verify(doc: dict) -> None:
-    out = console()
+    out = console(report=True)
     for check in doc["checks"]:
         mark = "[green]ok  [/]" if check["ok"] else ("[red]FAIL[/]" if check["severity"] == "critical" else "[yellow]WARN[/]")
         out.print(f"{mark} {check['name']}: {escape(check['detail'])}")

@@ -63,7 +63,7 @@ class ConsoleReporter(Reporter):
 
 
 def render_action_result(result: ActionResult, action: str) -> None:
-    out = console()
+    out = console(report=True)
     if result.nothing_to_do is not None:
         out.print(f"nothing to {action}: the last run ended {text(result.nothing_to_do)}")
         return
