@@ -68,19 +68,15 @@ class ActionResult:
         return self.report.document()
 
 
-def _target(request: ActionRequest, paths: StatePaths) -> tuple[ReloadTarget, StatePaths]:
-    """The node to act on, and where its journal and lock live."""
+def _target(request: ActionRequest, paths: StatePaths) -> ReloadTarget:
+    """The node to act on."""
     if request.simulate is not None:
-        if paths == StatePaths():  # a simulation never touches the real state
-            paths = StatePaths.for_simulation()
-        if not request.dry_run:
-            check_writable_dirs(paths)
-        return simulated_node(request.simulate, paths, persist=not request.dry_run), paths
+        return simulated_node(request.simulate, paths, persist=not request.dry_run)
     from nvreload.engine.live_target import LiveTarget
     from nvreload.host.machine import Machine
     from nvreload.host.rootfs import open_root
 
-    return LiveTarget(Machine(open_root(request.root), modinfo_cache_path=paths.modinfo_cache)), paths
+    return LiveTarget(Machine(open_root(request.root), modinfo_cache_path=paths.modinfo_cache))
 
 
 def simulated_node(scenario_file: str, paths: StatePaths, persist: bool) -> SimulatedNode:
@@ -139,14 +135,15 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
 def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm: Callable[[str], bool] | None,
          refusal: str | None, installer: str | None) -> ActionResult:
     action, dry_run = request.action, request.dry_run
-    target, paths = _target(request, paths)
+    paths = paths.for_run(simulated=request.simulate is not None)
+    if not dry_run:  # before anything is written there (the simulated node's own file included)
+        check_writable_dirs(paths)
+    target = _target(request, paths)
     recorder = None
     if dry_run:
         from nvreload.engine.dry_run import RecordingTarget
 
         recorder = target = RecordingTarget(target)
-    if not dry_run:
-        check_writable_dirs(paths)
     with NullLock() if dry_run else NodeLock(paths.lock):
         if action in ("start", "rollback"):
             return _resume(action, target, paths, reporter, recorder, request.peermem_wait)

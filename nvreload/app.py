@@ -36,8 +36,7 @@ class App:
         from nvreload.actions import simulated_node
         from nvreload.engine.sim_status import simulated_node_state
 
-        paths = self.paths if self.paths != StatePaths() else StatePaths.for_simulation()
-        return simulated_node_state(simulated_node(self.simulate or "", paths, persist=False))
+        return simulated_node_state(simulated_node(self.simulate or "", self.paths.for_run(simulated=True), persist=False))
 
     @property
     def machine(self) -> Machine:

@@ -77,10 +77,9 @@ def _journal_view(app: App) -> JournalView | None:
     from nvreload.engine.journal import Journal
     from nvreload.errors import JournalError
     from nvreload.render.prometheus import JournalView, LastRun
-    from nvreload.state_files import StatePaths
 
-    # the journal the acting commands write for this node (actions._target's rule for --simulate)
-    paths = StatePaths.for_simulation() if app.simulate is not None and app.paths == StatePaths() else app.paths
+    # the journal the acting commands write for this node
+    paths = app.paths.for_run(simulated=app.simulate is not None)
     try:
         journal = Journal.load_if_any(paths.journal)
     except (JournalError, OSError) as exc:

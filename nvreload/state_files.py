@@ -51,6 +51,11 @@ class StatePaths:
         directory = os.path.join(base, "nvreload", "simulated")
         return cls(directory, directory)
 
+    def for_run(self, simulated: bool) -> "StatePaths":
+        """These paths, except for a simulation left at the defaults: it gets for_simulation()'s,
+        so a simulation never touches the real state."""
+        return StatePaths.for_simulation() if simulated and self == StatePaths() else self
+
     @property
     def journal(self) -> str:
         return os.path.join(self.state_dir, "journal.json")

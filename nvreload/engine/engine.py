@@ -7,12 +7,13 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from nvreload.catalog import FABRIC_SERVICES
 from nvreload.engine.journal import Journal, UndoRecord
 from nvreload.engine.outcome import Outcome, RunReport
-from nvreload.engine.plan import OPTIONAL_MODULES, Action, Plan, mig_geometry
-from nvreload.catalog import FABRIC_SERVICES
+from nvreload.engine.plan import OPTIONAL_MODULES, Action, Plan, Step, mig_geometry
 from nvreload.engine.planner import restart_actions
 from nvreload.engine.reset_planner import gpu_minors
 from nvreload.engine.target import ReloadTarget
@@ -382,42 +383,52 @@ class Engine:
         load = plan.step("load_modules")
         if load is not None:
             self.journal.set_modules([(a.target, a.detail.get("parameters", {})) for a in load.actions if a.kind == "load_module"])
+        def restart(step: Step) -> None:
+            verify = plan.step("verify")
+            checked = next((a for a in verify.actions if a.kind == "verify"), None) if verify else None
+            self.target.restore_persistence(checked.detail.get("persistence", {}) if checked else {})
+            self._refresh_cdi(report)
+            self._restart_or_fail(step.actions, report)
+
+        self._run_plan(plan, report, {
+            "stop_consumers": lambda step: self._stop_consumers(step.actions),
+            "unload_modules": lambda step: self._unload(step.actions),
+            "install_driver": lambda step: self.target.install_driver(step.actions[0].target, step.actions[0].detail.get("module_type")),
+            "load_modules": lambda step: self._load(step.actions, report),
+            "verify": lambda step: self._verify_step(step.actions, report),
+            "restart_consumers": restart,
+        }, lambda failed_step, interrupted: self._rollback(failed_step, report, interrupted=interrupted))
+        self._summarize_undo(report)
+        if self._unload_started is not None:
+            report.gpu_unavailable_seconds = round((self._gpu_back or time.monotonic()) - self._unload_started, 3)
+        return self._finish(report)
+
+    def _run_plan(self, plan: Plan, report: RunReport, bodies: dict[str, Callable[[Step], None]],
+                  undo: Callable[[str, bool], None]) -> None:
+        """Each step of the plan through its body, between journaled boundaries, with signals raised
+        as Interrupted; on a failure or a signal, `undo(failed step, interrupted)` with any further
+        signal held until it is done."""
         previous = self._install(self._raise_on_signal)
         failed_step = None
         try:
             for step in plan.steps:
                 failed_step = step.name
-                if step.name == "stop_consumers":
-                    self._run_step(step.name, lambda s=step: self._stop_consumers(s.actions))
-                elif step.name == "unload_modules":
-                    self._run_step(step.name, lambda s=step: self._unload(s.actions))
-                elif step.name == "install_driver":
-                    self._run_step(step.name, lambda s=step: self.target.install_driver(s.actions[0].target, s.actions[0].detail.get("module_type")))
-                elif step.name == "load_modules":
-                    self._run_step(step.name, lambda s=step: self._load(s.actions, report))
-                elif step.name == "verify":
-                    self._run_step(step.name, lambda s=step: self._verify_step(s.actions, report))
-                elif step.name == "restart_consumers":
-                    def restart(s=step) -> None:
-                        verify = plan.step("verify")
-                        checked = next((a for a in verify.actions if a.kind == "verify"), None) if verify else None
-                        self.target.restore_persistence(checked.detail.get("persistence", {}) if checked else {})
-                        self._refresh_cdi(report)
-                        self._restart(s.actions, report)
-                        if report.restart_failures:
-                            raise StepFailed("restart_consumers", "; ".join(f"{f['target']}: {f['error']}" for f in report.restart_failures))
-                    self._run_step(step.name, restart)
+                body = bodies.get(step.name)
+                if body is not None:
+                    self._run_step(step.name, lambda s=step, b=body: b(s))
             failed_step = None
         except (StepFailed, Interrupted) as exc:
             self._install(self._defer_signal)
             report.error = exc.message
-            self._rollback(failed_step or "stop_consumers", report, interrupted=isinstance(exc, Interrupted))
+            undo(failed_step or "stop_consumers", isinstance(exc, Interrupted))
         finally:
             self._restore(previous)
-        self._summarize_undo(report)
-        if self._unload_started is not None:
-            report.gpu_unavailable_seconds = round((self._gpu_back or time.monotonic()) - self._unload_started, 3)
-        return self._finish(report)
+
+    def _restart_or_fail(self, actions: tuple[Action, ...], report: RunReport) -> None:
+        """The restart step: bring back what was stopped; whatever did not come back fails the step."""
+        self._restart(actions, report)
+        if report.restart_failures:
+            raise StepFailed("restart_consumers", "; ".join(f"{f['target']}: {f['error']}" for f in report.restart_failures))
 
     def _summarize_undo(self, report: RunReport) -> None:
         """What the journal says was stopped and killed, for the report."""
@@ -544,31 +555,16 @@ class Engine:
         report = RunReport(Outcome.RESET, steps=self._steps)
         resets = plan.step("reset_gpus")
         minors = frozenset(a.detail["minor"] for a in (resets.actions if resets else ()) if a.detail.get("minor") is not None)
-        previous = self._install(self._raise_on_signal)
-        failed_step = None
-        try:
-            for step in plan.steps:
-                failed_step = step.name
-                if step.name == "stop_consumers":
-                    self._run_step(step.name, lambda s=step: self._stop_consumers(s.actions, minors))
-                elif step.name == "reset_gpus":
-                    self._run_step(step.name, lambda s=step: self._reset_gpus(s.actions))
-                elif step.name == "verify":
-                    self._run_step(step.name, lambda s=step: self._verify(s.actions[0]))
-                elif step.name == "restart_consumers":
-                    def restart(s=step) -> None:
-                        self._persistence_back(report)
-                        self._restart(s.actions, report)
-                        if report.restart_failures:
-                            raise StepFailed("restart_consumers", "; ".join(f"{f['target']}: {f['error']}" for f in report.restart_failures))
-                    self._run_step(step.name, restart)
-            failed_step = None
-        except (StepFailed, Interrupted) as exc:
-            self._install(self._defer_signal)
-            report.error = exc.message
-            self._finish_reset(failed_step or "stop_consumers", report)
-        finally:
-            self._restore(previous)
+        def restart(step: Step) -> None:
+            self._persistence_back(report)
+            self._restart_or_fail(step.actions, report)
+
+        self._run_plan(plan, report, {
+            "stop_consumers": lambda step: self._stop_consumers(step.actions, minors),
+            "reset_gpus": lambda step: self._reset_gpus(step.actions),
+            "verify": lambda step: self._verify(step.actions[0]),
+            "restart_consumers": restart,
+        }, lambda failed_step, _interrupted: self._finish_reset(failed_step, report))
         self._summarize_undo(report)
         return self._finish(report)
 
@@ -626,16 +622,12 @@ class Engine:
     # --stop / --start / --rollback --------------------------------------------------------
     def stop(self, plan: Plan) -> RunReport:
         report = RunReport(Outcome.STOPPED, steps=self._steps)
-        previous = self._install(self._raise_on_signal)
-        try:
-            self._run_step("stop_consumers", lambda: self._stop_consumers(plan.steps[0].actions))
-        except (StepFailed, Interrupted) as exc:
-            self._install(self._defer_signal)
-            report.error = exc.message
+
+        def undo(_failed_step: str, _interrupted: bool) -> None:
             self._restart(restart_actions(self._stopped_as_actions()), report)
             report.outcome = Outcome.ROLLED_BACK if not report.restart_failures else Outcome.PARTIAL
-        finally:
-            self._restore(previous)
+
+        self._run_plan(plan, report, {"stop_consumers": lambda step: self._stop_consumers(step.actions)}, undo)
         self._summarize_undo(report)
         return self._finish(report)
 

@@ -169,14 +169,20 @@ class RootFS:
     def _unreadable(self, rel: str) -> None:
         self.denied.append("/" + _norm(rel))
 
+    def _regular_file(self, rel: str) -> str | None:
+        """`rel` resolved to a regular file, or None; a FIFO, device or socket there is listed in
+        `denied` (it exists, and cannot be read)."""
+        real = self._resolved_file(rel)
+        if real is None and self.kind(rel) == "other":
+            self._unreadable(rel)
+        return real
+
     def read_bytes(self, rel: str, limit: int | None = None) -> bytes | None:
         """The whole file, or its first `limit` bytes. None when it is missing or unreadable: a file
         that is not a regular one, or larger than MAX_FILE_BYTES without a `limit`, is also listed
         in `denied`."""
-        real = self._resolved_file(rel)
+        real = self._regular_file(rel)
         if real is None:
-            if self.kind(rel) == "other":
-                self._unreadable(rel)
             return None
         try:
             return self._read(real, limit)
@@ -189,10 +195,8 @@ class RootFS:
     def open_file(self, rel: str) -> BinaryIO | None:
         """A seekable binary handle on a regular file, for a reader that needs only parts of a large
         one (a kernel module's section table); the caller closes it. None as read_bytes() says."""
-        real = self._resolved_file(rel)
+        real = self._regular_file(rel)
         if real is None:
-            if self.kind(rel) == "other":
-                self._unreadable(rel)
             return None
         try:
             return self._open(real)

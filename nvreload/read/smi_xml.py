@@ -18,14 +18,20 @@ def _flag(value: str | None) -> bool | None:
     return None
 
 
-def parse_smi_xml(text: str | None) -> NvmlReport | None:
+def _smi_log(text: str | None) -> ET.Element | None:
+    """The <nvidia_smi_log> root of `nvidia-smi -q -x` output; None for anything else."""
     if not text:
         return None
     try:
         tree = ET.fromstring(text)
     except ET.ParseError:
         return None
-    if tree.tag != "nvidia_smi_log":
+    return tree if tree.tag == "nvidia_smi_log" else None
+
+
+def parse_smi_xml(text: str | None) -> NvmlReport | None:
+    tree = _smi_log(text)
+    if tree is None:
         return None
     devices = []
     for index, gpu in enumerate(tree.findall("gpu")):
@@ -57,13 +63,8 @@ def fabric_ready(text: str | None) -> bool | None:
     "Completed" (the fabric manager has set the GPU up for this driver instance). None when no GPU
     has a fabric state ("N/A": no NVSwitch), False while any is "Not Started"/"In Progress" or the
     output is not nvidia-smi's."""
-    if not text:
-        return False
-    try:
-        tree = ET.fromstring(text)
-    except ET.ParseError:
-        return False
-    if tree.tag != "nvidia_smi_log":
+    tree = _smi_log(text)
+    if tree is None:
         return False
     states = [(gpu.findtext("fabric/state") or "").strip().lower() for gpu in tree.findall("gpu")]
     states = [state for state in states if state not in ("", "n/a")]
