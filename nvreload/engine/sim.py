@@ -421,10 +421,10 @@ class SimulatedNode:
         with self._lock:
             gpu = self._gpu(bus_id)
             index = self.s["gpus"].index(gpu)
-            users = [f"pid {p['pid']}" for p in self.s["processes"]
-                     if p.get("alive", True) and f"/dev/nvidia{index}" in " ".join(self._gpu_nodes(p))]
-            users += [sv["name"] for sv in self.s["services"] if sv.get("active") and f"/dev/nvidia{index}" in " ".join(self._gpu_nodes(sv))]
-            users += [c["name"] for c in self.s["containers"] if c.get("running") and f"/dev/nvidia{index}" in " ".join(self._gpu_nodes(c))]
+            node = f"195:{index} /dev/nvidia{index}"  # exactly: /dev/nvidia1 is not /dev/nvidia10
+            users = [f"pid {p['pid']}" for p in self.s["processes"] if p.get("alive", True) and node in self._gpu_nodes(p)]
+            users += [sv["name"] for sv in self.s["services"] if sv.get("active") and node in self._gpu_nodes(sv)]
+            users += [c["name"] for c in self.s["containers"] if c.get("running") and node in self._gpu_nodes(c)]
             if gpu.get("persistence_now"):
                 users.append("persistence mode")
             if users:

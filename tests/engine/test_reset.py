@@ -117,3 +117,14 @@ def test_a_reset_killed_at_a_boundary_is_finished_by_rollback(tmp_path, step, ph
     assert json.loads((state / "journal.json").read_text())["state"] == result
     assert gpu(state, 5)["persistence_now"] is True
     assert_consistent(node_state(state))
+
+
+def test_a_holder_of_gpu_10_does_not_keep_gpu_1_from_being_reset(tmp_path):
+    # /dev/nvidia1 is a prefix of /dev/nvidia10: the user of one GPU is not the other's
+    gpus = [dict(default_scenario()["gpus"][0], pci_bus_id=f"0000:{0x18 + i:02x}:00.0", uuid=f"GPU-{i}") for i in range(12)]
+    processes = [{"pid": 4242, "start_time": 99120, "comm": "python3", "holds": ["nvidia", "nvidia_uvm"], "gpus": [10]}]
+    scenario = write_scenario(tmp_path, driver=CURRENT, gpus=gpus, processes=processes, services=[], containers=[])
+    proc, state = reset(tmp_path, scenario, "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["killed"] == []
+    assert node_state(state)["gpus"][1]["resets"] == 1
