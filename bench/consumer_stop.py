@@ -28,8 +28,9 @@ def main() -> None:
     engine.start()
     try:
         engine.busybox_image()
-        probe = engine.client.containers.run("busybox:test", SLOW_STOP, detach=True, name="probe",
-                                             environment={"NVIDIA_VISIBLE_DEVICES": "all"})
+        probe = engine.client.containers.run(
+            "busybox:test", SLOW_STOP, detach=True, name="probe", environment={"NVIDIA_VISIBLE_DEVICES": "all"}
+        )
         time.sleep(0.3)
         started = time.perf_counter()
         probe.stop(timeout=10)
@@ -37,8 +38,13 @@ def main() -> None:
         probe.remove()
         singles = [single]
         for index in range(COUNT):
-            engine.client.containers.run("busybox:test", SLOW_STOP, detach=True, name=f"gpu-{index}",
-                                         environment={"NVIDIA_VISIBLE_DEVICES": "all"})
+            engine.client.containers.run(
+                "busybox:test",
+                SLOW_STOP,
+                detach=True,
+                name=f"gpu-{index}",
+                environment={"NVIDIA_VISIBLE_DEVICES": "all"},
+            )
         time.sleep(0.5)
 
         os.environ["DOCKER_HOST"] = engine.url
@@ -54,7 +60,9 @@ def main() -> None:
         assert len(view.containers) == COUNT, view.containers
         plan = build_plan(view, stop_only=True)
         with tempfile.TemporaryDirectory() as state:
-            report = Engine(target, Journal.start(os.path.join(state, "journal.json"), "stop", [], JournalContext("live"))).stop(plan)
+            report = Engine(
+                target, Journal.start(os.path.join(state, "journal.json"), "stop", [], JournalContext("live"))
+            ).stop(plan)
         phase = report.steps[0]["seconds"]
         slowest = max(singles)
         print(f"{COUNT} GPU containers, each ~1 s to stop")

@@ -66,8 +66,12 @@ def run(root: Path, limit: int, timeout: float) -> tuple[int | str, float, float
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     started = time.perf_counter()
-    child = subprocess.Popen(nvreload_argv() + ["--status", "--root", str(root), "--json"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=limit_memory)
+    child = subprocess.Popen(
+        nvreload_argv() + ["--status", "--root", str(root), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=limit_memory,
+    )
     try:
         stdout, _ = child.communicate(timeout=timeout)
         code: int | str = child.returncode
@@ -96,7 +100,9 @@ def main() -> None:
             # each case in a fresh child of a fresh child, so that ru_maxrss is this run's alone
             probe = subprocess.run(
                 [sys.executable, __file__, "--one", str(root), str(args.limit_mib << 20), str(args.timeout)],
-                capture_output=True, check=True)
+                capture_output=True,
+                check=True,
+            )
             code, rss, wall, stdout = json.loads(probe.stdout)
             print(f"{name:30} {code!s:>12} {rss:13.0f} {wall:7.2f}  {named(stdout.encode(), path)}")
 

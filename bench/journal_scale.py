@@ -34,17 +34,22 @@ def written_bytes() -> int:
 
 def run(containers: int) -> tuple[float, int, str]:
     scenario = default_scenario()
-    scenario["containers"] = [{"id": f"{i:064x}", "name": f"gpu-job-{i}", "running": True, "gpu": True, "holds": ["nvidia"]}
-                              for i in range(containers)]
+    scenario["containers"] = [
+        {"id": f"{i:064x}", "name": f"gpu-job-{i}", "running": True, "gpu": True, "holds": ["nvidia"]}
+        for i in range(containers)
+    ]
     scenario["processes"] = [p for p in scenario["processes"] if not p.get("container")]
     with tempfile.TemporaryDirectory() as state:
         node = InMemoryNode(scenario, state)
         view = node.observe()
         plan = build_plan(view, node.configured_parameters())
         before, started = written_bytes(), time.perf_counter()
-        journal = Journal.start(os.path.join(state, "journal.json"), "reload",
-                                [{"step": s.name, "action": a.kind, "target": a.target} for s in plan.steps for a in s.actions],
-                                JournalContext("simulated"))
+        journal = Journal.start(
+            os.path.join(state, "journal.json"),
+            "reload",
+            [{"step": s.name, "action": a.kind, "target": a.target} for s in plan.steps for a in s.actions],
+            JournalContext("simulated"),
+        )
         report = Engine(node, journal).reload(plan)
         return time.perf_counter() - started, written_bytes() - before, report.result
 

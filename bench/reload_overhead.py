@@ -37,9 +37,17 @@ def main() -> None:
         for i, t in enumerate(stop_times)
     ]
     scenario["processes"] = [p for p in scenario["processes"] if not p.get("container")]
-    scenario["latency"] = {"stop_service": 0.3 * s, "start_service": 0.2 * s, "unload_module": 0.5 * s,
-                           "load_module": 0.5 * s, "load_module_per_gpu": 3.0 * s, "start_container": 0.3 * s,
-                           "terminate": 0.1 * s, "verify": 0.0}
+    scenario["latency"] = {
+        "stop_service": 0.3 * s,
+        "start_service": 0.2 * s,
+        "unload_module": 0.5 * s,
+        "load_module": 0.5 * s,
+        "load_module_per_gpu": 3.0 * s,
+        "start_container": 0.3 * s,
+        "terminate": 0.1 * s,
+        "verify": 0.0,
+    }
+
     class InMemoryNode(SimulatedNode):
         """The simulated node without its crash-persistence file: that file is the simulation's
         bookkeeping, not the engine's work, and would be counted as engine overhead."""
@@ -68,9 +76,14 @@ def main() -> None:
     modules = len(view.modules)
     gpus = len(scenario["gpus"])
     stop_phase = max(max(stop_times) * s, services * lat["stop_service"]) + lat["terminate"]
-    critical = (stop_phase + modules * lat["unload_module"] + gpus * lat["load_module_per_gpu"]
-                + (modules - 1) * lat["load_module"] + services * lat["start_service"]
-                + len(stop_times) * lat["start_container"])
+    critical = (
+        stop_phase
+        + modules * lat["unload_module"]
+        + gpus * lat["load_module_per_gpu"]
+        + (modules - 1) * lat["load_module"]
+        + services * lat["start_service"]
+        + len(stop_times) * lat["start_container"]
+    )
     print(f"result {report.result}; {len(stop_times)} containers, {services} services, {modules} modules, {gpus} GPUs")
     print(f"{'':28} {'seconds':>10}")
     print(f"{'wall time':28} {wall:10.3f}")

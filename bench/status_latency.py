@@ -49,8 +49,9 @@ def main() -> None:
     target = [] if args.live else ["--root", str(FIXTURE)]
     script = Path(sys.executable).parent / "nvreload"
     nvreload = [str(script)] if script.exists() else [sys.executable, "-m", "nvreload"]
-    python, status = interleaved_medians([[sys.executable, "-c", "pass"], [*nvreload, "--status", "--json", *target]],
-                                         args.runs)
+    python, status = interleaved_medians(
+        [[sys.executable, "-c", "pass"], [*nvreload, "--status", "--json", *target]], args.runs
+    )
     print(f"python: {sys.executable} {sys.version.split()[0]}; nvreload: {' '.join(nvreload)}")
     print(f"{'command':44} {'median ms':>10}")
     print(f"{'python3 -c pass':44} {python:10.1f}")

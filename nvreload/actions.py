@@ -59,8 +59,13 @@ class ActionResult:
         if self.nothing_to_do is not None:
             return {"schema_version": 1, "result": "nothing_to_do", "journal_state": self.nothing_to_do}
         if self.dry_run:
-            document = {"schema_version": 1, "plan": [{"action": a.kind, "target": a.target, **({"detail": a.detail} if a.detail else {})}
-                                                      for a in self.plan]}
+            document = {
+                "schema_version": 1,
+                "plan": [
+                    {"action": a.kind, "target": a.target, **({"detail": a.detail} if a.detail else {})}
+                    for a in self.plan
+                ],
+            }
             if self.refusal:
                 document["refused"] = self.refusal
             return document
@@ -94,15 +99,18 @@ def simulated_node(scenario_file: str, paths: StatePaths, persist: bool) -> Simu
     if scenario_file and node.made_from != scenario_digest(scenario):
         previous = Journal.load_if_any(paths.journal)
         if persist and previous is not None and previous.unfinished:
-            raise RefusedError(f"the simulated node in {paths.state_dir} was made from another scenario and has an "
-                               f"unfinished run ({previous.action}, state {previous.state}): finish it with "
-                               f"nvreload --rollback --simulate, or set NVRELOAD_STATE_DIR to another directory")
+            raise RefusedError(
+                f"the simulated node in {paths.state_dir} was made from another scenario and has an "
+                f"unfinished run ({previous.action}, state {previous.state}): finish it with "
+                f"nvreload --rollback --simulate, or set NVRELOAD_STATE_DIR to another directory"
+            )
         node = node_class(scenario, paths.state_dir, replace=True, persist=persist)
     return node
 
 
-def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
-               confirm: Callable[[str], bool] | None) -> ActionResult:
+def run_action(
+    request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm: Callable[[str], bool] | None
+) -> ActionResult:
     """`confirm` asks a person; None when no terminal can ask (then --yes is required)."""
     action = request.action
     dry_run = request.dry_run
@@ -132,8 +140,14 @@ def run_action(request: ActionRequest, paths: StatePaths, reporter: Reporter,
             shutil.rmtree(private, ignore_errors=True)
 
 
-def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm: Callable[[str], bool] | None,
-         refusal: str | None, installer: str | None) -> ActionResult:
+def _act(
+    request: ActionRequest,
+    paths: StatePaths,
+    reporter: Reporter,
+    confirm: Callable[[str], bool] | None,
+    refusal: str | None,
+    installer: str | None,
+) -> ActionResult:
     action, dry_run = request.action, request.dry_run
     paths = paths.for_run(simulated=request.simulate is not None)
     if not dry_run:  # before anything is written there (the simulated node's own file included)
@@ -151,7 +165,8 @@ def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm:
         if previous is not None and previous.unfinished:
             raise RefusedError(
                 f"an unfinished run ({previous.action}, state {previous.state}) is in {previous.path}: "
-                f"run nvreload --rollback{' --simulate' if request.simulate is not None else ''} first")
+                f"run nvreload --rollback{' --simulate' if request.simulate is not None else ''} first"
+            )
         view = target.observe()
         blockers = [b for b in view.blockers if not (b == "display_server_active" and request.force_display)]
         if view.display_processes and not request.force_display and "display_server_active" not in blockers:
@@ -167,27 +182,51 @@ def _act(request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm:
         if action == "reset":
             plan = build_reset_plan(view, select_gpus(view, request.gpus or ALL))
         else:
-            plan = build_plan(view, target.configured_parameters(), driver=installer, stop_only=action == "stop",
-                              restart_container_engine=request.restart_docker)
+            plan = build_plan(
+                view,
+                target.configured_parameters(),
+                driver=installer,
+                stop_only=action == "stop",
+                restart_container_engine=request.restart_docker,
+            )
         if not dry_run and not request.yes:
             if confirm is None:
                 raise RefusedError(f"--{action} acts on the node: confirm with --yes when no terminal can ask")
             if not confirm(f"{action}: {len(plan.actions())} actions on this node. Go ahead?"):
                 raise RefusedError("not confirmed")
-        journal = NullJournal() if dry_run else Journal.start(
-            paths.journal, action,
-            [{"step": s.name, "action": a.kind, "target": a.target} for s in plan.steps for a in s.actions],
-            JournalContext(target.name, request.driver, view.container_engine, view.loaded_version,
-                           mig_documents({bus: i for bus, i in view.mig.items() if bus not in view.mig_pending})
-                           if view.mig and action == "reload" else None))
+        journal = (
+            NullJournal()
+            if dry_run
+            else Journal.start(
+                paths.journal,
+                action,
+                [{"step": s.name, "action": a.kind, "target": a.target} for s in plan.steps for a in s.actions],
+                JournalContext(
+                    target.name,
+                    request.driver,
+                    view.container_engine,
+                    view.loaded_version,
+                    mig_documents({bus: i for bus, i in view.mig.items() if bus not in view.mig_pending})
+                    if view.mig and action == "reload"
+                    else None,
+                ),
+            )
+        )
         engine = Engine(target, journal, reporter, peermem_wait=request.peermem_wait)
         report = {"stop": engine.stop, "reset": engine.reset}.get(action, engine.reload)(plan)
         report.container_engine = view.container_engine
-        report.left_alone = [{"service": name, "why": "enabled but already failed before the run; not started"}
-                             for name in view.failed_services]
+        report.left_alone = [
+            {"service": name, "why": "enabled but already failed before the run; not started"}
+            for name in view.failed_services
+        ]
         if recorder is not None:
-            return ActionResult(ExitCode.REFUSED if refusal else ExitCode.OK, report, list(recorder.recorded),
-                                dry_run=True, refusal=refusal)
+            return ActionResult(
+                ExitCode.REFUSED if refusal else ExitCode.OK,
+                report,
+                list(recorder.recorded),
+                dry_run=True,
+                refusal=refusal,
+            )
         return ActionResult(report.exit_code, report)
 
 
@@ -197,9 +236,11 @@ def _fabric_refusal(driver: str, fabric_manager_version: str) -> str | None:
     version = installer_version(driver)
     if version is None or version == fabric_manager_version:
         return None
-    return (f"reload refused: {os.path.basename(driver)} installs driver {version}, but nvidia-fabricmanager is "
-            f"{fabric_manager_version} and starts only with its own version: install nvidia-fabricmanager {version} "
-            "first (the NVLink fabric would stay down)")
+    return (
+        f"reload refused: {os.path.basename(driver)} installs driver {version}, but nvidia-fabricmanager is "
+        f"{fabric_manager_version} and starts only with its own version: install nvidia-fabricmanager {version} "
+        "first (the NVLink fabric would stay down)"
+    )
 
 
 def _previous_run(path: str) -> Journal | None:
@@ -211,13 +252,22 @@ def _previous_run(path: str) -> Journal | None:
         try:
             aside = move_aside(path)
         except OSError as move:
-            raise JournalError(f"{exc.message}; it could not be moved aside ({move.strerror}): remove it by hand") from None
-        raise JournalError(f"{exc.message}; moved to {aside}: check whether it names consumers still stopped, "
-                           "then run again") from None
+            raise JournalError(
+                f"{exc.message}; it could not be moved aside ({move.strerror}): remove it by hand"
+            ) from None
+        raise JournalError(
+            f"{exc.message}; moved to {aside}: check whether it names consumers still stopped, then run again"
+        ) from None
 
 
-def _resume(action: str, target: ReloadTarget, paths: StatePaths, reporter: Reporter,
-            recorder: RecordingTarget | None, peermem_wait: float) -> ActionResult:
+def _resume(
+    action: str,
+    target: ReloadTarget,
+    paths: StatePaths,
+    reporter: Reporter,
+    recorder: RecordingTarget | None,
+    peermem_wait: float,
+) -> ActionResult:
     """--start, --rollback: finish the journal's run; with a recorder (a dry run), say how."""
     journal = Journal.load_if_any(paths.journal)
     if journal is None:

@@ -36,7 +36,9 @@ class App:
         from nvreload.actions import simulated_node
         from nvreload.engine.sim_status import simulated_node_state
 
-        return simulated_node_state(simulated_node(self.simulate or "", self.paths.for_run(simulated=True), persist=False))
+        return simulated_node_state(
+            simulated_node(self.simulate or "", self.paths.for_run(simulated=True), persist=False)
+        )
 
     @property
     def machine(self) -> Machine:
@@ -46,9 +48,9 @@ class App:
         """prefetch_nvml: on a live node with the nvidia module present, start the NVML probe (a
         child process) before importing the read model, so the two run side by side."""
         if self._machine is None:
+            from nvreload.host.commands import CommandRunner
             from nvreload.host.nvml import configured_timeout
             from nvreload.host.rootfs import open_root
-            from nvreload.host.commands import CommandRunner
 
             configured_timeout()  # a bad NVRELOAD_NVML_TIMEOUT is refused whether or not NVML gets probed
 
@@ -83,8 +85,8 @@ class App:
             checks = run_checks(self._simulated_state(), None)  # a simulated node has no CUDA to try
         else:
             machine = self._open_machine(prefetch_nvml=True)
-            from nvreload.read.node import read_node
             from nvreload.host.cuda import cuda_context_check
+            from nvreload.read.node import read_node
 
             if not machine.live:
                 raise UsageError("--verify checks the live driver (NVML, a CUDA context); it cannot run on --root")

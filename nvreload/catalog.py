@@ -35,6 +35,23 @@ LOGIND_COMM = "systemd-logind"
 LOGIND_UNIT = "systemd-logind.service"
 
 DISPLAY_SERVERS = frozenset(
-    {"Xorg", "X", "Xwayland", "gnome-shell", "kwin_wayland", "kwin_x11", "sway", "weston", "mutter",
-     "gdm", "gdm3", "gdm-x-session", "gdm-wayland-session", "sddm", "sddm-greeter", "lightdm", "Hyprland"}
+    {
+        "Xorg",
+        "X",
+        "Xwayland",
+        "gnome-shell",
+        "kwin_wayland",
+        "kwin_x11",
+        "sway",
+        "weston",
+        "mutter",
+        "gdm",
+        "gdm3",
+        "gdm-x-session",
+        "gdm-wayland-session",
+        "sddm",
+        "sddm-greeter",
+        "lightdm",
+        "Hyprland",
+    }
 )

@@ -12,8 +12,8 @@ import sys
 import click
 
 from nvreload import __version__
-from nvreload.frontend import guarded, run_read_only
 from nvreload.errors import RefusedError, UsageError
+from nvreload.frontend import guarded, run_read_only
 from nvreload.requests import FORMATS
 
 ACTIONS = ("status", "verify", "reload", "reset", "stop", "start", "rollback", "collect")
@@ -35,9 +35,13 @@ def _check_combinations(action: str, opts: dict) -> None:
     if opts["root"] and opts["simulate"] is not None:
         raise UsageError("--root and --simulate conflict: one node at a time")
     if opts["root"] and action not in READ_ONLY and not (action == "reload" and opts["dry_run"]):
-        raise UsageError(f"--root reads a snapshot: --{action} cannot act on it (only --status, --collect, --reload --dry-run)")
+        raise UsageError(
+            f"--root reads a snapshot: --{action} cannot act on it (only --status, --collect, --reload --dry-run)"
+        )
     if opts["simulate"] is not None and action == "collect":
-        raise UsageError("--collect archives a real node (this one, or --root): there is nothing to collect from --simulate")
+        raise UsageError(
+            "--collect archives a real node (this one, or --root): there is nothing to collect from --simulate"
+        )
     if opts["as_json"] and opts["format"] not in (None, "json"):
         raise UsageError(f"--json and --format {opts['format']} conflict (--json is --format json)")
     if action not in ("status", "verify", "collect") and (opts["format"] == "prometheus" or opts["output"]):
@@ -81,30 +85,64 @@ Examples:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=HELP_EPILOG)
 @click.option("--status", "-s", "status", is_flag=True, help="Node state, findings, recommended action (read-only).")
 @click.option("--verify", is_flag=True, help="Health check: NVML, versions, GPUs, a CUDA context, XIDs.")
-@click.option("--reload", "-r", "reload", is_flag=True, help="Stop consumers, unload, (install), load, verify, restart.")
+@click.option(
+    "--reload", "-r", "reload", is_flag=True, help="Stop consumers, unload, (install), load, verify, restart."
+)
 @click.option("--driver", type=click.Path(dir_okay=False), help="With --reload: install this NVIDIA .run in between.")
-@click.option("--reset", is_flag=False, flag_value="all", default=None, metavar="[GPU,...]",
-              help="Reset GPUs (nvidia-smi --gpu-reset, no module unload): all, or a comma list of indexes, PCI "
-                   "addresses or UUIDs; only their consumers stop. Refused on NVSwitch nodes.")
+@click.option(
+    "--reset",
+    is_flag=False,
+    flag_value="all",
+    default=None,
+    metavar="[GPU,...]",
+    help="Reset GPUs (nvidia-smi --gpu-reset, no module unload): all, or a comma list of indexes, PCI "
+    "addresses or UUIDs; only their consumers stop. Refused on NVSwitch nodes.",
+)
 @click.option("--stop", is_flag=True, help="Stop GPU consumers.")
 @click.option("--start", is_flag=True, help="Start what the last --stop stopped.")
 @click.option("--rollback", is_flag=True, help="Undo a failed or interrupted run from the journal.")
-@click.option("--collect", type=click.Path(dir_okay=False), metavar="FILE", help="Write a snapshot .tar.gz of this node.")
+@click.option(
+    "--collect", type=click.Path(dir_okay=False), metavar="FILE", help="Write a snapshot .tar.gz of this node."
+)
 @click.option("--root", type=click.Path(), metavar="DIR", help="Read a snapshot (directory or .tar.gz) instead of /.")
-@click.option("--simulate", is_flag=False, flag_value="", default=None, metavar="[SCENARIO.json]",
-              help="Act on a simulated node (the built-in scenario when no file is given).")
+@click.option(
+    "--simulate",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[SCENARIO.json]",
+    help="Act on a simulated node (the built-in scenario when no file is given).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing, write nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force-display", is_flag=True, help="Reload even though a display server holds the GPU.")
-@click.option("--restart-docker", is_flag=True,
-              help="With --reload: restart dockerd before containers start again (nvidia-container-toolkit issue 169).")
-@click.option("--peermem-wait", type=click.FloatRange(min=0), default=300.0, show_default=True, metavar="SECONDS",
-              help="How long nvidia_peermem waits for MOFED, once per run; then it is skipped with a warning.")
+@click.option(
+    "--restart-docker",
+    is_flag=True,
+    help="With --reload: restart dockerd before containers start again (nvidia-container-toolkit issue 169).",
+)
+@click.option(
+    "--peermem-wait",
+    type=click.FloatRange(min=0),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long nvidia_peermem waits for MOFED, once per run; then it is skipped with a warning.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout (as --format json).")
-@click.option("--format", "format", type=click.Choice(FORMATS), default=None,
-              help="human (the default), json (as --json), or prometheus (with --status: node_exporter's textfile format).")
-@click.option("--output", type=click.Path(dir_okay=False), metavar="FILE",
-              help="With --status --format prometheus: write the metrics to FILE atomically instead of stdout.")
+@click.option(
+    "--format",
+    "format",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="human (the default), json (as --json), or prometheus (with --status: node_exporter's textfile format).",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="With --status --format prometheus: write the metrics to FILE atomically instead of stdout.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="More detail (and tracebacks for internal errors).")
 @click.version_option(__version__, prog_name="nvreload")
 def command(**opts: object) -> int:
@@ -112,8 +150,15 @@ def command(**opts: object) -> int:
     action = _chosen_action(opts)
     _check_combinations(action, opts)
     if action in ("status", "verify", "collect"):
-        return run_read_only(action, opts["root"], _format(opts), bool(opts["verbose"]),  # type: ignore[arg-type]
-                             collect_to=opts["collect"], simulate=opts["simulate"], output=opts["output"])  # type: ignore[arg-type]
+        return run_read_only(
+            action,
+            opts["root"],
+            _format(opts),
+            bool(opts["verbose"]),  # type: ignore[arg-type]
+            collect_to=opts["collect"],
+            simulate=opts["simulate"],
+            output=opts["output"],
+        )  # type: ignore[arg-type]
     return _act(action, opts)
 
 
@@ -122,14 +167,22 @@ def _format(opts: dict) -> str:
 
 
 def _act(action: str, opts: dict) -> int:
+    from nvreload.actions import ActionRequest
     from nvreload.app import App
     from nvreload.engine.engine import Reporter
-    from nvreload.actions import ActionRequest
 
     request = ActionRequest(
-        action=action, simulate=opts["simulate"], root=opts["root"], driver=opts["driver"], dry_run=bool(opts["dry_run"]),
-        yes=bool(opts["yes"]), force_display=bool(opts["force_display"]), restart_docker=bool(opts["restart_docker"]),
-        peermem_wait=float(opts["peermem_wait"]), gpus=opts["reset"])  # type: ignore[arg-type]
+        action=action,
+        simulate=opts["simulate"],
+        root=opts["root"],
+        driver=opts["driver"],
+        dry_run=bool(opts["dry_run"]),
+        yes=bool(opts["yes"]),
+        force_display=bool(opts["force_display"]),
+        restart_docker=bool(opts["restart_docker"]),
+        peermem_wait=float(opts["peermem_wait"]),
+        gpus=opts["reset"],
+    )  # type: ignore[arg-type]
     as_json = _format(opts) == "json"
     if as_json:
         reporter = Reporter()

@@ -105,7 +105,9 @@ def _copy_tree(fs: RootFS, bundle: Bundle, rel: str, depth: int = 0) -> None:
 
 def _modules(fs: RootFS, bundle: Bundle) -> None:
     names = set(NVIDIA_MODULES) | set(MOFED_MODULES)
-    names |= {line.name for line in parse_proc_modules(fs.read_text("proc/modules") or "") if line.name.startswith("nvidia")}
+    names |= {
+        line.name for line in parse_proc_modules(fs.read_text("proc/modules") or "") if line.name.startswith("nvidia")
+    }
     for name in sorted(names):
         base = f"sys/module/{name}"
         if not fs.is_dir(base):
@@ -194,15 +196,23 @@ def _captured(machine: Machine, bundle: Bundle) -> dict:
         from nvreload.host.nvml import probe_nvml
 
         report = probe_nvml(machine.runner)
-        bundle.add_bytes(f"{SNAPSHOT_DIR}/nvml.json", json.dumps({"status": report.status, "error": report.error}).encode())
+        bundle.add_bytes(
+            f"{SNAPSHOT_DIR}/nvml.json", json.dumps({"status": report.status, "error": report.error}).encode()
+        )
     fm = machine.fabric_manager_version()
     if fm:
         bundle.add_bytes(f"{SNAPSHOT_DIR}/nv-fabricmanager-version.txt", fm.encode() + b"\n")
     return outputs
 
 
-_KINDS = ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"),
-          (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+_KINDS = (
+    (stat.S_ISLNK, "a symlink"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
 
 def _refuse_destination(destination: str, flag: str) -> None:
@@ -221,7 +231,9 @@ def _refuse_destination(destination: str, flag: str) -> None:
             raise BadInputError(f"{destination} is {kind}: {flag} writes a regular file (give a new path)")
 
 
-def write_new_file(destination: str, write: Callable[[BinaryIO], R], flag: str, mode: int = 0o600, suffix: str = ".tmp") -> R:
+def write_new_file(
+    destination: str, write: Callable[[BinaryIO], R], flag: str, mode: int = 0o600, suffix: str = ".tmp"
+) -> R:
     """Write DEST the one safe way (--collect's archive, --output's metrics): a DEST that is a link,
     a device or a directory is refused; `write` fills a new file of its own beside DEST (mkstemp:
     O_EXCL|O_NOFOLLOW, a hidden name that a textfile collector reading *.prom skips), which is then
@@ -232,7 +244,9 @@ def write_new_file(destination: str, write: Callable[[BinaryIO], R], flag: str, 
     _refuse_destination(destination, flag)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".nvreload-", suffix=suffix, dir=os.path.dirname(os.path.abspath(destination)))
+        fd, tmp = tempfile.mkstemp(
+            prefix=".nvreload-", suffix=suffix, dir=os.path.dirname(os.path.abspath(destination))
+        )
         with os.fdopen(fd, "wb") as raw:
             value = write(raw)
             os.fchmod(raw.fileno(), mode)

@@ -26,7 +26,7 @@ _VERBOSE = ("--verbose", "-v")
 def _value(arg: str, name: str, rest: Iterator[str]) -> str | None:
     """The value of `--name VALUE` or `--name=VALUE`; None when it is missing (click says so)."""
     if arg.startswith(name + "="):
-        return arg[len(name) + 1:]
+        return arg[len(name) + 1 :]
     value = next(rest, None)
     return None if value is None or value.startswith("-") else value
 
@@ -78,5 +78,9 @@ def main(argv: list[str] | None = None) -> None:
 
         cli_main(args)
         return
-    sys.exit(guarded(lambda: run_read_only("status", request.root, request.format, request.verbose, output=request.output),
-                     request.verbose))
+    sys.exit(
+        guarded(
+            lambda: run_read_only("status", request.root, request.format, request.verbose, output=request.output),
+            request.verbose,
+        )
+    )

@@ -14,8 +14,15 @@ if TYPE_CHECKING:
     from nvreload.render.prometheus import JournalView
 
 
-def run_read_only(action: str, root: str | None, output_format: str, verbose: bool, collect_to: str | None = None,
-                  simulate: str | None = None, output: str | None = None) -> int:
+def run_read_only(
+    action: str,
+    root: str | None,
+    output_format: str,
+    verbose: bool,
+    collect_to: str | None = None,
+    simulate: str | None = None,
+    output: str | None = None,
+) -> int:
     """--status, --verify, --collect: call the application, render its document in `output_format`
     (human, json, prometheus), return the exit code. `output`: write the prometheus text to that file
     (atomically, for node_exporter's textfile collector) instead of stdout."""
@@ -47,7 +54,9 @@ def run_read_only(action: str, root: str | None, output_format: str, verbose: bo
         elif action == "verify":
             human.render_verify(result.document)
         else:
-            human.console(report=True).print(f"snapshot written to {human.text(collect_to)} ({result.document['manifest']['files']} entries)")
+            human.console(report=True).print(
+                f"snapshot written to {human.text(collect_to)} ({result.document['manifest']['files']} entries)"
+            )
     return result.exit_code
 
 
@@ -87,9 +96,16 @@ def _journal_view(app: App) -> JournalView | None:
         return JournalView(readable=False)
     if journal is None:
         return JournalView()
-    return JournalView(last_run=LastRun(action=journal.action, state=journal.state, unfinished=journal.unfinished,
-                                        started=journal.time_of("started"), updated=journal.time_of("updated"),
-                                        finished=journal.time_of("finished")))
+    return JournalView(
+        last_run=LastRun(
+            action=journal.action,
+            state=journal.state,
+            unfinished=journal.unfinished,
+            started=journal.time_of("started"),
+            updated=journal.time_of("updated"),
+            finished=journal.time_of("finished"),
+        )
+    )
 
 
 def say(message: str) -> None:

@@ -27,7 +27,10 @@ class StatePaths:
         self.runtime_dir = runtime_dir
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, StatePaths) and (self.state_dir, self.runtime_dir) == (other.state_dir, other.runtime_dir)
+        return isinstance(other, StatePaths) and (self.state_dir, self.runtime_dir) == (
+            other.state_dir,
+            other.runtime_dir,
+        )
 
     def __hash__(self) -> int:
         return hash((self.state_dir, self.runtime_dir))
@@ -36,12 +39,12 @@ class StatePaths:
         return f"StatePaths(state_dir={self.state_dir!r}, runtime_dir={self.runtime_dir!r})"
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> "StatePaths":
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> StatePaths:
         override = environ.get(STATE_DIR_VARIABLE)
         return cls(override, override) if override else cls()
 
     @classmethod
-    def for_simulation(cls, environ: Mapping[str, str] = os.environ) -> "StatePaths":
+    def for_simulation(cls, environ: Mapping[str, str] = os.environ) -> StatePaths:
         """Where --simulate keeps its node, journal and lock: $NVRELOAD_STATE_DIR, else one fixed
         directory per user (so --stop and a later --start find each other), never the real state."""
         override = environ.get(STATE_DIR_VARIABLE)
@@ -51,7 +54,7 @@ class StatePaths:
         directory = os.path.join(base, "nvreload", "simulated")
         return cls(directory, directory)
 
-    def for_run(self, simulated: bool) -> "StatePaths":
+    def for_run(self, simulated: bool) -> StatePaths:
         """These paths, except for a simulation left at the defaults: it gets for_simulation()'s,
         so a simulation never touches the real state."""
         return StatePaths.for_simulation() if simulated and self == StatePaths() else self

@@ -25,19 +25,21 @@ def _gpus(node: NodeState) -> list[dict]:
     gpus = []
     for bus_id in bus_ids:
         p, info, dev = pci.get(bus_id), proc.get(bus_id), nvml.get(bus_id)
-        gpus.append({
-            "pci_bus_id": bus_id,
-            "name": (dev.name if dev and dev.name else None) or (info.model if info else None),
-            "uuid": (dev.uuid if dev and dev.uuid else None) or (info.uuid if info else None),
-            "driver_bound": bool(p and p.driver == "nvidia"),
-            "driver": p.driver if p else None,
-            "pci_device_id": p.device if p else None,
-            "on_pci_bus": p is not None,
-            "minor": info.minor if info else None,
-            "in_nvml": dev is not None,
-            "persistence_mode": dev.persistence_mode if dev else None,
-            "mig_mode": dev.mig_mode if dev else None,
-        })
+        gpus.append(
+            {
+                "pci_bus_id": bus_id,
+                "name": (dev.name if dev and dev.name else None) or (info.model if info else None),
+                "uuid": (dev.uuid if dev and dev.uuid else None) or (info.uuid if info else None),
+                "driver_bound": bool(p and p.driver == "nvidia"),
+                "driver": p.driver if p else None,
+                "pci_device_id": p.device if p else None,
+                "on_pci_bus": p is not None,
+                "minor": info.minor if info else None,
+                "in_nvml": dev is not None,
+                "persistence_mode": dev.persistence_mode if dev else None,
+                "mig_mode": dev.mig_mode if dev else None,
+            }
+        )
     return gpus
 
 
@@ -52,8 +54,9 @@ def status_document(node: NodeState, diagnosis: Diagnosis | None = None) -> dict
         "node": {"hostname": node.hostname, "kernel_release": node.kernel.release, "live": node.live},
         "kernel": {
             "module_unload_supported": node.kernel.module_unload_supported if listed else None,
-            "module_loading_disabled": (node.kernel.module_loading_disabled
-                                        if listed and node.readable.modules_disabled.known else None),
+            "module_loading_disabled": (
+                node.kernel.module_loading_disabled if listed and node.readable.modules_disabled.known else None
+            ),
             "modules_supported": node.kernel.modules_supported if listed else None,
         },
         "driver": {
@@ -91,8 +94,15 @@ def status_document(node: NodeState, diagnosis: Diagnosis | None = None) -> dict
             "scanned": node.consumers.scanned,
             "container_engine_error": node.consumers.container_engine_error,
             "processes": [
-                {"pid": p.pid, "comm": p.comm, "cmdline": p.cmdline, "devices": list(p.devices),
-                 "container_id": p.container_id, "systemd_unit": p.systemd_unit, "source": p.source}
+                {
+                    "pid": p.pid,
+                    "comm": p.comm,
+                    "cmdline": p.cmdline,
+                    "devices": list(p.devices),
+                    "container_id": p.container_id,
+                    "systemd_unit": p.systemd_unit,
+                    "source": p.source,
+                }
                 for p in node.consumers.processes
             ],
             "services": [{"name": s.name, "active": s.active, "enabled": s.enabled} for s in node.consumers.services],

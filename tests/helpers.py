@@ -26,8 +26,9 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subproc
     """Run the real console entry point in a subprocess, as an operator would."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "nvreload", *args], capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", "nvreload", *args], capture_output=True, text=True, timeout=timeout, env=full_env
+    )
 
 
 def as_nobody() -> list[str]:
@@ -42,9 +43,16 @@ def as_nobody() -> list[str]:
     if os.geteuid() != 0 or setpriv is None:
         pytest.skip("needs root and setpriv to drop to an unprivileged user")
     nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-    probe = subprocess.run(nobody + [sys.executable, "-c", "import nvreload"], capture_output=True, text=True, timeout=60,
-                           env={**os.environ, "HOME": "/tmp"})
+    probe = subprocess.run(
+        nobody + [sys.executable, "-c", "import nvreload"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": "/tmp"},
+    )
     if probe.returncode != 0:
-        pytest.skip(f"user nobody cannot run {sys.executable} with nvreload (a venv or checkout under a 0700 directory?): "
-                    + (probe.stderr.strip().splitlines() or ["no output"])[-1][-200:])
+        pytest.skip(
+            f"user nobody cannot run {sys.executable} with nvreload (a venv or checkout under a 0700 directory?): "
+            + (probe.stderr.strip().splitlines() or ["no output"])[-1][-200:]
+        )
     return nobody

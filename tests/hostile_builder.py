@@ -100,9 +100,11 @@ def gzip_bomb_tgz(directory: Path, expands_to: int = 2 << 30) -> tuple[Path, str
     bomb = tarfile.TarInfo(DMESG)
     bomb.size = expands_to
     archive = directory / "snap.tgz"
-    archive.write_bytes(gzip.compress(members + bomb.tobuf(tarfile.GNU_FORMAT))
-                        + _zero_blocks(lambda data: gzip.compress(data, 9), expands_to)
-                        + gzip.compress(bytes(2 * tarfile.BLOCKSIZE)))
+    archive.write_bytes(
+        gzip.compress(members + bomb.tobuf(tarfile.GNU_FORMAT))
+        + _zero_blocks(lambda data: gzip.compress(data, 9), expands_to)
+        + gzip.compress(bytes(2 * tarfile.BLOCKSIZE))
+    )
     return archive, "/" + DMESG
 
 
@@ -130,8 +132,12 @@ def status_capped(root: Path, address_space: int = 600 << 20, timeout: float = 1
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
 
-    done = subprocess.run([sys.executable, "-m", "nvreload", "--status", "--root", str(root), "--json"],
-                          capture_output=True, preexec_fn=cap, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "nvreload", "--status", "--root", str(root), "--json"],
+        capture_output=True,
+        preexec_fn=cap,
+        timeout=timeout,
+    )
     try:
         return done.returncode, json.loads(done.stdout)
     except ValueError:

@@ -34,8 +34,11 @@ def build_ko(dest: Path, fields: dict[str, str], compression: str | None = None)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "mod.c"
-        lines = ["static const char __modinfo_%d[] __attribute__((used, section(\".modinfo\"), aligned(1))) = \"%s=%s\";"
-                 % (i, k, v.replace('"', '\\"')) for i, (k, v) in enumerate(fields.items())]
+        lines = [
+            f'static const char __modinfo_{i}[] __attribute__((used, section(".modinfo"), aligned(1))) = '
+            + '"{}={}";'.format(k, v.replace('"', '\\"'))
+            for i, (k, v) in enumerate(fields.items())
+        ]
         lines.append("int init_module(void) { return 0; }")
         src.write_text("\n".join(lines) + "\n")
         obj = Path(tmp) / "mod.ko"
@@ -44,7 +47,11 @@ def build_ko(dest: Path, fields: dict[str, str], compression: str | None = None)
             out = dest
             shutil.copy(obj, out)
         else:
-            tool = {"xz": ["xz", "--check=crc32", "-c"], "gz": ["gzip", "-c"], "zst": ["zstd", "-q", "-c", "--no-check"]}[compression]
+            tool = {
+                "xz": ["xz", "--check=crc32", "-c"],
+                "gz": ["gzip", "-c"],
+                "zst": ["zstd", "-q", "-c", "--no-check"],
+            }[compression]
             out = dest.with_name(dest.name + "." + compression)
             with open(out, "wb") as handle:
                 subprocess.run(tool + [str(obj)], stdout=handle, check=True)
@@ -83,8 +90,15 @@ class Snapshot:
     def _flush_modules(self) -> None:
         self.write("proc/modules", "".join(line + "\n" for line in self.proc_modules))
 
-    def module(self, name: str, version: str | None = None, holders: tuple[str, ...] = (), refcount: int | str = 0,
-               parameters: dict[str, str] | None = None, state: str = "Live") -> None:
+    def module(
+        self,
+        name: str,
+        version: str | None = None,
+        holders: tuple[str, ...] = (),
+        refcount: int | str = 0,
+        parameters: dict[str, str] | None = None,
+        state: str = "Live",
+    ) -> None:
         used_by = ",".join(holders) + "," if holders else "-"
         self.proc_modules.append(f"{name} 1234567 {refcount} {used_by} {state} 0xffffffffc0000000 (POE)")
         self._flush_modules()
@@ -104,13 +118,23 @@ class Snapshot:
         (self.root / f"sys/module/{name}/parameters").mkdir(parents=True, exist_ok=True)
 
     def resident_driver(self, version: str, open_flavor: bool = True) -> None:
-        banner = (f"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {version}  Release Build  (dvs-builder@U16-I3-B03-4-3)  Thu Oct 10 2024\n"
-                  if open_flavor else
-                  f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {version}  Thu Oct 10 20:23:43 UTC 2024\n")
+        banner = (
+            f"NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  {version}  Release Build  (dvs-builder@U16-I3-B03-4-3)  Thu Oct 10 2024\n"
+            if open_flavor
+            else f"NVRM version: NVIDIA UNIX x86_64 Kernel Module  {version}  Thu Oct 10 20:23:43 UTC 2024\n"
+        )
         self.write("proc/driver/nvidia/version", banner + "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n")
 
-    def gpu(self, bus_id: str, driver: str | None = "nvidia", model: str = "NVIDIA H100 80GB HBM3",
-            uuid: str | None = None, in_proc: bool = True, minor: int = 0, on_bus: bool = True) -> None:
+    def gpu(
+        self,
+        bus_id: str,
+        driver: str | None = "nvidia",
+        model: str = "NVIDIA H100 80GB HBM3",
+        uuid: str | None = None,
+        in_proc: bool = True,
+        minor: int = 0,
+        on_bus: bool = True,
+    ) -> None:
         base = f"sys/devices/pci0000:00/{bus_id}"
         if on_bus:
             self.write(f"{base}/vendor", "0x10de\n")
@@ -121,9 +145,11 @@ class Snapshot:
                 (self.root / f"sys/bus/pci/drivers/{driver}").mkdir(parents=True, exist_ok=True)
                 self.link(f"{base}/driver", f"../../../bus/pci/drivers/{driver}")
         if in_proc:
-            self.write(f"proc/driver/nvidia/gpus/{bus_id}/information",
-                       f"Model: \t\t {model}\nIRQ:   \t\t 41\nGPU UUID: \t {uuid or 'GPU-00000000-0000-0000-0000-' + bus_id.replace(':', '').replace('.', '')[-12:].rjust(12, '0')}\n"
-                       f"Bus Location: \t {bus_id}\nDevice Minor: \t {minor}\n")
+            self.write(
+                f"proc/driver/nvidia/gpus/{bus_id}/information",
+                f"Model: \t\t {model}\nIRQ:   \t\t 41\nGPU UUID: \t {uuid or 'GPU-00000000-0000-0000-0000-' + bus_id.replace(':', '').replace('.', '')[-12:].rjust(12, '0')}\n"
+                f"Bus Location: \t {bus_id}\nDevice Minor: \t {minor}\n",
+            )
 
     def non_gpu_pci(self, bus_id: str, vendor: str = "0x8086", pci_class: str = "0x020000") -> None:
         base = f"sys/devices/pci0000:00/{bus_id}"
@@ -131,9 +157,16 @@ class Snapshot:
         self.write(f"{base}/class", pci_class + "\n")
         self.link(f"sys/bus/pci/devices/{bus_id}", f"../../../devices/pci0000:00/{bus_id}")
 
-    def on_disk_module(self, version: str, vermagic_release: str | None = None, compression: str | None = None,
-                       subdir: str = "updates/dkms", name: str = "nvidia", license: str = "Dual MIT/GPL",
-                       release: str | None = None) -> Path:
+    def on_disk_module(
+        self,
+        version: str,
+        vermagic_release: str | None = None,
+        compression: str | None = None,
+        subdir: str = "updates/dkms",
+        name: str = "nvidia",
+        license: str = "Dual MIT/GPL",
+        release: str | None = None,
+    ) -> Path:
         release = release or self.release
         vermagic = f"{vermagic_release or release} SMP preempt mod_unload modversions "
         dest = self.root / f"lib/modules/{release}/{subdir}/{name}.ko"

@@ -10,8 +10,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nvreload"
 
 # Lower layers never import higher ones. Modules of one layer may import each other.
 LAYERS = (
-    ("nvreload", "nvreload.errors", "nvreload.model", "nvreload.catalog", "nvreload.state_files",
-     "nvreload.requests", "nvreload.host.rootfs"),
+    (
+        "nvreload",
+        "nvreload.errors",
+        "nvreload.model",
+        "nvreload.catalog",
+        "nvreload.state_files",
+        "nvreload.requests",
+        "nvreload.host.rootfs",
+    ),
     ("nvreload.read",),
     ("nvreload.host",),
     ("nvreload.diagnosis",),
@@ -40,7 +47,9 @@ def imports_of(path: Path) -> set[str]:
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             # `from nvreload.host import nvidia_tools` imports the submodule
-            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names]
+            names = [
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module for a in node.names
+            ]
         else:
             continue
         found.update(n for n in names if n.split(".")[0] == "nvreload")
@@ -68,8 +77,12 @@ def test_every_module_has_a_layer():
 
 
 def test_no_module_imports_a_layer_above_its_own():
-    upward = [f"{name} ({layer(name)}) imports {target} ({layer(target)})"
-              for name, targets in graph().items() for target in targets if layer(target) > layer(name)]
+    upward = [
+        f"{name} ({layer(name)}) imports {target} ({layer(target)})"
+        for name, targets in graph().items()
+        for target in targets
+        if layer(target) > layer(name)
+    ]
     assert upward == []
 
 
@@ -84,7 +97,7 @@ def test_the_import_graph_has_no_cycle():
             if target == "nvreload" or target not in edges:
                 continue  # the package's own __init__ holds only the version
             if state.get(target) == 1:
-                cycles.append(path[path.index(target):] + [target] if target in path else [name, target])
+                cycles.append(path[path.index(target) :] + [target] if target in path else [name, target])
             elif target not in state:
                 visit(target, path + [target])
         state[name] = 2
@@ -98,8 +111,13 @@ def test_the_import_graph_has_no_cycle():
 def test_the_engine_imports_no_cli_rendering_or_command_module():
     for name, targets in graph().items():
         if name.startswith("nvreload.engine"):
-            assert not {t for t in targets if t.startswith(("nvreload.cli", "nvreload.entry", "nvreload.render",
-                                                            "nvreload.app", "nvreload.actions"))}, name
+            assert not {
+                t
+                for t in targets
+                if t.startswith(
+                    ("nvreload.cli", "nvreload.entry", "nvreload.render", "nvreload.app", "nvreload.actions")
+                )
+            }, name
     for name, path in modules().items():
         if name.startswith("nvreload.engine"):
             source = path.read_text()
@@ -119,7 +137,7 @@ DOORS = {
     '["nvidia-cuda-mps-control"': "nvreload.host.nvidia_tools",
     "CUDA_PROBE": "nvreload.host.cuda",
     '"--no-questions"': "nvreload.host.installer",
-    "/stat\"": "nvreload.host.processes",
+    '/stat"': "nvreload.host.processes",
     "fcntl.flock(": "nvreload.engine.lock",
     '"--gpu-reset"': "nvreload.host.nvidia_tools",
     '"cdi", "generate"': "nvreload.host.nvidia_tools",
@@ -134,6 +152,9 @@ DOORS = {
 def test_each_side_effect_has_one_door(needle, door):
     users = sorted(name for name, path in modules().items() if needle in path.read_text())
     # the writers of nvreload's own state files call the one atomic writer; nothing else writes JSON state
-    allowed = {door} | ({"nvreload.engine.journal", "nvreload.engine.sim", "nvreload.host.modinfo_cache"}
-                        if needle == "atomic_write_json(" else set())
+    allowed = {door} | (
+        {"nvreload.engine.journal", "nvreload.engine.sim", "nvreload.host.modinfo_cache"}
+        if needle == "atomic_write_json("
+        else set()
+    )
     assert set(users) <= allowed and door in users, users

@@ -4,12 +4,13 @@ import os
 import tarfile
 
 from helpers import run_cli
+
 from nvreload.errors import ExitCode
 
 
 def one_clean_line(proc):
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     return lines[0]
 
@@ -91,8 +92,13 @@ def unprivileged(*args):
 
     from helpers import as_nobody
 
-    return subprocess.run(as_nobody() + [sys.executable, "-m", "nvreload", *args],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": "/tmp"})
+    return subprocess.run(
+        as_nobody() + [sys.executable, "-m", "nvreload", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": "/tmp"},
+    )
 
 
 def test_status_works_unprivileged_and_says_what_it_could_not_read(tmp_path, snapshot):
@@ -125,7 +131,9 @@ def test_help_lists_every_exit_code_the_environment_and_examples():
     assert proc.returncode == 0
     codes_block = proc.stdout.split("Exit codes:")[1].split("Environment:")[0]
     # each line: the code(s) ("1, 2, 3"), two spaces or more, the meaning
-    listed = {int(code) for first in re.findall(r"^\s+(\d+(?:, \d+)*)\s{2,}", codes_block, re.M) for code in first.split(", ")}
+    listed = {
+        int(code) for first in re.findall(r"^\s+(\d+(?:, \d+)*)\s{2,}", codes_block, re.M) for code in first.split(", ")
+    }
     documented = {value for name, value in vars(ExitCode).items() if name.isupper()}
     assert documented <= listed, documented - listed
     for variable in ("NVRELOAD_STATE_DIR", "NVRELOAD_NVML_TIMEOUT", "NVRELOAD_SYSTEMCTL", "XDG_STATE_HOME"):

@@ -6,8 +6,8 @@ import stat
 import tarfile
 
 import pytest
-
 from helpers import run_cli, status_of
+
 from nvreload.app import App
 from nvreload.errors import BadInputError, ExitCode
 
@@ -44,8 +44,20 @@ def test_collect_keeps_only_the_documented_layout(tmp_path, snapshot):
     with tarfile.open(archive) as tar:
         names = tar.getnames()
         blob = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
-    allowed = ("proc/", "sys/", "lib/", "usr/", "etc/modprobe.d", "etc/modules", "etc/ld.so.conf", "etc/os-release",
-               "var/lib/dkms/", "run/mellanox/", "nvreload-snapshot/")
+    allowed = (
+        "proc/",
+        "sys/",
+        "lib/",
+        "usr/",
+        "etc/modprobe.d",
+        "etc/modules",
+        "etc/ld.so.conf",
+        "etc/os-release",
+        "var/lib/dkms/",
+        "run/mellanox/",
+        "nvreload-snapshot/",
+    )
+
     def documented(name):
         return name.startswith(allowed) or any(a.startswith(name + "/") for a in allowed)
 

@@ -24,7 +24,7 @@ def complete_in_bash(console_script: str, words: str) -> subprocess.CompletedPro
     script = (
         f'eval "$(_NVRELOAD_COMPLETE=bash_source {console_script})"\n'
         f"COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n"
-        f'_nvreload_completion {console_script}\n'
+        f"_nvreload_completion {console_script}\n"
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
     # NVRELOAD_NVML_TIMEOUT=abc: any status run would fail on it (exit 66) instead of completing
@@ -43,15 +43,32 @@ def test_a_tab_in_bash_completes_the_flags_and_runs_no_status(console_script):
 
 def test_the_shell_asking_for_candidates_gets_them_instead_of_a_status_of_the_node(console_script):
     # the shell calls nvreload with no arguments at all: the fast path read that as --status
-    proc = subprocess.run([console_script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "_NVRELOAD_COMPLETE": "bash_complete", "COMP_WORDS": "nvreload --st",
-                               "COMP_CWORD": "1", "NVRELOAD_NVML_TIMEOUT": "abc"})
+    proc = subprocess.run(
+        [console_script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "_NVRELOAD_COMPLETE": "bash_complete",
+            "COMP_WORDS": "nvreload --st",
+            "COMP_CWORD": "1",
+            "NVRELOAD_NVML_TIMEOUT": "abc",
+        },
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["plain,--status", "plain,--stop", "plain,--start"] and proc.stderr == ""
 
 
-@pytest.mark.parametrize("shell,marker", [("bash", "_nvreload_completion"), ("zsh", "#compdef nvreload"), ("fish", "complete")])
+@pytest.mark.parametrize(
+    "shell,marker", [("bash", "_nvreload_completion"), ("zsh", "#compdef nvreload"), ("fish", "complete")]
+)
 def test_completion_scripts_are_generated_for_bash_zsh_and_fish(console_script, shell, marker):
-    proc = subprocess.run([console_script], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "_NVRELOAD_COMPLETE": f"{shell}_source"})
+    proc = subprocess.run(
+        [console_script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "_NVRELOAD_COMPLETE": f"{shell}_source"},
+    )
     assert proc.returncode == 0 and marker in proc.stdout, proc.stdout + proc.stderr

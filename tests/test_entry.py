@@ -13,41 +13,65 @@ CLICK = "from nvreload.cli import main; main(sys.argv[1:])"
 
 
 def run_way(way: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "import sys; " + way, *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; " + way, *args], capture_output=True, text=True, timeout=120
+    )
 
 
-@pytest.mark.parametrize("args", [
-    ["--status"],
-    ["--status", "--json"],
-    ["-s", "--json", "-v"],
-    ["--json", "--verbose"],
-    ["--json"],
-    [],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--status"],
+        ["--status", "--json"],
+        ["-s", "--json", "-v"],
+        ["--json", "--verbose"],
+        ["--json"],
+        [],
+    ],
+)
 def test_status_only_command_lines_take_the_fast_way(args):
     assert status_request(args + ["--root", "/x"]) == StatusRequest(
-        root="/x", format="json" if "--json" in args else "human", verbose="-v" in args or "--verbose" in args)
+        root="/x", format="json" if "--json" in args else "human", verbose="-v" in args or "--verbose" in args
+    )
 
 
-@pytest.mark.parametrize("args, request_", [
-    (["--status", "--format", "prometheus"], StatusRequest(format="prometheus")),
-    (["--format=prometheus", "--output", "/m.prom"], StatusRequest(format="prometheus", output="/m.prom")),
-    (["-s", "--format", "prometheus", "--output=/m.prom"], StatusRequest(format="prometheus", output="/m.prom")),
-    (["--format", "json"], StatusRequest(format="json")),
-    (["--json", "--format", "json"], StatusRequest(format="json")),
-    (["--format", "human", "-v"], StatusRequest(format="human", verbose=True)),
-])
+@pytest.mark.parametrize(
+    "args, request_",
+    [
+        (["--status", "--format", "prometheus"], StatusRequest(format="prometheus")),
+        (["--format=prometheus", "--output", "/m.prom"], StatusRequest(format="prometheus", output="/m.prom")),
+        (["-s", "--format", "prometheus", "--output=/m.prom"], StatusRequest(format="prometheus", output="/m.prom")),
+        (["--format", "json"], StatusRequest(format="json")),
+        (["--json", "--format", "json"], StatusRequest(format="json")),
+        (["--format", "human", "-v"], StatusRequest(format="human", verbose=True)),
+    ],
+)
 def test_the_monitoring_formats_take_the_fast_way_too(args, request_):
     assert status_request(args) == request_
 
 
-@pytest.mark.parametrize("args", [
-    ["--reload"], ["--status", "--reload"], ["--help"], ["--version"], ["-sv"], ["--status", "--root"],
-    ["--root", "--json"], ["--collect", "x.tar.gz"], ["--status", "--dry-run"], ["status"],
-    ["--format", "xml"], ["--format"], ["--format", "--json"], ["--json", "--format", "prometheus"],
-    ["--output"], ["--output", "-v"], ["--verify", "--format", "prometheus"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--reload"],
+        ["--status", "--reload"],
+        ["--help"],
+        ["--version"],
+        ["-sv"],
+        ["--status", "--root"],
+        ["--root", "--json"],
+        ["--collect", "x.tar.gz"],
+        ["--status", "--dry-run"],
+        ["status"],
+        ["--format", "xml"],
+        ["--format"],
+        ["--format", "--json"],
+        ["--json", "--format", "prometheus"],
+        ["--output"],
+        ["--output", "-v"],
+        ["--verify", "--format", "prometheus"],
+    ],
+)
 def test_anything_else_goes_through_click(args):
     assert status_request(args) is None
 
@@ -58,11 +82,13 @@ def test_root_may_be_given_with_an_equals_sign():
 
 @pytest.mark.parametrize("fmt", [["--json"], ["--format", "prometheus"]])
 def test_the_fast_way_imports_neither_click_nor_pynvml(h100_root, fmt):
-    code = ("import sys, io, contextlib\nfrom nvreload.entry import main\n"
-            "out = io.StringIO()\n"
-            f"try:\n    with contextlib.redirect_stdout(out):\n        main(['--status', *{fmt!r}, '--root', {str(h100_root)!r}])\n"
-            "except SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('click', 'pynvml', 'rich', 'docker') if m in sys.modules))")
+    code = (
+        "import sys, io, contextlib\nfrom nvreload.entry import main\n"
+        "out = io.StringIO()\n"
+        f"try:\n    with contextlib.redirect_stdout(out):\n        main(['--status', *{fmt!r}, '--root', {str(h100_root)!r}])\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('click', 'pynvml', 'rich', 'docker') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
@@ -81,7 +107,15 @@ def _cases(h100_root, tmp_path):
         ["--format=json", "--root", str(h100_root)],
         ["--status", "--format", "prometheus", "--root", str(tmp_path / "missing")],
         ["--status", "--output", str(tmp_path / "m.prom"), "--root", str(h100_root)],
-        ["--status", "--format", "prometheus", "--output", str(tmp_path / "no-dir" / "m.prom"), "--root", str(h100_root)],
+        [
+            "--status",
+            "--format",
+            "prometheus",
+            "--output",
+            str(tmp_path / "no-dir" / "m.prom"),
+            "--root",
+            str(h100_root),
+        ],
     ]
 
 
@@ -89,12 +123,17 @@ def test_both_ways_print_the_same_and_exit_the_same(h100_root, tmp_path):
     for args in _cases(h100_root, tmp_path):
         fast, through_click = run_way(ENTRY, *args), run_way(CLICK, *args)
         assert (fast.returncode, fast.stdout, fast.stderr) == (
-            through_click.returncode, through_click.stdout, through_click.stderr), args
+            through_click.returncode,
+            through_click.stdout,
+            through_click.stderr,
+        ), args
 
 
 def test_both_ways_write_the_same_metrics_file(h100_root, tmp_path):
     for way, name in ((ENTRY, "fast.prom"), (CLICK, "click.prom")):
-        proc = run_way(way, "--status", "--format", "prometheus", "--output", str(tmp_path / name), "--root", str(h100_root))
+        proc = run_way(
+            way, "--status", "--format", "prometheus", "--output", str(tmp_path / name), "--root", str(h100_root)
+        )
         assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
     assert (tmp_path / "fast.prom").read_text() == (tmp_path / "click.prom").read_text()
     assert "nvreload_status 0\n" in (tmp_path / "fast.prom").read_text()

@@ -32,9 +32,21 @@ def test_every_exit_code_nvreload_uses_is_in_the_readme_table_and_every_row_is_o
 
 def test_each_exit_code_means_in_the_readme_what_its_name_says():
     documented = readme_exit_codes()
-    words = {"OK": "OK", "WARNING": "WARNING", "CRITICAL": "CRITICAL", "UNKNOWN": "UNKNOWN", "ROLLED_BACK": "rolled back",
-             "NEEDS_REBOOT": "needs reboot", "PARTIAL": "partial", "USAGE": "usage error", "BAD_INPUT": "bad input",
-             "INTERNAL": "internal error", "BUSY": "busy", "REFUSED": "refused", "INTERRUPTED": "SIGINT"}
+    words = {
+        "OK": "OK",
+        "WARNING": "WARNING",
+        "CRITICAL": "CRITICAL",
+        "UNKNOWN": "UNKNOWN",
+        "ROLLED_BACK": "rolled back",
+        "NEEDS_REBOOT": "needs reboot",
+        "PARTIAL": "partial",
+        "USAGE": "usage error",
+        "BAD_INPUT": "bad input",
+        "INTERNAL": "internal error",
+        "BUSY": "busy",
+        "REFUSED": "refused",
+        "INTERRUPTED": "SIGINT",
+    }
     assert set(words) == set(exit_codes()), "a new exit code needs its README row and a word here"
     for name, code in exit_codes().items():
         assert words[name] in documented[code], (name, code, documented[code])

@@ -7,11 +7,11 @@ import time
 
 import docker
 import pytest
-
 from helpers import run_cli
+from realengine.dockerd import SLEEPER, STUBBORN
+
 from nvreload.engine.sim import default_scenario
 from nvreload.errors import ExitCode
-from realengine.dockerd import SLEEPER, STUBBORN
 
 GPU_UNITS = ("nvidia-persistenced.service", "nvidia-fabricmanager.service", "nvidia-dcgm.service")
 
@@ -21,19 +21,30 @@ def node(dockerd, systemd_container, tmp_path):
     """Four GPU-looking containers (one per marker), one plain container, the systemd units."""
     client = dockerd.client
     made = [
-        client.containers.run("busybox:test", SLEEPER, detach=True, name="gpu-env", environment={"NVIDIA_VISIBLE_DEVICES": "all"}),
+        client.containers.run(
+            "busybox:test", SLEEPER, detach=True, name="gpu-env", environment={"NVIDIA_VISIBLE_DEVICES": "all"}
+        ),
         client.containers.run("busybox:test", SLEEPER, detach=True, name="gpu-dev", devices=["/dev/null:/dev/nvidia0"]),
-        client.containers.run("busybox:test", SLEEPER, detach=True, name="gpu-req",
-                              device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]),
-        client.containers.run("busybox:test", SLEEPER, detach=True, name="gpu-rt", runtime="nvidia",
-                              restart_policy={"Name": "always"}),
+        client.containers.run(
+            "busybox:test",
+            SLEEPER,
+            detach=True,
+            name="gpu-req",
+            device_requests=[docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])],
+        ),
+        client.containers.run(
+            "busybox:test", SLEEPER, detach=True, name="gpu-rt", runtime="nvidia", restart_policy={"Name": "always"}
+        ),
         client.containers.run("busybox:test", SLEEPER, detach=True, name="plain"),
     ]
     for unit in GPU_UNITS:
         systemd_container.systemctl("reset-failed", unit)
         systemd_container.systemctl("start", unit)
-    env = {"DOCKER_HOST": dockerd.url, "NVRELOAD_SYSTEMCTL": str(systemd_container.wrapper),
-           "NVRELOAD_STATE_DIR": str(tmp_path / "state")}
+    env = {
+        "DOCKER_HOST": dockerd.url,
+        "NVRELOAD_SYSTEMCTL": str(systemd_container.wrapper),
+        "NVRELOAD_STATE_DIR": str(tmp_path / "state"),
+    }
     yield env, made
     for container in client.containers.list(all=True):
         if container.name != "nvreload-test-systemd":
@@ -70,7 +81,9 @@ def test_stop_then_start_touches_exactly_the_gpu_containers_and_active_gpu_units
     assert proc.returncode == 0, proc.stderr
     assert set(report["stopped"]) == {"gpu-env", "gpu-dev", "gpu-req", "gpu-rt", *GPU_UNITS, "nv-hostengine.service"}
     assert report["container_engine"]["live_restore"] is True  # what the run relied on is recorded
-    assert report["left_alone"] == [{"service": "dcgm-exporter.service", "why": "enabled but already failed before the run; not started"}]
+    assert report["left_alone"] == [
+        {"service": "dcgm-exporter.service", "why": "enabled but already failed before the run; not started"}
+    ]
     for name in ("gpu-env", "gpu-dev", "gpu-req", "gpu-rt"):
         assert state(dockerd, name)[0] == "exited"
     assert state(dockerd, "plain") == plain_before
@@ -109,13 +122,20 @@ def test_a_simulated_modules_reload_restarts_the_real_consumers(node, dockerd, s
     assert state(dockerd, "plain")[0] == "running"
 
 
-def test_a_container_and_a_unit_that_fail_to_start_are_named_and_the_rest_comes_back(node, dockerd, systemd_container, tmp_path):
+def test_a_container_and_a_unit_that_fail_to_start_are_named_and_the_rest_comes_back(
+    node, dockerd, systemd_container, tmp_path
+):
     env, _ = node
     data = tmp_path / "data"
     data.mkdir()
-    dockerd.client.containers.run("busybox:test", SLEEPER, detach=True, name="gpu-bind",
-                                  environment={"NVIDIA_VISIBLE_DEVICES": "0"},
-                                  mounts=[docker.types.Mount("/data", str(data), type="bind")])
+    dockerd.client.containers.run(
+        "busybox:test",
+        SLEEPER,
+        detach=True,
+        name="gpu-bind",
+        environment={"NVIDIA_VISIBLE_DEVICES": "0"},
+        mounts=[docker.types.Mount("/data", str(data), type="bind")],
+    )
     proc, _ = cli(env, "--stop")
     assert proc.returncode == 0, proc.stderr
     data.rmdir()  # its bind-mount source vanished while it was stopped
@@ -136,8 +156,9 @@ def test_a_container_and_a_unit_that_fail_to_start_are_named_and_the_rest_comes_
 
 def test_a_container_that_ignores_sigterm_is_killed_after_its_stop_timeout(node, dockerd):
     env, _ = node
-    created = dockerd.client.api.create_container("busybox:test", STUBBORN, name="gpu-stubborn",
-                                                  environment={"NVIDIA_VISIBLE_DEVICES": "all"}, stop_timeout=1)
+    created = dockerd.client.api.create_container(
+        "busybox:test", STUBBORN, name="gpu-stubborn", environment={"NVIDIA_VISIBLE_DEVICES": "all"}, stop_timeout=1
+    )
     dockerd.client.api.start(created["Id"])
     started = time.monotonic()
     proc, report = cli(env, "--stop")

@@ -39,21 +39,28 @@ def json_of(state_dir: Path, *args: str, exit_code: int = 0) -> dict:
     return json.loads(proc.stdout)
 
 
-@pytest.mark.parametrize("schema_name", ["status", "run-report", "plan", "nothing-to-do", "verify", "collect", "scenario"])
+@pytest.mark.parametrize(
+    "schema_name", ["status", "run-report", "plan", "nothing-to-do", "verify", "collect", "scenario"]
+)
 def test_each_schema_is_a_valid_draft_2020_12_schema(schema_name):
     jsonschema.Draft202012Validator.check_schema(schema(schema_name))
 
 
-@pytest.mark.parametrize("faults, result, exit_code", [
-    ([], "reloaded", 0),
-    ([{"at": "stop_consumers", "error": "injected", "times": -1}], "rolled_back", 10),
-    ([{"at": "load_modules", "error": "injected", "times": -1}], "failed", 11),
-    # the old module is gone from disk: the reload is finished instead of undone, with a warning
-    ([{"at": "verify", "error": "injected", "times": -1}], "failed", 11),
-    ([{"at": "restart_consumers", "error": "injected", "times": -1}], "failed", 12),
-])
+@pytest.mark.parametrize(
+    "faults, result, exit_code",
+    [
+        ([], "reloaded", 0),
+        ([{"at": "stop_consumers", "error": "injected", "times": -1}], "rolled_back", 10),
+        ([{"at": "load_modules", "error": "injected", "times": -1}], "failed", 11),
+        # the old module is gone from disk: the reload is finished instead of undone, with a warning
+        ([{"at": "verify", "error": "injected", "times": -1}], "failed", 11),
+        ([{"at": "restart_consumers", "error": "injected", "times": -1}], "failed", 12),
+    ],
+)
 def test_every_reload_outcome_is_a_valid_run_report(tmp_path, faults, result, exit_code):
-    document = json_of(tmp_path / "state", "--reload", "--simulate", scenario(tmp_path, faults), "--yes", exit_code=exit_code)
+    document = json_of(
+        tmp_path / "state", "--reload", "--simulate", scenario(tmp_path, faults), "--yes", exit_code=exit_code
+    )
     assert_valid(document, "run-report")
     assert document["result"] == result
     if exit_code == 12:
@@ -88,7 +95,9 @@ def test_a_dry_run_is_a_valid_plan_with_details(tmp_path):
     document = json_of(tmp_path / "state", "--reload", "--simulate", "--dry-run")
     assert_valid(document, "plan")
     assert "refused" not in document
-    assert {"stop_container", "unload_module", "load_module", "start_container"} <= {a["action"] for a in document["plan"]}
+    assert {"stop_container", "unload_module", "load_module", "start_container"} <= {
+        a["action"] for a in document["plan"]
+    }
     assert any("detail" in a for a in document["plan"])
 
 
@@ -96,7 +105,9 @@ def test_a_refused_dry_run_is_a_valid_plan_that_says_why(tmp_path):
     data = json.loads(DEFAULT_SCENARIO.read_text())
     data["kernel"]["modules_disabled"] = True
     (tmp_path / "blocked.json").write_text(json.dumps(data))
-    document = json_of(tmp_path / "state", "--reload", "--simulate", str(tmp_path / "blocked.json"), "--dry-run", exit_code=77)
+    document = json_of(
+        tmp_path / "state", "--reload", "--simulate", str(tmp_path / "blocked.json"), "--dry-run", exit_code=77
+    )
     assert_valid(document, "plan")
     assert "module_loading_disabled" in document["refused"]
 
@@ -127,6 +138,7 @@ def test_a_field_the_schema_does_not_name_is_refused(tmp_path):
 
 # --status: every document the tests can produce -----------------------------------------------------------------
 
+
 def _status_documents(tmp_path: Path, h100_root: Path) -> dict[str, dict]:
     mismatch = healthy_node(tmp_path / "mismatch")
     mismatch.userspace("550.144.03")
@@ -140,9 +152,17 @@ def _status_documents(tmp_path: Path, h100_root: Path) -> dict[str, dict]:
     unreadable = tmp_path / "unreadable"
     (unreadable / "proc").mkdir(parents=True)
     (unreadable / "sys").mkdir()
-    documents = {name: status_of(root) for name, root in (
-        ("h100", h100_root), ("healthy", healthy_node(tmp_path / "healthy").root), ("mismatch", mismatch.root),
-        ("fallen", fallen.root), ("busy", busy.root), ("unreadable", unreadable))}
+    documents = {
+        name: status_of(root)
+        for name, root in (
+            ("h100", h100_root),
+            ("healthy", healthy_node(tmp_path / "healthy").root),
+            ("mismatch", mismatch.root),
+            ("fallen", fallen.root),
+            ("busy", busy.root),
+            ("unreadable", unreadable),
+        )
+    }
     state = tmp_path / "state"
     documents["simulated"] = json_of(state, "--status", "--simulate", exit_code=2)
     json_of(state, "--reload", "--simulate", "--yes")

@@ -6,8 +6,8 @@ import json
 import os
 
 import pytest
-
 from helpers import run_cli
+
 from nvreload.errors import ExitCode
 from nvreload.state_files import StatePaths
 
@@ -24,14 +24,22 @@ def run_without_state_dir(xdg, *args):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-m", "nvreload", *args], capture_output=True, text=True, timeout=60,
-                          env=_env_without_state_dir(xdg))
+    return subprocess.run(
+        [sys.executable, "-m", "nvreload", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env_without_state_dir(xdg),
+    )
 
 
 def test_a_simulation_without_a_state_dir_uses_one_documented_directory_per_user(tmp_path):
     paths = StatePaths.for_simulation({"XDG_STATE_HOME": str(tmp_path)})
     assert paths.state_dir == paths.runtime_dir == str(tmp_path / "nvreload" / "simulated")
-    assert StatePaths.for_simulation({"NVRELOAD_STATE_DIR": "/x", "XDG_STATE_HOME": str(tmp_path)}).journal == "/x/journal.json"
+    assert (
+        StatePaths.for_simulation({"NVRELOAD_STATE_DIR": "/x", "XDG_STATE_HOME": str(tmp_path)}).journal
+        == "/x/journal.json"
+    )
 
 
 def test_stop_then_start_without_a_state_dir_find_each_other_and_leave_no_temp_dirs(tmp_path):
@@ -56,7 +64,9 @@ def _scenario(tmp_path, name, **changes):
 def test_a_new_scenario_file_replaces_a_node_made_from_another(tmp_path):
     env = {"NVRELOAD_STATE_DIR": str(tmp_path / "state")}
     first = _scenario(tmp_path, "first.json")
-    second = _scenario(tmp_path, "second.json", driver={"loaded_version": "550.90.07", "installed_version": "570.86.15"})
+    second = _scenario(
+        tmp_path, "second.json", driver={"loaded_version": "550.90.07", "installed_version": "570.86.15"}
+    )
     assert run_cli("--reload", "--simulate", first, "--yes", "--json", env=env).returncode == 0
     proc = run_cli("--reload", "--simulate", second, "--yes", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
@@ -77,26 +87,36 @@ def test_a_new_scenario_file_is_refused_while_a_run_on_the_old_node_is_unfinishe
     assert run_cli("--start", "--simulate", "--yes", "--json", env=env).returncode == 0  # the old node comes back
 
 
-@pytest.mark.parametrize("change,where", [
-    ({"processes": [{"pid": "abc", "holds": ["nvidia"]}]}, "processes[0].pid: 'abc' is not of type 'integer'"),
-    ({"processes": [{"pid": 0}]}, "processes[0].pid: 0 is less than the minimum of 1"),
-    ({"faults": [{"at": "reboot", "error": "x"}]}, "faults[0].at: 'reboot' is not one of"),
-    ({"faults": [{"at": "verify"}]}, "faults[0]"),
-    ({"modules": {"nvidia": {}}}, "modules: {'nvidia': {}} is not of type 'array'"),
-    ({"modules": [{"name": "nvidia", "parameters": {"NVreg_X": 1}}]}, "modules[0].parameters.NVreg_X: 1 is not of type 'string'"),
-    ({"gpus": [{"pci_bus_id": 7}]}, "gpus[0].pci_bus_id: 7 is not of type 'string'"),
-    ({"services": [{"name": "x.service", "active": "yes"}]}, "services[0].active: 'yes' is not of type 'boolean'"),
-    ({"containers": [{"id": "zz", "name": "c"}]}, "containers[0].id: 'zz' does not match"),
-    ({"latency": {"stop_container": -1}}, "latency.stop_container: -1 is less than the minimum of 0"),
-    ({"kernel": "6.1"}, "kernel: '6.1' is not of type 'object'"),
-    ({"mofed_ready": "no"}, "mofed_ready: 'no' is not of type 'boolean'"),
-    ({"unknown_key": 1}, "Additional properties are not allowed ('unknown_key' was unexpected)"),
-])
+@pytest.mark.parametrize(
+    "change,where",
+    [
+        ({"processes": [{"pid": "abc", "holds": ["nvidia"]}]}, "processes[0].pid: 'abc' is not of type 'integer'"),
+        ({"processes": [{"pid": 0}]}, "processes[0].pid: 0 is less than the minimum of 1"),
+        ({"faults": [{"at": "reboot", "error": "x"}]}, "faults[0].at: 'reboot' is not one of"),
+        ({"faults": [{"at": "verify"}]}, "faults[0]"),
+        ({"modules": {"nvidia": {}}}, "modules: {'nvidia': {}} is not of type 'array'"),
+        (
+            {"modules": [{"name": "nvidia", "parameters": {"NVreg_X": 1}}]},
+            "modules[0].parameters.NVreg_X: 1 is not of type 'string'",
+        ),
+        ({"gpus": [{"pci_bus_id": 7}]}, "gpus[0].pci_bus_id: 7 is not of type 'string'"),
+        ({"services": [{"name": "x.service", "active": "yes"}]}, "services[0].active: 'yes' is not of type 'boolean'"),
+        ({"containers": [{"id": "zz", "name": "c"}]}, "containers[0].id: 'zz' does not match"),
+        ({"latency": {"stop_container": -1}}, "latency.stop_container: -1 is less than the minimum of 0"),
+        ({"kernel": "6.1"}, "kernel: '6.1' is not of type 'object'"),
+        ({"mofed_ready": "no"}, "mofed_ready: 'no' is not of type 'boolean'"),
+        ({"unknown_key": 1}, "Additional properties are not allowed ('unknown_key' was unexpected)"),
+    ],
+)
 def test_a_scenario_of_the_wrong_type_is_bad_input_naming_the_key(tmp_path, change, where):
     path = _scenario(tmp_path, "bad.json", **change)
-    proc = run_cli("--reload", "--simulate", path, "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(tmp_path / "state")})
+    proc = run_cli(
+        "--reload", "--simulate", path, "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(tmp_path / "state")}
+    )
     assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and f"{path}: " in proc.stderr and where in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and f"{path}: " in proc.stderr and where in proc.stderr, (
+        proc.stderr
+    )
     assert not (tmp_path / "state" / "journal.json").exists()
 
 
@@ -106,7 +126,10 @@ def test_a_corrupt_simulated_node_is_bad_input_naming_its_file(tmp_path):
     (state / SIM_NODE).write_text('{"loaded": ')
     proc = run_cli("--reload", "--simulate", "--yes", env={"NVRELOAD_STATE_DIR": str(state)})
     assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr
-    assert f"{state / SIM_NODE}: not a simulated node's state" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert (
+        f"{state / SIM_NODE}: not a simulated node's state" in proc.stderr
+        and len(proc.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_a_state_dir_that_is_a_file_is_bad_input_naming_it(tmp_path):
@@ -142,8 +165,9 @@ def test_an_nvml_timeout_that_is_not_a_number_of_seconds_is_bad_input_naming_the
 
 
 def test_status_and_verify_on_simulate_read_the_simulated_node_not_this_machine(tmp_path):
-    import jsonschema
     from importlib import resources
+
+    import jsonschema
 
     schema = json.loads(resources.files("nvreload").joinpath("schema/status.schema.json").read_text())
     env = {"NVRELOAD_STATE_DIR": str(tmp_path / "state")}

@@ -14,7 +14,10 @@ def test_the_journal_outlives_a_reboot_and_the_lock_and_cache_do_not():
 def test_one_variable_moves_every_file(tmp_path):
     paths = StatePaths.from_environment({"NVRELOAD_STATE_DIR": str(tmp_path)})
     assert {paths.journal, paths.lock, paths.modinfo_cache} == {
-        str(tmp_path / "journal.json"), str(tmp_path / "lock"), str(tmp_path / "modinfo-cache.json")}
+        str(tmp_path / "journal.json"),
+        str(tmp_path / "lock"),
+        str(tmp_path / "modinfo-cache.json"),
+    }
 
 
 def test_an_atomic_write_replaces_the_whole_file(tmp_path):

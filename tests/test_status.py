@@ -26,7 +26,11 @@ def test_h100_capture_reports_open_580_everywhere_and_an_impossible_reload(h100_
     assert doc["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
     assert sorted(codes(doc)) == ["module_loading_disabled", "module_unload_unsupported"]
     assert doc["reload"] == {"feasible": False, "blockers": ["module_unload_unsupported", "module_loading_disabled"]}
-    assert doc["kernel"] == {"module_unload_supported": False, "module_loading_disabled": True, "modules_supported": True}
+    assert doc["kernel"] == {
+        "module_unload_supported": False,
+        "module_loading_disabled": True,
+        "modules_supported": True,
+    }
     assert doc["recommended_action"] == "none"
     assert {i["state"] for i in doc["inputs"].values()} == {"read"}
 
@@ -115,7 +119,14 @@ def test_xid_79_after_the_driver_loaded_means_reboot_and_blocks_reload(snapshot)
     assert "gpu_fallen_off_bus" in codes(doc)
     assert doc["recommended_action"] == "reboot"
     assert doc["reload"]["feasible"] is False
-    assert doc["xid_events"] == [{"xid": 79, "pci_bus_id": "0000:3b:00.0", "message": "pid=2311, name=python3, GPU has fallen off the bus.", "since_driver_load": True}]
+    assert doc["xid_events"] == [
+        {
+            "xid": 79,
+            "pci_bus_id": "0000:3b:00.0",
+            "message": "pid=2311, name=python3, GPU has fallen off the bus.",
+            "since_driver_load": True,
+        }
+    ]
 
 
 def test_xid_79_before_a_later_driver_load_belongs_to_the_old_instance(snapshot):
@@ -127,7 +138,12 @@ def test_xid_79_before_a_later_driver_load_belongs_to_the_old_instance(snapshot)
 
 
 def test_reset_bucket_xids_recommend_a_gpu_reset(snapshot):
-    snapshot.dmesg([LOAD, "[ 700.1] NVRM: Xid (PCI:0000:3b:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error"])
+    snapshot.dmesg(
+        [
+            LOAD,
+            "[ 700.1] NVRM: Xid (PCI:0000:3b:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error",
+        ]
+    )
     doc = status_of(snapshot.root)
     assert "xid_reset_required" in codes(doc)
     assert doc["recommended_action"] == "reset_gpu"
@@ -148,7 +164,9 @@ def test_a_gpu_that_vanished_from_the_bus_is_fallen_off(snapshot):
     snapshot.gpu("0000:86:00.0", on_bus=False, minor=1)
     doc = status_of(snapshot.root)
     assert "gpu_fallen_off_bus" in codes(doc)
-    assert next(f for f in doc["findings"] if f["code"] == "gpu_fallen_off_bus")["evidence"]["vanished"] == ["0000:86:00.0"]
+    assert next(f for f in doc["findings"] if f["code"] == "gpu_fallen_off_bus")["evidence"]["vanished"] == [
+        "0000:86:00.0"
+    ]
 
 
 def test_peermem_wanted_without_mofed_ready_warns(snapshot):
@@ -198,10 +216,12 @@ def test_status_json_on_a_node_without_a_container_engine_does_not_import_the_do
 
     if any(os.path.exists(p) for p in ("/var/run/docker.sock", "/run/docker.sock", "/run/podman/podman.sock")):
         pytest.skip("a container engine socket exists on this machine")
-    code = ("import sys, io, contextlib\nfrom nvreload.entry import main\n"
-            "out = io.StringIO()\n"
-            "try:\n    with contextlib.redirect_stdout(out):\n        main(['--status', '--json'])\nexcept SystemExit:\n    pass\n"
-            "print('docker' in sys.modules)")
+    code = (
+        "import sys, io, contextlib\nfrom nvreload.entry import main\n"
+        "out = io.StringIO()\n"
+        "try:\n    with contextlib.redirect_stdout(out):\n        main(['--status', '--json'])\nexcept SystemExit:\n    pass\n"
+        "print('docker' in sys.modules)"
+    )
     env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
     env["XDG_RUNTIME_DIR"] = str(tmp_path)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
@@ -257,7 +277,11 @@ def test_an_empty_proc_and_sys_are_unknown_not_ok_and_conclude_nothing_from_miss
     doc = unknown_status(tmp_path, "/proc/modules: absent", "/proc/sys/kernel/osrelease or /proc/version: absent")
     # absent files are no evidence of a kernel that cannot unload or load modules
     assert codes(doc) == ["node_unreadable"]
-    assert doc["kernel"] == {"module_unload_supported": None, "module_loading_disabled": None, "modules_supported": None}
+    assert doc["kernel"] == {
+        "module_unload_supported": None,
+        "module_loading_disabled": None,
+        "modules_supported": None,
+    }
     assert doc["inputs"]["proc_modules"] == {"paths": ["/proc/modules"], "state": "absent"}
 
 
@@ -305,10 +329,14 @@ def test_proc_and_sys_unreadable_to_the_reading_user_are_unknown(snapshot):
         if setpriv is None:
             pytest.skip("needs setpriv to read as user nobody")
         nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
-        probe = subprocess.run(nobody + [sys.executable, "-c", "import nvreload"], capture_output=True, text=True, timeout=60)
+        probe = subprocess.run(
+            nobody + [sys.executable, "-c", "import nvreload"], capture_output=True, text=True, timeout=60
+        )
         if probe.returncode != 0:
-            pytest.skip(f"user nobody cannot run {sys.executable} with nvreload (a venv under a 0700 home?): "
-                        + probe.stderr.strip()[-200:])
+            pytest.skip(
+                f"user nobody cannot run {sys.executable} with nvreload (a venv under a 0700 home?): "
+                + probe.stderr.strip()[-200:]
+            )
         for parent in snapshot.root.parents:  # pytest's base temp directory is 0700
             if str(parent) in ("/", "/tmp"):
                 break

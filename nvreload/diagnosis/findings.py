@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nvreload.diagnosis import xid_catalog
 from nvreload.catalog import DISPLAY_SERVERS
+from nvreload.diagnosis import xid_catalog
 from nvreload.model import NodeState
 from nvreload.read.nvidia_proc import normalize_bus_id
 
@@ -53,15 +53,22 @@ def _readability_findings(node: NodeState) -> list[Finding]:
     if not missing:
         return []
     where = "; ".join(f"{' or '.join(i.paths)}: {i.state}" for i in missing)
-    fix = ("run it as root, or find what denies access" if node.live else
-           "take the snapshot again with nvreload --collect (files copied out of /proc with cp or tar are empty)")
-    return [Finding(
-        "node_unreadable", "unknown",
-        f"too little of the node could be read ({where}): its driver state is unknown, so neither a reload "
-        f"nor a reboot can be recommended; {fix}",
-        "check_access", blocks_reload=True,
-        evidence={"inputs": [{"paths": list(i.paths), "state": i.state} for i in missing], "live": node.live},
-    )]
+    fix = (
+        "run it as root, or find what denies access"
+        if node.live
+        else "take the snapshot again with nvreload --collect (files copied out of /proc with cp or tar are empty)"
+    )
+    return [
+        Finding(
+            "node_unreadable",
+            "unknown",
+            f"too little of the node could be read ({where}): its driver state is unknown, so neither a reload "
+            f"nor a reboot can be recommended; {fix}",
+            "check_access",
+            blocks_reload=True,
+            evidence={"inputs": [{"paths": list(i.paths), "state": i.state} for i in missing], "live": node.live},
+        )
+    ]
 
 
 def _version_findings(node: NodeState) -> list[Finding]:
@@ -72,32 +79,49 @@ def _version_findings(node: NodeState) -> list[Finding]:
     if node.loaded("nvidia") and resident:
         differs = {k: v for k, v in (("userspace", userspace), ("on_disk", on_disk)) if v and v != resident}
         if differs:
-            out.append(Finding(
-                "version_mismatch", "critical",
-                f"resident nvidia module {resident} differs from "
-                + " and ".join(f"{k.replace('_', '-')} {v}" for k, v in differs.items())
-                + ": reload the module to pick up the installed driver",
-                "reload",
-                evidence={"kernel_module_version": resident, "userspace_version": userspace,
-                          "on_disk_module_version": on_disk, "nvml": node.nvml.status,
-                          "userspace_library": node.userspace.path, "on_disk_module": node.on_disk.path if node.on_disk else None},
-            ))
+            out.append(
+                Finding(
+                    "version_mismatch",
+                    "critical",
+                    f"resident nvidia module {resident} differs from "
+                    + " and ".join(f"{k.replace('_', '-')} {v}" for k, v in differs.items())
+                    + ": reload the module to pick up the installed driver",
+                    "reload",
+                    evidence={
+                        "kernel_module_version": resident,
+                        "userspace_version": userspace,
+                        "on_disk_module_version": on_disk,
+                        "nvml": node.nvml.status,
+                        "userspace_library": node.userspace.path,
+                        "on_disk_module": node.on_disk.path if node.on_disk else None,
+                    },
+                )
+            )
     if userspace and on_disk and userspace != on_disk:
-        out.append(Finding(
-            "on_disk_module_differs_from_userspace", "critical",
-            f"the nvidia module that would load next ({on_disk}) does not match userspace ({userspace}): "
-            "a reload alone cannot fix this; reinstall one driver version",
-            "install_driver",
-            evidence={"on_disk_module_version": on_disk, "userspace_version": userspace,
-                      "on_disk_module": node.on_disk.path if node.on_disk else None},
-        ))
+        out.append(
+            Finding(
+                "on_disk_module_differs_from_userspace",
+                "critical",
+                f"the nvidia module that would load next ({on_disk}) does not match userspace ({userspace}): "
+                "a reload alone cannot fix this; reinstall one driver version",
+                "install_driver",
+                evidence={
+                    "on_disk_module_version": on_disk,
+                    "userspace_version": userspace,
+                    "on_disk_module": node.on_disk.path if node.on_disk else None,
+                },
+            )
+        )
     if node.pci_gpus and node.userspace.link is None:
-        out.append(Finding(
-            "userspace_library_missing", "critical",
-            "libnvidia-ml.so.1 is not installed in any library directory",
-            "install_driver",
-            evidence={"searched": "ld.so.conf directories and the standard library directories"},
-        ))
+        out.append(
+            Finding(
+                "userspace_library_missing",
+                "critical",
+                "libnvidia-ml.so.1 is not installed in any library directory",
+                "install_driver",
+                evidence={"searched": "ld.so.conf directories and the standard library directories"},
+            )
+        )
     return out
 
 
@@ -107,90 +131,140 @@ def _module_findings(node: NodeState) -> list[Finding]:
     # "not loaded" is only known from a /proc/modules that was read (or that the live kernel lacks):
     # a module absent from one never read proves nothing
     listed = node.readable.proc_modules.known
-    if listed and node.pci_gpus and not node.loaded("nvidia") and not (node.module("nvidia") and node.module("nvidia").state == "builtin"):
-        out.append(Finding(
-            "driver_not_loaded", "critical",
-            f"{len(node.pci_gpus)} NVIDIA GPU(s) on the PCI bus but no nvidia module is loaded",
-            "reload",
-            evidence={"pci_bus_ids": [g.bus_id for g in node.pci_gpus], "nvml": node.nvml.status},
-        ))
+    if (
+        listed
+        and node.pci_gpus
+        and not node.loaded("nvidia")
+        and not (node.module("nvidia") and node.module("nvidia").state == "builtin")
+    ):
+        out.append(
+            Finding(
+                "driver_not_loaded",
+                "critical",
+                f"{len(node.pci_gpus)} NVIDIA GPU(s) on the PCI bus but no nvidia module is loaded",
+                "reload",
+                evidence={"pci_bus_ids": [g.bus_id for g in node.pci_gpus], "nvml": node.nvml.status},
+            )
+        )
     # Without a lib/modules/<release> tree at all (a kernel that loads modules from elsewhere, or a
     # snapshot without it) absence proves nothing while the driver runs; with the tree present, or
     # with no driver loaded, it is the "kernel upgrade, GPU missing" runbook.
     modules_tree = node.kernel.modules_tree_present
     if node.pci_gpus and release and node.on_disk is None and (modules_tree or (listed and not node.loaded("nvidia"))):
         other = sorted({e.kernel for e in node.dkms if e.kernel != release})
-        out.append(Finding(
-            "no_module_for_running_kernel", "critical",
-            f"no nvidia module under /lib/modules/{release}"
-            + (f"; DKMS built it for {', '.join(other)} only" if other else "")
-            + ": rebuild it for the running kernel (dkms autoinstall)",
-            "rebuild_module",
-            evidence={"kernel_release": release, "dkms": [f"{e.module}/{e.version}, {e.kernel}, {e.arch}: {'installed' if e.installed else 'built'}" for e in node.dkms]},
-        ))
+        out.append(
+            Finding(
+                "no_module_for_running_kernel",
+                "critical",
+                f"no nvidia module under /lib/modules/{release}"
+                + (f"; DKMS built it for {', '.join(other)} only" if other else "")
+                + ": rebuild it for the running kernel (dkms autoinstall)",
+                "rebuild_module",
+                evidence={
+                    "kernel_release": release,
+                    "dkms": [
+                        f"{e.module}/{e.version}, {e.kernel}, {e.arch}: {'installed' if e.installed else 'built'}"
+                        for e in node.dkms
+                    ],
+                },
+            )
+        )
     if node.on_disk is not None and node.on_disk.error:
-        out.append(Finding(
-            "on_disk_module_unreadable", "critical",
-            f"{node.on_disk.path} cannot be read as a kernel module: {node.on_disk.error}",
-            "rebuild_module",
-            evidence={"path": node.on_disk.path, "error": node.on_disk.error},
-        ))
+        out.append(
+            Finding(
+                "on_disk_module_unreadable",
+                "critical",
+                f"{node.on_disk.path} cannot be read as a kernel module: {node.on_disk.error}",
+                "rebuild_module",
+                evidence={"path": node.on_disk.path, "error": node.on_disk.error},
+            )
+        )
     if node.on_disk is not None and node.on_disk.vermagic and release:
         if node.on_disk.vermagic.split()[0] != release:
-            out.append(Finding(
-                "module_built_for_other_kernel", "critical",
-                f"{node.on_disk.path} was built for {node.on_disk.vermagic.split()[0]}, the running kernel is {release}",
-                "rebuild_module",
-                evidence={"vermagic": node.on_disk.vermagic, "kernel_release": release, "path": node.on_disk.path},
-            ))
+            out.append(
+                Finding(
+                    "module_built_for_other_kernel",
+                    "critical",
+                    f"{node.on_disk.path} was built for {node.on_disk.vermagic.split()[0]}, the running kernel is {release}",
+                    "rebuild_module",
+                    evidence={"vermagic": node.on_disk.vermagic, "kernel_release": release, "path": node.on_disk.path},
+                )
+            )
     # another module's refusal (nvidia_peermem against ib_core) is not nvidia's
     others = {f.line for f in node.kernel_log.module_failures if f.module not in (None, "nvidia")}
     nvidia_errors = [line for line in node.kernel_log.load_errors if line not in others]
     if nvidia_errors and listed and not node.loaded("nvidia"):
-        out.append(Finding(
-            "module_load_failed", "critical",
-            "the kernel refused the nvidia module: " + nvidia_errors[-1],
-            "rebuild_module",
-            evidence={"lines": nvidia_errors[-5:]},
-        ))
+        out.append(
+            Finding(
+                "module_load_failed",
+                "critical",
+                "the kernel refused the nvidia module: " + nvidia_errors[-1],
+                "rebuild_module",
+                evidence={"lines": nvidia_errors[-5:]},
+            )
+        )
     out += _signature_findings(node, listed)
     out += _dependent_module_findings(node)
     if listed and not node.kernel.module_unload_supported:
-        out.append(Finding(
-            "module_unload_unsupported", "info",
-            "this kernel cannot unload modules (no CONFIG_MODULE_UNLOAD): only a reboot changes the driver",
-            "none", blocks_reload=True,
-            evidence={"proc_modules": "refcount column is '-'" if node.kernel.modules_supported else "no /proc/modules: no module support"},
-        ))
+        out.append(
+            Finding(
+                "module_unload_unsupported",
+                "info",
+                "this kernel cannot unload modules (no CONFIG_MODULE_UNLOAD): only a reboot changes the driver",
+                "none",
+                blocks_reload=True,
+                evidence={
+                    "proc_modules": "refcount column is '-'"
+                    if node.kernel.modules_supported
+                    else "no /proc/modules: no module support"
+                },
+            )
+        )
     # kernel.module_loading_disabled is "modules_disabled says 1, or no module support": say it only
     # from a modules_disabled that was read, or from the live kernel's lack of /proc/modules
     no_modules = node.readable.proc_modules.state == "not_in_kernel"
     if listed and (node.readable.modules_disabled.read or no_modules) and node.kernel.module_loading_disabled:
-        out.append(Finding(
-            "module_loading_disabled", "info",
-            ("this kernel has no module support: nothing can be loaded" if no_modules else
-             "module loading is disabled (kernel.modules_disabled=1): nothing can be loaded until reboot"),
-            "none", blocks_reload=True,
-            evidence={"modules_disabled": "no module support" if no_modules else "1"},
-        ))
+        out.append(
+            Finding(
+                "module_loading_disabled",
+                "info",
+                (
+                    "this kernel has no module support: nothing can be loaded"
+                    if no_modules
+                    else "module loading is disabled (kernel.modules_disabled=1): nothing can be loaded until reboot"
+                ),
+                "none",
+                blocks_reload=True,
+                evidence={"modules_disabled": "no module support" if no_modules else "1"},
+            )
+        )
     return out
 
 
 def _signature_findings(node: NodeState, listed: bool) -> list[Finding]:
     """Secure Boot (or lockdown) refused an NVIDIA module: loading it again fails the same way."""
-    refused = [f for f in node.kernel_log.module_failures if f.kind == "signature"
-               and (f.module is None or f.module.startswith("nvidia"))]
+    refused = [
+        f
+        for f in node.kernel_log.module_failures
+        if f.kind == "signature" and (f.module is None or f.module.startswith("nvidia"))
+    ]
     if not refused or not listed or node.loaded("nvidia"):
         return []
-    return [Finding(
-        "module_signature_rejected", "critical",
-        "the kernel refuses the nvidia module because it is not signed by a key it trusts (Secure Boot): "
-        "a reload would be refused the same way; sign the module with a key enrolled as a MOK "
-        "(mokutil --import, then reboot to enroll), or install signed precompiled modules",
-        "sign_module", blocks_reload=True,
-        evidence={"lines": [f.line for f in refused[-5:]],
-                  "modules": sorted({f.module for f in refused if f.module})},
-    )]
+    return [
+        Finding(
+            "module_signature_rejected",
+            "critical",
+            "the kernel refuses the nvidia module because it is not signed by a key it trusts (Secure Boot): "
+            "a reload would be refused the same way; sign the module with a key enrolled as a MOK "
+            "(mokutil --import, then reboot to enroll), or install signed precompiled modules",
+            "sign_module",
+            blocks_reload=True,
+            evidence={
+                "lines": [f.line for f in refused[-5:]],
+                "modules": sorted({f.module for f in refused if f.module}),
+            },
+        )
+    ]
 
 
 # modules that come with the NVIDIA stack and load after nvidia
@@ -209,48 +283,82 @@ def _dependent_module_findings(node: NodeState) -> list[Finding]:
         return []
     modules = []
     for module, failures in sorted(by_module.items()):
-        modules.append({
-            "module": module,
-            "reasons": sorted({f.kind for f in failures}),
-            "symbols": sorted({f.symbol for f in failures if f.symbol}),
-            "lines": [f.line for f in failures[-4:]],
-        })
+        modules.append(
+            {
+                "module": module,
+                "reasons": sorted({f.kind for f in failures}),
+                "symbols": sorted({f.symbol for f in failures if f.symbol}),
+                "lines": [f.line for f in failures[-4:]],
+            }
+        )
     peer = [m for m in modules if "ib_register_peer_memory_client" in m["symbols"] or m["module"] == "nvidia_peermem"]
-    return [Finding(
-        "dependent_module_load_failed", "warning",
-        "; ".join(f"{m['module']} failed to load ({', '.join(m['reasons'])}"
-                  + (f": {', '.join(m['symbols'])}" if m["symbols"] else "") + ")" for m in modules)
-        + (": nvidia_peermem was built against another ib_core than the one loaded (MOFED installed or "
-           "upgraded after the driver); rebuild it against the running MOFED (reinstall the driver or its DKMS "
-           "build after MOFED)" if peer else ": rebuild it for the modules it depends on"),
-        "rebuild_module",
-        evidence={"modules": modules},
-    )]
+    return [
+        Finding(
+            "dependent_module_load_failed",
+            "warning",
+            "; ".join(
+                f"{m['module']} failed to load ({', '.join(m['reasons'])}"
+                + (f": {', '.join(m['symbols'])}" if m["symbols"] else "")
+                + ")"
+                for m in modules
+            )
+            + (
+                ": nvidia_peermem was built against another ib_core than the one loaded (MOFED installed or "
+                "upgraded after the driver); rebuild it against the running MOFED (reinstall the driver or its DKMS "
+                "build after MOFED)"
+                if peer
+                else ": rebuild it for the modules it depends on"
+            ),
+            "rebuild_module",
+            evidence={"modules": modules},
+        )
+    ]
 
 
 def _init_failure_findings(node: NodeState) -> list[Finding]:
     """What the driver's own load said about GPUs it did not take, sorted by what can fix it."""
     out = []
     kinds = (
-        ("bar_unassigned", "gpu_bar_unassigned", "fix_platform", False,
-         "the firmware or hypervisor gave {gpus} no usable PCI BAR (memory-mapped I/O space): enlarge the MMIO "
-         "window (VM: 64-bit MMIO of at least the GPUs' memory; bare metal: Above 4G Decoding, or pci=realloc); "
-         "neither a reload nor a reboot alone fixes it"),
-        ("unsupported", "gpu_unsupported_by_driver", "install_driver", False,
-         "the installed driver does not support {gpus}: install a driver branch that does (a reload loads the same one)"),
-        ("init_failed", "gpu_init_failed", "reload", False,
-         "the driver failed to initialise {gpus} (RmInitAdapter): a reload retries it; if it fails again the GPU "
-         "needs a reset or service"),
+        (
+            "bar_unassigned",
+            "gpu_bar_unassigned",
+            "fix_platform",
+            False,
+            "the firmware or hypervisor gave {gpus} no usable PCI BAR (memory-mapped I/O space): enlarge the MMIO "
+            "window (VM: 64-bit MMIO of at least the GPUs' memory; bare metal: Above 4G Decoding, or pci=realloc); "
+            "neither a reload nor a reboot alone fixes it",
+        ),
+        (
+            "unsupported",
+            "gpu_unsupported_by_driver",
+            "install_driver",
+            False,
+            "the installed driver does not support {gpus}: install a driver branch that does (a reload loads the same one)",
+        ),
+        (
+            "init_failed",
+            "gpu_init_failed",
+            "reload",
+            False,
+            "the driver failed to initialise {gpus} (RmInitAdapter): a reload retries it; if it fails again the GPU "
+            "needs a reset or service",
+        ),
     )
     for kind, code, action, blocks, text in kinds:
         failures = [f for f in node.kernel_log.gpu_init_failures if f.kind == kind]
         if not failures:
             continue
         gpus = sorted({f.pci_bus_id for f in failures if f.pci_bus_id})
-        out.append(Finding(
-            code, "critical", text.format(gpus=", ".join(gpus) or "a GPU"), action, blocks_reload=blocks,
-            evidence={"pci_bus_ids": gpus, "lines": list(dict.fromkeys(f.line for f in failures))[-8:]},
-        ))
+        out.append(
+            Finding(
+                code,
+                "critical",
+                text.format(gpus=", ".join(gpus) or "a GPU"),
+                action,
+                blocks_reload=blocks,
+                evidence={"pci_bus_ids": gpus, "lines": list(dict.fromkeys(f.line for f in failures))[-8:]},
+            )
+        )
     return out
 
 
@@ -262,108 +370,182 @@ def _other_driver_findings(node: NodeState) -> list[Finding]:
     lines = [f.line for f in node.kernel_log.gpu_init_failures if f.kind == "other_driver"]
     passthrough = all(g.driver.startswith("vfio") for g in other)
     drivers = sorted({g.driver for g in other})
-    return [Finding(
-        "gpu_bound_to_other_driver", "warning" if passthrough else "critical",
-        f"{', '.join(g.bus_id for g in other)} bound to {', '.join(drivers)}, not nvidia"
-        + ("" if passthrough else
-           ": nvidia cannot take a GPU another driver owns, so a reload would not bring it back; blacklist "
-           f"{', '.join(d for d in drivers if not d.startswith('vfio'))} (and rebuild the initramfs), then reboot"),
-        "none" if passthrough else "reboot",
-        blocks_reload=not passthrough,
-        evidence={"gpus": [{"pci_bus_id": g.bus_id, "driver": g.driver} for g in other], "lines": lines[-3:]},
-    )]
+    return [
+        Finding(
+            "gpu_bound_to_other_driver",
+            "warning" if passthrough else "critical",
+            f"{', '.join(g.bus_id for g in other)} bound to {', '.join(drivers)}, not nvidia"
+            + (
+                ""
+                if passthrough
+                else ": nvidia cannot take a GPU another driver owns, so a reload would not bring it back; blacklist "
+                f"{', '.join(d for d in drivers if not d.startswith('vfio'))} (and rebuild the initramfs), then reboot"
+            ),
+            "none" if passthrough else "reboot",
+            blocks_reload=not passthrough,
+            evidence={"gpus": [{"pci_bus_id": g.bus_id, "driver": g.driver} for g in other], "lines": lines[-3:]},
+        )
+    ]
 
 
 def _mig_pending_findings(node: NodeState) -> list[Finding]:
     """A MIG mode change that waits for a GPU reset; whatever holds the GPU keeps it waiting."""
-    pending = [d for d in node.nvml.devices if d.mig_pending is not None and d.mig_mode is not None and d.mig_pending != d.mig_mode]
+    pending = [
+        d
+        for d in node.nvml.devices
+        if d.mig_pending is not None and d.mig_mode is not None and d.mig_pending != d.mig_mode
+    ]
     if not pending:
         return []
     mode = {True: "Enabled", False: "Disabled"}
-    holders = [{"pid": p.pid, "comm": p.comm, "devices": list(p.devices), "container_id": p.container_id,
-                "systemd_unit": p.systemd_unit} for p in node.consumers.processes]
-    gpus = [{"pci_bus_id": normalize_bus_id(d.pci_bus_id) if d.pci_bus_id else None, "current": mode[bool(d.mig_mode)], "pending": mode[bool(d.mig_pending)],
-             "nvml_pids": list(d.compute_pids)} for d in pending]
+    holders = [
+        {
+            "pid": p.pid,
+            "comm": p.comm,
+            "devices": list(p.devices),
+            "container_id": p.container_id,
+            "systemd_unit": p.systemd_unit,
+        }
+        for p in node.consumers.processes
+    ]
+    gpus = [
+        {
+            "pci_bus_id": normalize_bus_id(d.pci_bus_id) if d.pci_bus_id else None,
+            "current": mode[bool(d.mig_mode)],
+            "pending": mode[bool(d.mig_pending)],
+            "nvml_pids": list(d.compute_pids),
+        }
+        for d in pending
+    ]
     named = ", ".join(f"{p['comm']} (pid {p['pid']})" for p in holders) or ", ".join(
-        f"pid {pid}" for g in gpus for pid in g["nvml_pids"])
-    return [Finding(
-        "mig_mode_change_pending", "warning",
-        "MIG mode change pending on " + ", ".join(f"{g['pci_bus_id']} ({g['current']} -> {g['pending']})" for g in gpus)
-        + ": it takes effect at the next GPU reset; "
-        + (f"held by {named}" if named else "stop what holds the GPU (nvidia-persistenced and DCGM hold every GPU)")
-        + ", then nvreload --reset",
-        "reset_gpu",
-        evidence={"gpus": gpus, "holders": holders, "consumers_scanned": node.consumers.scanned},
-    )]
+        f"pid {pid}" for g in gpus for pid in g["nvml_pids"]
+    )
+    return [
+        Finding(
+            "mig_mode_change_pending",
+            "warning",
+            "MIG mode change pending on "
+            + ", ".join(f"{g['pci_bus_id']} ({g['current']} -> {g['pending']})" for g in gpus)
+            + ": it takes effect at the next GPU reset; "
+            + (f"held by {named}" if named else "stop what holds the GPU (nvidia-persistenced and DCGM hold every GPU)")
+            + ", then nvreload --reset",
+            "reset_gpu",
+            evidence={"gpus": gpus, "holders": holders, "consumers_scanned": node.consumers.scanned},
+        )
+    ]
 
 
 def _gpu_findings(node: NodeState) -> list[Finding]:
     out = []
     pci = {g.bus_id for g in node.pci_gpus}
     # a GPU the driver lists has left the bus only when the bus could be listed
-    vanished = sorted(g.bus_id for g in node.proc_gpus if g.bus_id not in pci) if node.readable.pci_devices.known else []
-    fallen_xids = [x for x in node.kernel_log.xids if x.since_driver_load and xid_catalog.bucket(x.xid, x.message) == "reboot"]
+    vanished = (
+        sorted(g.bus_id for g in node.proc_gpus if g.bus_id not in pci) if node.readable.pci_devices.known else []
+    )
+    fallen_xids = [
+        x for x in node.kernel_log.xids if x.since_driver_load and xid_catalog.bucket(x.xid, x.message) == "reboot"
+    ]
     fallen_at_load = [f for f in node.kernel_log.gpu_init_failures if f.kind == "fallen_off_bus"]
     if fallen_xids or node.kernel_log.fallen_off_bus or vanished:
         lines = list(dict.fromkeys([x.line for x in fallen_xids] + list(node.kernel_log.fallen_off_bus)))
-        gpus = sorted({x.pci_bus_id for x in fallen_xids if x.pci_bus_id}
-                      | {f.pci_bus_id for f in fallen_at_load if f.pci_bus_id} | set(vanished))
-        out.append(Finding(
-            "gpu_fallen_off_bus", "critical",
-            "a GPU fell off the bus while or since the driver loaded"
-            + (f" ({', '.join(vanished)} no longer on the PCI bus)" if vanished else "")
-            + ": a reload cannot bring it back; reboot",
-            "reboot", blocks_reload=True,
-            evidence={"lines": lines[-5:], "vanished": vanished, "pci_bus_ids": gpus},
-        ))
+        gpus = sorted(
+            {x.pci_bus_id for x in fallen_xids if x.pci_bus_id}
+            | {f.pci_bus_id for f in fallen_at_load if f.pci_bus_id}
+            | set(vanished)
+        )
+        out.append(
+            Finding(
+                "gpu_fallen_off_bus",
+                "critical",
+                "a GPU fell off the bus while or since the driver loaded"
+                + (f" ({', '.join(vanished)} no longer on the PCI bus)" if vanished else "")
+                + ": a reload cannot bring it back; reboot",
+                "reboot",
+                blocks_reload=True,
+                evidence={"lines": lines[-5:], "vanished": vanished, "pci_bus_ids": gpus},
+            )
+        )
     remap = [x for x in node.kernel_log.xids if x.since_driver_load and x.xid in xid_catalog.REMAP_XIDS]
     if remap:
-        out.append(Finding(
-            "row_remap_pending", "warning",
-            f"XID {', '.join(str(x) for x in sorted({x.xid for x in remap}))}: GPU memory rows (or pages) wait to be "
-            "remapped (retired); that happens only at the next GPU reset or reboot",
-            "reset_gpu",
-            evidence={"lines": [x.line for x in remap[-5:]], "pci_bus_ids": sorted({x.pci_bus_id for x in remap if x.pci_bus_id})},
-        ))
-    reset = [x for x in node.kernel_log.xids if x.since_driver_load and x.xid not in xid_catalog.REMAP_XIDS
-             and xid_catalog.bucket(x.xid, x.message) == "reset_gpu"]
+        out.append(
+            Finding(
+                "row_remap_pending",
+                "warning",
+                f"XID {', '.join(str(x) for x in sorted({x.xid for x in remap}))}: GPU memory rows (or pages) wait to be "
+                "remapped (retired); that happens only at the next GPU reset or reboot",
+                "reset_gpu",
+                evidence={
+                    "lines": [x.line for x in remap[-5:]],
+                    "pci_bus_ids": sorted({x.pci_bus_id for x in remap if x.pci_bus_id}),
+                },
+            )
+        )
+    reset = [
+        x
+        for x in node.kernel_log.xids
+        if x.since_driver_load
+        and x.xid not in xid_catalog.REMAP_XIDS
+        and xid_catalog.bucket(x.xid, x.message) == "reset_gpu"
+    ]
     if reset:
-        out.append(Finding(
-            "xid_reset_required", "critical",
-            f"XID {', '.join(str(x) for x in sorted({x.xid for x in reset}))} since the driver loaded: reset the GPU",
-            "reset_gpu",
-            evidence={"lines": [x.line for x in reset[-5:]], "pci_bus_ids": sorted({x.pci_bus_id for x in reset if x.pci_bus_id})},
-        ))
-    app = [x for x in node.kernel_log.xids if x.since_driver_load and xid_catalog.bucket(x.xid, x.message) == "restart_application"]
+        out.append(
+            Finding(
+                "xid_reset_required",
+                "critical",
+                f"XID {', '.join(str(x) for x in sorted({x.xid for x in reset}))} since the driver loaded: reset the GPU",
+                "reset_gpu",
+                evidence={
+                    "lines": [x.line for x in reset[-5:]],
+                    "pci_bus_ids": sorted({x.pci_bus_id for x in reset if x.pci_bus_id}),
+                },
+            )
+        )
+    app = [
+        x
+        for x in node.kernel_log.xids
+        if x.since_driver_load and xid_catalog.bucket(x.xid, x.message) == "restart_application"
+    ]
     if app:
-        out.append(Finding(
-            "xid_application_fault", "warning",
-            f"XID {', '.join(str(x) for x in sorted({x.xid for x in app}))}: an application faulted; restart it",
-            "restart_application",
-            evidence={"lines": [x.line for x in app[-5:]]},
-        ))
+        out.append(
+            Finding(
+                "xid_application_fault",
+                "warning",
+                f"XID {', '.join(str(x) for x in sorted({x.xid for x in app}))}: an application faulted; restart it",
+                "restart_application",
+                evidence={"lines": [x.line for x in app[-5:]]},
+            )
+        )
     out += _init_failure_findings(node)
     explained = {f.pci_bus_id for f in node.kernel_log.gpu_init_failures}
     unbound = [g for g in node.pci_gpus if g.driver is None and g.bus_id not in explained]
     if node.loaded("nvidia") and unbound:
-        out.append(Finding(
-            "gpu_driver_unbound", "critical",
-            f"{', '.join(g.bus_id for g in unbound)}: no driver bound although nvidia is loaded (probe failed or excluded)",
-            "reload",
-            evidence={"pci_bus_ids": [g.bus_id for g in unbound], "devices": [g.device for g in unbound],
-                      "load_errors": list(node.kernel_log.load_errors[-3:])},
-        ))
+        out.append(
+            Finding(
+                "gpu_driver_unbound",
+                "critical",
+                f"{', '.join(g.bus_id for g in unbound)}: no driver bound although nvidia is loaded (probe failed or excluded)",
+                "reload",
+                evidence={
+                    "pci_bus_ids": [g.bus_id for g in unbound],
+                    "devices": [g.device for g in unbound],
+                    "load_errors": list(node.kernel_log.load_errors[-3:]),
+                },
+            )
+        )
     out += _other_driver_findings(node)
     if any(d.mig_mode for d in node.nvml.devices):
-        out.append(Finding(
-            "mig_enabled", "info",
-            # MIG mode itself survives a reload; GPU and compute instances do not, and nvreload does
-            # not recreate them yet: say so rather than let an operator find out afterwards.
-            "MIG is enabled: a reload keeps MIG mode but not the GPU/compute instances, which nvreload "
-            "does not recreate; list them now (nvidia-smi mig -lgi, -lci) to recreate them after",
-            "none",
-            evidence={"gpus": [d.pci_bus_id for d in node.nvml.devices if d.mig_mode]},
-        ))
+        out.append(
+            Finding(
+                "mig_enabled",
+                "info",
+                # MIG mode itself survives a reload; GPU and compute instances do not, and nvreload does
+                # not recreate them yet: say so rather than let an operator find out afterwards.
+                "MIG is enabled: a reload keeps MIG mode but not the GPU/compute instances, which nvreload "
+                "does not recreate; list them now (nvidia-smi mig -lgi, -lci) to recreate them after",
+                "none",
+                evidence={"gpus": [d.pci_bus_id for d in node.nvml.devices if d.mig_mode]},
+            )
+        )
     out += _mig_pending_findings(node)
     return out
 
@@ -372,47 +554,70 @@ def _consumer_findings(node: NodeState) -> list[Finding]:
     out = []
     display = [p for p in node.consumers.processes if p.comm in DISPLAY_SERVERS]
     if display:
-        out.append(Finding(
-            "display_server_active", "warning",
-            "a display server holds the GPU: " + ", ".join(f"{p.comm} (pid {p.pid})" for p in display),
-            "none", blocks_reload=True,
-            evidence={"processes": [{"pid": p.pid, "comm": p.comm, "devices": list(p.devices)} for p in display]},
-        ))
+        out.append(
+            Finding(
+                "display_server_active",
+                "warning",
+                "a display server holds the GPU: " + ", ".join(f"{p.comm} (pid {p.pid})" for p in display),
+                "none",
+                blocks_reload=True,
+                evidence={"processes": [{"pid": p.pid, "comm": p.comm, "devices": list(p.devices)} for p in display]},
+            )
+        )
     if node.peermem_wanted and not node.mofed_ready:
-        out.append(Finding(
-            "peermem_without_mofed", "warning",
-            "nvidia_peermem is wanted but MOFED is not ready (no run/mellanox/drivers/.driver-ready, "
-            "ib_core/mlx5_core not loaded): loading it now fails with 'Invalid argument'",
-            "none",
-            evidence={"driver_ready_marker": False,
-                      "ib_core": node.module("ib_core").state if node.module("ib_core") else None,
-                      "mlx5_core": node.module("mlx5_core").state if node.module("mlx5_core") else None},
-        ))
+        out.append(
+            Finding(
+                "peermem_without_mofed",
+                "warning",
+                "nvidia_peermem is wanted but MOFED is not ready (no run/mellanox/drivers/.driver-ready, "
+                "ib_core/mlx5_core not loaded): loading it now fails with 'Invalid argument'",
+                "none",
+                evidence={
+                    "driver_ready_marker": False,
+                    "ib_core": node.module("ib_core").state if node.module("ib_core") else None,
+                    "mlx5_core": node.module("mlx5_core").state if node.module("mlx5_core") else None,
+                },
+            )
+        )
     if node.consumers.container_engine_error:
-        out.append(Finding(
-            "container_engine_unreachable", "warning",
-            "a container engine socket exists but the engine did not answer: GPU containers cannot be known",
-            "none", blocks_reload=True,
-            evidence={"error": node.consumers.container_engine_error},
-        ))
+        out.append(
+            Finding(
+                "container_engine_unreachable",
+                "warning",
+                "a container engine socket exists but the engine did not answer: GPU containers cannot be known",
+                "none",
+                blocks_reload=True,
+                evidence={"error": node.consumers.container_engine_error},
+            )
+        )
     # The fabric manager starts only for a driver of its exact version: what matters is the driver
     # a reload would load (the one on disk), not the one resident now. After an upgrade that
     # replaced both, the reload itself fixes the mismatch with the resident module.
     driver = (node.on_disk.version if node.on_disk else None) or node.resident.version or node.userspace.version
     if node.fabric_manager_version and driver and node.fabric_manager_version != driver:
-        out.append(Finding(
-            "fabric_manager_version_mismatch", "critical",
-            f"nv-fabricmanager {node.fabric_manager_version} does not match driver {driver}"
-            f"{' (the one a reload would load)' if node.on_disk and node.on_disk.version == driver else ''}: "
-            "install the fabric manager of the driver's exact version; a reload would leave the NVLink fabric down",
-            "install_driver", blocks_reload=True,
-            evidence={"fabric_manager_version": node.fabric_manager_version, "driver_version": driver},
-        ))
+        out.append(
+            Finding(
+                "fabric_manager_version_mismatch",
+                "critical",
+                f"nv-fabricmanager {node.fabric_manager_version} does not match driver {driver}"
+                f"{' (the one a reload would load)' if node.on_disk and node.on_disk.version == driver else ''}: "
+                "install the fabric manager of the driver's exact version; a reload would leave the NVLink fabric down",
+                "install_driver",
+                blocks_reload=True,
+                evidence={"fabric_manager_version": node.fabric_manager_version, "driver_version": driver},
+            )
+        )
     return out
 
 
 def diagnose(node: NodeState) -> Diagnosis:
-    findings = _readability_findings(node) + _version_findings(node) + _module_findings(node) + _gpu_findings(node) + _consumer_findings(node)
+    findings = (
+        _readability_findings(node)
+        + _version_findings(node)
+        + _module_findings(node)
+        + _gpu_findings(node)
+        + _consumer_findings(node)
+    )
     actions = {f.action for f in findings}
     recommended = next(a for a in ACTION_PRIORITY if a in actions or a == "none")
     blockers = tuple(dict.fromkeys(f.code for f in findings if f.blocks_reload))

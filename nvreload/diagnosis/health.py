@@ -24,17 +24,25 @@ def run_checks(node: NodeState, cuda: Check | None) -> list[Check]:
     checks.append(Check("versions_agree", agree, ", ".join(f"{k} {v}" for k, v in versions.items())))
     enumerated = {normalize_bus_id(d.pci_bus_id) for d in nvml.devices if d.pci_bus_id}
     missing = [g.bus_id for g in node.pci_gpus if g.bus_id not in enumerated]
-    checks.append(Check(
-        "gpus_enumerate",
-        bool(node.pci_gpus) and not missing,
-        f"{len(enumerated)} of {len(node.pci_gpus)} PCI GPU(s) in NVML" + (f"; missing {', '.join(missing)}" if missing else ""),
-    ))
+    checks.append(
+        Check(
+            "gpus_enumerate",
+            bool(node.pci_gpus) and not missing,
+            f"{len(enumerated)} of {len(node.pci_gpus)} PCI GPU(s) in NVML"
+            + (f"; missing {', '.join(missing)}" if missing else ""),
+        )
+    )
     new_xids = [x for x in node.kernel_log.xids if x.since_driver_load and xid_catalog.bucket(x.xid, x.message)]
-    checks.append(Check(
-        "no_new_xids", not new_xids,
-        "no actionable XID since the driver loaded" if not new_xids else "; ".join(x.line for x in new_xids[-3:]),
-        severity="critical" if any(xid_catalog.bucket(x.xid, x.message) != "restart_application" for x in new_xids) else "warning",
-    ))
+    checks.append(
+        Check(
+            "no_new_xids",
+            not new_xids,
+            "no actionable XID since the driver loaded" if not new_xids else "; ".join(x.line for x in new_xids[-3:]),
+            severity="critical"
+            if any(xid_catalog.bucket(x.xid, x.message) != "restart_application" for x in new_xids)
+            else "warning",
+        )
+    )
     if cuda is not None:
         checks.append(cuda)
     return checks

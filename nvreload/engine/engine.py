@@ -49,8 +49,15 @@ def _undo_key(action: Action) -> tuple[str, str] | None:
 
 
 class Engine:
-    def __init__(self, target: ReloadTarget, journal: Journal, reporter: Reporter | None = None,
-                 peermem_wait: float = 300.0, workers: int = 16, fabric_wait: float = FABRIC_WAIT_S) -> None:
+    def __init__(
+        self,
+        target: ReloadTarget,
+        journal: Journal,
+        reporter: Reporter | None = None,
+        peermem_wait: float = 300.0,
+        workers: int = 16,
+        fabric_wait: float = FABRIC_WAIT_S,
+    ) -> None:
         self.fabric_wait = fabric_wait
         self.target = target
         self.journal = journal
@@ -117,8 +124,11 @@ class Engine:
 
         def stop_container(action: Action) -> None:
             container_id = action.detail.get("id", action.target)
-            record = self.journal.intend("stop_container", container_id, {
-                "name": action.target, "restart_policy": action.detail.get("restart_policy"), "was_running": True})
+            record = self.journal.intend(
+                "stop_container",
+                container_id,
+                {"name": action.target, "restart_policy": action.detail.get("restart_policy"), "was_running": True},
+            )
             try:
                 self.target.stop_container(container_id, action.detail.get("timeout"))
             except HostError as exc:
@@ -130,8 +140,11 @@ class Engine:
 
         def stop_services() -> None:
             for action in services:
-                record = self.journal.intend("stop_service", action.target,
-                                             {"command": action.detail["command"]} if action.detail.get("command") else {})
+                record = self.journal.intend(
+                    "stop_service",
+                    action.target,
+                    {"command": action.detail["command"]} if action.detail.get("command") else {},
+                )
                 try:
                     self.target.stop_service(action.target)
                 except HostError as exc:
@@ -160,12 +173,16 @@ class Engine:
                 self.target.restart_service(action.target)
             elif action.kind == "kill_process":
                 outcome = self.target.terminate_process(action.detail["pid"], action.detail.get("start_time"))
-                self.journal.add_killed({"pid": action.detail["pid"], "comm": action.detail.get("comm"), "outcome": outcome})
+                self.journal.add_killed(
+                    {"pid": action.detail["pid"], "comm": action.detail.get("comm"), "outcome": outcome}
+                )
                 self.reporter.action(action, outcome)
                 # A process that moved on (exited, released the GPU, pid reused) is fine; one we may
                 # not signal, or one that survived SIGKILL, will keep the module busy.
                 if outcome.startswith(("survived", "refused: never")) or "kernel thread" in outcome:
-                    raise StepFailed("stop_consumers", f"pid {action.detail['pid']} ({action.detail.get('comm')}): {outcome}")
+                    raise StepFailed(
+                        "stop_consumers", f"pid {action.detail['pid']} ({action.detail.get('comm')}): {outcome}"
+                    )
         self._end_late_holders(actions, minors)
 
     def _gpu_holders(self, minors: frozenset[int] | None) -> tuple[GpuProcess, ...]:
@@ -180,8 +197,11 @@ class Engine:
         in a unit or container this run stopped, and is ended the same way. Anything else started
         using the GPU after the plan was shown: it is not signalled, and the step fails before any
         module is touched, so the rollback restores everything."""
-        groups = {a.detail["process_group"] for a in actions
-                  if a.kind == "kill_process" and (a.detail.get("process_group") or 0) > 1}
+        groups = {
+            a.detail["process_group"]
+            for a in actions
+            if a.kind == "kill_process" and (a.detail.get("process_group") or 0) > 1
+        }
         units = {a.target for a in actions if a.kind == "stop_service"}
         containers = [a.detail.get("id", a.target) for a in actions if a.kind == "stop_container"]
 
@@ -197,18 +217,27 @@ class Engine:
                 return
             strangers = [h for h in late if not ours(h)]
             if strangers:
-                raise StepFailed("stop_consumers", "started holding the GPU after the plan was made, not signalled: " + ", ".join(
-                    f"pid {h.pid} ({h.comm})" for h in strangers))
+                raise StepFailed(
+                    "stop_consumers",
+                    "started holding the GPU after the plan was made, not signalled: "
+                    + ", ".join(f"pid {h.pid} ({h.comm})" for h in strangers),
+                )
             for holder in late:
-                action = Action("kill_process", str(holder.pid), {"pid": holder.pid, "start_time": holder.start_time,
-                                                                  "comm": holder.comm, "late": True})
+                action = Action(
+                    "kill_process",
+                    str(holder.pid),
+                    {"pid": holder.pid, "start_time": holder.start_time, "comm": holder.comm, "late": True},
+                )
                 outcome = self.target.terminate_process(holder.pid, holder.start_time)
                 self.journal.add_killed({"pid": holder.pid, "comm": holder.comm, "outcome": outcome, "late": True})
                 self.reporter.action(action, outcome)
         left = self._gpu_holders(minors)
         if left:
-            raise StepFailed("stop_consumers", f"still holding the GPU after {LATE_HOLDER_ROUNDS} rounds of ending late holders: "
-                             + ", ".join(f"pid {h.pid} ({h.comm})" for h in left))
+            raise StepFailed(
+                "stop_consumers",
+                f"still holding the GPU after {LATE_HOLDER_ROUNDS} rounds of ending late holders: "
+                + ", ".join(f"pid {h.pid} ({h.comm})" for h in left),
+            )
 
     def _unload(self, actions: tuple[Action, ...]) -> None:
         self._unload_started = time.monotonic()
@@ -284,8 +313,13 @@ class Engine:
                 self.target.reset_gpu(action.target)  # the pending MIG mode takes effect at a reset
                 self.reporter.action(action, "done")
             except HostError as exc:
-                report.warnings.append({"module": "nvidia", "warning": f"{action.target}: the pending MIG mode change "
-                                        f"was not applied (a reset or a reboot applies it): {exc.message}"})
+                report.warnings.append(
+                    {
+                        "module": "nvidia",
+                        "warning": f"{action.target}: the pending MIG mode change "
+                        f"was not applied (a reset or a reboot applies it): {exc.message}",
+                    }
+                )
         self._bring_up_fabric([a for a in actions if a.kind == "start_service"], report)
         self._recreate_mig({a.target: a.detail["instances"] for a in actions if a.kind == "recreate_mig"}, report)
         self._verify(next(a for a in actions if a.kind == "verify"))
@@ -302,13 +336,20 @@ class Engine:
             if current.get(bus) == instances:
                 continue
             if current.get(bus):
-                report.warnings.append({"module": "nvidia", "warning": f"{bus}: MIG instances differ from before the run; left as they are"})
+                report.warnings.append(
+                    {
+                        "module": "nvidia",
+                        "warning": f"{bus}: MIG instances differ from before the run; left as they are",
+                    }
+                )
                 continue
             action = Action("recreate_mig", bus, {"instances": documents})
             try:
                 self.target.create_mig(bus, instances)
             except HostError as exc:
-                report.restart_failures[:] = [f for f in report.restart_failures if (f["action"], f["target"]) != ("recreate_mig", bus)]
+                report.restart_failures[:] = [
+                    f for f in report.restart_failures if (f["action"], f["target"]) != ("recreate_mig", bus)
+                ]
                 report.restart_failures.append({"action": "recreate_mig", "target": bus, "error": exc.message})
                 self.reporter.action(action, "failed", exc.message)
                 continue
@@ -324,7 +365,9 @@ class Engine:
         try:
             self.target.refresh_cdi_specs()
         except HostError as exc:
-            report.warnings.append({"module": "nvidia", "warning": f"CDI specs not regenerated for {now}: {exc.message}"})
+            report.warnings.append(
+                {"module": "nvidia", "warning": f"CDI specs not regenerated for {now}: {exc.message}"}
+            )
 
     def _bring_up_fabric(self, starts: list[Action], report: RunReport) -> None:
         """Start the NVLink fabric's services for the new driver instance and wait until the fabric
@@ -339,8 +382,12 @@ class Engine:
         deadline = time.monotonic() + self.fabric_wait
         while self.target.fabric_ready() is False:
             if time.monotonic() >= deadline:
-                raise StepFailed("verify", f"the NVLink fabric was not up {self.fabric_wait:g} s after "
-                                 + ", ".join(a.target for a in starts) + " started")
+                raise StepFailed(
+                    "verify",
+                    f"the NVLink fabric was not up {self.fabric_wait:g} s after "
+                    + ", ".join(a.target for a in starts)
+                    + " started",
+                )
             self.target.sleep(1.0)
 
     def _restart(self, actions: tuple[Action, ...] | list[Action], report: RunReport) -> None:
@@ -355,7 +402,9 @@ class Engine:
                 elif action.kind == "start_mps":
                     self.target.start_mps()
                 elif action.kind == "start_container":
-                    self.target.start_container(action.detail.get("id", action.target), action.detail.get("restart_policy"))
+                    self.target.start_container(
+                        action.detail.get("id", action.target), action.detail.get("restart_policy")
+                    )
                 elif action.kind == "restart_container_engine":
                     self.target.restart_container_engine()
                 else:
@@ -382,7 +431,10 @@ class Engine:
         report = RunReport(Outcome.RELOADED, steps=self._steps)
         load = plan.step("load_modules")
         if load is not None:
-            self.journal.set_modules([(a.target, a.detail.get("parameters", {})) for a in load.actions if a.kind == "load_module"])
+            self.journal.set_modules(
+                [(a.target, a.detail.get("parameters", {})) for a in load.actions if a.kind == "load_module"]
+            )
+
         def restart(step: Step) -> None:
             verify = plan.step("verify")
             checked = next((a for a in verify.actions if a.kind == "verify"), None) if verify else None
@@ -390,21 +442,33 @@ class Engine:
             self._refresh_cdi(report)
             self._restart_or_fail(step.actions, report)
 
-        self._run_plan(plan, report, {
-            "stop_consumers": lambda step: self._stop_consumers(step.actions),
-            "unload_modules": lambda step: self._unload(step.actions),
-            "install_driver": lambda step: self.target.install_driver(step.actions[0].target, step.actions[0].detail.get("module_type")),
-            "load_modules": lambda step: self._load(step.actions, report),
-            "verify": lambda step: self._verify_step(step.actions, report),
-            "restart_consumers": restart,
-        }, lambda failed_step, interrupted: self._rollback(failed_step, report, interrupted=interrupted))
+        self._run_plan(
+            plan,
+            report,
+            {
+                "stop_consumers": lambda step: self._stop_consumers(step.actions),
+                "unload_modules": lambda step: self._unload(step.actions),
+                "install_driver": lambda step: self.target.install_driver(
+                    step.actions[0].target, step.actions[0].detail.get("module_type")
+                ),
+                "load_modules": lambda step: self._load(step.actions, report),
+                "verify": lambda step: self._verify_step(step.actions, report),
+                "restart_consumers": restart,
+            },
+            lambda failed_step, interrupted: self._rollback(failed_step, report, interrupted=interrupted),
+        )
         self._summarize_undo(report)
         if self._unload_started is not None:
             report.gpu_unavailable_seconds = round((self._gpu_back or time.monotonic()) - self._unload_started, 3)
         return self._finish(report)
 
-    def _run_plan(self, plan: Plan, report: RunReport, bodies: dict[str, Callable[[Step], None]],
-                  undo: Callable[[str, bool], None]) -> None:
+    def _run_plan(
+        self,
+        plan: Plan,
+        report: RunReport,
+        bodies: dict[str, Callable[[Step], None]],
+        undo: Callable[[str, bool], None],
+    ) -> None:
         """Each step of the plan through its body, between journaled boundaries, with signals raised
         as Interrupted; on a failure or a signal, `undo(failed step, interrupted)` with any further
         signal held until it is done."""
@@ -428,13 +492,16 @@ class Engine:
         """The restart step: bring back what was stopped; whatever did not come back fails the step."""
         self._restart(actions, report)
         if report.restart_failures:
-            raise StepFailed("restart_consumers", "; ".join(f"{f['target']}: {f['error']}" for f in report.restart_failures))
+            raise StepFailed(
+                "restart_consumers", "; ".join(f"{f['target']}: {f['error']}" for f in report.restart_failures)
+            )
 
     def _summarize_undo(self, report: RunReport) -> None:
         """What the journal says was stopped and killed, for the report."""
         stopped = [r for r in self.journal.undo if r.state != "intended"]
-        report.stopped = [r.detail.get("name", r.target) for r in stopped if r.kind == "stop_container"] + \
-                         [r.target for r in stopped if r.kind == "stop_service"]
+        report.stopped = [r.detail.get("name", r.target) for r in stopped if r.kind == "stop_container"] + [
+            r.target for r in stopped if r.kind == "stop_service"
+        ]
         report.killed = self.journal.killed
 
     def _rollback(self, failed_step: str, report: RunReport, interrupted: bool = False) -> None:
@@ -503,8 +570,13 @@ class Engine:
         before, now = self.journal.module_version_before, self.target.loaded_driver_version()
         if before is None or now is None or before == now:
             return False
-        report.warnings.append({"module": "nvidia", "warning": f"{before} could not come back (no longer on disk): "
-                                f"{now} was loaded, so the reload was finished instead of undone"})
+        report.warnings.append(
+            {
+                "module": "nvidia",
+                "warning": f"{before} could not come back (no longer on disk): "
+                f"{now} was loaded, so the reload was finished instead of undone",
+            }
+        )
         return True
 
     def _verify_rolled_forward(self, report: RunReport) -> bool:
@@ -537,7 +609,9 @@ class Engine:
                 self.target.bind_console(record.target, True)
                 self.journal.mark(record, "undone")
             except HostError as exc:
-                report.restart_failures.append({"action": "rebind_console", "target": record.target, "error": exc.message})
+                report.restart_failures.append(
+                    {"action": "rebind_console", "target": record.target, "error": exc.message}
+                )
 
     def _stopped_as_actions(self) -> list[Action]:
         """The stop actions whose undo records are outstanding, as the planner would have made them."""
@@ -554,17 +628,25 @@ class Engine:
         reboot: a GPU did not come back from its reset)."""
         report = RunReport(Outcome.RESET, steps=self._steps)
         resets = plan.step("reset_gpus")
-        minors = frozenset(a.detail["minor"] for a in (resets.actions if resets else ()) if a.detail.get("minor") is not None)
+        minors = frozenset(
+            a.detail["minor"] for a in (resets.actions if resets else ()) if a.detail.get("minor") is not None
+        )
+
         def restart(step: Step) -> None:
             self._persistence_back(report)
             self._restart_or_fail(step.actions, report)
 
-        self._run_plan(plan, report, {
-            "stop_consumers": lambda step: self._stop_consumers(step.actions, minors),
-            "reset_gpus": lambda step: self._reset_gpus(step.actions),
-            "verify": lambda step: self._verify(step.actions[0]),
-            "restart_consumers": restart,
-        }, lambda failed_step, _interrupted: self._finish_reset(failed_step, report))
+        self._run_plan(
+            plan,
+            report,
+            {
+                "stop_consumers": lambda step: self._stop_consumers(step.actions, minors),
+                "reset_gpus": lambda step: self._reset_gpus(step.actions),
+                "verify": lambda step: self._verify(step.actions[0]),
+                "restart_consumers": restart,
+            },
+            lambda failed_step, _interrupted: self._finish_reset(failed_step, report),
+        )
         self._summarize_undo(report)
         return self._finish(report)
 
@@ -584,8 +666,13 @@ class Engine:
         try:
             self.target.restore_persistence({r.target: True for r in outstanding})
         except HostError as exc:
-            report.restart_failures.append({"action": "restore_persistence", "target": ", ".join(r.target for r in outstanding),
-                                            "error": exc.message})
+            report.restart_failures.append(
+                {
+                    "action": "restore_persistence",
+                    "target": ", ".join(r.target for r in outstanding),
+                    "error": exc.message,
+                }
+            )
             return
         for record in outstanding:
             self.journal.mark(record, "undone")
@@ -656,8 +743,13 @@ class Engine:
 
 def _as_stop_action(record: UndoRecord) -> Action:
     if record.kind == "stop_container":
-        return Action("stop_container", record.detail.get("name", record.target),
-                      {"id": record.target, "restart_policy": record.detail.get("restart_policy")})
+        return Action(
+            "stop_container",
+            record.detail.get("name", record.target),
+            {"id": record.target, "restart_policy": record.detail.get("restart_policy")},
+        )
     if record.kind == "quit_mps":
         return Action("quit_mps", record.target)
-    return Action("stop_service", record.target, {"command": record.detail["command"]} if record.detail.get("command") else {})
+    return Action(
+        "stop_service", record.target, {"command": record.detail["command"]} if record.detail.get("command") else {}
+    )

@@ -93,28 +93,31 @@ class Journal:
 
     # creation and loading -------------------------------------------------------------------
     @classmethod
-    def start(cls, path: str, action: str, plan: list[dict], context: JournalContext) -> "Journal":
-        journal = cls(path, {
-            "schema_version": JOURNAL_SCHEMA_VERSION,
-            "run_id": uuid.uuid4().hex,
-            "action": action,
-            "pid": os.getpid(),
-            "started": time.time(),
-            "state": "running",
-            "context": asdict(context),
-            "plan": plan,
-            "steps": [],
-            "modules": [],
-            "undo": [],
-            "killed": [],
-            "result": None,
-            "events": 0,
-        })
+    def start(cls, path: str, action: str, plan: list[dict], context: JournalContext) -> Journal:
+        journal = cls(
+            path,
+            {
+                "schema_version": JOURNAL_SCHEMA_VERSION,
+                "run_id": uuid.uuid4().hex,
+                "action": action,
+                "pid": os.getpid(),
+                "started": time.time(),
+                "state": "running",
+                "context": asdict(context),
+                "plan": plan,
+                "steps": [],
+                "modules": [],
+                "undo": [],
+                "killed": [],
+                "result": None,
+                "events": 0,
+            },
+        )
         journal.save()
         return journal
 
     @classmethod
-    def load(cls, path: str) -> "Journal":
+    def load(cls, path: str) -> Journal:
         """The journal at `path` with its appended records replayed, validated whole before anything
         acts on it: JournalError (bad input) when any part of it is not a journal of this version."""
         try:
@@ -129,13 +132,15 @@ class Journal:
             raise JournalError(f"{path} is not a readable journal ({exc})") from None
         problem = _shape_problem(data)
         if problem:
-            raise JournalError(f"{path} is not an nvreload journal of schema version {JOURNAL_SCHEMA_VERSION} ({problem})")
+            raise JournalError(
+                f"{path} is not an nvreload journal of schema version {JOURNAL_SCHEMA_VERSION} ({problem})"
+            )
         journal = cls(path, data)
         journal._replay()
         return journal
 
     @classmethod
-    def load_if_any(cls, path: str) -> "Journal | None":
+    def load_if_any(cls, path: str) -> Journal | None:
         if not os.path.lexists(path):
             return None
         return cls.load(path)
@@ -267,7 +272,9 @@ class Journal:
     def _append(self, kind: str, **fields: object) -> None:
         """One record at the end of the log, in one write() (O_APPEND: never interleaved)."""
         if self._log_fd is None:
-            self._log_fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            self._log_fd = os.open(
+                self.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
         self._events += 1
         line = json.dumps({"n": self._events, "event": kind, **fields}, sort_keys=True) + "\n"
         os.write(self._log_fd, line.encode())
@@ -375,7 +382,11 @@ def _shape_problem(data: object) -> str | None:
         if _record_problem(record) or record["seq"] != number:
             return f"an undo record of the wrong shape: {record!r}"
     for step in data["steps"]:
-        if not isinstance(step, dict) or not isinstance(step.get("name"), str) or not isinstance(step.get("status"), str):
+        if (
+            not isinstance(step, dict)
+            or not isinstance(step.get("name"), str)
+            or not isinstance(step.get("status"), str)
+        ):
             return f"a step of the wrong shape: {step!r}"
     for module in data["modules"]:
         if _module_problem(module):
@@ -395,23 +406,38 @@ def _mig_problem(mig: object) -> bool:
         if not isinstance(bus, str) or not isinstance(instances, list):
             return True
         for instance in instances:
-            if not (isinstance(instance, dict) and all(number(instance.get(k)) for k in ("profile_id", "start", "size"))
-                    and isinstance(instance.get("compute", []), list)
-                    and all(isinstance(c, list) and len(c) == 3 and all(number(v) for v in c) for c in instance.get("compute", []))):
+            if not (
+                isinstance(instance, dict)
+                and all(number(instance.get(k)) for k in ("profile_id", "start", "size"))
+                and isinstance(instance.get("compute", []), list)
+                and all(
+                    isinstance(c, list) and len(c) == 3 and all(number(v) for v in c)
+                    for c in instance.get("compute", [])
+                )
+            ):
                 return True
     return False
 
 
 def _record_problem(record: object) -> bool:
-    return not (isinstance(record, dict) and set(record) == {"seq", "kind", "target", "detail", "state"}
-                and isinstance(record["seq"], int) and record["kind"] in UNDO_KINDS and isinstance(record["target"], str)
-                and isinstance(record["detail"], dict) and record["state"] in RECORD_STATES)
+    return not (
+        isinstance(record, dict)
+        and set(record) == {"seq", "kind", "target", "detail", "state"}
+        and isinstance(record["seq"], int)
+        and record["kind"] in UNDO_KINDS
+        and isinstance(record["target"], str)
+        and isinstance(record["detail"], dict)
+        and record["state"] in RECORD_STATES
+    )
 
 
 def _module_problem(module: object) -> bool:
-    return not (isinstance(module, dict) and isinstance(module.get("name"), str)
-                and isinstance(module.get("parameters", {}), dict)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in module.get("parameters", {}).items()))
+    return not (
+        isinstance(module, dict)
+        and isinstance(module.get("name"), str)
+        and isinstance(module.get("parameters", {}), dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in module.get("parameters", {}).items())
+    )
 
 
 class DetachedJournal(Journal):

@@ -13,14 +13,22 @@ from dataclasses import replace
 
 from nvreload.diagnosis.findings import diagnose
 from nvreload.diagnosis.health import run_checks
-from nvreload.engine.plan import (BOOT_MODULES, NOT_RELOADED, OPTIONAL_MODULES, FinalState, MigInstance, ReloadView,
-                                  mig_geometry, reload_view)
+from nvreload.engine.plan import (
+    BOOT_MODULES,
+    NOT_RELOADED,
+    OPTIONAL_MODULES,
+    FinalState,
+    MigInstance,
+    ReloadView,
+    mig_geometry,
+    reload_view,
+)
 from nvreload.errors import HostError
 from nvreload.host import nvidia_tools
 from nvreload.host.consoles import bind_console, framebuffer_consoles
 from nvreload.host.containers import DOCKER_UNIT
-from nvreload.host.device_nodes import remake_device_node
 from nvreload.host.cuda import cuda_context_check
+from nvreload.host.device_nodes import remake_device_node
 from nvreload.host.installer import run_installer
 from nvreload.host.kmod import ModuleLoader, modprobe_options
 from nvreload.host.machine import Machine
@@ -38,7 +46,9 @@ from nvreload.read.on_disk import available_modules
 class LiveTarget:
     name = "live"
 
-    def __init__(self, machine: Machine, grace: float = 10.0, service_timeout: float = 120.0, settle: float = 0.5) -> None:
+    def __init__(
+        self, machine: Machine, grace: float = 10.0, service_timeout: float = 120.0, settle: float = 0.5
+    ) -> None:
         self.machine = machine
         self.fs = machine.fs
         self.runner = machine.runner
@@ -86,8 +96,9 @@ class LiveTarget:
         return modprobe_options(self.fs)
 
     def loaded_modules(self) -> frozenset[str]:
-        return frozenset(m.name for m in read_loaded_modules(self.fs)
-                         if m.state in ("live", "coming") and m.name not in NOT_RELOADED)
+        return frozenset(
+            m.name for m in read_loaded_modules(self.fs) if m.state in ("live", "coming") and m.name not in NOT_RELOADED
+        )
 
     def loaded_driver_version(self) -> str | None:
         return self.fs.read_line("sys/module/nvidia/version") or None
@@ -186,7 +197,11 @@ class LiveTarget:
         checks = run_checks(node, cuda_context_check(self.runner) if node.nvml.status == "ok" else None)
         for device in node.nvml.devices:
             if expected_persistence.get(device.pci_bus_id or "") and device.persistence_mode is False:
-                checks.append(Check("persistence", False, f"{device.pci_bus_id}: persistence mode off (was on)", severity="warning"))
+                checks.append(
+                    Check(
+                        "persistence", False, f"{device.pci_bus_id}: persistence mode off (was on)", severity="warning"
+                    )
+                )
         return checks
 
     def restore_persistence(self, expected: dict[str, bool]) -> None:

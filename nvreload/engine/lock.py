@@ -14,7 +14,7 @@ class NodeLock:
         self.path = path
         self.fd: int | None = None
 
-    def acquire(self) -> "NodeLock":
+    def acquire(self) -> NodeLock:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -35,7 +35,7 @@ class NodeLock:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self) -> "NodeLock":
+    def __enter__(self) -> NodeLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
@@ -48,7 +48,7 @@ class NullLock(NodeLock):
     def __init__(self) -> None:
         super().__init__("")
 
-    def acquire(self) -> "NullLock":
+    def acquire(self) -> NullLock:
         return self
 
     def release(self) -> None:

@@ -43,13 +43,21 @@ class MigInstance:
     compute: tuple[tuple[int, int, int], ...] = ()  # (profile id, start, size) of each compute instance
 
     def document(self) -> dict:
-        return {"profile_id": self.profile_id, "start": self.start, "size": self.size,
-                "compute": [list(c) for c in self.compute]}
+        return {
+            "profile_id": self.profile_id,
+            "start": self.start,
+            "size": self.size,
+            "compute": [list(c) for c in self.compute],
+        }
 
     @classmethod
-    def from_document(cls, data: dict) -> "MigInstance":
-        return cls(int(data["profile_id"]), int(data["start"]), int(data["size"]),
-                   tuple((int(c[0]), int(c[1]), int(c[2])) for c in data.get("compute", ())))
+    def from_document(cls, data: dict) -> MigInstance:
+        return cls(
+            int(data["profile_id"]),
+            int(data["start"]),
+            int(data["size"]),
+            tuple((int(c[0]), int(c[1]), int(c[2])) for c in data.get("compute", ())),
+        )
 
 
 def mig_documents(geometry: dict[str, tuple[MigInstance, ...]]) -> dict[str, list[dict]]:
@@ -97,13 +105,21 @@ class ReloadView:
     gpus: tuple[GpuRef, ...] = ()  # for --reset: which GPU is which
     nvswitch: bool = False  # an NVSwitch (HGX) node: its GPUs cannot be reset one by one
     nvml_status: str = "ok"  # a GPU reset goes through NVML: refused while it cannot answer
-    mig: dict[str, tuple[MigInstance, ...]] = field(default_factory=dict, compare=False, hash=False)  # per GPU with instances
+    mig: dict[str, tuple[MigInstance, ...]] = field(
+        default_factory=dict, compare=False, hash=False
+    )  # per GPU with instances
     mig_pending: tuple[str, ...] = ()  # GPUs (bus ids) whose MIG mode changes at their next reset
 
 
-def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...] = (),
-                container_engine: dict | None = None, own_unit: str | None = None,
-                available_modules: tuple[str, ...] = (), configured_modules: frozenset[str] = frozenset()) -> ReloadView:
+def reload_view(
+    node: NodeState,
+    diagnosis: Diagnosis,
+    consoles: tuple[str, ...] = (),
+    container_engine: dict | None = None,
+    own_unit: str | None = None,
+    available_modules: tuple[str, ...] = (),
+    configured_modules: frozenset[str] = frozenset(),
+) -> ReloadView:
     """The planner's view of a node read by the read model (pure)."""
     modules = tuple(
         LoadedModule(m.name, tuple(m.holders), dict(m.parameters))
@@ -132,10 +148,15 @@ def reload_view(node: NodeState, diagnosis: Diagnosis, consoles: tuple[str, ...]
         fabric_manager_version=node.fabric_manager_version,
         gpus=_gpu_refs(node),
         nvml_status=node.nvml.status,
-        mig_pending=tuple(sorted(normalize_bus_id(d.pci_bus_id) for d in node.nvml.devices if d.pci_bus_id
-                                 and d.mig_pending is not None and d.mig_mode is not None and d.mig_pending != d.mig_mode)),
-        nvswitch=node.fabric_manager_version is not None or any(
-            s.name == "nvidia-fabricmanager.service" and s.active == "active" for s in node.consumers.services),
+        mig_pending=tuple(
+            sorted(
+                normalize_bus_id(d.pci_bus_id)
+                for d in node.nvml.devices
+                if d.pci_bus_id and d.mig_pending is not None and d.mig_mode is not None and d.mig_pending != d.mig_mode
+            )
+        ),
+        nvswitch=node.fabric_manager_version is not None
+        or any(s.name == "nvidia-fabricmanager.service" and s.active == "active" for s in node.consumers.services),
     )
 
 
@@ -158,8 +179,11 @@ class FinalState:
     containers_running: tuple[str, ...]
 
     def document(self) -> dict:
-        return {"modules_loaded": list(self.modules_loaded), "services_active": list(self.services_active),
-                "containers_running": list(self.containers_running)}
+        return {
+            "modules_loaded": list(self.modules_loaded),
+            "services_active": list(self.services_active),
+            "containers_running": list(self.containers_running),
+        }
 
 
 @dataclass(frozen=True)

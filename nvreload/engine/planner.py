@@ -27,7 +27,9 @@ def unload_order(modules: tuple[LoadedModule, ...]) -> list[str]:
     while remaining:
         free = sorted(name for name in remaining if not (holders[name] & remaining))
         if not free:
-            raise CyclicHolders("reload refused: the holders graph of the modules has a cycle: " + ", ".join(sorted(remaining)))
+            raise CyclicHolders(
+                "reload refused: the holders graph of the modules has a cycle: " + ", ".join(sorted(remaining))
+            )
         # among the free ones, unload the least fundamental first (nvidia itself last)
         free.sort(key=lambda n: (n == "nvidia", n))
         order.append(free[0])
@@ -58,14 +60,24 @@ def service_stop_order(active: list[str]) -> list[str]:
     return sorted(active, key=lambda n: (rank.get(n, -1), n))
 
 
-def consumer_stops(view: ReloadView, containers: tuple[ContainerState, ...], services: tuple[ServiceState, ...],
-                   processes: tuple[GpuProcess, ...], mps_active: bool) -> list[Action]:
+def consumer_stops(
+    view: ReloadView,
+    containers: tuple[ContainerState, ...],
+    services: tuple[ServiceState, ...],
+    processes: tuple[GpuProcess, ...],
+    mps_active: bool,
+) -> list[Action]:
     """What stops these consumers, in order: containers, MPS, services (fabric manager last), then
     each holder process by what owns it (its container, its unit) or, owned by nothing, by signal."""
     stop: list[Action] = []
     for container in containers:
-        stop.append(Action("stop_container", container.name or container.id,
-                           {"id": container.id, "timeout": container.stop_timeout, "restart_policy": container.restart_policy}))
+        stop.append(
+            Action(
+                "stop_container",
+                container.name or container.id,
+                {"id": container.id, "timeout": container.stop_timeout, "restart_policy": container.restart_policy},
+            )
+        )
     if mps_active:
         stop.append(Action("quit_mps", "nvidia-cuda-mps-control"))
     # Never the unit nvreload itself runs in (a post-upgrade hook's, an operator's transient unit):
@@ -77,7 +89,9 @@ def consumer_stops(view: ReloadView, containers: tuple[ContainerState, ...], ser
     stopped_containers = {c.id for c in containers}
     stopped_units = {s.name for s in services}
     for proc in processes:
-        if proc.container_id and any(cid.startswith(proc.container_id) or proc.container_id.startswith(cid) for cid in stopped_containers):
+        if proc.container_id and any(
+            cid.startswith(proc.container_id) or proc.container_id.startswith(cid) for cid in stopped_containers
+        ):
             continue
         if proc.systemd_unit and proc.systemd_unit in stopped_units:
             continue
@@ -86,11 +100,27 @@ def consumer_stops(view: ReloadView, containers: tuple[ContainerState, ...], ser
             stop.append(Action("stop_service", proc.systemd_unit, {"reason": f"pid {proc.pid} holds the GPU"}))
             continue
         if proc.container_id:
-            stop.append(Action("stop_container", proc.container_id[:12], {"id": proc.container_id, "reason": f"pid {proc.pid} holds the GPU"}))
+            stop.append(
+                Action(
+                    "stop_container",
+                    proc.container_id[:12],
+                    {"id": proc.container_id, "reason": f"pid {proc.pid} holds the GPU"},
+                )
+            )
             stopped_containers.add(proc.container_id)
             continue
-        stop.append(Action("kill_process", str(proc.pid), {"pid": proc.pid, "start_time": proc.start_time, "comm": proc.comm,
-                                                           "process_group": proc.process_group}))
+        stop.append(
+            Action(
+                "kill_process",
+                str(proc.pid),
+                {
+                    "pid": proc.pid,
+                    "start_time": proc.start_time,
+                    "comm": proc.comm,
+                    "process_group": proc.process_group,
+                },
+            )
+        )
     return stop
 
 
@@ -137,10 +167,20 @@ def build_plan(
     pending = () if view.nvswitch else view.mig_pending
     apply = [Action("apply_mig_mode", bus) for bus in pending]
     # a reload loses every MIG instance: they come back (after the fabric) before the CUDA check
-    mig = [Action("recreate_mig", bus, {"instances": [i.document() for i in instances]})
-           for bus, instances in sorted(view.mig.items()) if bus not in pending]
-    steps.append(Step("verify", tuple(apply) + tuple(fabric) + tuple(mig)
-                      + (Action("verify", "driver", {"persistence": dict(view.persistence)}),)))
+    mig = [
+        Action("recreate_mig", bus, {"instances": [i.document() for i in instances]})
+        for bus, instances in sorted(view.mig.items())
+        if bus not in pending
+    ]
+    steps.append(
+        Step(
+            "verify",
+            tuple(apply)
+            + tuple(fabric)
+            + tuple(mig)
+            + (Action("verify", "driver", {"persistence": dict(view.persistence)}),),
+        )
+    )
     if restart_container_engine:
         # before any container starts: the toolkit re-reads the driver's libraries on daemon start
         first_container = next((i for i, a in enumerate(restart) if a.kind == "start_container"), len(restart))

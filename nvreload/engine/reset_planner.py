@@ -27,8 +27,16 @@ def select_gpus(view: ReloadView, selector: str) -> tuple[GpuRef, ...]:
         return view.gpus
     chosen: list[GpuRef] = []
     for name in (part.strip() for part in selector.split(",")):
-        match = next((g for g in view.gpus if name == str(g.index) or (g.uuid and name.lower() == g.uuid.lower())
-                      or normalize_bus_id(name) == g.bus_id), None)
+        match = next(
+            (
+                g
+                for g in view.gpus
+                if name == str(g.index)
+                or (g.uuid and name.lower() == g.uuid.lower())
+                or normalize_bus_id(name) == g.bus_id
+            ),
+            None,
+        )
         if match is None:
             known = ", ".join(f"{g.index} ({g.bus_id})" for g in view.gpus)
             raise UsageError(f"--reset {selector}: no GPU '{name}' on this node (GPUs: {known})")
@@ -50,15 +58,21 @@ def gpu_minors(process: GpuProcess) -> set[int]:
 def build_reset_plan(view: ReloadView, gpus: tuple[GpuRef, ...]) -> Plan:
     if view.nvml_status != "ok":
         hint = "; nvreload --reload fixes a version mismatch" if view.nvml_status == "version_mismatch" else ""
-        raise RefusedError(f"--reset refused: NVML does not answer ({view.nvml_status}), and nvidia-smi resets GPUs "
-                           f"through it{hint}")
+        raise RefusedError(
+            f"--reset refused: NVML does not answer ({view.nvml_status}), and nvidia-smi resets GPUs through it{hint}"
+        )
     if view.nvswitch:
-        raise RefusedError("--reset refused: on an NVSwitch (HGX) node the GPUs and NVSwitches are reset together "
-                           "with the fabric manager stopped, never one GPU alone; use nvreload --reload")
+        raise RefusedError(
+            "--reset refused: on an NVSwitch (HGX) node the GPUs and NVSwitches are reset together "
+            "with the fabric manager stopped, never one GPU alone; use nvreload --reload"
+        )
     minors = {g.minor for g in gpus}
     if None in minors:
-        raise RefusedError("--reset refused: the device minor of " + ", ".join(g.bus_id for g in gpus if g.minor is None)
-                           + " is unknown, so its users cannot be found")
+        raise RefusedError(
+            "--reset refused: the device minor of "
+            + ", ".join(g.bus_id for g in gpus if g.minor is None)
+            + " is unknown, so its users cannot be found"
+        )
     holders = tuple(p for p in view.processes if gpu_minors(p) & minors)
     display = [p for p in view.display_processes if gpu_minors(p) & minors]
     if display:
@@ -66,14 +80,29 @@ def build_reset_plan(view: ReloadView, gpus: tuple[GpuRef, ...]) -> Plan:
     owners = {p.systemd_unit for p in holders if p.systemd_unit}
     containers = {p.container_id for p in holders if p.container_id}
     services = tuple(s for s in view.services if s.name in owners)
-    running = tuple(c for c in view.containers if any(c.id.startswith(cid) or cid.startswith(c.id) for cid in containers))
+    running = tuple(
+        c for c in view.containers if any(c.id.startswith(cid) or cid.startswith(c.id) for cid in containers)
+    )
     stop = consumer_stops(view, running, services, holders, mps_active=False)
     persistence = {normalize_bus_id(bus): on for bus, on in view.persistence.items()}
-    resets = tuple(Action("reset_gpu", g.bus_id, {"index": g.index, "minor": g.minor, "persistence": persistence.get(g.bus_id, False)})
-                   for g in gpus)
-    return Plan((
-        Step("stop_consumers", tuple(stop)),
-        Step("reset_gpus", resets),
-        Step("verify", (Action("verify", "driver", {"persistence": {g.bus_id: persistence.get(g.bus_id, False) for g in gpus}}),)),
-        Step("restart_consumers", tuple(restart_actions(stop))),
-    ))
+    resets = tuple(
+        Action(
+            "reset_gpu", g.bus_id, {"index": g.index, "minor": g.minor, "persistence": persistence.get(g.bus_id, False)}
+        )
+        for g in gpus
+    )
+    return Plan(
+        (
+            Step("stop_consumers", tuple(stop)),
+            Step("reset_gpus", resets),
+            Step(
+                "verify",
+                (
+                    Action(
+                        "verify", "driver", {"persistence": {g.bus_id: persistence.get(g.bus_id, False) for g in gpus}}
+                    ),
+                ),
+            ),
+            Step("restart_consumers", tuple(restart_actions(stop))),
+        )
+    )

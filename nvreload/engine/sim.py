@@ -27,9 +27,8 @@ from importlib import resources
 from nvreload.catalog import FABRIC_SERVICES
 from nvreload.engine.plan import FinalState, GpuRef, LoadedModule, MigInstance, ReloadView, mig_geometry
 from nvreload.errors import HostError, ScenarioError
-from nvreload.model import ContainerState, GpuProcess, ServiceState
+from nvreload.model import Check, ContainerState, GpuProcess, ServiceState
 from nvreload.state_files import atomic_write_json
-from nvreload.model import Check
 
 # Which module needs which to be loaded first (the kernel's symbol dependencies).
 DEPENDS = {
@@ -104,7 +103,9 @@ def _read_node_file(path: str) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError, RecursionError) as exc:
-        raise ScenarioError(f"{path}: not a simulated node's state ({exc}); remove it or use another NVRELOAD_STATE_DIR") from None
+        raise ScenarioError(
+            f"{path}: not a simulated node's state ({exc}); remove it or use another NVRELOAD_STATE_DIR"
+        ) from None
     required = ("loaded", "processes", "services", "containers", "gpus", "faults", "kernel", "consoles_bound")
     if not isinstance(data, dict) or not all(key in data for key in required):
         raise ScenarioError(f"{path}: not a simulated node's state; remove it or use another NVRELOAD_STATE_DIR")
@@ -137,7 +138,9 @@ class SimulatedNode:
     def _initial(scenario: dict) -> dict:
         s = json.loads(json.dumps(scenario))
         s["scenario_digest"] = scenario_digest(scenario)
-        s.setdefault("kernel", {"release": "6.1.0-26-amd64", "module_unload_supported": True, "modules_disabled": False})
+        s.setdefault(
+            "kernel", {"release": "6.1.0-26-amd64", "module_unload_supported": True, "modules_disabled": False}
+        )
         s.setdefault("gpus", [])
         s.setdefault("processes", [])
         s.setdefault("services", [])
@@ -151,8 +154,11 @@ class SimulatedNode:
         for fault in s["faults"]:
             fault.setdefault("times", 1)
         s["loaded"] = {m["name"]: m.get("parameters", {}) for m in s["modules"]}
-        s["fabric_up"] = bool(s.get("nvswitch")) and "nvidia" in s["loaded"] and any(
-            sv["name"] == FABRIC_MANAGER and sv.get("active") for sv in s["services"])
+        s["fabric_up"] = (
+            bool(s.get("nvswitch"))
+            and "nvidia" in s["loaded"]
+            and any(sv["name"] == FABRIC_MANAGER and sv.get("active") for sv in s["services"])
+        )
         s["loaded_version"] = s["driver"].get("loaded_version")
         s["installed_version"] = s["driver"].get("installed_version", s["loaded_version"])
         s["cdi_version"] = s["loaded_version"]  # the spec was generated for the driver running then
@@ -193,8 +199,12 @@ class SimulatedNode:
 
     def _handles(self, name: str) -> list[str]:
         users = [f"pid {p['pid']}" for p in self.s["processes"] if p.get("alive", True) and name in p.get("holds", [])]
-        users += [f"service {sv['name']}" for sv in self.s["services"] if sv.get("active") and name in sv.get("holds", [])]
-        users += [f"container {c['name']}" for c in self.s["containers"] if c.get("running") and name in c.get("holds", [])]
+        users += [
+            f"service {sv['name']}" for sv in self.s["services"] if sv.get("active") and name in sv.get("holds", [])
+        ]
+        users += [
+            f"container {c['name']}" for c in self.s["containers"] if c.get("running") and name in c.get("holds", [])
+        ]
         if name == "nvidia_drm":  # fbcon on nvidia-drmdrmfb pins the module until unbound
             users += [f"console {v}" for v in self.s["consoles_bound"]]
         return users
@@ -209,7 +219,9 @@ class SimulatedNode:
 
     def observe(self) -> ReloadView:
         with self._lock:
-            modules = tuple(LoadedModule(n, tuple(self._holders(n)), dict(p)) for n, p in self.s["loaded"].items() if n in DEPENDS)
+            modules = tuple(
+                LoadedModule(n, tuple(self._holders(n)), dict(p)) for n, p in self.s["loaded"].items() if n in DEPENDS
+            )
             processes = []
             for p in self.s["processes"]:
                 if not p.get("alive", True) or not p.get("holds"):
@@ -222,10 +234,19 @@ class SimulatedNode:
                     continue
                 if not set(p["holds"]) & set(self.s["loaded"]):
                     continue
-                processes.append(GpuProcess(p["pid"], p.get("start_time", 1000 + p["pid"]), p.get("comm", "proc"),
-                                            p.get("cmdline", p.get("comm", "")),
-                                            tuple(f"195:0 /dev/{d}" for d in p["holds"]) + self._gpu_nodes(p),
-                                            container, unit, "procfs", p.get("pgrp", p["pid"])))
+                processes.append(
+                    GpuProcess(
+                        p["pid"],
+                        p.get("start_time", 1000 + p["pid"]),
+                        p.get("comm", "proc"),
+                        p.get("cmdline", p.get("comm", "")),
+                        tuple(f"195:0 /dev/{d}" for d in p["holds"]) + self._gpu_nodes(p),
+                        container,
+                        unit,
+                        "procfs",
+                        p.get("pgrp", p["pid"]),
+                    )
+                )
             # an active GPU service or a running GPU container holds its GPUs through a process of
             # its own, listed in the scenario or not
             listed_units = {p.systemd_unit for p in processes if p.systemd_unit}
@@ -233,17 +254,46 @@ class SimulatedNode:
             for number, sv in enumerate(self.s["services"]):
                 if sv.get("active") and sv.get("holds") and sv["name"] not in listed_units:
                     comm = sv["name"].removesuffix(".service")[:15]
-                    processes.append(GpuProcess(3000 + number, 3000 + number, comm, comm, self._gpu_nodes(sv), None,
-                                                sv["name"], "procfs", 3000 + number))
+                    processes.append(
+                        GpuProcess(
+                            3000 + number,
+                            3000 + number,
+                            comm,
+                            comm,
+                            self._gpu_nodes(sv),
+                            None,
+                            sv["name"],
+                            "procfs",
+                            3000 + number,
+                        )
+                    )
             for number, c in enumerate(self.s["containers"]):
                 if c.get("running") and c.get("holds") and c["id"] not in listed_containers:
-                    processes.append(GpuProcess(3500 + number, 3500 + number, "python3", f"python3 ({c['name']})",
-                                                self._gpu_nodes(c), c["id"], None, "procfs", 3500 + number))
+                    processes.append(
+                        GpuProcess(
+                            3500 + number,
+                            3500 + number,
+                            "python3",
+                            f"python3 ({c['name']})",
+                            self._gpu_nodes(c),
+                            c["id"],
+                            None,
+                            "procfs",
+                            3500 + number,
+                        )
+                    )
             services = tuple(ServiceState(sv["name"], "active") for sv in self.s["services"] if sv.get("active"))
             containers = tuple(
-                ContainerState(c["id"], c["name"], True, tuple(c.get("markers", ["NVIDIA_VISIBLE_DEVICES"])),
-                               c.get("restart_policy"), c.get("stop_timeout"))
-                for c in self.s["containers"] if c.get("running") and c.get("gpu", True)
+                ContainerState(
+                    c["id"],
+                    c["name"],
+                    True,
+                    tuple(c.get("markers", ["NVIDIA_VISIBLE_DEVICES"])),
+                    c.get("restart_policy"),
+                    c.get("stop_timeout"),
+                )
+                for c in self.s["containers"]
+                if c.get("running") and c.get("gpu", True)
             )
             blockers = []
             if not self.s["kernel"].get("module_unload_supported", True):
@@ -252,7 +302,10 @@ class SimulatedNode:
                 blockers.append("module_loading_disabled")
             if any(g.get("mig_unreadable") for g in self.s["gpus"]):
                 blockers.append("mig_geometry_unreadable")  # instances that could not be recorded cannot come back
-            if self.s.get("nvswitch") and self.s.get("fabric_manager_version") not in (None, self.s["installed_version"]):
+            if self.s.get("nvswitch") and self.s.get("fabric_manager_version") not in (
+                None,
+                self.s["installed_version"],
+            ):
                 blockers.append("fabric_manager_version_mismatch")  # the diagnosis's rule: it would not start
             display = tuple(p for p in processes if p.comm in ("Xorg", "gnome-shell", "Xwayland", "gdm", "sddm"))
             if display:
@@ -262,7 +315,9 @@ class SimulatedNode:
             return ReloadView(
                 loaded_version=self.s["loaded_version"] if "nvidia" in self.s["loaded"] else None,
                 # a reload from nothing loads what is on disk (by default: the scenario's modules)
-                available_modules=tuple(self.s.get("on_disk_modules", [m["name"] for m in self.s["modules"]])) if nothing_loaded else (),
+                available_modules=tuple(self.s.get("on_disk_modules", [m["name"] for m in self.s["modules"]]))
+                if nothing_loaded
+                else (),
                 configured_modules=frozenset(self.s.get("modules_load_d", [])) if nothing_loaded else frozenset(),
                 consoles=consoles,
                 modules=modules,
@@ -274,7 +329,8 @@ class SimulatedNode:
                 blockers=tuple(blockers),
                 display_processes=display,
                 gpus=tuple(GpuRef(i, g["pci_bus_id"].lower(), i, g.get("uuid")) for i, g in enumerate(self.s["gpus"]))
-                if "nvidia" in self.s["loaded"] else (),
+                if "nvidia" in self.s["loaded"]
+                else (),
                 nvswitch=bool(self.s.get("nvswitch")),
                 nvml_status=self.nvml_status(),
                 mig=mig_geometry({g["pci_bus_id"]: g["mig_now"] for g in self.s["gpus"] if g.get("mig_now")}),
@@ -288,11 +344,20 @@ class SimulatedNode:
     def gpu_holders(self) -> tuple[GpuProcess, ...]:
         with self._lock:
             return tuple(
-                GpuProcess(p["pid"], p.get("start_time", 1000 + p["pid"]), p.get("comm", "proc"), p.get("cmdline", ""),
-                           tuple(f"195:0 /dev/{d}" for d in p["holds"]), p.get("container"), p.get("unit"), "procfs",
-                           p.get("pgrp", p["pid"]))
+                GpuProcess(
+                    p["pid"],
+                    p.get("start_time", 1000 + p["pid"]),
+                    p.get("comm", "proc"),
+                    p.get("cmdline", ""),
+                    tuple(f"195:0 /dev/{d}" for d in p["holds"]),
+                    p.get("container"),
+                    p.get("unit"),
+                    "procfs",
+                    p.get("pgrp", p["pid"]),
+                )
                 for p in self.s["processes"]
-                if p.get("alive", True) and set(p.get("holds", [])) & set(self.s["loaded"]))
+                if p.get("alive", True) and set(p.get("holds", [])) & set(self.s["loaded"])
+            )
 
     def loaded_modules(self) -> frozenset[str]:
         with self._lock:
@@ -304,8 +369,11 @@ class SimulatedNode:
 
     def final_state(self) -> FinalState:
         view = self.observe()
-        return FinalState(tuple(m.name for m in view.modules), tuple(s.name for s in view.services),
-                          tuple(c.name for c in view.containers))
+        return FinalState(
+            tuple(m.name for m in view.modules),
+            tuple(s.name for s in view.services),
+            tuple(c.name for c in view.containers),
+        )
 
     def nvml_status(self) -> str:
         if "nvidia" not in self.s["loaded"]:
@@ -338,12 +406,19 @@ class SimulatedNode:
     def start_container(self, container_id: str, restart_policy: str | None = None) -> None:
         self._fault("restart_consumers")
         c = self._container(container_id)
-        if self.s.get("cdi_specs") and any(m.startswith("cdi:") for m in c.get("markers", [])) \
-                and self.s.get("cdi_version") != self.s["loaded_version"]:
-            raise HostError(f"container {c['name']}: error injecting CDI devices: failed to create a mount for "
-                            f"libcuda.so.{self.s.get('cdi_version')}: no such file or directory")
+        if (
+            self.s.get("cdi_specs")
+            and any(m.startswith("cdi:") for m in c.get("markers", []))
+            and self.s.get("cdi_version") != self.s["loaded_version"]
+        ):
+            raise HostError(
+                f"container {c['name']}: error injecting CDI devices: failed to create a mount for "
+                f"libcuda.so.{self.s.get('cdi_version')}: no such file or directory"
+            )
         if c.get("holds") and self.nvml_status() == "driver_not_loaded":
-            raise HostError(f"container {c['name']}: nvidia-container-cli: initialization error: nvml error: {self.nvml_status().replace('_', ' ')}")
+            raise HostError(
+                f"container {c['name']}: nvidia-container-cli: initialization error: nvml error: {self.nvml_status().replace('_', ' ')}"
+            )
         self._latency("start_container")
         with self._lock:
             c["running"] = True
@@ -375,10 +450,16 @@ class SimulatedNode:
         sv = self._service(name)
         if sv.get("holds") and self.nvml_status() == "driver_not_loaded":
             raise HostError(f"Job for {name} failed because the control process exited with error code.")
-        if name == FABRIC_MANAGER and self.s.get("nvswitch") and self.s.get("fabric_manager_version") not in (None, self.s["loaded_version"]):
+        if (
+            name == FABRIC_MANAGER
+            and self.s.get("nvswitch")
+            and self.s.get("fabric_manager_version") not in (None, self.s["loaded_version"])
+        ):
             # the real nv-fabricmanager refuses a driver of any other version
-            raise HostError(f"Job for {name} failed because the control process exited with error code. "
-                            f"(fabric manager {self.s['fabric_manager_version']} does not match driver {self.s['loaded_version']})")
+            raise HostError(
+                f"Job for {name} failed because the control process exited with error code. "
+                f"(fabric manager {self.s['fabric_manager_version']} does not match driver {self.s['loaded_version']})"
+            )
         self._latency("start_service")
         with self._lock:
             sv["active"] = True
@@ -422,14 +503,18 @@ class SimulatedNode:
             gpu = self._gpu(bus_id)
             index = self.s["gpus"].index(gpu)
             node = f"195:{index} /dev/nvidia{index}"  # exactly: /dev/nvidia1 is not /dev/nvidia10
-            users = [f"pid {p['pid']}" for p in self.s["processes"] if p.get("alive", True) and node in self._gpu_nodes(p)]
+            users = [
+                f"pid {p['pid']}" for p in self.s["processes"] if p.get("alive", True) and node in self._gpu_nodes(p)
+            ]
             users += [sv["name"] for sv in self.s["services"] if sv.get("active") and node in self._gpu_nodes(sv)]
             users += [c["name"] for c in self.s["containers"] if c.get("running") and node in self._gpu_nodes(c)]
             if gpu.get("persistence_now"):
                 users.append("persistence mode")
             if users:
-                raise HostError(f"GPU {bus_id.upper()} is currently in use by another process ({', '.join(users)}). "
-                                "1 device is currently being used by one or more other processes")
+                raise HostError(
+                    f"GPU {bus_id.upper()} is currently in use by another process ({', '.join(users)}). "
+                    "1 device is currently being used by one or more other processes"
+                )
         self._latency("reset_gpu")
         with self._lock:
             gpu["resets"] = gpu.get("resets", 0) + 1
@@ -482,10 +567,15 @@ class SimulatedNode:
                     p["alive"] = False
                     child = p.pop("spawns_on_kill", None)
                     if child:  # a child forked just before the signal: it inherited the descriptors
-                        self.s["processes"].append({"holds": list(p.get("holds", [])), "pgrp": p.get("pgrp", pid),
-                                                    "comm": "child", **child})
+                        self.s["processes"].append(
+                            {"holds": list(p.get("holds", [])), "pgrp": p.get("pgrp", pid), "comm": "child", **child}
+                        )
                     self._save()
-                    return "killed: ignored SIGTERM; SIGKILL" if p.get("ignores_sigterm") else "terminated: exited after SIGTERM"
+                    return (
+                        "killed: ignored SIGTERM; SIGKILL"
+                        if p.get("ignores_sigterm")
+                        else "terminated: exited after SIGTERM"
+                    )
         return "gone: exited before SIGTERM"
 
     def bind_console(self, vtcon: str, bind: bool) -> None:
@@ -529,15 +619,23 @@ class SimulatedNode:
                         raise HostError(f"modprobe: ERROR: could not insert '{name}': Invalid argument")
                     continue
                 if dep not in self.s["loaded"]:
-                    raise HostError(f"modprobe: ERROR: could not insert '{name}': Unknown symbol in module, or unknown parameter (see dmesg)")
-            if name != "nvidia" and "nvidia" in self.s["loaded"] and self.s["loaded_version"] != self.s["installed_version"]:
+                    raise HostError(
+                        f"modprobe: ERROR: could not insert '{name}': Unknown symbol in module, or unknown parameter (see dmesg)"
+                    )
+            if (
+                name != "nvidia"
+                and "nvidia" in self.s["loaded"]
+                and self.s["loaded_version"] != self.s["installed_version"]
+            ):
                 # As the real kernel showed (tests/vm): a dependent from disk refuses to load next to
                 # an nvidia of another version ("NVRM: API mismatch").
                 raise HostError(f"modprobe: ERROR: could not insert '{name}': Invalid argument")
         scale = len(self.s["gpus"]) if name == "nvidia" else 1
         self._latency("load_module_per_gpu" if name == "nvidia" else "load_module", scale)
         with self._lock:
-            self.s["loaded"][name] = dict(parameters) | {k: v for k, v in self.s.get("modprobe_d", {}).get(name, {}).items() if k not in parameters}
+            self.s["loaded"][name] = dict(parameters) | {
+                k: v for k, v in self.s.get("modprobe_d", {}).get(name, {}).items() if k not in parameters
+            }
             if name == "nvidia":
                 for gpu in self.s["gpus"]:
                     gpu["mig_now"] = []  # a new driver instance: MIG mode stays, every instance is gone
@@ -566,16 +664,28 @@ class SimulatedNode:
         lost = [g["pci_bus_id"] for g in self.s["gpus"] if g.get("lost")]
         checks = [
             Check("nvml", status == "ok", f"NVML {status}"),
-            Check("versions_agree", self.s["loaded_version"] == self.s["installed_version"],
-                  f"kernel module {self.s['loaded_version']}, userspace {self.s['installed_version']}"),
-            Check("gpus_enumerate", status == "ok" and not lost,
-                  f"{len(self.s['gpus']) - len(lost) if status == 'ok' else 0} of {len(self.s['gpus'])} GPU(s)"
-                  + (f"; missing {', '.join(lost)}" if lost else "")),
+            Check(
+                "versions_agree",
+                self.s["loaded_version"] == self.s["installed_version"],
+                f"kernel module {self.s['loaded_version']}, userspace {self.s['installed_version']}",
+            ),
+            Check(
+                "gpus_enumerate",
+                status == "ok" and not lost,
+                f"{len(self.s['gpus']) - len(lost) if status == 'ok' else 0} of {len(self.s['gpus'])} GPU(s)"
+                + (f"; missing {', '.join(lost)}" if lost else ""),
+            ),
         ]
         if self.s.get("nvswitch"):
-            checks.append(Check("cuda_context", bool(self.s.get("fabric_up")),
-                                "CUDA context ok" if self.s.get("fabric_up") else
-                                "CUDA error 802: system not yet initialized (the NVLink fabric is not up)"))
+            checks.append(
+                Check(
+                    "cuda_context",
+                    bool(self.s.get("fabric_up")),
+                    "CUDA context ok"
+                    if self.s.get("fabric_up")
+                    else "CUDA error 802: system not yet initialized (the NVLink fabric is not up)",
+                )
+            )
         return checks
 
     def restore_persistence(self, expected: dict[str, bool]) -> None:

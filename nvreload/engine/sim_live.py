@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from nvreload.engine.live_target import LiveTarget
-from nvreload.engine.sim import SimulatedNode
 from nvreload.engine.plan import ReloadView
+from nvreload.engine.sim import SimulatedNode
 from nvreload.host.machine import Machine
 from nvreload.host.rootfs import DirRoot
 
@@ -28,8 +28,14 @@ class SimulatedModulesLiveConsumers(SimulatedNode):
         units = self.local.services()
         services = tuple(s for s in units if s.active == "active")
         failed = tuple(s.name for s in units if s.active == "failed")
-        return replace(simulated, processes=(), containers=containers, services=services, failed_services=failed,
-                       container_engine=self.live.container_engine_info())
+        return replace(
+            simulated,
+            processes=(),
+            containers=containers,
+            services=services,
+            failed_services=failed,
+            container_engine=self.live.container_engine_info(),
+        )
 
     def stop_container(self, container_id: str, timeout: int | None) -> None:
         self._fault("stop_consumers")

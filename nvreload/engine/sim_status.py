@@ -39,37 +39,76 @@ def simulated_node_state(node: SimulatedNode) -> NodeState:
     view = node.observe()  # the consumers exactly as the simulated reload will plan them
     modules = tuple(
         KernelModule(
-            name=m.name, state="live", refcount=len(m.holders) + len(node._handles(m.name)), holders=m.holders,
-            version=loaded_version, parameters=dict(m.parameters))
-        for m in view.modules)
+            name=m.name,
+            state="live",
+            refcount=len(m.holders) + len(node._handles(m.name)),
+            holders=m.holders,
+            version=loaded_version,
+            parameters=dict(m.parameters),
+        )
+        for m in view.modules
+    )
     gpus = s["gpus"]
     status = node.nvml_status()
-    devices = tuple(
-        NvmlDevice(index, g.get("name"), g.get("uuid"), g["pci_bus_id"], bool(g.get("persistence_now")), bool(g.get("mig")),
-                   mig_pending=bool(g.get("mig")) != bool(g.get("mig_pending")))
-        for index, g in enumerate(gpus)) if status == "ok" else ()
+    devices = (
+        tuple(
+            NvmlDevice(
+                index,
+                g.get("name"),
+                g.get("uuid"),
+                g["pci_bus_id"],
+                bool(g.get("persistence_now")),
+                bool(g.get("mig")),
+                mig_pending=bool(g.get("mig")) != bool(g.get("mig_pending")),
+            )
+            for index, g in enumerate(gpus)
+        )
+        if status == "ok"
+        else ()
+    )
     return NodeState(
         hostname="simulated",
-        kernel=KernelInfo(release=release, modules_supported=True,
-                          module_unload_supported=bool(s["kernel"].get("module_unload_supported", True)),
-                          module_loading_disabled=bool(s["kernel"].get("modules_disabled", False))),
+        kernel=KernelInfo(
+            release=release,
+            modules_supported=True,
+            module_unload_supported=bool(s["kernel"].get("module_unload_supported", True)),
+            module_loading_disabled=bool(s["kernel"].get("modules_disabled", False)),
+        ),
         modules=modules,
-        resident=ResidentDriver(loaded_version, flavor if loaded_version else None,
-                                _banner(loaded_version, flavor) if loaded_version else None),
-        on_disk=OnDiskModule(f"/lib/modules/{release}/updates/dkms/nvidia.ko", installed,
-                             f"{release} SMP preempt mod_unload modversions", "Dual MIT/GPL") if installed else None,
+        resident=ResidentDriver(
+            loaded_version,
+            flavor if loaded_version else None,
+            _banner(loaded_version, flavor) if loaded_version else None,
+        ),
+        on_disk=OnDiskModule(
+            f"/lib/modules/{release}/updates/dkms/nvidia.ko",
+            installed,
+            f"{release} SMP preempt mod_unload modversions",
+            "Dual MIT/GPL",
+        )
+        if installed
+        else None,
         dkms=(),
-        userspace=UserspaceLibrary(installed, f"{_LIBRARY_DIR}/libnvidia-ml.so.{installed}" if installed else None,
-                                   f"{_LIBRARY_DIR}/libnvidia-ml.so.1" if installed else None),
-        pci_gpus=tuple(PciGpu(g["pci_bus_id"], _VENDOR, _DEVICE, _CLASS_3D, "nvidia" if loaded_version else None) for g in gpus),
-        proc_gpus=tuple(ProcGpu(g["pci_bus_id"], g.get("name"), g.get("uuid"), index)
-                        for index, g in enumerate(gpus)) if loaded_version else (),
-        nvml=NvmlReport(status=status, source="simulated", driver_version=loaded_version if status == "ok" else None,
-                        devices=devices),
+        userspace=UserspaceLibrary(
+            installed,
+            f"{_LIBRARY_DIR}/libnvidia-ml.so.{installed}" if installed else None,
+            f"{_LIBRARY_DIR}/libnvidia-ml.so.1" if installed else None,
+        ),
+        pci_gpus=tuple(
+            PciGpu(g["pci_bus_id"], _VENDOR, _DEVICE, _CLASS_3D, "nvidia" if loaded_version else None) for g in gpus
+        ),
+        proc_gpus=tuple(ProcGpu(g["pci_bus_id"], g.get("name"), g.get("uuid"), index) for index, g in enumerate(gpus))
+        if loaded_version
+        else (),
+        nvml=NvmlReport(
+            status=status,
+            source="simulated",
+            driver_version=loaded_version if status == "ok" else None,
+            devices=devices,
+        ),
         kernel_log=KernelLog(source=None, lines=0, last_driver_load=None, xids=(), load_errors=(), fallen_off_bus=()),
         mofed_ready=bool(s.get("mofed_ready", True)),
         peermem_wanted="nvidia_peermem" in s["loaded"] or "nvidia_peermem" in s.get("modules_load_d", []),
         fabric_manager_version=s.get("fabric_manager_version") if s.get("nvswitch") else None,
         consumers=Consumers(processes=view.processes, services=view.services, containers=view.containers, scanned=True),
     )
-

@@ -38,7 +38,7 @@ class RunningCommand:
         self._result: CommandResult | None = None
 
     @classmethod
-    def finished(cls, result: CommandResult) -> "RunningCommand":
+    def finished(cls, result: CommandResult) -> RunningCommand:
         command = cls(result.argv, None, time.monotonic())
         command._result = result
         return command
@@ -128,7 +128,11 @@ class CommandRunner:
         if not result.ok:
             from nvreload.errors import HostError
 
-            raise HostError((result.stderr.strip() or result.stdout.strip() or f"{argv[0]} exited {result.returncode}").splitlines()[-1])
+            raise HostError(
+                (
+                    result.stderr.strip() or result.stdout.strip() or f"{argv[0]} exited {result.returncode}"
+                ).splitlines()[-1]
+            )
         return result.stdout
 
     def spawn_detached(self, argv: Sequence[str]) -> int:
@@ -136,6 +140,12 @@ class CommandRunner:
         OSError when it cannot start (the caller says which daemon did not come back)."""
         import subprocess
 
-        child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        child = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+        )
         return child.pid

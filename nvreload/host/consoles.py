@@ -9,12 +9,16 @@ from nvreload.host.rootfs import RootFS
 
 def framebuffer_consoles(fs: RootFS) -> tuple[str, ...]:
     """VT consoles bound to a framebuffer console, when a framebuffer is nvidia's (nvidia-drmdrmfb)."""
-    nvidia_fb = any("nvidia" in (fs.read_line(f"sys/class/graphics/{fb}/name") or "")
-                    for fb in fs.listdir("sys/class/graphics") if fb.startswith("fb"))
+    nvidia_fb = any(
+        "nvidia" in (fs.read_line(f"sys/class/graphics/{fb}/name") or "")
+        for fb in fs.listdir("sys/class/graphics")
+        if fb.startswith("fb")
+    )
     if not nvidia_fb:
         return ()
     return tuple(
-        vtcon for vtcon in fs.listdir("sys/class/vtconsole")
+        vtcon
+        for vtcon in fs.listdir("sys/class/vtconsole")
         if "frame buffer" in (fs.read_line(f"sys/class/vtconsole/{vtcon}/name") or "")
         and fs.read_line(f"sys/class/vtconsole/{vtcon}/bind") == "1"
     )

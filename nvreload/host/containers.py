@@ -26,7 +26,7 @@ def engine_url() -> str | None:
     """The engine's URL if one can exist here: $DOCKER_HOST, or a socket file that is present."""
     env = os.environ.get("DOCKER_HOST")
     if env:
-        if env.startswith("unix://") and not os.path.exists(env[len("unix://"):]):
+        if env.startswith("unix://") and not os.path.exists(env[len("unix://") :]):
             return None
         return env
     runtime = os.environ.get("XDG_RUNTIME_DIR")
@@ -148,7 +148,9 @@ class ContainerEngine:
             try:
                 container.update(restart_policy={"Name": restore_policy})
             except Exception as exc:  # noqa: BLE001
-                raise HostError(f"container {container.name}: started, but restart policy {restore_policy} not restored: {exc}") from None
+                raise HostError(
+                    f"container {container.name}: started, but restart policy {restore_policy} not restored: {exc}"
+                ) from None
 
     def wait_ready(self, seconds: float = 60.0) -> None:
         deadline = time.monotonic() + seconds
@@ -164,4 +166,4 @@ class ContainerEngine:
 
 def _short(exc: Exception) -> str:
     text = str(exc)
-    return text.split("(\"", 1)[-1].rstrip("\")") if "(\"" in text else text
+    return text.split('("', 1)[-1].rstrip('")') if '("' in text else text

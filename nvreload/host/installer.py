@@ -103,7 +103,9 @@ def check_archive(runner: CommandRunner, path: str) -> None:
     result = runner.run(["sh", path, "--check"], timeout=300)
     if not result.ok:
         detail = (result.stdout + result.stderr).strip().splitlines()
-        raise BadInputError(f"{path}: the archive fails its integrity check ({detail[-1] if detail else f'exit {result.returncode}'})")
+        raise BadInputError(
+            f"{path}: the archive fails its integrity check ({detail[-1] if detail else f'exit {result.returncode}'})"
+        )
 
 
 def installer_argv(path: str, module_type: str | None) -> list[str]:
@@ -118,8 +120,10 @@ def installer_argv(path: str, module_type: str | None) -> list[str]:
 def run_installer(runner: CommandRunner, path: str, module_type: str | None = None) -> None:
     result = runner.run(installer_argv(path, module_type), timeout=1800)
     if not result.ok:
-        raise HostError(f"{installer_failure(result.stdout, result.stderr) or f'exit {result.returncode}'} "
-                        "(see /var/log/nvidia-installer.log)")
+        raise HostError(
+            f"{installer_failure(result.stdout, result.stderr) or f'exit {result.returncode}'} "
+            "(see /var/log/nvidia-installer.log)"
+        )
 
 
 def installer_failure(stdout: str, stderr: str) -> str | None:

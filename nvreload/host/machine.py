@@ -27,8 +27,13 @@ _NVML_STATUSES = ("ok", "version_mismatch", "driver_not_loaded", "library_not_fo
 
 
 class Machine:
-    def __init__(self, fs: RootFS, runner: CommandRunner | None = None, nvml_probe: NvmlProbe | None = None,
-                 modinfo_cache_path: str | None = None) -> None:
+    def __init__(
+        self,
+        fs: RootFS,
+        runner: CommandRunner | None = None,
+        nvml_probe: NvmlProbe | None = None,
+        modinfo_cache_path: str | None = None,
+    ) -> None:
         self.fs = fs
         self.live = fs.is_live
         self.runner = runner or CommandRunner()
@@ -99,7 +104,9 @@ class Machine:
         return probe.report()
 
     # consumers ----------------------------------------------------------------------------
-    def gpu_processes(self, majors: frozenset[int], drm_minors: frozenset[int], nvml_pids: tuple[int, ...]) -> tuple[GpuProcess, ...]:
+    def gpu_processes(
+        self, majors: frozenset[int], drm_minors: frozenset[int], nvml_pids: tuple[int, ...]
+    ) -> tuple[GpuProcess, ...]:
         if not self.live:
             return ()
         from nvreload.host.processes import scan_gpu_holders

@@ -39,8 +39,9 @@ def _compute_instances(nv, gpu_instance) -> list:  # type: ignore[no-untyped-def
     found = []
     for profile in range(nv.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
         try:
-            info = nv.nvmlGpuInstanceGetComputeInstanceProfileInfo(gpu_instance, profile,
-                                                                  nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED, version=1)
+            info = nv.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                gpu_instance, profile, nv.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED, version=1
+            )
         except nv.NVMLError:
             continue
         count = nv.c_uint(0)
@@ -65,8 +66,14 @@ def list_geometry(nv) -> dict:  # type: ignore[no-untyped-def]
         instances = []
         for profile_id, gi in _gpu_instances(nv, handle):
             info = nv.nvmlGpuInstanceGetInfo(gi)
-            instances.append({"profile_id": int(profile_id), "start": int(info.placement.start), "size": int(info.placement.size),
-                              "compute": _compute_instances(nv, gi)})
+            instances.append(
+                {
+                    "profile_id": int(profile_id),
+                    "start": int(info.placement.start),
+                    "size": int(info.placement.size),
+                    "compute": _compute_instances(nv, gi),
+                }
+            )
         if instances:
             bus = _text(nv.nvmlDeviceGetPciInfo(handle).busId)
             gpus[bus] = sorted(instances, key=lambda i: (i["start"], i["profile_id"]))

@@ -67,10 +67,16 @@ def refresh_cdi_specs(runner: CommandRunner, root: str = "/") -> list[str]:
     if not specs:
         return []
     if runner.which("nvidia-ctk") is None:
-        raise HostError("CDI specs " + ", ".join(specs) + " name the old driver's files, and nvidia-ctk is not installed to write them again")
+        raise HostError(
+            "CDI specs "
+            + ", ".join(specs)
+            + " name the old driver's files, and nvidia-ctk is not installed to write them again"
+        )
     for spec in specs:
         result = runner.run(["nvidia-ctk", "cdi", "generate", f"--output={spec}"], timeout=120)
         if not result.ok:
             detail = (result.stderr or result.stdout).strip().splitlines()
-            raise HostError(f"nvidia-ctk cdi generate --output={spec}: {detail[-1] if detail else f'exit {result.returncode}'}")
+            raise HostError(
+                f"nvidia-ctk cdi generate --output={spec}: {detail[-1] if detail else f'exit {result.returncode}'}"
+            )
     return specs

@@ -69,7 +69,7 @@ class NvmlProbe:
         self._timeout = timeout
 
     @classmethod
-    def start(cls, runner: CommandRunner | None = None, timeout: float | None = None) -> "NvmlProbe":
+    def start(cls, runner: CommandRunner | None = None, timeout: float | None = None) -> NvmlProbe:
         runner = runner or CommandRunner()
         command = runner.start(_CHILD, env=child_env())
         return cls(command, configured_timeout() if timeout is None else timeout)

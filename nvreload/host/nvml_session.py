@@ -39,7 +39,7 @@ class NvmlSession:
         self.init_status = "unavailable"
         self.init_error: str | None = None
 
-    def __enter__(self) -> "NvmlSession":
+    def __enter__(self) -> NvmlSession:
         try:
             import pynvml
         except ImportError as exc:

@@ -62,8 +62,9 @@ def _label(rdev: int, mode: int, majors: frozenset[int], exact: frozenset[int]) 
     return None
 
 
-def held_devices(pid: int, matcher: DeviceMatcher, proc: str = "/proc",
-                 cache: dict[str, dict[str, str | None]] | None = None) -> list[str]:
+def held_devices(
+    pid: int, matcher: DeviceMatcher, proc: str = "/proc", cache: dict[str, dict[str, str | None]] | None = None
+) -> list[str]:
     """The device files (as 'major:minor path') among pid's descriptors that the matcher accepts.
 
     Without a cache every descriptor is stat()ed: exact, for the re-check before a signal. With a
@@ -258,7 +259,9 @@ def _send(pid: int, start_time: int | None, signum: int, proc: str) -> bool:
     return True
 
 
-def _wait_gone(targets: list[tuple[int, int | None]], seconds: float, proc: str, poll: float) -> list[tuple[int, int | None]]:
+def _wait_gone(
+    targets: list[tuple[int, int | None]], seconds: float, proc: str, poll: float
+) -> list[tuple[int, int | None]]:
     """Wait up to `seconds` for every target to go; returns those still there."""
     deadline = time.monotonic() + seconds
     left = [t for t in targets if _still_there(t[0], t[1], proc)]
@@ -348,7 +351,9 @@ def stop_daemon(name: str, proc: str = "/proc", grace: float = 10.0, poll: float
     return daemons
 
 
-def start_daemon(runner: CommandRunner, name: str, command: list[str] | tuple[str, ...] | None, settle: float = 0.5) -> None:
+def start_daemon(
+    runner: CommandRunner, name: str, command: list[str] | tuple[str, ...] | None, settle: float = 0.5
+) -> None:
     """Without systemd a daemon comes back by the command line recorded when it was stopped; one
     that exits within `settle` seconds did not come back."""
     if not command:

@@ -380,7 +380,13 @@ def _bounded_tarinfo(tarfile: ModuleType) -> type:
     """tarfile's TarInfo, refusing the extended headers that it would otherwise hold in memory
     whatever their size (pax records, GNU long names), and pax headers of more than a few records
     (tarfile copies a global header's records into every later member)."""
-    extended = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+    extended = (
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    )
 
     class BoundedTarInfo(tarfile.TarInfo):
         def _proc_member(self, archive):  # type: ignore[no-untyped-def]

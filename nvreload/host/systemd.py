@@ -65,7 +65,9 @@ class Systemd:
             self.runner.run([*systemctl(), "reset-failed", name], timeout=30)
             result = self.runner.run([*systemctl(), "start", name], timeout=self.timeout)
         if not result.ok:
-            raise HostError(f"{name}: " + (result.stderr.strip() or f"systemctl start exited {result.returncode}").splitlines()[0])
+            raise HostError(
+                f"{name}: " + (result.stderr.strip() or f"systemctl start exited {result.returncode}").splitlines()[0]
+            )
         # A Type=simple unit "starts" as soon as it forks; one whose ExecStart dies at once shows
         # as failed a moment later. Watch it settle before calling it back.
         deadline = time.monotonic() + self.settle

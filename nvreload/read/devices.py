@@ -61,7 +61,13 @@ def nvidia_majors(proc_devices: str | None) -> frozenset[int]:
             continue
         fields = line.split()
         # isascii: str.isdigit() also accepts '²', which int() refuses
-        if in_char and len(fields) == 2 and fields[0].isascii() and fields[0].isdigit() and fields[1] in NVIDIA_DEVICE_NAMES:
+        if (
+            in_char
+            and len(fields) == 2
+            and fields[0].isascii()
+            and fields[0].isdigit()
+            and fields[1] in NVIDIA_DEVICE_NAMES
+        ):
             majors.add(int(fields[0]))
     return frozenset(majors)
 

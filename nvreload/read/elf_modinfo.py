@@ -44,11 +44,11 @@ def _parse(read: Callable[[int, int], bytes]) -> dict[str, list[str]]:
     endian = "<" if ei_data == 1 else ">"
     try:
         if ei_class == 2:
-            shoff, = struct.unpack_from(endian + "Q", elf, 0x28)
+            (shoff,) = struct.unpack_from(endian + "Q", elf, 0x28)
             shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHH", elf, 0x3A)
             section = endian + "IIQQQQIIQQ"
         else:
-            shoff, = struct.unpack_from(endian + "I", elf, 0x20)
+            (shoff,) = struct.unpack_from(endian + "I", elf, 0x20)
             shentsize, shnum, shstrndx = struct.unpack_from(endian + "HHH", elf, 0x2E)
             section = endian + "IIIIIIIIII"
         if shnum == 0 or shstrndx >= shnum or shentsize < struct.calcsize(section):
@@ -142,7 +142,9 @@ class _ModuleImage:
         if size > MAX_PART_BYTES:
             raise ModuleFileError(f"a part of {size} bytes is claimed, more than any module has")
         if offset + size > MAX_MODULE_BYTES:
-            raise ModuleFileError(f"its headers point {offset + size} bytes in, past the {MAX_MODULE_BYTES >> 20} MiB read of a module")
+            raise ModuleFileError(
+                f"its headers point {offset + size} bytes in, past the {MAX_MODULE_BYTES >> 20} MiB read of a module"
+            )
         self.handle.seek(0)
         stream = _inflating(self.name, self.handle)
         if stream is None:

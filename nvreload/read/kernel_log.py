@@ -22,8 +22,10 @@ _XID = re.compile(r"NVRM: Xid \((?:PCI:)?(?P<bus>[0-9A-Fa-f:.]+)\):\s*(?P<xid>\d
 # printed by a running instance
 _FALLEN = re.compile(r"NVRM: GPU (?P<bus>[0-9A-Fa-f:.]+): GPU has fallen off the bus")
 # `[ 1843.3] ` (dmesg), `[Tue Sep  8 17:16:02 2026] ` (dmesg -T), `Sep 28 23:34:26 host kernel: ` (journalctl/syslog)
-_PREFIX = re.compile(r"^(?:\[\s*(?P<ts>\d+(?:\.\d+)?)\]\s?|\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\]\s?"
-                     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ \S+: )")
+_PREFIX = re.compile(
+    r"^(?:\[\s*(?P<ts>\d+(?:\.\d+)?)\]\s?|\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\]\s?"
+    r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ \S+: )"
+)
 # dmesg prints the second and later lines of one multi-line message indented, without a timestamp
 _CONTINUATION = re.compile(r"^\s*NVRM:\s?(?P<text>.*)$")
 
@@ -31,7 +33,12 @@ _CONTINUATION = re.compile(r"^\s*NVRM:\s?(?P<text>.*)$")
 _PROBE = (
     ("fallen_off_bus", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*fallen off the bus")),
     ("unsupported", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*is not supported by")),
-    ("bar_unassigned", re.compile(r"NVRM: This PCI I/O region assigned to your NVIDIA device is invalid.*\(PCI:(?P<bus>[0-9A-Fa-f:.]+)\)")),
+    (
+        "bar_unassigned",
+        re.compile(
+            r"NVRM: This PCI I/O region assigned to your NVIDIA device is invalid.*\(PCI:(?P<bus>[0-9A-Fa-f:.]+)\)"
+        ),
+    ),
     ("init_failed", re.compile(r"NVRM: GPU (?P<bus>[0-9A-Fa-f:.]+): RmInitAdapter failed")),
     ("other_driver", re.compile(r"NVRM: The NVIDIA probe routine was not called for \d+ device")),
 )
@@ -46,9 +53,13 @@ _SYMBOL_VERSION = re.compile(r"disagrees about version of symbol (?P<symbol>\S+)
 _UNKNOWN_SYMBOL = re.compile(r"Unknown symbol (?P<symbol>\S+)")
 # Secure Boot / lockdown refusing an unsigned or untrusted module; modprobe's EKEYREJECTED text
 # reaches the log through systemd-modules-load or a driver container's output
-_SIGNATURE = re.compile(r"Loading of unsigned module is rejected|Loading of module with unavailable key is rejected"
-                        r"|unsigned module loading is restricted")
-_KEY_REJECTED = re.compile(r"(?:could not insert|Failed to insert module) '(?P<module>[^']+)': Key was rejected by service")
+_SIGNATURE = re.compile(
+    r"Loading of unsigned module is rejected|Loading of module with unavailable key is rejected"
+    r"|unsigned module loading is restricted"
+)
+_KEY_REJECTED = re.compile(
+    r"(?:could not insert|Failed to insert module) '(?P<module>[^']+)': Key was rejected by service"
+)
 _FORMAT = re.compile(r"Invalid module format|Exec format error")
 # a cheap test before the patterns above: most of a kernel log is none of this
 _REFUSAL_WORDS = ("symbol", "module", "Key was rejected", "format error", "version magic", "API mismatch")

@@ -37,7 +37,6 @@ class ProcModulesLine:
     state: str
 
 
-
 _VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
 
 
@@ -46,6 +45,7 @@ def _version(text: str | None) -> str | None:
     file is no version rather than text that would pass for one."""
     text = (text or "").strip()
     return text if text.isascii() and _VERSION.match(text) else None
+
 
 def _count(field: str) -> int | None:
     """A count as the kernel prints it: ASCII digits only (int() would also take '-1', '1_0', '٣')."""
@@ -142,7 +142,8 @@ def read_kernel(root: RootFS, proc_lines: list[ProcModulesLine], proc_modules_pr
         modules_supported=proc_modules_present,
         module_unload_supported=unload,
         module_loading_disabled=(disabled == "1") or not proc_modules_present,
-        modules_tree_present=bool(release) and (root.is_dir(f"lib/modules/{release}") or root.is_dir(f"usr/lib/modules/{release}")),
+        modules_tree_present=bool(release)
+        and (root.is_dir(f"lib/modules/{release}") or root.is_dir(f"usr/lib/modules/{release}")),
     )
 
 

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 from nvreload.host.rootfs import RootFS
 from nvreload.model import (
-    KernelModule,
-    ContainerState,
     Consumers,
+    ContainerState,
     GpuProcess,
+    KernelModule,
     NodeState,
     NvmlReport,
     ServiceState,
@@ -21,7 +21,6 @@ from nvreload.read.on_disk import read_dkms, read_on_disk_module
 from nvreload.read.pci import read_pci_gpus
 from nvreload.read.readability import kernel_release_input, read_readability
 from nvreload.read.userspace import read_userspace
-
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
@@ -39,7 +38,9 @@ if TYPE_CHECKING:
         def hostname(self) -> str | None: ...
         def kernel_log(self) -> tuple[str | None, str | None]: ...
         def nvml(self, module_live: bool, userspace_found: bool) -> NvmlReport: ...
-        def gpu_processes(self, majors: frozenset[int], drm_minors: frozenset[int], nvml_pids: tuple[int, ...]) -> tuple[GpuProcess, ...]: ...
+        def gpu_processes(
+            self, majors: frozenset[int], drm_minors: frozenset[int], nvml_pids: tuple[int, ...]
+        ) -> tuple[GpuProcess, ...]: ...
         def services(self) -> tuple[ServiceState, ...]: ...
         def containers(self, holder_ids: tuple[str, ...] = ()) -> tuple[tuple[ContainerState, ...], str | None]: ...
         def fabric_manager_version(self) -> str | None: ...
@@ -108,7 +109,9 @@ def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeStat
         else:
             majors, drm_minors = nvidia_majors(fs.read_text("proc/devices")), nvidia_drm_minors(fs)
         processes = machine.gpu_processes(majors, drm_minors, nvml_pids)
-        containers, engine_error = machine.containers(tuple(sorted({p.container_id for p in processes if p.container_id})))
+        containers, engine_error = machine.containers(
+            tuple(sorted({p.container_id for p in processes if p.container_id}))
+        )
         consumers = Consumers(
             processes=processes,
             services=services,

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         def get(self, module_path: str) -> dict[str, str | None] | None: ...
         def put(self, module_path: str, values: dict[str, str | None]) -> None: ...
 
+
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
 # depmod's default search order puts updates/ (where DKMS installs) before the kernel's own tree.
 _PRIORITY = ("updates/", "extra/", "kernel/")
@@ -48,7 +49,9 @@ def _aliases(root: RootFS, base: str, module: str) -> list[str]:
     lines in modprobe.d (Debian's `alias nvidia nvidia-current`, Ubuntu's former `alias nvidia
     nvidia_384`) and in the kernel's modules.alias."""
     wanted = module.replace("-", "_")
-    texts = [root.read_text(f"{d}/{n}") or "" for d in _MODPROBE_D for n in sorted(root.listdir(d)) if n.endswith(".conf")]
+    texts = [
+        root.read_text(f"{d}/{n}") or "" for d in _MODPROBE_D for n in sorted(root.listdir(d)) if n.endswith(".conf")
+    ]
     texts.append(root.read_text(f"{base}/modules.alias") or "")
     found = []
     for text in texts:
@@ -123,8 +126,9 @@ def available_modules(root: RootFS, release: str | None, names: tuple[str, ...])
     return tuple(name for name in names if find_module_file(root, release, name))
 
 
-def read_on_disk_module(root: RootFS, release: str | None, module: str = "nvidia",
-                        cache: ModinfoMemo | None = None) -> OnDiskModule | None:
+def read_on_disk_module(
+    root: RootFS, release: str | None, module: str = "nvidia", cache: ModinfoMemo | None = None
+) -> OnDiskModule | None:
     """`cache` (live nodes only): skip decompressing a module file that has not changed since a
     previous run read it."""
     if not release:
@@ -170,7 +174,9 @@ def read_dkms(root: RootFS) -> tuple[DkmsEntry, ...]:
             if name.startswith("kernel-")
         }
         for version in root.listdir(f"var/lib/dkms/{module}"):
-            if version.startswith(("kernel-", "original_module")) or not root.is_dir(f"var/lib/dkms/{module}/{version}"):
+            if version.startswith(("kernel-", "original_module")) or not root.is_dir(
+                f"var/lib/dkms/{module}/{version}"
+            ):
                 continue
             for kernel in root.listdir(f"var/lib/dkms/{module}/{version}"):
                 if kernel in ("source", "build") or not _DKMS_DIR.match(kernel):

@@ -70,9 +70,11 @@ def kernel_release_input(fs: RootFS) -> tuple[NodeInput, str | None]:
     paths = ("/proc/sys/kernel/osrelease", "/proc/version")
     if release:
         return NodeInput(paths, "read"), release
-    states = [file_input(fs, "proc/sys/kernel/osrelease", osrelease, kernel_answers=False).state,
-              # a /proc/version that is not the kernel's banner says no more than an empty one
-              "empty" if version_text is not None else _why_missing(fs, "proc/version", False)]
+    states = [
+        file_input(fs, "proc/sys/kernel/osrelease", osrelease, kernel_answers=False).state,
+        # a /proc/version that is not the kernel's banner says no more than an empty one
+        "empty" if version_text is not None else _why_missing(fs, "proc/version", False),
+    ]
     return NodeInput(paths, _worst(states)), None
 
 
@@ -81,7 +83,9 @@ def read_readability(fs: RootFS, proc_modules_text: str | None, kernel_release: 
     return Readability(
         proc_modules=file_input(fs, "proc/modules", proc_modules_text),
         kernel_release=kernel_release,
-        modules_disabled=file_input(fs, "proc/sys/kernel/modules_disabled", fs.read_line("proc/sys/kernel/modules_disabled")),
+        modules_disabled=file_input(
+            fs, "proc/sys/kernel/modules_disabled", fs.read_line("proc/sys/kernel/modules_disabled")
+        ),
         proc_devices=file_input(fs, "proc/devices", fs.read_text("proc/devices")),
         sys_module=dir_input(fs, "sys/module"),
         pci_devices=dir_input(fs, "sys/bus/pci/devices"),

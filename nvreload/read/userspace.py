@@ -32,7 +32,9 @@ DEFAULT_LIBRARY_DIRS = (
 
 def ld_so_conf_dirs(root: RootFS) -> list[str]:
     dirs: list[str] = []
-    files = ["etc/ld.so.conf"] + [f"etc/ld.so.conf.d/{n}" for n in root.listdir("etc/ld.so.conf.d") if n.endswith(".conf")]
+    files = ["etc/ld.so.conf"] + [
+        f"etc/ld.so.conf.d/{n}" for n in root.listdir("etc/ld.so.conf.d") if n.endswith(".conf")
+    ]
     for name in files:
         for line in (root.read_text(name) or "").splitlines():
             line = line.split("#", 1)[0].strip()
@@ -61,9 +63,7 @@ def read_userspace(root: RootFS) -> UserspaceLibrary:
         if match:
             return UserspaceLibrary(match.group(1), "/" + final, "/" + link)
         # A real file with no version in its name: a versioned sibling is how packages ship it.
-        versions = [
-            m.group(1) for n in root.listdir(posixpath.dirname(final)) if (m := _VERSIONED.match(n))
-        ]
+        versions = [m.group(1) for n in root.listdir(posixpath.dirname(final)) if (m := _VERSIONED.match(n))]
         if len(versions) == 1:
             return UserspaceLibrary(versions[0], "/" + final, "/" + link)
         return UserspaceLibrary(None, "/" + final, "/" + link)

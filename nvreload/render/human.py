@@ -52,18 +52,28 @@ def render_status(doc: dict, verbose: bool = False) -> None:
         # no finding explains this one (a hang, a crash): the exit code is UNKNOWN, say why
         out.print(f"[yellow]NVML: {escape(driver['nvml_error'])}[/]")
     if doc["modules"]:
-        out.print("modules: " + text(", ".join(
-            f"{m['name']} ({m['state']}{'' if m['refcount'] is None else ', ref ' + str(m['refcount'])}"
-            f"{', held by ' + '+'.join(m['holders']) if m['holders'] else ''})" for m in doc["modules"])))
+        out.print(
+            "modules: "
+            + text(
+                ", ".join(
+                    f"{m['name']} ({m['state']}{'' if m['refcount'] is None else ', ref ' + str(m['refcount'])}"
+                    f"{', held by ' + '+'.join(m['holders']) if m['holders'] else ''})"
+                    for m in doc["modules"]
+                )
+            )
+        )
     if doc["gpus"]:
         table = Table(show_edge=False, box=None, pad_edge=False)
         for column in ("bus id", "name", "uuid", "driver", "persistence", "MIG"):
             table.add_column(column)
         for gpu in doc["gpus"]:
             table.add_row(
-                text(gpu["pci_bus_id"]), text(gpu["name"] or "-"), text(gpu["uuid"] or "-"),
+                text(gpu["pci_bus_id"]),
+                text(gpu["name"] or "-"),
+                text(gpu["uuid"] or "-"),
                 text(gpu["driver"]) if gpu.get("driver") else "[red]none[/]",
-                _flag(gpu.get("persistence_mode")), _flag(gpu.get("mig_mode")),
+                _flag(gpu.get("persistence_mode")),
+                _flag(gpu.get("mig_mode")),
             )
         out.print(table)
     consumers = doc["consumers"]
@@ -92,8 +102,11 @@ def render_status(doc: dict, verbose: bool = False) -> None:
     out.print(f"recommended action: [bold]{doc['recommended_action']}[/]; reload {feasible}")
     for path in doc.get("unreadable", []):
         out.print(f"[yellow]could not read {text(path)} (run as root for the full picture)[/]")
-    not_read = [f"{' or '.join(i['paths'])}: {i['state']}" for i in doc.get("inputs", {}).values()
-                if i["state"] not in ("read", "not_in_kernel")]
+    not_read = [
+        f"{' or '.join(i['paths'])}: {i['state']}"
+        for i in doc.get("inputs", {}).values()
+        if i["state"] not in ("read", "not_in_kernel")
+    ]
     if not_read:
         # no finding was drawn from these: say so, so that silence about them is not read as health
         out.print(f"[yellow]not read, so nothing concluded from: {text('; '.join(not_read))}[/]")
@@ -102,7 +115,11 @@ def render_status(doc: dict, verbose: bool = False) -> None:
 def render_verify(doc: dict) -> None:
     out = console(report=True)
     for check in doc["checks"]:
-        mark = "[green]ok  [/]" if check["ok"] else ("[red]FAIL[/]" if check["severity"] == "critical" else "[yellow]WARN[/]")
+        mark = (
+            "[green]ok  [/]"
+            if check["ok"]
+            else ("[red]FAIL[/]" if check["severity"] == "critical" else "[yellow]WARN[/]")
+        )
         out.print(f"{mark} {check['name']}: {escape(check['detail'])}")
     out.print("[green]healthy[/]" if doc["healthy"] else "[red]not healthy[/]")
 

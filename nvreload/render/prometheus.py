@@ -59,7 +59,9 @@ class _Exposition:
     def __init__(self) -> None:
         self.lines: list[str] = []
 
-    def family(self, name: str, help_text: str, samples: Iterable[tuple[dict[str, object], float | int | bool]]) -> None:
+    def family(
+        self, name: str, help_text: str, samples: Iterable[tuple[dict[str, object], float | int | bool]]
+    ) -> None:
         self.lines.append(f"# HELP {name} {_help_text(help_text)}")
         self.lines.append(f"# TYPE {name} gauge")
         for labels, value in samples:
@@ -92,55 +94,107 @@ def _xids(document: dict) -> list[tuple[dict[str, object], int]]:
 def _journal(out: _Exposition, journal: JournalView | None) -> None:
     """journal None: a snapshot (--root), whose journal is not here to read: the families stay empty."""
     run = journal.last_run if journal is not None else None
-    out.family("nvreload_journal_readable",
-               "0 when nvreload's run journal exists but cannot be read (nvreload --rollback says why); "
-               "1 when it was read or there is none.", [({}, journal.readable)] if journal is not None else [])
-    out.family("nvreload_last_run_info", "The last acting run in the journal: its action and journal state; always 1.",
-               [({"action": run.action, "state": run.state}, 1)] if run else [])
-    out.family("nvreload_last_run_unfinished",
-               "1 while the last run is unfinished (running, rolling_back, failed, or stopped awaiting --start).",
-               [({}, run.unfinished)] if run else [])
-    for name, when, what in (("started", run.started if run else None, "started"),
-                             ("updated", run.updated if run else None, "last wrote its journal"),
-                             ("finished", run.finished if run else None, "finished (absent while unfinished)")):
-        out.family(f"nvreload_last_run_{name}_timestamp_seconds", f"When the last run {what}, in seconds since the epoch.",
-                   [({}, when)] if when is not None else [])
+    out.family(
+        "nvreload_journal_readable",
+        "0 when nvreload's run journal exists but cannot be read (nvreload --rollback says why); "
+        "1 when it was read or there is none.",
+        [({}, journal.readable)] if journal is not None else [],
+    )
+    out.family(
+        "nvreload_last_run_info",
+        "The last acting run in the journal: its action and journal state; always 1.",
+        [({"action": run.action, "state": run.state}, 1)] if run else [],
+    )
+    out.family(
+        "nvreload_last_run_unfinished",
+        "1 while the last run is unfinished (running, rolling_back, failed, or stopped awaiting --start).",
+        [({}, run.unfinished)] if run else [],
+    )
+    for name, when, what in (
+        ("started", run.started if run else None, "started"),
+        ("updated", run.updated if run else None, "last wrote its journal"),
+        ("finished", run.finished if run else None, "finished (absent while unfinished)"),
+    ):
+        out.family(
+            f"nvreload_last_run_{name}_timestamp_seconds",
+            f"When the last run {what}, in seconds since the epoch.",
+            [({}, when)] if when is not None else [],
+        )
 
 
 def render_prometheus(document: dict, journal: JournalView | None) -> str:
     """The status document (and the journal's last run, None for a snapshot) as Prometheus text exposition."""
     out = _Exposition()
     node, driver = document["node"], document["driver"]
-    out.family("nvreload_node_info", "The node nvreload read; always 1.",
-               [({"hostname": node["hostname"], "kernel_release": node["kernel_release"]}, 1)])
-    out.family("nvreload_driver_info",
-               "Driver versions: the loaded kernel module, the module on disk that would load next, the userspace "
-               "library, the loaded module's flavour, and NVML's status; always 1. An empty label is unknown.",
-               [({"kernel_module": driver["kernel_module_version"], "on_disk": driver["on_disk_module_version"],
-                  "userspace": driver["userspace_version"], "flavor": driver["kernel_module_flavor"],
-                  "nvml": driver["nvml"]}, 1)])
+    out.family(
+        "nvreload_node_info",
+        "The node nvreload read; always 1.",
+        [({"hostname": node["hostname"], "kernel_release": node["kernel_release"]}, 1)],
+    )
+    out.family(
+        "nvreload_driver_info",
+        "Driver versions: the loaded kernel module, the module on disk that would load next, the userspace "
+        "library, the loaded module's flavour, and NVML's status; always 1. An empty label is unknown.",
+        [
+            (
+                {
+                    "kernel_module": driver["kernel_module_version"],
+                    "on_disk": driver["on_disk_module_version"],
+                    "userspace": driver["userspace_version"],
+                    "flavor": driver["kernel_module_flavor"],
+                    "nvml": driver["nvml"],
+                },
+                1,
+            )
+        ],
+    )
     out.family("nvreload_driver_loaded", "1 when the nvidia kernel module is loaded.", [({}, bool(driver["loaded"]))])
-    out.family("nvreload_status", "The status exit code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
-               [({}, status_exit_code(document))])
+    out.family(
+        "nvreload_status",
+        "The status exit code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+        [({}, status_exit_code(document))],
+    )
     # Only the codes present: an alert rule fires on the series existing (`nvreload_finding{severity="critical"}`)
     # and resolves when the next run's file no longer has it. A 0 for each known code would have to carry
     # a severity label for a finding that is not there, and the code list grows with the diagnosis;
     # nvreload_findings below gives the always-present series a `== 0` or `absent()` rule wants.
-    out.family("nvreload_finding", "Findings of this code on the node (labelled with their worst severity).",
-               _findings(document))
+    out.family(
+        "nvreload_finding",
+        "Findings of this code on the node (labelled with their worst severity).",
+        _findings(document),
+    )
     severities = [f["severity"] for f in document["findings"]]
-    out.family("nvreload_findings", "Findings of this severity on the node (0 when none).",
-               [({"severity": s}, severities.count(s)) for s in SEVERITIES])
-    out.family("nvreload_recommended_action_info", "The one recommended action; always 1.",
-               [({"action": document["recommended_action"]}, 1)])
-    out.family("nvreload_reload_feasible", "1 when no finding blocks a reload.", [({}, bool(document["reload"]["feasible"]))])
-    out.family("nvreload_reload_blocker", "A finding code that blocks a reload; always 1.",
-               [({"code": code}, 1) for code in sorted(set(document["reload"]["blockers"]))])
-    out.family("nvreload_xid_events_since_driver_load",
-               "XID events in the kernel log since the loaded driver instance started, by XID number.", _xids(document))
+    out.family(
+        "nvreload_findings",
+        "Findings of this severity on the node (0 when none).",
+        [({"severity": s}, severities.count(s)) for s in SEVERITIES],
+    )
+    out.family(
+        "nvreload_recommended_action_info",
+        "The one recommended action; always 1.",
+        [({"action": document["recommended_action"]}, 1)],
+    )
+    out.family(
+        "nvreload_reload_feasible", "1 when no finding blocks a reload.", [({}, bool(document["reload"]["feasible"]))]
+    )
+    out.family(
+        "nvreload_reload_blocker",
+        "A finding code that blocks a reload; always 1.",
+        [({"code": code}, 1) for code in sorted(set(document["reload"]["blockers"]))],
+    )
+    out.family(
+        "nvreload_xid_events_since_driver_load",
+        "XID events in the kernel log since the loaded driver instance started, by XID number.",
+        _xids(document),
+    )
     gpus = document["gpus"]
-    out.family("nvreload_gpus", "NVIDIA GPUs seen on the PCI bus and by NVML (fewer in NVML: a GPU is lost to CUDA).",
-               [({"seen_by": "pci"}, sum(1 for g in gpus if g.get("on_pci_bus"))),
-                ({"seen_by": "nvml"}, sum(1 for g in gpus if g.get("in_nvml")))])
+    out.family(
+        "nvreload_gpus",
+        "NVIDIA GPUs seen on the PCI bus and by NVML (fewer in NVML: a GPU is lost to CUDA).",
+        [
+            ({"seen_by": "pci"}, sum(1 for g in gpus if g.get("on_pci_bus"))),
+            ({"seen_by": "nvml"}, sum(1 for g in gpus if g.get("in_nvml"))),
+        ],
+    )
     _journal(out, journal)
     return out.text()

@@ -46,20 +46,25 @@ class ConsoleReporter(Reporter):
                 return  # a log or a pipe gets the finished lines only
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-            self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                                      console=self.out, transient=True)
+            self._progress = Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=self.out, transient=True
+            )
             self._progress.start()
             self._progress.add_task(name, total=None)
             return
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        mark = {"done": "[green]done[/]", "failed": "[red]FAILED[/]", "interrupted": "[yellow]interrupted[/]"}.get(status, status)
+        mark = {"done": "[green]done[/]", "failed": "[red]FAILED[/]", "interrupted": "[yellow]interrupted[/]"}.get(
+            status, status
+        )
         self.out.print(f"{name:18} {mark} ({seconds or 0:.1f} s){' ' + text(detail) if detail else ''}")
 
     def _action(self, action: Action, status: str, detail: str) -> None:
         if self.verbose or not status.startswith(self.QUIET_OUTCOMES):
-            self.out.print(f"  {action.kind} {text(action.target)}: {text(status)}{' ' + text(detail) if detail else ''}")
+            self.out.print(
+                f"  {action.kind} {text(action.target)}: {text(status)}{' ' + text(detail) if detail else ''}"
+            )
 
 
 def render_action_result(result: ActionResult, action: str) -> None:
@@ -77,7 +82,11 @@ def render_action_result(result: ActionResult, action: str) -> None:
         return
     report = result.report
     assert report is not None
-    style = "green" if report.result in ("reloaded", "started", "stopped") else ("yellow" if report.result == "rolled_back" else "red")
+    style = (
+        "green"
+        if report.result in ("reloaded", "started", "stopped")
+        else ("yellow" if report.result == "rolled_back" else "red")
+    )
     out.print(f"result: [{style}]{report.result}[/]" + (f" ({text(report.error)})" if report.error else ""))
     if report.stopped:
         out.print("stopped: " + text(", ".join(report.stopped)))

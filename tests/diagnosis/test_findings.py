@@ -24,8 +24,6 @@ def upgraded_userspace(snapshot):
     snapshot.on_disk_module("550.144.03")
 
 
-
-
 def test_the_recommended_action_is_the_most_drastic_one_any_finding_needs(snapshot):
     upgraded_userspace(snapshot)  # version_mismatch -> reload
     snapshot.dmesg([LOAD, XID48])  # -> reset_gpu
@@ -37,8 +35,19 @@ def test_the_recommended_action_is_the_most_drastic_one_any_finding_needs(snapsh
 
 
 def test_the_action_order_is_the_one_the_issue_fixes():
-    assert ACTION_PRIORITY == ("check_access", "service_hardware", "fix_platform", "reboot", "rebuild_module",
-                               "sign_module", "install_driver", "reload", "reset_gpu", "restart_application", "none")
+    assert ACTION_PRIORITY == (
+        "check_access",
+        "service_hardware",
+        "fix_platform",
+        "reboot",
+        "rebuild_module",
+        "sign_module",
+        "install_driver",
+        "reload",
+        "reset_gpu",
+        "restart_application",
+        "none",
+    )
 
 
 def test_every_finding_carries_the_evidence_that_produced_it(snapshot):
@@ -50,7 +59,10 @@ def test_every_finding_carries_the_evidence_that_produced_it(snapshot):
     for finding in diagnosis.findings:
         assert finding.evidence, finding.code
     mismatch = next(f for f in diagnosis.findings if f.code == "version_mismatch")
-    assert (mismatch.evidence["kernel_module_version"], mismatch.evidence["userspace_version"]) == ("550.127.08", "550.144.03")
+    assert (mismatch.evidence["kernel_module_version"], mismatch.evidence["userspace_version"]) == (
+        "550.127.08",
+        "550.144.03",
+    )
     reset = next(f for f in diagnosis.findings if f.code == "xid_reset_required")
     assert reset.evidence["lines"] == [XID48]
 
@@ -123,7 +135,10 @@ def test_a_resident_module_newer_than_userspace_is_a_mismatch_too(snapshot):
     snapshot.userspace("550.90.07")
     snapshot.on_disk_module("550.90.07")
     finding = next(f for f in diagnose(node_of(snapshot)).findings if f.code == "version_mismatch")
-    assert finding.evidence["userspace_version"] == "550.90.07" and finding.evidence["kernel_module_version"] == "550.127.08"
+    assert (
+        finding.evidence["userspace_version"] == "550.90.07"
+        and finding.evidence["kernel_module_version"] == "550.127.08"
+    )
 
 
 def unread(node, **states):
@@ -137,8 +152,13 @@ def test_an_unreadable_proc_modules_gives_no_finding_drawn_from_it_only_node_unr
     node = node_of(snapshot)
     # what read_kernel and read_modules make of a /proc/modules they could not read: nothing listed,
     # no unloading, loading "disabled" -- exactly the guesses no finding may repeat
-    blind = replace(node, modules=(), kernel=replace(node.kernel, module_unload_supported=False,
-                                                      module_loading_disabled=True, modules_supported=False))
+    blind = replace(
+        node,
+        modules=(),
+        kernel=replace(
+            node.kernel, module_unload_supported=False, module_loading_disabled=True, modules_supported=False
+        ),
+    )
     diagnosis = diagnose(unread(blind, proc_modules="unreadable"))
     assert codes(diagnosis) == ["node_unreadable"]
     finding = diagnosis.findings[0]
@@ -182,8 +202,13 @@ def test_module_loading_disabled_comes_only_from_a_modules_disabled_that_was_rea
 
 def test_a_kernel_without_module_support_is_told_by_the_live_kernel_lacking_proc_modules(snapshot):
     node = node_of(snapshot)
-    node = replace(node, modules=(), kernel=replace(node.kernel, module_unload_supported=False,
-                                                    module_loading_disabled=True, modules_supported=False))
+    node = replace(
+        node,
+        modules=(),
+        kernel=replace(
+            node.kernel, module_unload_supported=False, module_loading_disabled=True, modules_supported=False
+        ),
+    )
     live = unread(node, proc_modules="not_in_kernel", modules_disabled="not_in_kernel")
     diagnosis = diagnose(live)
     assert "node_unreadable" not in codes(diagnosis)
@@ -236,18 +261,36 @@ def test_gpus_passed_through_to_vfio_are_reported_but_block_nothing(snapshot):
 
 
 def test_a_module_merely_tainting_the_kernel_unsigned_is_no_secure_boot_refusal(snapshot):
-    snapshot.dmesg(["[ 3.2] nvidia: module verification failed: signature and/or required key missing - tainting kernel", LOAD])
+    snapshot.dmesg(
+        ["[ 3.2] nvidia: module verification failed: signature and/or required key missing - tainting kernel", LOAD]
+    )
     assert "module_signature_rejected" not in codes(diagnose(node_of(snapshot)))
 
 
 def test_a_pending_mig_change_names_the_processes_that_hold_the_gpu(snapshot):
-    persistenced = GpuProcess(1201, 42, "nvidia-persistenced", "/usr/bin/nvidia-persistenced", ("/dev/nvidia0",),
-                              None, "nvidia-persistenced.service", "procfs")
+    persistenced = GpuProcess(
+        1201,
+        42,
+        "nvidia-persistenced",
+        "/usr/bin/nvidia-persistenced",
+        ("/dev/nvidia0",),
+        None,
+        "nvidia-persistenced.service",
+        "procfs",
+    )
     node = node_of(snapshot)
     device = NvmlDevice(0, "NVIDIA A100", "GPU-1", "00000000:3B:00.0", True, False, (), mig_pending=True)
-    node = replace(node, nvml=NvmlReport("ok", "nvml", devices=(device,)),
-                   consumers=replace(node.consumers, processes=(persistenced,), scanned=True))
+    node = replace(
+        node,
+        nvml=NvmlReport("ok", "nvml", devices=(device,)),
+        consumers=replace(node.consumers, processes=(persistenced,), scanned=True),
+    )
     pending = next(f for f in diagnose(node).findings if f.code == "mig_mode_change_pending")
     assert "held by nvidia-persistenced (pid 1201)" in pending.message
-    assert pending.evidence["gpus"][0] == {"pci_bus_id": "0000:3b:00.0", "current": "Disabled", "pending": "Enabled", "nvml_pids": []}
+    assert pending.evidence["gpus"][0] == {
+        "pci_bus_id": "0000:3b:00.0",
+        "current": "Disabled",
+        "pending": "Enabled",
+        "nvml_pids": [],
+    }
     assert pending.action == "reset_gpu"

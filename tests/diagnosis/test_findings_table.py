@@ -15,17 +15,25 @@ def emitted() -> dict[str, str | None]:
     tree = ast.parse(Path(findings.__file__).read_text())
     out: dict[str, str | None] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Finding" and isinstance(node.args[0], ast.Constant):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "Finding"
+            and isinstance(node.args[0], ast.Constant)
+        ):
             action = node.args[3]
             out[node.args[0].value] = action.value if isinstance(action, ast.Constant) else None
-        elif isinstance(node, ast.Tuple) and len(node.elts) == 5 and all(isinstance(e, ast.Constant) for e in node.elts[:3]):
+        elif (
+            isinstance(node, ast.Tuple)
+            and len(node.elts) == 5
+            and all(isinstance(e, ast.Constant) for e in node.elts[:3])
+        ):
             out[node.elts[1].value] = node.elts[2].value
     return out
 
 
 def readme_table() -> dict[str, str]:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("### Findings"):text.index("### NVML")]
+    section = text[text.index("### Findings") : text.index("### NVML")]
     rows = re.findall(r"^\| `([a-z_]+)` \| [^|]+ \| ([^|]+) \|", section, re.MULTILINE)
     return {code: action.strip() for code, action in rows}
 

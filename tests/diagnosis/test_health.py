@@ -3,9 +3,10 @@
 from dataclasses import replace
 
 from helpers import node_of
+
+from nvreload.diagnosis.health import run_checks, verify_exit_code
 from nvreload.errors import ExitCode
 from nvreload.model import NvmlDevice, NvmlReport
-from nvreload.diagnosis.health import run_checks, verify_exit_code
 
 LOAD = "[ 5.100000] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  550.127.08  Release Build"
 H100_IN_NVML = NvmlDevice(0, "NVIDIA H100 80GB HBM3", "GPU-1", "00000000:3B:00.0", True, False)
@@ -31,7 +32,9 @@ def test_a_healthy_node_passes_every_check_and_exits_zero(snapshot):
 
 def test_nvml_refusing_with_a_version_mismatch_fails_critically_and_names_the_versions(snapshot):
     snapshot.userspace("550.144.03")
-    mismatch = NvmlReport(status="version_mismatch", source="nvml", error="RM has detected an NVML/RM version mismatch.")
+    mismatch = NvmlReport(
+        status="version_mismatch", source="nvml", error="RM has detected an NVML/RM version mismatch."
+    )
     checks = by_name(run_checks(node_with(snapshot, mismatch), cuda=None))
     assert not checks["nvml"].ok and "version mismatch" in checks["nvml"].detail
     assert not checks["versions_agree"].ok

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from helpers import status_of
 
 INCIDENTS = Path(__file__).resolve().parents[1] / "fixtures" / "incidents"
@@ -42,7 +41,8 @@ def test_a_gpu_that_fell_off_the_bus_while_this_driver_loaded_needs_a_reboot():
     assert fallen["evidence"]["pci_bus_ids"] == ["0000:b3:00.0"]
     assert fallen["evidence"]["lines"] == [
         "[ 1843.308145] NVRM: The NVIDIA GPU 0000:b3:00.0 (PCI ID: 10de:26b5) installed in this system has "
-        "fallen off the bus and is not responding to commands."]
+        "fallen off the bus and is not responding to commands."
+    ]
     assert doc["recommended_action"] == "reboot"
     assert doc["reload"] == {"feasible": False, "blockers": ["gpu_fallen_off_bus"]}
     assert "gpu_driver_unbound" not in [f["code"] for f in doc["findings"]]  # the log says why it is unbound
@@ -60,9 +60,12 @@ def test_secure_boot_refusing_the_module_asks_for_a_signed_module_not_a_reload()
 def test_gpus_nouveau_owns_while_nvidia_is_not_loaded_are_one_finding_and_no_reload():
     doc = diagnosed("nouveau-owns-gpus")
     other = finding(doc, "gpu_bound_to_other_driver")
-    assert other["evidence"]["gpus"] == [{"pci_bus_id": bus, "driver": "nouveau"}
-                                         for bus in ("0000:5a:00.0", "0000:5e:00.0", "0000:62:00.0")]
-    assert other["evidence"]["lines"] == ["[188549.976351] NVRM: The NVIDIA probe routine was not called for 3 device(s)."]
+    assert other["evidence"]["gpus"] == [
+        {"pci_bus_id": bus, "driver": "nouveau"} for bus in ("0000:5a:00.0", "0000:5e:00.0", "0000:62:00.0")
+    ]
+    assert other["evidence"]["lines"] == [
+        "[188549.976351] NVRM: The NVIDIA probe routine was not called for 3 device(s)."
+    ]
     assert other["action"] == "reboot" and "nouveau" in other["message"]
     assert doc["recommended_action"] == "reboot"
     assert doc["reload"] == {"feasible": False, "blockers": ["gpu_bound_to_other_driver"]}
@@ -83,8 +86,10 @@ def test_nvidia_peermem_built_against_another_ib_core_is_named_with_its_symbols(
     assert module["module"] == "nvidia_peermem"
     assert module["reasons"] == ["symbol_version", "unknown_symbol"]
     assert module["symbols"] == ["ib_register_peer_memory_client", "ib_unregister_peer_memory_client"]
-    assert ("[Tue Sep  8 17:21:18 2026] nvidia_peermem: disagrees about version of symbol ib_register_peer_memory_client"
-            in module["lines"])
+    assert (
+        "[Tue Sep  8 17:21:18 2026] nvidia_peermem: disagrees about version of symbol ib_register_peer_memory_client"
+        in module["lines"]
+    )
     assert failed["action"] == "rebuild_module" and "ib_core" in failed["message"]
     assert "module_load_failed" not in [f["code"] for f in doc["findings"]]  # nvidia itself loaded fine
     assert doc["reload"] == {"feasible": True, "blockers": []}
@@ -94,7 +99,8 @@ def test_a_pending_mig_mode_change_asks_for_a_gpu_reset():
     doc = diagnosed("mig-pending-disable")
     pending = finding(doc, "mig_mode_change_pending")
     assert pending["evidence"]["gpus"] == [
-        {"pci_bus_id": "0000:c1:00.0", "current": "Enabled", "pending": "Disabled", "nvml_pids": []}]
+        {"pci_bus_id": "0000:c1:00.0", "current": "Enabled", "pending": "Disabled", "nvml_pids": []}
+    ]
     assert pending["action"] == "reset_gpu"
     assert "nvidia-persistenced" in pending["message"]  # nothing scanned in a snapshot: say who usually holds it
     assert doc["recommended_action"] == "reset_gpu"
@@ -105,8 +111,10 @@ def test_gpus_without_a_bar_in_a_vm_need_the_platform_fixed_not_a_reload():
     doc = diagnosed("vm-bar1-unassigned")
     bar = finding(doc, "gpu_bar_unassigned")
     assert bar["evidence"]["pci_bus_ids"] == ["0000:14:00.0", "0000:1c:00.0"]
-    assert ("[83260.063553] NVRM: This PCI I/O region assigned to your NVIDIA device is invalid: BAR1 is 0M @ 0x0 "
-            "(PCI:0000:14:00.0)") in bar["evidence"]["lines"]
+    assert (
+        "[83260.063553] NVRM: This PCI I/O region assigned to your NVIDIA device is invalid: BAR1 is 0M @ 0x0 "
+        "(PCI:0000:14:00.0)"
+    ) in bar["evidence"]["lines"]
     assert bar["action"] == "fix_platform"
     assert doc["recommended_action"] == "fix_platform"
     assert "gpu_driver_unbound" not in [f["code"] for f in doc["findings"]]
@@ -115,7 +123,9 @@ def test_gpus_without_a_bar_in_a_vm_need_the_platform_fixed_not_a_reload():
 def test_a_gpu_the_driver_failed_to_initialise_is_retried_by_a_reload():
     doc = diagnosed("rm-init-adapter-failed")
     failed = finding(doc, "gpu_init_failed")
-    assert failed["evidence"]["lines"] == ["[  903.610907] NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)"]
+    assert failed["evidence"]["lines"] == [
+        "[  903.610907] NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)"
+    ]
     assert (failed["action"], doc["recommended_action"], doc["reload"]["feasible"]) == ("reload", "reload", True)
 
 
@@ -123,7 +133,9 @@ def test_xid_63_is_a_remap_pending_until_the_next_gpu_reset():
     doc = diagnosed("xid63-row-remap")
     remap = finding(doc, "row_remap_pending")
     assert remap["evidence"]["pci_bus_ids"] == ["0000:10:1c.0"]
-    assert remap["evidence"]["lines"][0].endswith("63, pid=1896, Row Remapper: New row marked for remapping, reset gpu to activate.")
+    assert remap["evidence"]["lines"][0].endswith(
+        "63, pid=1896, Row Remapper: New row marked for remapping, reset gpu to activate."
+    )
     assert (remap["action"], doc["recommended_action"], doc["reload"]["feasible"]) == ("reset_gpu", "reset_gpu", True)
 
 

@@ -17,7 +17,17 @@ def installer(tmp_path):
     (content / "nvidia-installer").write_text("#!/bin/sh\nexit 0\n")
     os.chmod(content / "nvidia-installer", 0o755)
     run = tmp_path / DRIVER_NAME
-    subprocess.run(["makeself", "--quiet", str(content), str(run), "NVIDIA Accelerated Graphics Driver for Linux-x86_64 550.144.03",
-                    "./nvidia-installer"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "makeself",
+            "--quiet",
+            str(content),
+            str(run),
+            "NVIDIA Accelerated Graphics Driver for Linux-x86_64 550.144.03",
+            "./nvidia-installer",
+        ],
+        check=True,
+        capture_output=True,
+    )
     os.chmod(run, 0o755)
     return run

@@ -7,13 +7,13 @@ import os
 import stat
 
 import pytest
-
 from helpers import run_cli
+from sim_helpers import assert_consistent, node_state, write_scenario
+
 from nvreload.engine.sim import default_scenario
 from nvreload.errors import HostError
 from nvreload.host.commands import CommandRunner
 from nvreload.host.nvidia_tools import refresh_cdi_specs
-from sim_helpers import assert_consistent, node_state, write_scenario
 
 
 def cdi_node(tmp_path, **changes):
@@ -24,7 +24,9 @@ def cdi_node(tmp_path, **changes):
 
 def test_a_version_change_regenerates_the_cdi_spec_before_cdi_containers_start(tmp_path):
     state = tmp_path / "state"
-    proc = run_cli("--reload", "--simulate", cdi_node(tmp_path), "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
+    proc = run_cli(
+        "--reload", "--simulate", cdi_node(tmp_path), "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)}
+    )
     assert proc.returncode == 0, proc.stdout
     node = node_state(state)
     assert node["cdi_version"] == node["loaded_version"] == "550.127.08"

@@ -32,14 +32,19 @@ def test_a_dry_run_rollback_with_nothing_unfinished_says_so_like_the_real_one(tm
     dry = run_cli("--rollback", "--simulate", "--dry-run", "--json", env=env)
     real = run_cli("--rollback", "--simulate", "--json", env=env)
     assert dry.returncode == real.returncode == 0, dry.stderr
-    assert json.loads(dry.stdout) == json.loads(real.stdout) == {"schema_version": 1, "result": "nothing_to_do",
-                                                                   "journal_state": "reloaded"}
+    assert (
+        json.loads(dry.stdout)
+        == json.loads(real.stdout)
+        == {"schema_version": 1, "result": "nothing_to_do", "journal_state": "reloaded"}
+    )
     assert "would be resumed" not in dry.stderr
 
 
 def test_the_steps_of_a_dry_run_are_planned_never_done(tmp_path):
     proc = run_cli("--reload", "--simulate", "--dry-run", env=_env(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    steps = [line.split()[:2] for line in proc.stderr.splitlines() if line.startswith(("stop_consumers", "unload_modules"))]
+    steps = [
+        line.split()[:2] for line in proc.stderr.splitlines() if line.startswith(("stop_consumers", "unload_modules"))
+    ]
     assert steps == [["stop_consumers", "planned"], ["unload_modules", "planned"]]
     assert " done (" not in proc.stderr

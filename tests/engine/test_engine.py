@@ -9,10 +9,10 @@ import sys
 import time
 
 import pytest
-
 from helpers import run_cli
-from nvreload.errors import ExitCode
 from sim_helpers import assert_consistent, node_state, write_scenario
+
+from nvreload.errors import ExitCode
 
 STEPS = ["stop_consumers", "unload_modules", "install_driver", "load_modules", "verify", "restart_consumers"]
 
@@ -30,8 +30,20 @@ def test_the_default_simulated_reload_fixes_the_mismatch_and_brings_everything_b
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["result"] == "reloaded"
-    assert [s["name"] for s in report["steps"]] == ["stop_consumers", "unload_modules", "load_modules", "verify", "restart_consumers"]
-    assert set(report["final"]["modules_loaded"]) == {"nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm", "nvidia_peermem"}
+    assert [s["name"] for s in report["steps"]] == [
+        "stop_consumers",
+        "unload_modules",
+        "load_modules",
+        "verify",
+        "restart_consumers",
+    ]
+    assert set(report["final"]["modules_loaded"]) == {
+        "nvidia",
+        "nvidia_uvm",
+        "nvidia_modeset",
+        "nvidia_drm",
+        "nvidia_peermem",
+    }
     assert set(report["final"]["containers_running"]) == {"train-llm", "triton-infer"}
     node = node_state(state)
     assert_consistent(node, reloaded=True)
@@ -45,9 +57,17 @@ def test_the_default_simulated_reload_fixes_the_mismatch_and_brings_everything_b
 
 
 # Only the install_driver case needs a real .run archive (makeself): only it skips without one.
-FAULT_STEPS = [pytest.param(step, marks=pytest.mark.skipif(shutil.which("makeself") is None,
-                                                           reason="makeself is not installed (apt-get install makeself)"))
-               if step == "install_driver" else step for step in STEPS]
+FAULT_STEPS = [
+    pytest.param(
+        step,
+        marks=pytest.mark.skipif(
+            shutil.which("makeself") is None, reason="makeself is not installed (apt-get install makeself)"
+        ),
+    )
+    if step == "install_driver"
+    else step
+    for step in STEPS
+]
 
 
 @pytest.mark.parametrize("step", FAULT_STEPS)
@@ -80,8 +100,11 @@ def test_a_fault_at_each_step_ends_consistent_with_a_journal_that_says_how(tmp_p
 
 
 def test_a_failed_load_of_the_same_version_is_rolled_back_to_the_node_as_it_was(tmp_path):
-    scenario = write_scenario(tmp_path, driver={"loaded_version": "550.127.08", "installed_version": "550.127.08"},
-                              faults=[{"at": "load_modules", "error": "injected failure in load_modules"}])
+    scenario = write_scenario(
+        tmp_path,
+        driver={"loaded_version": "550.127.08", "installed_version": "550.127.08"},
+        faults=[{"at": "load_modules", "error": "injected failure in load_modules"}],
+    )
     proc, state = reload(tmp_path, scenario=scenario)
     assert proc.returncode == ExitCode.ROLLED_BACK, proc.stdout
     assert json.loads(proc.stdout)["warnings"] == []
@@ -89,7 +112,9 @@ def test_a_failed_load_of_the_same_version_is_rolled_back_to_the_node_as_it_was(
 
 
 def test_a_module_that_never_loads_again_ends_failed_needing_a_reboot(tmp_path):
-    scenario = write_scenario(tmp_path, faults=[{"at": "load_modules", "error": "could not insert 'nvidia': No such device", "times": -1}])
+    scenario = write_scenario(
+        tmp_path, faults=[{"at": "load_modules", "error": "could not insert 'nvidia': No such device", "times": -1}]
+    )
     proc, state = reload(tmp_path, scenario=scenario)
     report = json.loads(proc.stdout)
     assert proc.returncode == ExitCode.NEEDS_REBOOT
@@ -151,9 +176,13 @@ def test_sigkill_between_any_two_steps_then_rollback_leaves_the_node_consistent(
 def test_sigterm_during_a_run_rolls_back(tmp_path):
     scenario = write_scenario(tmp_path, latency={"stop_container": 1.5})
     state = tmp_path / "state"
-    proc = subprocess.Popen([sys.executable, "-m", "nvreload", "--reload", "--simulate", scenario, "--yes", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "NVRELOAD_STATE_DIR": str(state)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nvreload", "--reload", "--simulate", scenario, "--yes", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NVRELOAD_STATE_DIR": str(state)},
+    )
     deadline = time.time() + 20
     while time.time() < deadline and not (state / "journal.json").exists():
         time.sleep(0.05)
@@ -171,8 +200,13 @@ def test_two_concurrent_reloads_one_proceeds_the_other_is_busy_naming_the_holder
     scenario = write_scenario(tmp_path, latency={"unload_module": 0.5})
     state = tmp_path / "state"
     env = {**os.environ, "NVRELOAD_STATE_DIR": str(state)}
-    first = subprocess.Popen([sys.executable, "-m", "nvreload", "--reload", "--simulate", scenario, "--yes", "--json"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "nvreload", "--reload", "--simulate", scenario, "--yes", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 20
     while time.time() < deadline and not (state / "journal.json").exists():
         time.sleep(0.02)
@@ -229,7 +263,12 @@ def test_dry_run_on_a_snapshot_plans_the_module_cycle(tmp_path, snapshot):
     proc = run_cli("--reload", "--dry-run", "--json", "--root", str(snapshot.root))
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)["plan"]
-    assert [p["target"] for p in plan if p["action"] == "unload_module"] == ["nvidia_drm", "nvidia_modeset", "nvidia_uvm", "nvidia"]
+    assert [p["target"] for p in plan if p["action"] == "unload_module"] == [
+        "nvidia_drm",
+        "nvidia_modeset",
+        "nvidia_uvm",
+        "nvidia",
+    ]
 
 
 def test_stop_then_start_brings_back_exactly_what_was_stopped(tmp_path):
@@ -246,7 +285,9 @@ def test_stop_then_start_brings_back_exactly_what_was_stopped(tmp_path):
 
 
 def test_a_blocked_node_refuses_the_reload(tmp_path):
-    scenario = write_scenario(tmp_path, kernel={"release": "6.18", "module_unload_supported": False, "modules_disabled": True})
+    scenario = write_scenario(
+        tmp_path, kernel={"release": "6.18", "module_unload_supported": False, "modules_disabled": True}
+    )
     proc, _ = reload(tmp_path, scenario=scenario)
     assert proc.returncode == ExitCode.REFUSED
     assert "module_unload_unsupported" in proc.stderr
@@ -254,7 +295,9 @@ def test_a_blocked_node_refuses_the_reload(tmp_path):
 
 def test_a_display_server_refuses_unless_forced(tmp_path):
     scenario_data = json.loads(open(write_scenario(tmp_path)).read())
-    scenario_data["processes"].append({"pid": 900, "start_time": 5, "comm": "Xorg", "holds": ["nvidia", "nvidia_modeset"]})
+    scenario_data["processes"].append(
+        {"pid": 900, "start_time": 5, "comm": "Xorg", "holds": ["nvidia", "nvidia_modeset"]}
+    )
     path = tmp_path / "display.json"
     path.write_text(json.dumps(scenario_data))
     proc, _ = reload(tmp_path, scenario=str(path))
@@ -290,8 +333,9 @@ def test_a_scenario_that_is_not_one_is_bad_input(tmp_path):
 
 
 def test_restart_docker_puts_the_engine_restart_before_the_first_container_start(tmp_path):
-    proc = run_cli("--reload", "--simulate", "--dry-run", "--json", "--restart-docker",
-                   env={"NVRELOAD_STATE_DIR": str(tmp_path)})
+    proc = run_cli(
+        "--reload", "--simulate", "--dry-run", "--json", "--restart-docker", env={"NVRELOAD_STATE_DIR": str(tmp_path)}
+    )
     assert proc.returncode == 0, proc.stderr
     actions = [p["action"] for p in json.loads(proc.stdout)["plan"]]
     assert actions.index("restart_container_engine") < actions.index("start_container")
@@ -305,9 +349,13 @@ def test_restart_docker_without_reload_is_a_usage_error():
 def test_a_signal_that_arrives_during_rollback_is_held_until_the_node_is_restored_then_acted_on(tmp_path):
     scenario = write_scenario(tmp_path, latency={"stop_container": 1.0, "start_container": 1.5})
     state = tmp_path / "state"
-    proc = subprocess.Popen([sys.executable, "-m", "nvreload", "--reload", "--simulate", scenario, "--yes", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "NVRELOAD_STATE_DIR": str(state)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nvreload", "--reload", "--simulate", scenario, "--yes", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NVRELOAD_STATE_DIR": str(state)},
+    )
     journal = state / "journal.json"
     deadline = time.time() + 20
     while time.time() < deadline and not journal.exists():
@@ -328,7 +376,9 @@ def test_a_signal_that_arrives_during_rollback_is_held_until_the_node_is_restore
 def test_an_unload_that_stops_at_nvidia_after_an_upgrade_is_finished_forward_not_left_half_done(tmp_path):
     # The dependents are out, nvidia is "in use"; the modules on disk are the new version, which the
     # kernel refuses to load next to the old nvidia (tests/vm showed it): the reload is finished.
-    scenario = write_scenario(tmp_path, faults=[{"at": "unload_modules", "error": "rmmod: ERROR: Module nvidia is in use", "skip": 4}])
+    scenario = write_scenario(
+        tmp_path, faults=[{"at": "unload_modules", "error": "rmmod: ERROR: Module nvidia is in use", "skip": 4}]
+    )
     proc, state = reload(tmp_path, scenario=scenario)
     report = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -338,8 +388,11 @@ def test_an_unload_that_stops_at_nvidia_after_an_upgrade_is_finished_forward_not
 
 
 def test_an_unload_that_stops_at_nvidia_without_an_upgrade_puts_the_dependents_back(tmp_path):
-    scenario = write_scenario(tmp_path, driver={"loaded_version": "550.127.08", "installed_version": "550.127.08"},
-                              faults=[{"at": "unload_modules", "error": "rmmod: ERROR: Module nvidia is in use", "skip": 4}])
+    scenario = write_scenario(
+        tmp_path,
+        driver={"loaded_version": "550.127.08", "installed_version": "550.127.08"},
+        faults=[{"at": "unload_modules", "error": "rmmod: ERROR: Module nvidia is in use", "skip": 4}],
+    )
     proc, state = reload(tmp_path, scenario=scenario)
     assert proc.returncode == ExitCode.ROLLED_BACK, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["warnings"] == []
@@ -347,10 +400,16 @@ def test_an_unload_that_stops_at_nvidia_without_an_upgrade_puts_the_dependents_b
 
 
 def test_a_node_with_nothing_loaded_is_loaded_from_what_is_on_disk(tmp_path):
-    scenario = write_scenario(tmp_path, modules=[], on_disk_modules=["nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm",
-                                                                  "nvidia_peermem"],
-                              driver={"loaded_version": None, "installed_version": "550.144.03"}, processes=[], services=[],
-                              containers=[], consoles=[])
+    scenario = write_scenario(
+        tmp_path,
+        modules=[],
+        on_disk_modules=["nvidia", "nvidia_uvm", "nvidia_modeset", "nvidia_drm", "nvidia_peermem"],
+        driver={"loaded_version": None, "installed_version": "550.144.03"},
+        processes=[],
+        services=[],
+        containers=[],
+        consoles=[],
+    )
     proc, state = reload(tmp_path, scenario=scenario)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # peermem is on disk but not configured in modules-load.d: a boot would not load it either
@@ -388,7 +447,9 @@ def _with_holder_child(child: dict) -> list[dict]:
 
 def test_a_child_that_inherited_a_killed_holders_descriptors_is_ended_before_the_unload(tmp_path):
     # the VM's stubborn shell loop: its `sleep` still held /dev/nvidia-uvm when rmmod ran
-    scenario = write_scenario(tmp_path, processes=_with_holder_child({"pid": 4250, "start_time": 99900, "comm": "sleep"}))
+    scenario = write_scenario(
+        tmp_path, processes=_with_holder_child({"pid": 4250, "start_time": 99900, "comm": "sleep"})
+    )
     proc, state = reload(tmp_path, scenario=scenario)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
@@ -402,7 +463,9 @@ def test_a_child_that_inherited_a_killed_holders_descriptors_is_ended_before_the
 
 def test_a_process_that_began_holding_the_gpu_after_the_plan_is_not_signalled_and_nothing_is_unloaded(tmp_path):
     # a child in a process group of its own (setsid) is no part of what the operator confirmed
-    scenario = write_scenario(tmp_path, processes=_with_holder_child({"pid": 4250, "start_time": 99900, "comm": "job", "pgrp": 4250}))
+    scenario = write_scenario(
+        tmp_path, processes=_with_holder_child({"pid": 4250, "start_time": 99900, "comm": "job", "pgrp": 4250})
+    )
     proc, state = reload(tmp_path, scenario=scenario)
     assert proc.returncode == ExitCode.ROLLED_BACK, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)

@@ -5,8 +5,9 @@ the archive check before anything stops, the journal of what was killed."""
 import json
 
 import pytest
-
 from helpers import run_cli
+from sim_helpers import assert_consistent, node_state, write_scenario
+
 import nvreload.engine.engine as engine_module
 from nvreload.engine.engine import Engine
 from nvreload.engine.journal import Journal, JournalContext
@@ -14,13 +15,14 @@ from nvreload.engine.planner import build_plan
 from nvreload.engine.sim import SimulatedNode, default_scenario
 from nvreload.errors import ExitCode
 from nvreload.model import Check
-from sim_helpers import assert_consistent, node_state, write_scenario
 
 
 def reload_in_process(tmp_path, node, peermem_wait=300.0):
     view = node.observe()
     plan = build_plan(view, node.configured_parameters())
-    journal = Journal.start(str(tmp_path / "journal.json"), "reload", [], JournalContext(node.name, None, None, view.loaded_version))
+    journal = Journal.start(
+        str(tmp_path / "journal.json"), "reload", [], JournalContext(node.name, None, None, view.loaded_version)
+    )
     return Engine(node, journal, peermem_wait=peermem_wait).reload(plan), journal
 
 
@@ -42,7 +44,10 @@ class VerifyAnswers(SimulatedNode):
 
 def test_a_failed_critical_check_fails_the_verify_step_and_the_run_says_which(tmp_path):
     node = VerifyAnswers(scenario(), str(tmp_path))
-    node.checks = [Check("nvml", True, "NVML ok"), Check("cuda_context", False, "cuInit failed: CUDA_ERROR_NO_DEVICE (100)")]
+    node.checks = [
+        Check("nvml", True, "NVML ok"),
+        Check("cuda_context", False, "cuInit failed: CUDA_ERROR_NO_DEVICE (100)"),
+    ]
     report, journal = reload_in_process(tmp_path, node)
     assert report.result == "failed" and report.exit_code == ExitCode.NEEDS_REBOOT
     assert report.error == "verify: cuda_context: cuInit failed: CUDA_ERROR_NO_DEVICE (100)"
@@ -153,7 +158,14 @@ def with_display_server(tmp_path) -> str:
 
 def test_a_display_server_is_refused_without_force_display_and_nothing_is_touched(tmp_path):
     state = tmp_path / "state"
-    proc = run_cli("--reload", "--simulate", with_display_server(tmp_path), "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
+    proc = run_cli(
+        "--reload",
+        "--simulate",
+        with_display_server(tmp_path),
+        "--yes",
+        "--json",
+        env={"NVRELOAD_STATE_DIR": str(state)},
+    )
     assert proc.returncode == ExitCode.REFUSED and "display_server_active" in proc.stderr
     assert not (state / "journal.json").exists()
     assert all(sv["active"] for sv in node_state(state)["services"])
@@ -161,8 +173,15 @@ def test_a_display_server_is_refused_without_force_display_and_nothing_is_touche
 
 def test_force_display_reloads_despite_the_display_server_and_ends_it_like_any_holder(tmp_path):
     state = tmp_path / "state"
-    proc = run_cli("--reload", "--simulate", with_display_server(tmp_path), "--yes", "--json", "--force-display",
-                   env={"NVRELOAD_STATE_DIR": str(state)})
+    proc = run_cli(
+        "--reload",
+        "--simulate",
+        with_display_server(tmp_path),
+        "--yes",
+        "--json",
+        "--force-display",
+        env={"NVRELOAD_STATE_DIR": str(state)},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["result"] == "reloaded"
@@ -173,7 +192,9 @@ def test_a_truncated_installer_is_refused_before_anything_is_stopped(tmp_path, i
     data = installer.read_bytes()
     installer.write_bytes(data[: len(data) - 64])  # a download cut short: makeself's checksum fails
     state = tmp_path / "state"
-    proc = run_cli("--reload", "--simulate", "--yes", "--json", "--driver", str(installer), env={"NVRELOAD_STATE_DIR": str(state)})
+    proc = run_cli(
+        "--reload", "--simulate", "--yes", "--json", "--driver", str(installer), env={"NVRELOAD_STATE_DIR": str(state)}
+    )
     assert proc.returncode == ExitCode.BAD_INPUT, proc.stdout + proc.stderr
     assert "fails its integrity check" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (state / "journal.json").exists()

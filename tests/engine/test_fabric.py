@@ -5,23 +5,28 @@ fabric manager on another driver version is refused before anything is stopped."
 import json
 
 from helpers import run_cli
+from sim_helpers import assert_consistent, node_state, write_scenario
+
 from nvreload.engine.engine import Engine
 from nvreload.engine.journal import Journal, JournalContext
 from nvreload.engine.planner import build_plan
 from nvreload.engine.sim import SimulatedNode, default_scenario
 from nvreload.errors import ExitCode
-from sim_helpers import assert_consistent, node_state, write_scenario
 
 NEW = "550.127.08"  # the default scenario's installed (userspace and on-disk) version
 
 
 def hgx(tmp_path, **changes):
-    return write_scenario(tmp_path, **({"nvswitch": True, "fabric_manager_version": NEW, "fabric_training_polls": 3} | changes))
+    return write_scenario(
+        tmp_path, **({"nvswitch": True, "fabric_manager_version": NEW, "fabric_training_polls": 3} | changes)
+    )
 
 
 def reload(tmp_path, scenario, *extra):
     state = tmp_path / "state"
-    proc = run_cli("--reload", "--simulate", scenario, "--yes", "--json", *extra, env={"NVRELOAD_STATE_DIR": str(state)})
+    proc = run_cli(
+        "--reload", "--simulate", scenario, "--yes", "--json", *extra, env={"NVRELOAD_STATE_DIR": str(state)}
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc, state
 
@@ -33,8 +38,12 @@ def test_an_hgx_node_reloads_with_the_fabric_up_before_the_cuda_check(tmp_path):
     assert report["result"] == "reloaded" and report["restart_failures"] == []
     # verified on the first try: not a failed CUDA check that a rollback then finished forward
     assert [(s["name"], s["status"]) for s in report["steps"]] == [
-        ("stop_consumers", "done"), ("unload_modules", "done"), ("load_modules", "done"), ("verify", "done"),
-        ("restart_consumers", "done")]
+        ("stop_consumers", "done"),
+        ("unload_modules", "done"),
+        ("load_modules", "done"),
+        ("verify", "done"),
+        ("restart_consumers", "done"),
+    ]
     assert report["error"] is None and report["warnings"] == []
     node = node_state(state)
     assert node["fabric_up"] and node["loaded_version"] == NEW
@@ -42,7 +51,9 @@ def test_an_hgx_node_reloads_with_the_fabric_up_before_the_cuda_check(tmp_path):
 
 
 def test_the_dry_run_of_an_hgx_reload_starts_the_fabric_manager_before_verify(tmp_path):
-    proc = run_cli("--reload", "--simulate", hgx(tmp_path), "--dry-run", "--json", env={"NVRELOAD_STATE_DIR": str(tmp_path / "s")})
+    proc = run_cli(
+        "--reload", "--simulate", hgx(tmp_path), "--dry-run", "--json", env={"NVRELOAD_STATE_DIR": str(tmp_path / "s")}
+    )
     actions = [(p["action"], p["target"]) for p in json.loads(proc.stdout)["plan"]]
     fabric = actions.index(("start_service", "nvidia-fabricmanager.service"))
     assert actions.index(("load_module", "nvidia")) < fabric < actions.index(("verify", "driver"))

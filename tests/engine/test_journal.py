@@ -6,14 +6,14 @@ import json
 import os
 
 import pytest
-
 from helpers import run_cli
+from sim_helpers import assert_consistent, node_state, write_scenario
+
 from nvreload.engine.engine import Engine
 from nvreload.engine.journal import Journal, JournalContext
 from nvreload.engine.planner import build_plan
 from nvreload.engine.sim import SimulatedNode
 from nvreload.errors import ExitCode, JournalError
-from sim_helpers import assert_consistent, node_state, write_scenario
 
 
 class ProcessDied(BaseException):
@@ -66,17 +66,33 @@ def test_a_crash_between_a_container_stop_and_its_record_still_brings_the_contai
     assert json.loads(journal_path.read_text())["state"] == "rolled_back"
 
 
-@pytest.mark.parametrize("change,problem", [
-    ({"undo": {"containers": []}}, "'undo' missing or not a list"),
-    ({"state": "paused"}, "state 'paused'"),
-    ({"schema_version": 1}, "schema_version 1"),
-    ({"undo": [{"seq": 1, "kind": "format_disk", "target": "/", "detail": {}, "state": "done"}]}, "undo record of the wrong shape"),
-])
+@pytest.mark.parametrize(
+    "change,problem",
+    [
+        ({"undo": {"containers": []}}, "'undo' missing or not a list"),
+        ({"state": "paused"}, "state 'paused'"),
+        ({"schema_version": 1}, "schema_version 1"),
+        (
+            {"undo": [{"seq": 1, "kind": "format_disk", "target": "/", "detail": {}, "state": "done"}]},
+            "undo record of the wrong shape",
+        ),
+    ],
+)
 def test_a_journal_of_the_wrong_shape_is_refused_before_anything_acts_on_it(tmp_path, change, problem):
     state = tmp_path / "state"
     state.mkdir()
-    good = {"schema_version": 2, "run_id": "x", "action": "reload", "state": "running", "plan": [], "steps": [],
-            "modules": [], "undo": [], "killed": [], "context": {}}
+    good = {
+        "schema_version": 2,
+        "run_id": "x",
+        "action": "reload",
+        "state": "running",
+        "plan": [],
+        "steps": [],
+        "modules": [],
+        "undo": [],
+        "killed": [],
+        "context": {},
+    }
     (state / "journal.json").write_text(json.dumps(good | change))
     before = (state / "journal.json").read_text()
     proc = run_cli("--rollback", "--simulate", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
@@ -87,7 +103,9 @@ def test_a_journal_of_the_wrong_shape_is_refused_before_anything_acts_on_it(tmp_
         Journal.load(str(state / "journal.json"))
 
 
-@pytest.mark.parametrize("content", ['{"schema_version": 2, "state": "mystery"}', "{truncated", '{"schema_version": 2}'])
+@pytest.mark.parametrize(
+    "content", ['{"schema_version": 2, "state": "mystery"}', "{truncated", '{"schema_version": 2}']
+)
 def test_a_reload_over_a_journal_it_cannot_read_moves_it_aside_and_stops_there(tmp_path, content):
     # an unknown or missing state is not "finished": the record of what an earlier run stopped is kept
     state = tmp_path / "state"
@@ -131,7 +149,9 @@ def test_the_records_of_a_run_are_appended_while_the_document_is_left_alone(tmp_
     assert (after.st_ino, after.st_size) == (document.st_ino, document.st_size)
     assert len(open(journal.records_path, "rb").read().splitlines()) == 1001
     loaded = Journal.load(journal.path)
-    assert [(r.target, r.state) for r in loaded.undo[:2]] == [("c0", "done"), ("c1", "done")] and len(loaded.undo) == 500
+    assert [(r.target, r.state) for r in loaded.undo[:2]] == [("c0", "done"), ("c1", "done")] and len(
+        loaded.undo
+    ) == 500
     assert loaded.killed == [{"pid": 7, "comm": "python3", "outcome": "terminated"}]
 
 
@@ -149,7 +169,10 @@ def test_a_record_torn_by_a_crash_is_dropped_and_the_ones_before_it_are_kept(tmp
     journal.intend("stop_container", "infer")
     with open(journal.records_path, "ab") as log:
         log.write(b'{"event": "mark", "n": 3, "se')  # the process died inside this write
-    assert [(r.target, r.state) for r in Journal.load(journal.path).undo] == [("train", "intended"), ("infer", "intended")]
+    assert [(r.target, r.state) for r in Journal.load(journal.path).undo] == [
+        ("train", "intended"),
+        ("infer", "intended"),
+    ]
 
 
 def test_records_the_document_already_holds_are_not_replayed_twice(tmp_path):
@@ -163,12 +186,15 @@ def test_records_the_document_already_holds_are_not_replayed_twice(tmp_path):
     assert [r.target for r in Journal.load(journal.path).undo] == ["train"]
 
 
-@pytest.mark.parametrize("line,problem", [
-    (b"not json\n", "line 1: not a journal record"),
-    (b'{"n": 1, "event": "format_disk"}\n', "an unknown record 'format_disk'"),
-    (b'{"n": 5, "event": "killed", "entry": {}}\n', "record 5 follows record 0: records are missing"),
-    (b'{"n": 1, "event": "mark", "seq": 9, "state": "done"}\n', "a mark of the wrong shape"),
-])
+@pytest.mark.parametrize(
+    "line,problem",
+    [
+        (b"not json\n", "line 1: not a journal record"),
+        (b'{"n": 1, "event": "format_disk"}\n', "an unknown record 'format_disk'"),
+        (b'{"n": 5, "event": "killed", "entry": {}}\n', "record 5 follows record 0: records are missing"),
+        (b'{"n": 1, "event": "mark", "seq": 9, "state": "done"}\n', "a mark of the wrong shape"),
+    ],
+)
 def test_a_damaged_record_log_is_refused_as_bad_input_naming_the_line(tmp_path, line, problem):
     journal = _journal(tmp_path)
     with open(journal.records_path, "wb") as log:

@@ -43,18 +43,21 @@ class AnsweringRunner:
 
 
 def reload_counting_reads(tmp_path, monkeypatch, nvml_ok: bool):
+    from snapshot_builder import healthy_node
+
     import nvreload.engine.live_target as live
     from nvreload.engine.engine import Engine
     from nvreload.engine.journal import Journal, JournalContext
     from nvreload.engine.planner import build_plan
-    from snapshot_builder import healthy_node
 
     snap = healthy_node(tmp_path / "node")
     if nvml_ok:
-        snap.write("nvreload-snapshot/nvidia-smi-q.xml",
-                   "<nvidia_smi_log><driver_version>550.127.08</driver_version><gpu id=\"00000000:3B:00.0\">"
-                   "<product_name>NVIDIA H100 80GB HBM3</product_name><pci><pci_bus_id>00000000:3B:00.0</pci_bus_id></pci>"
-                   "<persistence_mode>Disabled</persistence_mode></gpu></nvidia_smi_log>")
+        snap.write(
+            "nvreload-snapshot/nvidia-smi-q.xml",
+            '<nvidia_smi_log><driver_version>550.127.08</driver_version><gpu id="00000000:3B:00.0">'
+            "<product_name>NVIDIA H100 80GB HBM3</product_name><pci><pci_bus_id>00000000:3B:00.0</pci_bus_id></pci>"
+            "<persistence_mode>Disabled</persistence_mode></gpu></nvidia_smi_log>",
+        )
     reads = []
     real_read_node = live.read_node
     monkeypatch.setattr(live, "read_node", lambda machine, **kw: reads.append(kw) or real_read_node(machine, **kw))

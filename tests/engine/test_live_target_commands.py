@@ -6,6 +6,7 @@ import os
 import textwrap
 
 import pytest
+from snapshot_builder import healthy_node
 
 from nvreload.engine.engine import Engine
 from nvreload.engine.journal import Journal, JournalContext
@@ -17,7 +18,6 @@ from nvreload.host.kmod import ModuleLoader
 from nvreload.host.machine import Machine
 from nvreload.host.rootfs import open_root
 from nvreload.model import Check
-from snapshot_builder import healthy_node
 
 STUB = textwrap.dedent("""\
     #!/bin/sh
@@ -56,12 +56,16 @@ class VerifiedTarget(LiveTarget):
         return [Check("nvml", True, "NVML ok")]
 
 
-def test_a_reload_unloads_by_the_holders_and_loads_back_with_the_parameters_modprobe_d_would_not_give(tmp_path, commands):
+def test_a_reload_unloads_by_the_holders_and_loads_back_with_the_parameters_modprobe_d_would_not_give(
+    tmp_path, commands
+):
     snap = healthy_node(tmp_path / "node")
     # nvidia runs with firmware off although modprobe.d says on; its power management is as configured
     snap.write("sys/module/nvidia/parameters/NVreg_EnableGpuFirmware", "0\n")
     snap.write("sys/module/nvidia/parameters/NVreg_DynamicPowerManagement", "0x02\n")
-    snap.write("etc/modprobe.d/nvidia.conf", "options nvidia NVreg_EnableGpuFirmware=1 NVreg_DynamicPowerManagement=0x02\n")
+    snap.write(
+        "etc/modprobe.d/nvidia.conf", "options nvidia NVreg_EnableGpuFirmware=1 NVreg_DynamicPowerManagement=0x02\n"
+    )
     target = VerifiedTarget(Machine(open_root(str(snap.root)), runner=CommandRunner()), grace=0.1, settle=0)
     view = target.observe()
     plan = build_plan(view, target.configured_parameters())
@@ -69,10 +73,15 @@ def test_a_reload_unloads_by_the_holders_and_loads_back_with_the_parameters_modp
     report = Engine(target, journal).reload(plan)
     assert report.result == "reloaded", report.error
     assert commands() == [
-        "rmmod nvidia_drm", "rmmod nvidia_modeset", "rmmod nvidia_uvm", "rmmod nvidia",
+        "rmmod nvidia_drm",
+        "rmmod nvidia_modeset",
+        "rmmod nvidia_uvm",
+        "rmmod nvidia",
         # modprobe applies modprobe.d itself: only what differs from it is passed, and modeset=Y,
         # which no file says, comes back as the console had it
-        "modprobe nvidia NVreg_EnableGpuFirmware=0", "modprobe nvidia_uvm", "modprobe nvidia_modeset",
+        "modprobe nvidia NVreg_EnableGpuFirmware=0",
+        "modprobe nvidia_uvm",
+        "modprobe nvidia_modeset",
         "modprobe nvidia_drm modeset=1",
     ]
 

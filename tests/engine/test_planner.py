@@ -1,5 +1,5 @@
-from nvreload.engine.planner import build_plan, parameters_to_restore, unload_order
 from nvreload.engine.plan import LoadedModule, ReloadView
+from nvreload.engine.planner import build_plan, parameters_to_restore, unload_order
 from nvreload.model import ContainerState, GpuProcess, ServiceState
 
 
@@ -19,8 +19,12 @@ def test_unload_order_follows_holders_not_a_fixed_list():
 
 
 def test_load_order_is_the_reverse_and_restores_exactly_the_loaded_set():
-    view = ReloadView(modules=(LoadedModule("nvidia", ("nvidia_uvm",)), LoadedModule("nvidia_uvm", ())),
-                      processes=(), services=(), containers=())
+    view = ReloadView(
+        modules=(LoadedModule("nvidia", ("nvidia_uvm",)), LoadedModule("nvidia_uvm", ())),
+        processes=(),
+        services=(),
+        containers=(),
+    )
     plan = build_plan(view)
     assert [a.target for a in plan.step("unload_modules").actions] == ["nvidia_uvm", "nvidia"]
     assert [a.target for a in plan.step("load_modules").actions] == ["nvidia", "nvidia_uvm"]  # no nvidia_drm added
@@ -43,25 +47,43 @@ def test_processes_in_containers_and_units_are_stopped_through_them_not_killed()
         containers=(ContainerState("abc123abc123ffff", "train", True, ("gpu",)),),
     )
     actions = [(a.kind, a.target) for a in build_plan(view).step("stop_consumers").actions]
-    assert actions == [("stop_container", "train"), ("stop_service", "nvidia-persistenced.service"),
-                       ("stop_service", "my-trainer.service"), ("kill_process", "12")]
+    assert actions == [
+        ("stop_container", "train"),
+        ("stop_service", "nvidia-persistenced.service"),
+        ("stop_service", "my-trainer.service"),
+        ("kill_process", "12"),
+    ]
     restart = [(a.kind, a.target) for a in build_plan(view).step("restart_consumers").actions]
-    assert restart == [("start_service", "my-trainer.service"), ("start_service", "nvidia-persistenced.service"),
-                       ("start_container", "train")]
+    assert restart == [
+        ("start_service", "my-trainer.service"),
+        ("start_service", "nvidia-persistenced.service"),
+        ("start_container", "train"),
+    ]
 
 
 def test_the_fabric_manager_stops_last_and_starts_before_verify_ahead_of_every_other_consumer():
     # an NVSwitch node's CUDA check fails (error 802) until the fabric manager is up for the new driver
-    view = ReloadView(modules=(LoadedModule("nvidia", ()),), processes=(), containers=(), services=(
-        ServiceState("nvidia-fabricmanager.service", "active"), ServiceState("nvidia-persistenced.service", "active"),
-        ServiceState("nvidia-dcgm.service", "active"), ServiceState("nvidia-imex.service", "active")))
+    view = ReloadView(
+        modules=(LoadedModule("nvidia", ()),),
+        processes=(),
+        containers=(),
+        services=(
+            ServiceState("nvidia-fabricmanager.service", "active"),
+            ServiceState("nvidia-persistenced.service", "active"),
+            ServiceState("nvidia-dcgm.service", "active"),
+            ServiceState("nvidia-imex.service", "active"),
+        ),
+    )
     plan = build_plan(view)
     stops = [a.target for a in plan.step("stop_consumers").actions]
     verify = [(a.kind, a.target) for a in plan.step("verify").actions]
     restarts = [a.target for a in plan.step("restart_consumers").actions]
     assert stops[-2:] == ["nvidia-imex.service", "nvidia-fabricmanager.service"]
-    assert verify == [("start_service", "nvidia-fabricmanager.service"), ("start_service", "nvidia-imex.service"),
-                      ("verify", "driver")]
+    assert verify == [
+        ("start_service", "nvidia-fabricmanager.service"),
+        ("start_service", "nvidia-imex.service"),
+        ("verify", "driver"),
+    ]
     assert restarts == ["nvidia-persistenced.service", "nvidia-dcgm.service"]
 
 
@@ -82,9 +104,13 @@ def test_the_unit_nvreload_runs_in_is_never_stopped_its_holders_are_ended_one_by
     # Learned on the real kernel (tests/vm): a hook's own unit held the GPU, the plan stopped that
     # unit, and systemd killed nvreload halfway through its run.
     proc = lambda pid, u: GpuProcess(pid, 1, "sleep", "", ("195:0 /dev/nvidia0",), None, u, "procfs")  # noqa: E731
-    view = ReloadView(modules=(LoadedModule("nvidia", ()),), containers=(),
-                      processes=(proc(20, "nvreload-hook.service"), proc(21, "trainer.service"), proc(22, "trainer.service")),
-                      services=(ServiceState("nvreload-hook.service", "active"),), own_unit="nvreload-hook.service")
+    view = ReloadView(
+        modules=(LoadedModule("nvidia", ()),),
+        containers=(),
+        processes=(proc(20, "nvreload-hook.service"), proc(21, "trainer.service"), proc(22, "trainer.service")),
+        services=(ServiceState("nvreload-hook.service", "active"),),
+        own_unit="nvreload-hook.service",
+    )
     actions = [(a.kind, a.target) for a in build_plan(view).step("stop_consumers").actions]
     assert actions == [("kill_process", "20"), ("stop_service", "trainer.service")]
 

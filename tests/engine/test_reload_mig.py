@@ -6,9 +6,10 @@ refused, and where it cannot be recreated the run says so and --start tries agai
 import json
 
 from helpers import run_cli
+from sim_helpers import assert_consistent, node_state, write_scenario
+
 from nvreload.engine.sim import default_scenario
 from nvreload.errors import ExitCode
-from sim_helpers import assert_consistent, node_state, write_scenario
 
 # an H100 split 3g.40gb + 2 x 2g.20gb, compute instances on each (profile ids as NVML gives them)
 GEOMETRY = [
@@ -42,7 +43,14 @@ def test_a_mig_gpu_comes_back_with_the_same_instances_after_a_reload(tmp_path):
 
 
 def test_the_instances_come_back_after_the_load_and_before_the_cuda_check(tmp_path):
-    proc = run_cli("--reload", "--simulate", mig_node(tmp_path), "--dry-run", "--json", env={"NVRELOAD_STATE_DIR": str(tmp_path / "s")})
+    proc = run_cli(
+        "--reload",
+        "--simulate",
+        mig_node(tmp_path),
+        "--dry-run",
+        "--json",
+        env={"NVRELOAD_STATE_DIR": str(tmp_path / "s")},
+    )
     actions = [(p["action"], p["target"]) for p in json.loads(proc.stdout)["plan"]]
     recreate = actions.index(("create_mig", "0000:18:00.0"))
     assert actions.index(("load_module", "nvidia")) < recreate < actions.index(("verify", "driver"))
@@ -63,7 +71,11 @@ def test_instances_that_cannot_be_recreated_are_named_and_start_tries_again(tmp_
     proc, state = reload(tmp_path, mig_node(tmp_path, mig_create_fails="Insufficient Resources"))
     assert proc.returncode == ExitCode.PARTIAL, proc.stdout
     report = json.loads(proc.stdout)
-    assert {"action": "recreate_mig", "target": "0000:18:00.0", "error": "GPU 0000:18:00.0: Insufficient Resources"} in report["restart_failures"]
+    assert {
+        "action": "recreate_mig",
+        "target": "0000:18:00.0",
+        "error": "GPU 0000:18:00.0: Insufficient Resources",
+    } in report["restart_failures"]
     assert report["remaining_action"] == "nvreload --start"
     nodefile = state / "sim-node.json"
     node = json.loads(nodefile.read_text())
@@ -107,10 +119,15 @@ def test_the_status_of_the_simulated_node_shows_the_pending_change_until_then(tm
 
 
 def test_a_pending_change_that_the_reset_refuses_is_a_warning_not_a_failed_reload(tmp_path):
-    proc, state = reload(tmp_path, pending_node(tmp_path, faults=[{"at": "reset_gpus", "error": "In use by another client"}]))
+    proc, state = reload(
+        tmp_path, pending_node(tmp_path, faults=[{"at": "reset_gpus", "error": "In use by another client"}])
+    )
     assert proc.returncode == 0, proc.stdout
     warning = json.loads(proc.stdout)["warnings"][0]["warning"]
-    assert warning.startswith("0000:2a:00.0: the pending MIG mode change was not applied") and "In use by another client" in warning
+    assert (
+        warning.startswith("0000:2a:00.0: the pending MIG mode change was not applied")
+        and "In use by another client" in warning
+    )
     assert node_state(state)["gpus"][1]["mig_pending"] is True
 
 

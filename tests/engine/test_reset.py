@@ -6,11 +6,11 @@ reset while anything holds it, as nvidia-smi does."""
 import json
 
 import pytest
-
 from helpers import run_cli
+from sim_helpers import assert_consistent, node_state, write_scenario
+
 from nvreload.engine.sim import default_scenario
 from nvreload.errors import ExitCode
-from sim_helpers import assert_consistent, node_state, write_scenario
 
 CURRENT = {"loaded_version": "550.127.08", "installed_version": "550.127.08"}  # a healthy node: NVML answers
 
@@ -27,7 +27,9 @@ def healthy(tmp_path, **changes):
 
 def reset(tmp_path, scenario, *selector):
     state = tmp_path / "state"
-    proc = run_cli("--reset", *selector, "--simulate", scenario, "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
+    proc = run_cli(
+        "--reset", *selector, "--simulate", scenario, "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)}
+    )
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc, state
 
@@ -72,7 +74,11 @@ def test_an_unknown_gpu_is_a_usage_error_listing_the_gpus(tmp_path):
 
 
 def test_a_reset_refused_by_the_gpu_puts_persistence_and_the_consumers_back(tmp_path):
-    proc, state = reset(tmp_path, healthy(tmp_path, faults=[{"at": "reset_gpus", "error": "GPU 0000:AB:00.0: Insufficient Permissions"}]), "5")
+    proc, state = reset(
+        tmp_path,
+        healthy(tmp_path, faults=[{"at": "reset_gpus", "error": "GPU 0000:AB:00.0: Insufficient Permissions"}]),
+        "5",
+    )
     assert proc.returncode == ExitCode.ROLLED_BACK, proc.stdout
     report = json.loads(proc.stdout)
     assert report["result"] == "rolled_back" and "Insufficient Permissions" in report["error"]
@@ -90,11 +96,16 @@ def test_a_gpu_that_does_not_come_back_from_its_reset_says_reboot_after_the_cons
     assert_consistent(node_state(state))
 
 
-@pytest.mark.parametrize("change,reason", [
-    ({"nvswitch": True, "fabric_manager_version": "550.127.08"}, "on an NVSwitch (HGX) node"),
-    ({"driver": {"loaded_version": "550.90.07", "installed_version": "550.127.08"}},
-     "NVML does not answer (version_mismatch), and nvidia-smi resets GPUs through it; nvreload --reload fixes"),
-])
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        ({"nvswitch": True, "fabric_manager_version": "550.127.08"}, "on an NVSwitch (HGX) node"),
+        (
+            {"driver": {"loaded_version": "550.90.07", "installed_version": "550.127.08"}},
+            "NVML does not answer (version_mismatch), and nvidia-smi resets GPUs through it; nvreload --reload fixes",
+        ),
+    ],
+)
 def test_a_reset_is_refused_before_anything_stops_where_it_cannot_work(tmp_path, change, reason):
     proc, state = reset(tmp_path, healthy(tmp_path, **change), "0")
     assert proc.returncode == ExitCode.REFUSED, proc.stdout + proc.stderr
@@ -103,11 +114,14 @@ def test_a_reset_is_refused_before_anything_stops_where_it_cannot_work(tmp_path,
     assert_consistent(node_state(state))
 
 
-@pytest.mark.parametrize("step,phase,result", [
-    ("stop_consumers", "after", "rolled_back"),
-    ("reset_gpus", "after", "reset"),
-    ("verify", "after", "reset"),
-])
+@pytest.mark.parametrize(
+    "step,phase,result",
+    [
+        ("stop_consumers", "after", "rolled_back"),
+        ("reset_gpus", "after", "reset"),
+        ("verify", "after", "reset"),
+    ],
+)
 def test_a_reset_killed_at_a_boundary_is_finished_by_rollback(tmp_path, step, phase, result):
     proc, state = reset(tmp_path, healthy(tmp_path, faults=[{"at": step, "crash": phase}]), "5")
     assert proc.returncode == -9, proc.stdout
@@ -121,7 +135,9 @@ def test_a_reset_killed_at_a_boundary_is_finished_by_rollback(tmp_path, step, ph
 
 def test_a_holder_of_gpu_10_does_not_keep_gpu_1_from_being_reset(tmp_path):
     # /dev/nvidia1 is a prefix of /dev/nvidia10: the user of one GPU is not the other's
-    gpus = [dict(default_scenario()["gpus"][0], pci_bus_id=f"0000:{0x18 + i:02x}:00.0", uuid=f"GPU-{i}") for i in range(12)]
+    gpus = [
+        dict(default_scenario()["gpus"][0], pci_bus_id=f"0000:{0x18 + i:02x}:00.0", uuid=f"GPU-{i}") for i in range(12)
+    ]
     processes = [{"pid": 4242, "start_time": 99120, "comm": "python3", "holds": ["nvidia", "nvidia_uvm"], "gpus": [10]}]
     scenario = write_scenario(tmp_path, driver=CURRENT, gpus=gpus, processes=processes, services=[], containers=[])
     proc, state = reset(tmp_path, scenario, "1")

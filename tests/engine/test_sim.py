@@ -12,7 +12,9 @@ def node(tmp_path):
 
 
 def test_a_module_with_holders_refuses_to_unload_with_the_real_error_text(node):
-    with pytest.raises(HostError, match=r"rmmod: ERROR: Module nvidia is in use by: nvidia_modeset nvidia_peermem nvidia_uvm"):
+    with pytest.raises(
+        HostError, match=r"rmmod: ERROR: Module nvidia is in use by: nvidia_modeset nvidia_peermem nvidia_uvm"
+    ):
         node.unload_module("nvidia")
 
 
@@ -26,7 +28,9 @@ def test_a_module_with_open_handles_refuses_to_unload(node):
 
 def test_nvml_reports_mismatch_until_the_new_module_loads_and_fails_while_it_is_out(node):
     assert node.nvml_status() == "version_mismatch"
-    node.s["processes"].clear(); node.s["services"].clear(); node.s["containers"].clear()
+    node.s["processes"].clear()
+    node.s["services"].clear()
+    node.s["containers"].clear()
     node.bind_console("vtcon1", False)
     for name in ("nvidia_drm", "nvidia_modeset", "nvidia_peermem", "nvidia_uvm", "nvidia"):
         node.unload_module(name)

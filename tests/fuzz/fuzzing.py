@@ -28,8 +28,12 @@ FUZZ = settings(
     deadline=None,
     derandomize=True,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
-                           HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 
 # The errors a parser of node input may raise: the project's own. ModuleFileError is the one that is
@@ -41,15 +45,67 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "h100-580-no-unload
 # Values that break parsers: Unicode digits pass str.isdigit() but not int(), \x85 and \u2028 end a
 # line for str.splitlines() but not for split("\n"), markup, separators doubled or missing.
 TRICKY = (
-    "", " ", "\t", "-", "--", "(", ")", ":", "::", "=", "==", ",", ";", ".", "..", "/", "\x00", "\r",
-    "\x85", "\u2028", "\x1c", "\ufffd", "é", "[/]", "<", ">", "&", "&amp;", "]]>", '"',
-    "NVRM:", "Xid", "nvidia", "Live", "Character devices:", "Block devices:",
+    "",
+    " ",
+    "\t",
+    "-",
+    "--",
+    "(",
+    ")",
+    ":",
+    "::",
+    "=",
+    "==",
+    ",",
+    ";",
+    ".",
+    "..",
+    "/",
+    "\x00",
+    "\r",
+    "\x85",
+    "\u2028",
+    "\x1c",
+    "\ufffd",
+    "é",
+    "[/]",
+    "<",
+    ">",
+    "&",
+    "&amp;",
+    "]]>",
+    '"',
+    "NVRM:",
+    "Xid",
+    "nvidia",
+    "Live",
+    "Character devices:",
+    "Block devices:",
 )
 # What a number field may hold instead: digits that str.isdigit() accepts and int() does not
 # (superscripts, circled), digits int() accepts (Arabic-Indic, fullwidth), signs, widths no fixed-size
 # field has.
-NUMBERS = ("²", "³⁴", "①", "₅", "٣", "１", "", "-1", "0", "00", "0x", "0x1f", "0xffffffffffffffff",
-           "99999999999999999999999", "1e9", "nan", "1.5", "+7", " 7")
+NUMBERS = (
+    "²",
+    "³⁴",
+    "①",
+    "₅",
+    "٣",
+    "１",
+    "",
+    "-1",
+    "0",
+    "00",
+    "0x",
+    "0x1f",
+    "0xffffffffffffffff",
+    "99999999999999999999999",
+    "1e9",
+    "nan",
+    "1.5",
+    "+7",
+    " 7",
+)
 _TOKEN = re.compile(r"(\s+|[:=,;()\[\]/<>\"'.])")
 _DIGITS = re.compile(r"\d+")
 
@@ -187,5 +243,7 @@ def conforms(value: object, hint: object = None) -> bool:
         return isinstance(value, dict) and all(conforms(k, key) and conforms(v, val) for k, v in value.items())
     if dataclasses.is_dataclass(hint):
         hints = typing.get_type_hints(hint)
-        return isinstance(value, hint) and all(conforms(getattr(value, f.name), hints[f.name]) for f in dataclasses.fields(hint))
+        return isinstance(value, hint) and all(
+            conforms(getattr(value, f.name), hints[f.name]) for f in dataclasses.fields(hint)
+        )
     return isinstance(value, hint)  # type: ignore[arg-type]

@@ -9,10 +9,10 @@ import json
 from importlib import resources
 
 import pytest
+from fuzzing import FUZZ, NUMBERS, TRICKY, conforms, mutated_document, mutated_line
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fuzzing import FUZZ, NUMBERS, TRICKY, conforms, mutated_document, mutated_line
 from nvreload.engine.journal import UNDO_KINDS, Journal, JournalContext, UndoRecord
 from nvreload.engine.planner import build_plan
 from nvreload.engine.sim import SimulatedNode, load_scenario
@@ -20,10 +20,19 @@ from nvreload.errors import JournalError, ScenarioError
 
 
 def json_values() -> st.SearchStrategy[object]:
-    scalar = (st.none() | st.booleans() | st.integers() | st.floats() | st.sampled_from(NUMBERS + TRICKY + UNDO_KINDS)
-              | st.text(max_size=16))
-    return st.recursive(scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                        max_leaves=6)
+    scalar = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats()
+        | st.sampled_from(NUMBERS + TRICKY + UNDO_KINDS)
+        | st.text(max_size=16)
+    )
+    return st.recursive(
+        scalar,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=6,
+    )
 
 
 def _paths(value: object, path: tuple = ()) -> list[tuple]:
@@ -66,7 +75,9 @@ def mutated_json(draw: st.DrawFn, document: object) -> object:
 def file_text(document: object, lines: int = 1) -> st.SearchStrategy[str]:
     """A JSON file as it may be found: the document mutated, its text mutated, or any text."""
     text = json.dumps(document, indent=1 if lines > 1 else None)
-    return st.one_of(mutated_json(document).map(json.dumps), mutated_document((text.splitlines(),)), st.text(max_size=400))
+    return st.one_of(
+        mutated_json(document).map(json.dumps), mutated_document((text.splitlines(),)), st.text(max_size=400)
+    )
 
 
 # the journal ----------------------------------------------------------------------------------------
@@ -83,8 +94,12 @@ class RealJournal(tuple):
 def real_journal(tmp_path_factory) -> RealJournal:
     """A journal as a run leaves it after a crash: its document and the records appended since."""
     path = str(tmp_path_factory.mktemp("journal") / "journal.json")
-    journal = Journal.start(path, "reload", [{"action": "stop_container", "target": "train"}],
-                            JournalContext("gpu-node-17", "550.127.08", {"live_restore": False}, "550.127.08"))
+    journal = Journal.start(
+        path,
+        "reload",
+        [{"action": "stop_container", "target": "train"}],
+        JournalContext("gpu-node-17", "550.127.08", {"live_restore": False}, "550.127.08"),
+    )
     journal.step_started("stop_consumers")
     journal.save()  # a step boundary: what came before is in the document
     record = journal.intend("stop_container", "c0ffee", {"name": "train", "restart_policy": "always"})
@@ -134,7 +149,8 @@ def test_a_damaged_journal_loads_whole_or_is_one_journal_error(tmp_path, real_jo
     path = tmp_path / "journal.json"
     path.write_text(data.draw(file_text(document, lines=40), label="journal.json"))
     path.with_name("journal.json.records").write_text(
-        data.draw(record_log(records) | st.text(max_size=300), label="journal.json.records"))
+        data.draw(record_log(records) | st.text(max_size=300), label="journal.json.records")
+    )
     try:
         journal = Journal.load(str(path))
     except JournalError as exc:

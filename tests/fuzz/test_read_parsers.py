@@ -9,10 +9,10 @@ import struct
 import tracemalloc
 
 import pytest
+from fuzzing import FUZZ, NUMBERS, PROJECT_ERRORS, TRICKY, MemoryRoot, conforms, fixture_lines, mutated_line, node_text
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from fuzzing import FUZZ, NUMBERS, PROJECT_ERRORS, TRICKY, MemoryRoot, conforms, fixture_lines, mutated_line, node_text
 from nvreload.errors import ModuleFileError
 from nvreload.model import KernelLog, NvmlReport, ProcGpu, ResidentDriver
 from nvreload.read.devices import ProcessIdentity, classify_cgroup, nvidia_majors, parse_proc_stat
@@ -36,11 +36,17 @@ PROC_MODULES_HELD = [
     "ib_core 462848 8 nvidia_peermem,mlx5_ib, Unloading 0xffffffffc0300000",
 ]
 VERSION = fixture_lines("proc/driver/nvidia/version")
-VERSION_PROPRIETARY = ["NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.127.08  Tue Oct  1 01:23:45 UTC 2024",
-                       "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)"]
+VERSION_PROPRIETARY = [
+    "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.127.08  Tue Oct  1 01:23:45 UTC 2024",
+    "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)",
+]
 INFORMATION = fixture_lines("proc/driver/nvidia/gpus/0000:00:06.0/information")
-INFORMATION_SHORT = ["Model: \t\t NVIDIA H100 80GB HBM3", "GPU UUID: \t GPU-53b5c735-02c3-9e8c-fc59-4b22ea2d1539",
-                     "Bus Location: \t 0000:00:06.0", "Device Minor: \t 0"]
+INFORMATION_SHORT = [
+    "Model: \t\t NVIDIA H100 80GB HBM3",
+    "GPU UUID: \t GPU-53b5c735-02c3-9e8c-fc59-4b22ea2d1539",
+    "Bus Location: \t 0000:00:06.0",
+    "Device Minor: \t 0",
+]
 DMESG = fixture_lines("nvreload-snapshot/dmesg.txt")
 DMESG_EVENTS = [
     "[    5.100000] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  550.127.08  Release Build",
@@ -59,17 +65,28 @@ SMI_XML_TEMPLATE = (
     "<processes><process_info><pid>{pid}</pid><process_name>python</process_name></process_info></processes>\n"
     "</gpu>\n</nvidia_smi_log>"
 )
-SMI_XML_SHORT = SMI_XML_TEMPLATE.format(driver="550.127.08", bus="00000000:3B:00.0", persistence="Enabled",
-                                        mig="Disabled", pid="532").splitlines()
+SMI_XML_SHORT = SMI_XML_TEMPLATE.format(
+    driver="550.127.08", bus="00000000:3B:00.0", persistence="Enabled", mig="Disabled", pid="532"
+).splitlines()
 # the template's fields filled with hostile values: the document stays well-formed more often
 SMI_XML_FILLED = st.builds(
     SMI_XML_TEMPLATE.format,
-    **{field: st.sampled_from(NUMBERS + TRICKY) | st.text(max_size=20)
-       for field in ("driver", "bus", "persistence", "mig", "pid")},
+    **{
+        field: st.sampled_from(NUMBERS + TRICKY) | st.text(max_size=20)
+        for field in ("driver", "bus", "persistence", "mig", "pid")
+    },
 )
 PROC_DEVICES = fixture_lines("proc/devices")
-PROC_DEVICES_SHORT = ["Character devices:", "  1 mem", "195 nvidia", "195 nvidiactl", "238 nvidia-uvm", "",
-                      "Block devices:", "  7 loop"]
+PROC_DEVICES_SHORT = [
+    "Character devices:",
+    "  1 mem",
+    "195 nvidia",
+    "195 nvidiactl",
+    "238 nvidia-uvm",
+    "",
+    "Block devices:",
+    "  7 loop",
+]
 PROC_STAT = [
     "4242 (my (odd) proc) Z 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 0 0",
     "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0",
@@ -97,8 +114,10 @@ def test_a_version_banner_parses_to_a_resident_driver(text):
 
 
 @FUZZ
-@given(st.sampled_from(["0000:00:06.0", "3b:00.0", "00000000:3B:00.0"]).flatmap(mutated_line) | st.text(max_size=40),
-       node_text(INFORMATION, INFORMATION_SHORT, max_size=600))
+@given(
+    st.sampled_from(["0000:00:06.0", "3b:00.0", "00000000:3B:00.0"]).flatmap(mutated_line) | st.text(max_size=40),
+    node_text(INFORMATION, INFORMATION_SHORT, max_size=600),
+)
 def test_gpu_information_parses_to_a_proc_gpu(bus_dir, text):
     gpu = parse_gpu_information(bus_dir, text)
     assert conforms(gpu, ProcGpu)
@@ -114,7 +133,7 @@ def test_the_kernel_log_parses_to_xids_and_load_errors(text):
 BILLION_LAUGHS = (
     '<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
     + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(9))
-    + ']><nvidia_smi_log><driver_version>&j;</driver_version></nvidia_smi_log>'
+    + "]><nvidia_smi_log><driver_version>&j;</driver_version></nvidia_smi_log>"
 )
 
 
@@ -182,15 +201,43 @@ def hostile_elf(draw: st.DrawFn) -> bytes:
             sections[index][("name", "type", "offset", "size").index(target)] = draw(any_word)
     ident = b"\x7fELF" + bytes([2 if is64 else 1, 1 if endian == "<" else 2, 1]) + bytes(9)
     if is64:
-        header = ident + struct.pack(endian + "HHIQQQIHHHHHH", 1, 62, 1, 0, 0, _fit(fields["shoff"], "Q"), 0, 64, 0, 0,
-                                     *(_fit(fields[k], "H") for k in ("shentsize", "shnum", "shstrndx")))
-        table = b"".join(struct.pack(endian + "IIQQQQIIQQ", _fit(n, "I"), t, 0, 0, _fit(o, "Q"), _fit(s, "Q"), 0, 0, 1, 0)
-                         for n, t, o, s in sections)
+        header = ident + struct.pack(
+            endian + "HHIQQQIHHHHHH",
+            1,
+            62,
+            1,
+            0,
+            0,
+            _fit(fields["shoff"], "Q"),
+            0,
+            64,
+            0,
+            0,
+            *(_fit(fields[k], "H") for k in ("shentsize", "shnum", "shstrndx")),
+        )
+        table = b"".join(
+            struct.pack(endian + "IIQQQQIIQQ", _fit(n, "I"), t, 0, 0, _fit(o, "Q"), _fit(s, "Q"), 0, 0, 1, 0)
+            for n, t, o, s in sections
+        )
     else:
-        header = ident + struct.pack(endian + "HHIIIIIHHHHHH", 1, 3, 1, 0, 0, _fit(fields["shoff"], "I"), 0, 52, 0, 0,
-                                     *(_fit(fields[k], "H") for k in ("shentsize", "shnum", "shstrndx")))
-        table = b"".join(struct.pack(endian + "IIIIIIIIII", _fit(n, "I"), t, 0, 0, _fit(o, "I"), _fit(s, "I"), 0, 0, 1, 0)
-                         for n, t, o, s in sections)
+        header = ident + struct.pack(
+            endian + "HHIIIIIHHHHHH",
+            1,
+            3,
+            1,
+            0,
+            0,
+            _fit(fields["shoff"], "I"),
+            0,
+            52,
+            0,
+            0,
+            *(_fit(fields[k], "H") for k in ("shentsize", "shnum", "shstrndx")),
+        )
+        table = b"".join(
+            struct.pack(endian + "IIIIIIIIII", _fit(n, "I"), t, 0, 0, _fit(o, "I"), _fit(s, "I"), 0, 0, 1, 0)
+            for n, t, o, s in sections
+        )
     data = header + SHSTRTAB + modinfo + table
     if draw(st.integers(0, 3)) == 0:
         data = data[: draw(st.integers(0, len(data)))]
@@ -252,16 +299,26 @@ def test_arbitrary_bytes_are_a_modinfo_or_a_module_error(data):
 
 # readers over a root ----------------------------------------------------------------------------
 
+
 def _text_files(draw: st.DrawFn, seeds: dict[str, list[str]]) -> dict[str, bytes]:
-    return {path: draw(node_text(lines, max_size=300)).encode("utf-8", "surrogatepass") for path, lines in seeds.items()}
+    return {
+        path: draw(node_text(lines, max_size=300)).encode("utf-8", "surrogatepass") for path, lines in seeds.items()
+    }
 
 
 @FUZZ
 @given(st.data())
 def test_pci_devices_read_to_gpus(data):
     base = "sys/bus/pci/devices/0000:00:06.0"
-    files: dict = _text_files(data.draw, {f"{base}/vendor": ["0x10de"], f"{base}/class": ["0x030200"],
-                                          f"{base}/device": ["0x2330"], f"{base}/driver": ["../../../bus/pci/drivers/nvidia"]})
+    files: dict = _text_files(
+        data.draw,
+        {
+            f"{base}/vendor": ["0x10de"],
+            f"{base}/class": ["0x030200"],
+            f"{base}/device": ["0x2330"],
+            f"{base}/driver": ["../../../bus/pci/drivers/nvidia"],
+        },
+    )
     gpus = read_pci_gpus(MemoryRoot(files))
     assert all(conforms(gpu) for gpu in gpus)
 
@@ -269,11 +326,14 @@ def test_pci_devices_read_to_gpus(data):
 @FUZZ
 @given(st.data())
 def test_library_directories_read_to_a_userspace_version(data):
-    files: dict = _text_files(data.draw, {
-        "etc/ld.so.conf": ["include /etc/ld.so.conf.d/*.conf", "/usr/local/nvidia/lib64", "# comment"],
-        "etc/ld.so.conf.d/nvidia.conf": ["/usr/local/nvidia/lib64", "/opt/nvidia/lib"],
-        "usr/local/nvidia/lib64/libnvidia-ml.so.1": ["libnvidia-ml.so.580.159.04", "../lib/libnvidia-ml.so.550.1"],
-    })
+    files: dict = _text_files(
+        data.draw,
+        {
+            "etc/ld.so.conf": ["include /etc/ld.so.conf.d/*.conf", "/usr/local/nvidia/lib64", "# comment"],
+            "etc/ld.so.conf.d/nvidia.conf": ["/usr/local/nvidia/lib64", "/opt/nvidia/lib"],
+            "usr/local/nvidia/lib64/libnvidia-ml.so.1": ["libnvidia-ml.so.580.159.04", "../lib/libnvidia-ml.so.550.1"],
+        },
+    )
     name = data.draw(st.sampled_from(["libnvidia-ml.so.580.159.04", "libnvidia-ml.so.1.2"]).flatmap(mutated_line))
     if name and "/" not in name and "\x00" not in name:
         files[f"usr/local/nvidia/lib64/{name}"] = b"\x7fELF"
@@ -283,17 +343,20 @@ def test_library_directories_read_to_a_userspace_version(data):
 @FUZZ
 @given(st.data())
 def test_sys_module_and_proc_modules_read_to_kernel_modules(data):
-    files: dict = _text_files(data.draw, {
-        "proc/modules": PROC_MODULES_HELD,
-        "proc/sys/kernel/osrelease": ["6.1.0-26-amd64", "../../etc"],
-        "proc/sys/kernel/modules_disabled": ["0", "1"],
-        "sys/module/nvidia/refcnt": ["120", "-", "0"],
-        "sys/module/nvidia/initstate": ["live", "coming", "going"],
-        "sys/module/nvidia/version": ["550.127.08"],
-        "sys/module/nvidia/parameters/NVreg_OpenRmEnableUnsupportedGpus": ["1", "Y"],
-        "sys/module/nvidia_uvm/initstate": ["live"],  # in /sys/module, not in /proc/modules: its refcnt is read
-        "sys/module/nvidia_uvm/refcnt": ["0", "-1", "4"],
-    })
+    files: dict = _text_files(
+        data.draw,
+        {
+            "proc/modules": PROC_MODULES_HELD,
+            "proc/sys/kernel/osrelease": ["6.1.0-26-amd64", "../../etc"],
+            "proc/sys/kernel/modules_disabled": ["0", "1"],
+            "sys/module/nvidia/refcnt": ["120", "-", "0"],
+            "sys/module/nvidia/initstate": ["live", "coming", "going"],
+            "sys/module/nvidia/version": ["550.127.08"],
+            "sys/module/nvidia/parameters/NVreg_OpenRmEnableUnsupportedGpus": ["1", "Y"],
+            "sys/module/nvidia_uvm/initstate": ["live"],  # in /sys/module, not in /proc/modules: its refcnt is read
+            "sys/module/nvidia_uvm/refcnt": ["0", "-1", "4"],
+        },
+    )
     text = files["proc/modules"].decode("utf-8", "replace")
     lines = parse_proc_modules(text)
     modules = read_modules(MemoryRoot(files), lines)
@@ -304,10 +367,13 @@ def test_sys_module_and_proc_modules_read_to_kernel_modules(data):
 @FUZZ
 @given(st.data())
 def test_boot_module_lists_read_to_module_names(data):
-    files: dict = _text_files(data.draw, {
-        "etc/modules": ["# /etc/modules", "nvidia-peermem", "loop max_loop=8"],
-        "etc/modules-load.d/nvidia.conf": ["nvidia_uvm", "  # comment", "nvidia-drm"],
-    })
+    files: dict = _text_files(
+        data.draw,
+        {
+            "etc/modules": ["# /etc/modules", "nvidia-peermem", "loop max_loop=8"],
+            "etc/modules-load.d/nvidia.conf": ["nvidia_uvm", "  # comment", "nvidia-drm"],
+        },
+    )
     assert conforms(configured_modules(MemoryRoot(files)), frozenset[str])
 
 
@@ -315,14 +381,17 @@ def test_boot_module_lists_read_to_module_names(data):
 @given(st.data())
 def test_modules_dep_reads_to_a_module_path_or_nothing(data):
     release = "6.1.0-26-amd64"
-    files: dict = _text_files(data.draw, {
-        f"lib/modules/{release}/modules.dep": [
-            "updates/dkms/nvidia.ko.zst:",
-            "updates/dkms/nvidia-uvm.ko.zst: updates/dkms/nvidia.ko.zst",
-            "/lib/modules/6.1.0-26-amd64/extra/nvidia.ko.xz:",
-            "kernel/drivers/net/ethernet/mellanox/mlx5/core/mlx5_core.ko: kernel/net/tls/tls.ko",
-        ],
-    })
+    files: dict = _text_files(
+        data.draw,
+        {
+            f"lib/modules/{release}/modules.dep": [
+                "updates/dkms/nvidia.ko.zst:",
+                "updates/dkms/nvidia-uvm.ko.zst: updates/dkms/nvidia.ko.zst",
+                "/lib/modules/6.1.0-26-amd64/extra/nvidia.ko.xz:",
+                "kernel/drivers/net/ethernet/mellanox/mlx5/core/mlx5_core.ko: kernel/net/tls/tls.ko",
+            ],
+        },
+    )
     files[f"lib/modules/{release}/updates/dkms/nvidia.ko.zst"] = b"\x28\xb5\x2f\xfd"
     files[f"lib/modules/{release}/kernel/drivers/video/nvidia.ko"] = b"\x7fELF"
     assert conforms(find_module_file(MemoryRoot(files), release), str | None)

@@ -11,31 +11,48 @@ from importlib import resources
 
 import jsonschema
 import pytest
+from fuzzing import FIXTURE, FUZZ, MemoryRoot, load_tree, node_text
 from hypothesis import given
 from hypothesis import strategies as st
+from snapshot_builder import healthy_node
 
-from fuzzing import FIXTURE, FUZZ, MemoryRoot, load_tree, node_text
 from nvreload.host.machine import SNAPSHOT_DIR, Machine
 from nvreload.read.node import read_node
 from nvreload.render.human import render_status
 from nvreload.status import status_document
-from snapshot_builder import healthy_node
 
 SCHEMA = json.loads(resources.files("nvreload").joinpath("schema/status.schema.json").read_text())
 RELEASE = "6.1.0-26-amd64"  # the healthy node's
 # Every file a parser of the read model takes in, in the real capture or the built healthy node.
 INPUTS = (
-    "proc/modules", "proc/devices", "proc/cmdline", "proc/version", "proc/sys/kernel/osrelease",
-    "proc/sys/kernel/modules_disabled", "proc/driver/nvidia/version",
-    "proc/driver/nvidia/gpus/0000:00:06.0/information", "proc/driver/nvidia/gpus/0000:3b:00.0/information",
-    "sys/module/nvidia/initstate", "sys/module/nvidia/version", "sys/module/nvidia/refcnt",
-    "sys/module/nvidia_uvm/refcnt", "sys/module/nvidia_drm/parameters/modeset",
-    "sys/bus/pci/devices/0000:00:06.0/vendor", "sys/bus/pci/devices/0000:00:06.0/class",
-    "sys/bus/pci/devices/0000:3b:00.0/class", "sys/bus/pci/devices/0000:3b:00.0/device",
+    "proc/modules",
+    "proc/devices",
+    "proc/cmdline",
+    "proc/version",
+    "proc/sys/kernel/osrelease",
+    "proc/sys/kernel/modules_disabled",
+    "proc/driver/nvidia/version",
+    "proc/driver/nvidia/gpus/0000:00:06.0/information",
+    "proc/driver/nvidia/gpus/0000:3b:00.0/information",
+    "sys/module/nvidia/initstate",
+    "sys/module/nvidia/version",
+    "sys/module/nvidia/refcnt",
+    "sys/module/nvidia_uvm/refcnt",
+    "sys/module/nvidia_drm/parameters/modeset",
+    "sys/bus/pci/devices/0000:00:06.0/vendor",
+    "sys/bus/pci/devices/0000:00:06.0/class",
+    "sys/bus/pci/devices/0000:3b:00.0/class",
+    "sys/bus/pci/devices/0000:3b:00.0/device",
     "sys/bus/pci/devices/0000:3b:00.0/driver",
-    f"{SNAPSHOT_DIR}/dmesg.txt", f"{SNAPSHOT_DIR}/nvidia-smi-q.xml", f"{SNAPSHOT_DIR}/nvml.json",
-    f"{SNAPSHOT_DIR}/nv-fabricmanager-version.txt", "etc/hostname", "etc/ld.so.conf", "etc/modules",
-    f"lib/modules/{RELEASE}/modules.dep", "usr/local/nvidia/lib64/libnvidia-ml.so.1",
+    f"{SNAPSHOT_DIR}/dmesg.txt",
+    f"{SNAPSHOT_DIR}/nvidia-smi-q.xml",
+    f"{SNAPSHOT_DIR}/nvml.json",
+    f"{SNAPSHOT_DIR}/nv-fabricmanager-version.txt",
+    "etc/hostname",
+    "etc/ld.so.conf",
+    "etc/modules",
+    f"lib/modules/{RELEASE}/modules.dep",
+    "usr/local/nvidia/lib64/libnvidia-ml.so.1",
 )
 NVML_JSON = '{"status": "version_mismatch", "error": "Driver/library version mismatch"}'
 
@@ -66,8 +83,10 @@ def _lines(files: dict, path: str) -> list[str]:
 def test_a_snapshot_with_any_input_damaged_still_gives_a_valid_status_document(snapshots, data):
     files = dict(snapshots[data.draw(st.sampled_from(sorted(snapshots)))])
     for path in data.draw(st.lists(st.sampled_from(INPUTS), min_size=1, max_size=3, unique=True)):
-        content = data.draw(node_text(_lines(files, path), max_size=1000).map(lambda t: t.encode("utf-8", "surrogatepass"))
-                            | st.binary(max_size=300))
+        content = data.draw(
+            node_text(_lines(files, path), max_size=1000).map(lambda t: t.encode("utf-8", "surrogatepass"))
+            | st.binary(max_size=300)
+        )
         files[path] = content
     document = status_document(read_node(Machine(MemoryRoot(files))))
     jsonschema.validate(document, SCHEMA)

@@ -1,11 +1,11 @@
 """VT consoles on nvidia's framebuffer: found, unbound and rebound through a sysfs-shaped tree."""
 
 import pytest
+from snapshot_builder import Snapshot
 
 from nvreload.errors import HostError
 from nvreload.host.consoles import bind_console, framebuffer_consoles
 from nvreload.host.rootfs import open_root
-from snapshot_builder import Snapshot
 
 
 def console_tree(snap, fb_name="nvidia-drmdrmfb"):

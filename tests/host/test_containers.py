@@ -2,10 +2,10 @@
 
 import docker
 import pytest
+from realengine.dockerd import SLEEPER
 
 from nvreload.errors import HostError
 from nvreload.host.containers import ContainerEngine, gpu_markers
-from realengine.dockerd import SLEEPER
 
 
 def test_every_nvidia_toolkit_marker_is_recognised():
@@ -13,17 +13,28 @@ def test_every_nvidia_toolkit_marker_is_recognised():
         "Config": {"Env": ["PATH=/bin", "NVIDIA_VISIBLE_DEVICES=all"]},
         "HostConfig": {
             "Devices": [{"PathOnHost": "/dev/nvidia0"}, {"PathOnHost": "nvidia.com/gpu=0"}],
-            "DeviceRequests": [{"Driver": "", "Capabilities": [["gpu"]]}, {"Driver": "cdi", "DeviceIDs": ["nvidia.com/gpu=all"]}],
+            "DeviceRequests": [
+                {"Driver": "", "Capabilities": [["gpu"]]},
+                {"Driver": "cdi", "DeviceIDs": ["nvidia.com/gpu=all"]},
+            ],
             "Runtime": "nvidia",
         },
     }
-    assert gpu_markers(attrs) == ("env:NVIDIA_VISIBLE_DEVICES=all", "device:/dev/nvidia0", "cdi:nvidia.com/gpu=0",
-                                  "device_request:gpu", "cdi:nvidia.com/gpu=all", "runtime:nvidia")
+    assert gpu_markers(attrs) == (
+        "env:NVIDIA_VISIBLE_DEVICES=all",
+        "device:/dev/nvidia0",
+        "cdi:nvidia.com/gpu=0",
+        "device_request:gpu",
+        "cdi:nvidia.com/gpu=all",
+        "runtime:nvidia",
+    )
 
 
 @pytest.mark.parametrize("value", ["void", "none", "", "NONE"])
 def test_nvidia_visible_devices_void_or_none_is_not_a_gpu(value):
-    assert gpu_markers({"Config": {"Env": [f"NVIDIA_VISIBLE_DEVICES={value}"]}, "HostConfig": {"Runtime": "runc"}}) == ()
+    assert (
+        gpu_markers({"Config": {"Env": [f"NVIDIA_VISIBLE_DEVICES={value}"]}, "HostConfig": {"Runtime": "runc"}}) == ()
+    )
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character 
 def root_with(tmp_path, devices: str):
     (tmp_path / "proc").mkdir()
     (tmp_path / "dev").mkdir()
-    (tmp_path / "proc" / "devices").write_text("Character devices:\n  1 mem\n195 nvidia-frontend\n" + devices
-                                                + "\nBlock devices:\n  8 sd\n")
+    (tmp_path / "proc" / "devices").write_text(
+        "Character devices:\n  1 mem\n195 nvidia-frontend\n" + devices + "\nBlock devices:\n  8 sd\n"
+    )
     return tmp_path
 
 

@@ -9,8 +9,15 @@ from nvreload.host.installer import check_installer, installer_argv, installer_f
 
 
 def test_the_installer_runs_unattended_leaves_the_load_to_nvreload_and_keeps_the_flavour():
-    assert installer_argv("/x.run", "open") == ["sh", "/x.run", "--silent", "--no-questions", "--ui=none",
-                                                "--skip-module-load", "--kernel-module-type=open"]
+    assert installer_argv("/x.run", "open") == [
+        "sh",
+        "/x.run",
+        "--silent",
+        "--no-questions",
+        "--ui=none",
+        "--skip-module-load",
+        "--kernel-module-type=open",
+    ]
     assert "--kernel-module-type" not in " ".join(installer_argv("/x.run", None))
 
 
@@ -19,6 +26,7 @@ def test_a_failed_install_is_reported_by_its_error_line_not_the_extraction_progr
     stdout = "Verifying archive integrity... OK\nERROR: Unable to build the NVIDIA kernel module.\nmore\n"
     assert installer_failure(stdout, progress) == "ERROR: Unable to build the NVIDIA kernel module."
     assert installer_failure("last words\n", progress) == "last words"
+
 
 HEADER = b"#!/bin/sh\n# This script was generated using Makeself 2.4.5\nlabel='NVIDIA Accelerated Graphics Driver'\n"
 

@@ -51,12 +51,20 @@ def test_a_snapshot_answers_from_what_was_captured_never_from_this_machines_nvml
 
 def test_a_snapshots_nvml_json_speaks_for_nvml_there(tmp_path, h100_root):
     shutil.copytree(h100_root, tmp_path / "node")
-    (tmp_path / "node/nvreload-snapshot/nvml.json").write_text('{"status": "version_mismatch", "error": "Driver/library version mismatch"}')
+    (tmp_path / "node/nvreload-snapshot/nvml.json").write_text(
+        '{"status": "version_mismatch", "error": "Driver/library version mismatch"}'
+    )
     report = Machine(open_root(str(tmp_path / "node"))).nvml(module_live=True, userspace_found=True)
-    assert (report.status, report.source, report.error) == ("version_mismatch", "snapshot", "Driver/library version mismatch")
+    assert (report.status, report.source, report.error) == (
+        "version_mismatch",
+        "snapshot",
+        "Driver/library version mismatch",
+    )
 
 
-@pytest.mark.parametrize("captured", ['{"status": "error", "error": 5}', '{"status": ["ok"]}', '{"status": "bogus"}', "[]"])
+@pytest.mark.parametrize(
+    "captured", ['{"status": "error", "error": 5}', '{"status": ["ok"]}', '{"status": "bogus"}', "[]"]
+)
 def test_an_nvml_json_of_the_wrong_shape_is_unreadable_and_the_xml_capture_speaks(tmp_path, h100_root, captured):
     # found by tests/fuzz: {"error": 5} reached the human status as a number and crashed it (exit 70)
     shutil.copytree(h100_root, tmp_path / "node")

@@ -18,7 +18,9 @@ def nvidia_smi(tmp_path, monkeypatch):
     bin_dir.mkdir()
     log = tmp_path / "argv.log"
     stub = bin_dir / "nvidia-smi"
-    stub.write_text(f'#!/bin/sh\necho "$@" >> {log}\n[ -n "$STUB_SMI_SAY" ] && echo "$STUB_SMI_SAY"\nexit ${{STUB_SMI_EXIT:-0}}\n')
+    stub.write_text(
+        f'#!/bin/sh\necho "$@" >> {log}\n[ -n "$STUB_SMI_SAY" ] && echo "$STUB_SMI_SAY"\nexit ${{STUB_SMI_EXIT:-0}}\n'
+    )
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     assert CommandRunner().which("nvidia-smi") == str(stub)
@@ -34,5 +36,7 @@ def test_a_gpu_reset_is_one_gpu_by_its_pci_address(nvidia_smi):
 def test_a_reset_nvidia_smi_refuses_fails_with_its_own_words(nvidia_smi, monkeypatch):
     monkeypatch.setenv("STUB_SMI_EXIT", "255")
     monkeypatch.setenv("STUB_SMI_SAY", "GPU 00000000:3B:00.0 is currently in use by another process.")
-    with pytest.raises(HostError, match=r"--gpu-reset -i 0000:3b:00.0: GPU 00000000:3B:00.0 is currently in use by another process\."):
+    with pytest.raises(
+        HostError, match=r"--gpu-reset -i 0000:3b:00.0: GPU 00000000:3B:00.0 is currently in use by another process\."
+    ):
         nvidia_tools.reset_gpu(CommandRunner(), "0000:3b:00.0")

@@ -45,8 +45,10 @@ def test_an_unknown_init_failure_is_an_error_with_its_text(stub_nvml, monkeypatc
     assert report.status == "error" and report.error
 
 
-@pytest.mark.skipif(ctypes.util.find_library("nvidia-ml") is not None,
-                    reason="this machine has a real libnvidia-ml: the library cannot be made to go missing")
+@pytest.mark.skipif(
+    ctypes.util.find_library("nvidia-ml") is not None,
+    reason="this machine has a real libnvidia-ml: the library cannot be made to go missing",
+)
 def test_a_missing_library_is_classified(stub_nvml, monkeypatch, tmp_path):
     monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))
     assert probe_nvml().status == "library_not_found"

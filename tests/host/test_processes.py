@@ -26,11 +26,15 @@ from nvreload.host.processes import (
 )
 from nvreload.read.devices import DeviceMatcher
 
-ZERO = DeviceMatcher(exact=frozenset({(os.major(os.stat("/dev/zero").st_rdev), os.minor(os.stat("/dev/zero").st_rdev))}))
+ZERO = DeviceMatcher(
+    exact=frozenset({(os.major(os.stat("/dev/zero").st_rdev), os.minor(os.stat("/dev/zero").st_rdev))})
+)
 
 HOLDER = "import time; f = open('/dev/zero', 'rb'); print('ready', flush=True); time.sleep(600)"
-STUBBORN = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); f = open('/dev/zero', 'rb'); "
-            "print('ready', flush=True); time.sleep(600)")
+STUBBORN = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); f = open('/dev/zero', 'rb'); "
+    "print('ready', flush=True); time.sleep(600)"
+)
 UNRELATED = "import time; print('ready', flush=True); time.sleep(600)"
 
 
@@ -67,8 +71,13 @@ def test_holders_of_the_device_are_found_and_others_are_not(procs):
 
 def test_a_holder_is_described_with_its_process_group_which_its_children_share(procs):
     # the engine ends a late child that inherited a killed holder's descriptors by this group
-    group_leader = subprocess.Popen([sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                    text=True, start_new_session=True)
+    group_leader = subprocess.Popen(
+        [sys.executable, "-c", HOLDER],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
         assert group_leader.stdout.readline().strip() == "ready"
         plain = procs(HOLDER)
@@ -188,7 +197,9 @@ def test_a_device_node_deleted_while_open_is_still_found(procs, tmp_path):
     node = tmp_path / "zero-copy"
     rdev = os.stat("/dev/zero").st_rdev
     os.mknod(node, 0o600 | __import__("stat").S_IFCHR, rdev)
-    holder = procs(f"import os, time; f = open({str(node)!r}, 'rb'); os.unlink({str(node)!r}); print('ready', flush=True); time.sleep(600)")
+    holder = procs(
+        f"import os, time; f = open({str(node)!r}, 'rb'); os.unlink({str(node)!r}); print('ready', flush=True); time.sleep(600)"
+    )
     found = {p.pid: p.devices for p in scan_gpu_holders(ZERO, workers=1)}
     assert holder.pid in found and "(deleted)" in found[holder.pid][0]
 
@@ -247,7 +258,12 @@ def test_stop_then_start_by_recorded_command_brings_the_daemon_back(cleanup, tmp
 
 
 def test_a_daemon_that_ignores_sigterm_is_killed_after_the_grace(cleanup):
-    proc = launch(NAME, sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)")
+    proc = launch(
+        NAME,
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
+    )
     cleanup.append(proc)
     assert wait_for(lambda: any(d.pid == proc.pid for d in find_daemons((NAME,))))
     time.sleep(0.3)  # let python install its handler

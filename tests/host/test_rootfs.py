@@ -161,8 +161,14 @@ def test_an_archive_whose_extended_header_is_megabytes_is_not_read_past_it(tmp_p
 
 
 def test_an_archive_lists_each_directory_from_its_index(tmp_path):
-    archive = tar_of(tmp_path, {"proc/modules": b"", "var/lib/dkms/nvidia/1.0/k/x86_64/.present": b"",
-                                "var/lib/dkms/nvidia/2.0/.present": b""})
+    archive = tar_of(
+        tmp_path,
+        {
+            "proc/modules": b"",
+            "var/lib/dkms/nvidia/1.0/k/x86_64/.present": b"",
+            "var/lib/dkms/nvidia/2.0/.present": b"",
+        },
+    )
     fs = open_root(str(archive))
     assert fs.listdir("var/lib/dkms/nvidia") == ["1.0", "2.0"]  # parents the archive never named
     assert fs.listdir("var/lib/dkms/nvidia/1.0/k") == ["x86_64"]

@@ -40,11 +40,19 @@ def test_a_unit_that_is_down_right_after_its_start_did_not_come_back(state):
 def test_a_start_limit_is_cleared_once_and_the_start_tried_again():
     runner = Systemctl(start=[(1, "Job for x failed: start request repeated too often"), (0, "")])
     Systemd(runner, settle=0).start("nvidia-dcgm.service")
-    assert runner.calls[:3] == [("start", "nvidia-dcgm.service"), ("reset-failed", "nvidia-dcgm.service"),
-                                ("start", "nvidia-dcgm.service")]
+    assert runner.calls[:3] == [
+        ("start", "nvidia-dcgm.service"),
+        ("reset-failed", "nvidia-dcgm.service"),
+        ("start", "nvidia-dcgm.service"),
+    ]
 
 
 def test_show_output_gives_each_units_state_and_drops_nothing_it_knows():
-    states = parse_systemctl_show("Id=a.service\nLoadState=loaded\nActiveState=active\nUnitFileState=enabled\n\n"
-                                  "Id=b.service\nLoadState=not-found\nActiveState=inactive\n")
-    assert [(s.name, s.active, s.enabled) for s in states] == [("a.service", "active", "enabled"), ("b.service", "not-found", None)]
+    states = parse_systemctl_show(
+        "Id=a.service\nLoadState=loaded\nActiveState=active\nUnitFileState=enabled\n\n"
+        "Id=b.service\nLoadState=not-found\nActiveState=inactive\n"
+    )
+    assert [(s.name, s.active, s.enabled) for s in states] == [
+        ("a.service", "active", "enabled"),
+        ("b.service", "not-found", None),
+    ]

@@ -19,7 +19,12 @@ def test_nvidia_majors_come_from_the_character_devices_only():
 def test_a_comm_with_spaces_and_parentheses_does_not_shift_the_stat_fields():
     raw = "4242 (my (odd) proc) Z 1 4242 4242 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 987654 0 0"
     ident = parse_proc_stat(4242, raw)
-    assert (ident.comm, ident.start_time, ident.is_zombie, ident.is_kernel_thread) == ("my (odd) proc", 987654, True, False)
+    assert (ident.comm, ident.start_time, ident.is_zombie, ident.is_kernel_thread) == (
+        "my (odd) proc",
+        987654,
+        True,
+        False,
+    )
 
 
 def test_a_kernel_thread_is_told_by_its_flags():

@@ -4,13 +4,17 @@ import shutil
 import subprocess
 
 import pytest
+from snapshot_builder import build_ko
 
 from nvreload.errors import ModuleFileError
 from nvreload.read.elf_modinfo import read_modinfo
-from snapshot_builder import build_ko
 
-FIELDS = {"version": "550.127.08", "license": "NVIDIA", "name": "nvidia",
-          "vermagic": "6.1.0-26-amd64 SMP preempt mod_unload modversions "}
+FIELDS = {
+    "version": "550.127.08",
+    "license": "NVIDIA",
+    "name": "nvidia",
+    "vermagic": "6.1.0-26-amd64 SMP preempt mod_unload modversions ",
+}
 
 
 @pytest.mark.parametrize("compression", [None, "xz", "gz", "zst"])
@@ -39,7 +43,9 @@ def kmod_reads(compression):
 @pytest.mark.parametrize("compression", [None, "xz", "gz", "zst"])
 def test_real_modinfo_agrees_with_our_reader(tmp_path, compression):
     if not kmod_reads(compression):
-        pytest.skip(f"this kmod build cannot read .ko.{compression} (kmod --version lacks {KMOD_FEATURES[compression]})")
+        pytest.skip(
+            f"this kmod build cannot read .ko.{compression} (kmod --version lacks {KMOD_FEATURES[compression]})"
+        )
     path = build_ko(tmp_path / "nvidia.ko", FIELDS, compression)
     modinfo = MODINFO
     ours = read_modinfo(path.name, path.read_bytes())

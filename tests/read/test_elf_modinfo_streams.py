@@ -6,14 +6,20 @@ import subprocess
 
 import pytest
 import zstandard
-
-from nvreload.read.elf_modinfo import read_modinfo
 from snapshot_builder import build_ko
 
-FIELDS = {"version": "550.127.08", "license": "NVIDIA", "name": "nvidia",
-          "vermagic": "6.1.0-26-amd64 SMP preempt mod_unload modversions "}
+from nvreload.read.elf_modinfo import read_modinfo
 
-pytestmark = pytest.mark.skipif(shutil.which("zstd") is None, reason="the zstd tool is not installed (apt-get install zstd)")
+FIELDS = {
+    "version": "550.127.08",
+    "license": "NVIDIA",
+    "name": "nvidia",
+    "vermagic": "6.1.0-26-amd64 SMP preempt mod_unload modversions ",
+}
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("zstd") is None, reason="the zstd tool is not installed (apt-get install zstd)"
+)
 
 
 def streamed(ko, how: str) -> bytes:

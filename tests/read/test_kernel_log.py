@@ -4,14 +4,19 @@ LOAD = "[    5.1] NVRM: loading NVIDIA UNIX x86_64 Kernel Module  550.127.08  Th
 
 
 def test_xids_are_parsed_with_bus_id_and_message():
-    log = parse_kernel_log(LOAD + "\n[ 77.0] NVRM: Xid (PCI:0000:b1:00): 119, pid=1, name=x, Timeout waiting for RPC from GSP!\n", "dmesg")
+    log = parse_kernel_log(
+        LOAD + "\n[ 77.0] NVRM: Xid (PCI:0000:b1:00): 119, pid=1, name=x, Timeout waiting for RPC from GSP!\n", "dmesg"
+    )
     (xid,) = log.xids
     assert (xid.xid, xid.pci_bus_id, xid.since_driver_load) == (119, "0000:b1:00.0", True)
     assert xid.message.startswith("pid=1")
 
 
 def test_kmsg_records_are_understood_like_dmesg_lines():
-    log = parse_kernel_log("6,1000,5000,-;" + LOAD[10:] + "\n4,1001,6000,-;NVRM: Xid (PCI:0000:3b:00): 79, GPU has fallen off the bus.\n", "/dev/kmsg")
+    log = parse_kernel_log(
+        "6,1000,5000,-;" + LOAD[10:] + "\n4,1001,6000,-;NVRM: Xid (PCI:0000:3b:00): 79, GPU has fallen off the bus.\n",
+        "/dev/kmsg",
+    )
     assert log.last_driver_load is not None
     assert log.xids[0].xid == 79 and log.xids[0].since_driver_load
 
@@ -34,7 +39,10 @@ def test_no_kernel_log_is_an_empty_log():
 
 def test_xids_in_a_log_without_any_load_line_count_as_since_the_driver_loaded():
     # the load line scrolled out of a small ring buffer: what is left belongs to the instance in memory
-    log = parse_kernel_log("[ 77.0] NVRM: Xid (PCI:0000:3b:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error\n", "dmesg")
+    log = parse_kernel_log(
+        "[ 77.0] NVRM: Xid (PCI:0000:3b:00): 48, pid='<unknown>', name=<unknown>, An uncorrectable double bit error\n",
+        "dmesg",
+    )
     assert log.last_driver_load is None
     (xid,) = log.xids
     assert (xid.xid, xid.since_driver_load) == (48, True)
@@ -58,8 +66,10 @@ PROBE_FALLEN = [
     "[ 1843.439662] NVRM: The NVIDIA probe routine failed for 1 device(s).",
     "[ 1843.439669] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  570.158.01  Release Build",
 ]
-JOINED = ("[ 1843.308145] NVRM: The NVIDIA GPU 0000:b3:00.0 (PCI ID: 10de:26b5) installed in this system has "
-          "fallen off the bus and is not responding to commands.")
+JOINED = (
+    "[ 1843.308145] NVRM: The NVIDIA GPU 0000:b3:00.0 (PCI ID: 10de:26b5) installed in this system has "
+    "fallen off the bus and is not responding to commands."
+)
 
 
 def test_a_gpu_that_fell_off_the_bus_during_this_drivers_load_belongs_to_that_load():
@@ -77,18 +87,22 @@ def test_the_probe_lines_of_an_earlier_load_are_not_this_loads():
 
 
 def test_a_probe_line_long_before_the_load_line_is_not_that_loads():
-    old = ["[ 100.0] NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)",
-           "[ 900.0] NVRM: loading NVIDIA UNIX x86_64 Kernel Module  550.144.03"]
+    old = [
+        "[ 100.0] NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)",
+        "[ 900.0] NVRM: loading NVIDIA UNIX x86_64 Kernel Module  550.144.03",
+    ]
     assert parse_kernel_log("\n".join(old) + "\n", "dmesg").gpu_init_failures == ()
 
 
 def test_the_old_drivers_timestamped_lines_of_one_message_read_as_one():
     # MrMEEE/bumblebee-Old-and-abbandoned issue 583
-    lines = ["[  652.483304] NVRM: The NVIDIA GPU 0000:01:00.0 (PCI ID: 10de:1050) installed",
-             "[  652.483305] NVRM: in this system is not supported by the 280.13 NVIDIA Linux",
-             "[  652.483306] NVRM: graphics driver release.  Please see 'Appendix A -",
-             "[  652.483309] NVRM: www.nvidia.com.",
-             "[  652.483325] nvidia: probe of 0000:01:00.0 failed with error -1"]
+    lines = [
+        "[  652.483304] NVRM: The NVIDIA GPU 0000:01:00.0 (PCI ID: 10de:1050) installed",
+        "[  652.483305] NVRM: in this system is not supported by the 280.13 NVIDIA Linux",
+        "[  652.483306] NVRM: graphics driver release.  Please see 'Appendix A -",
+        "[  652.483309] NVRM: www.nvidia.com.",
+        "[  652.483325] nvidia: probe of 0000:01:00.0 failed with error -1",
+    ]
     (failure,) = parse_kernel_log("\n".join(lines) + "\n", "dmesg").gpu_init_failures
     assert (failure.pci_bus_id, failure.kind) == ("0000:01:00.0", "unsupported")
     assert "not supported by the 280.13 NVIDIA Linux graphics driver release." in failure.line
@@ -100,18 +114,27 @@ def test_an_xid_line_without_a_timestamp_is_never_glued_to_the_line_above():
 
 
 def test_secure_boot_refusals_are_module_failures_of_kind_signature():
-    text = ("[  412.1] Loading of unsigned module is rejected\n"
-            "mar 06 15:10:43 host gdm3[7055]: modprobe: ERROR: could not insert 'nvidia': Key was rejected by service\n"
-            "[    3.2] nvidia: module verification failed: signature and/or required key missing - tainting kernel\n")
+    text = (
+        "[  412.1] Loading of unsigned module is rejected\n"
+        "mar 06 15:10:43 host gdm3[7055]: modprobe: ERROR: could not insert 'nvidia': Key was rejected by service\n"
+        "[    3.2] nvidia: module verification failed: signature and/or required key missing - tainting kernel\n"
+    )
     failures = parse_kernel_log(text, "journalctl").module_failures
-    assert [(f.module, f.kind) for f in failures] == [(None, "signature"), ("nvidia", "signature")]  # a taint is no refusal
+    assert [(f.module, f.kind) for f in failures] == [
+        (None, "signature"),
+        ("nvidia", "signature"),
+    ]  # a taint is no refusal
 
 
 def test_a_dependent_modules_refusal_is_attributed_to_it_with_the_symbol():
     # NVIDIA/gpu-operator issue 2868 (dmesg -T timestamps)
-    text = (LOAD + "\n[Tue Sep  8 17:16:02 2026] nvidia_peermem: disagrees about version of symbol ib_register_peer_memory_client\n"
-            "[Tue Sep  8 17:16:02 2026] nvidia_peermem: Unknown symbol ib_register_peer_memory_client (err -22)\n")
+    text = (
+        LOAD
+        + "\n[Tue Sep  8 17:16:02 2026] nvidia_peermem: disagrees about version of symbol ib_register_peer_memory_client\n"
+        "[Tue Sep  8 17:16:02 2026] nvidia_peermem: Unknown symbol ib_register_peer_memory_client (err -22)\n"
+    )
     failures = parse_kernel_log(text, "dmesg").module_failures
     assert [(f.module, f.kind, f.symbol) for f in failures] == [
         ("nvidia_peermem", "symbol_version", "ib_register_peer_memory_client"),
-        ("nvidia_peermem", "unknown_symbol", "ib_register_peer_memory_client")]
+        ("nvidia_peermem", "unknown_symbol", "ib_register_peer_memory_client"),
+    ]

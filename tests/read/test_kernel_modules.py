@@ -1,6 +1,7 @@
+from snapshot_builder import Snapshot
+
 from nvreload.host.rootfs import open_root
 from nvreload.read.kernel_modules import parse_proc_modules, read_kernel, read_modules
-from snapshot_builder import Snapshot
 
 
 def test_refcount_dash_means_the_kernel_cannot_unload():
@@ -15,7 +16,7 @@ def test_used_by_column_lists_holders():
 
 def test_garbage_lines_in_proc_modules_are_skipped():
     text = "garbage\n\x00\x01\nnvidia notanumber 1 - Live 0x0\n  \nnvidia_uvm 10 0 - Live 0x0\n"
-    assert [l.name for l in parse_proc_modules(text)] == ["nvidia_uvm"]
+    assert [module.name for module in parse_proc_modules(text)] == ["nvidia_uvm"]
 
 
 def test_holders_are_found_transitively_including_unlisted_modules(tmp_path):
@@ -80,9 +81,11 @@ def test_mofed_is_ready_with_both_its_modules_live_not_with_one(tmp_path):
 def test_proc_modules_lines_with_a_state_or_count_the_kernel_never_prints_are_skipped():
     # found by tests/fuzz: 'Weird' reached the status document as state "weird", '-1' as refcount -1,
     # both outside its schema
-    text = ("nvidia 100 1 - Weird 0x0\nnvidia_uvm 100 -1 - Live 0x0\nnvidia_drm 1_0 0 - Live 0x0\n"
-            "nvidia_modeset 100 0 - Live 0x0\n")
-    assert [(l.name, l.state) for l in parse_proc_modules(text)] == [("nvidia_modeset", "live")]
+    text = (
+        "nvidia 100 1 - Weird 0x0\nnvidia_uvm 100 -1 - Live 0x0\nnvidia_drm 1_0 0 - Live 0x0\n"
+        "nvidia_modeset 100 0 - Live 0x0\n"
+    )
+    assert [(module.name, module.state) for module in parse_proc_modules(text)] == [("nvidia_modeset", "live")]
 
 
 def test_an_initstate_the_kernel_never_writes_is_ignored(tmp_path):

@@ -38,13 +38,16 @@ def test_the_h100_captures_gpu_information_is_read_with_its_uuid_and_minor(h100_
     assert gpu.minor == 0
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("00000000:3B:00.0", "0000:3b:00.0"),  # NVML's form
-    ("0000:3b:00", "0000:3b:00.0"),  # XID lines drop the function
-    ("3b:00.0", "0000:3b:00.0"),
-    ("0001:c1:00.1", "0001:c1:00.1"),
-    ("not a bus id", "not a bus id"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("00000000:3B:00.0", "0000:3b:00.0"),  # NVML's form
+        ("0000:3b:00", "0000:3b:00.0"),  # XID lines drop the function
+        ("3b:00.0", "0000:3b:00.0"),
+        ("0001:c1:00.1", "0001:c1:00.1"),
+        ("not a bus id", "not a bus id"),
+    ],
+)
 def test_bus_ids_in_every_form_the_driver_prints_become_one(raw, expected):
     assert normalize_bus_id(raw) == expected
 

@@ -1,8 +1,8 @@
 import pytest
+from snapshot_builder import Snapshot
 
 from nvreload.host.rootfs import open_root
 from nvreload.read.on_disk import read_dkms, read_on_disk_module
-from snapshot_builder import Snapshot
 
 
 @pytest.mark.parametrize("compression", [None, "xz", "gz", "zst"])
@@ -98,7 +98,9 @@ def test_ubuntus_branch_named_module_is_found_through_its_modprobe_alias(tmp_pat
     # (canonical/nvidia-graphics-drivers issue 13, Bumblebee-Project/Bumblebee pull 751)
     snap = Snapshot(tmp_path, release="4.10.0-37-generic")
     snap.on_disk_module("384.90", name="nvidia_384")
-    snap.write("etc/modprobe.d/nvidia-graphics-drivers.conf", "blacklist nouveau\nalias nvidia nvidia_384\nalias nouveau off\n")
+    snap.write(
+        "etc/modprobe.d/nvidia-graphics-drivers.conf", "blacklist nouveau\nalias nvidia nvidia_384\nalias nouveau off\n"
+    )
     found = read_on_disk_module(open_root(str(tmp_path)), snap.release)
     assert (found.path, found.version) == ("/lib/modules/4.10.0-37-generic/updates/dkms/nvidia_384.ko", "384.90")
 

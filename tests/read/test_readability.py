@@ -1,8 +1,9 @@
 """What of a node could be read: each input read, empty, unreadable, absent, or lacking in the live kernel."""
 
+from snapshot_builder import Snapshot, healthy_node
+
 from nvreload.host.rootfs import DirRoot, RootFS
 from nvreload.read.readability import kernel_release_input, read_readability, release_from_proc_version
-from snapshot_builder import Snapshot, healthy_node
 
 
 class DeniedRoot(DirRoot):
@@ -58,7 +59,9 @@ def test_empty_proc_files_as_cp_or_tar_copies_them_are_empty_not_read(tmp_path):
     readability = readability_of(DirRoot(tmp_path))
     assert readability.proc_modules.state == "empty" and readability.kernel_release.state == "empty"
     assert [i.paths for i in readability.essential_missing()] == [
-        ("/proc/modules",), ("/proc/sys/kernel/osrelease", "/proc/version")]
+        ("/proc/modules",),
+        ("/proc/sys/kernel/osrelease", "/proc/version"),
+    ]
 
 
 def test_an_empty_proc_and_sys_give_absent_inputs(tmp_path):

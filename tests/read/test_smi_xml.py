@@ -21,7 +21,9 @@ def test_garbage_truncated_or_foreign_xml_is_no_report():
 
 def test_a_pid_in_superscript_digits_is_skipped_not_a_crash():
     # found by tests/fuzz: str.isdigit() accepts '²', int() refuses it
-    xml = ("<nvidia_smi_log><gpu><processes><process_info><pid>²</pid></process_info>"
-           "<process_info><pid>532</pid></process_info></processes></gpu></nvidia_smi_log>")
+    xml = (
+        "<nvidia_smi_log><gpu><processes><process_info><pid>²</pid></process_info>"
+        "<process_info><pid>532</pid></process_info></processes></gpu></nvidia_smi_log>"
+    )
     (gpu,) = parse_smi_xml(xml).devices
     assert gpu.compute_pids == (532,)

@@ -5,7 +5,9 @@ from pathlib import Path
 
 from nvreload.read.smi_xml import fabric_ready
 
-CAPTURE = (Path(__file__).parents[1] / "fixtures" / "h100-580-no-unload" / "nvreload-snapshot" / "nvidia-smi-q.xml").read_text()
+CAPTURE = (
+    Path(__file__).parents[1] / "fixtures" / "h100-580-no-unload" / "nvreload-snapshot" / "nvidia-smi-q.xml"
+).read_text()
 
 
 def _with_fabric_state(state: str) -> str:

@@ -45,20 +45,38 @@ class Dockerd:
         hook.chmod(0o755)
         return bindir
 
-    def start(self) -> "Dockerd":
+    def start(self) -> Dockerd:
         import docker
 
         bindir = self._hook()
         env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
         log = open(self.base / "dockerd.log", "wb")
         self.proc = subprocess.Popen(
-            ["dockerd", "--data-root", str(self.base / "data"), "--exec-root", str(self.base / "exec"),
-             "--pidfile", str(self.base / "pid"), "-H", self.url, "--storage-driver", "overlay2",
-             "--iptables=false", "--ip-forward=false", "--ip-masq=false", "--bridge=none",
-             "--add-runtime", f"nvidia={shutil.which('runc') or '/usr/sbin/runc'}"]
+            [
+                "dockerd",
+                "--data-root",
+                str(self.base / "data"),
+                "--exec-root",
+                str(self.base / "exec"),
+                "--pidfile",
+                str(self.base / "pid"),
+                "-H",
+                self.url,
+                "--storage-driver",
+                "overlay2",
+                "--iptables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--bridge=none",
+                "--add-runtime",
+                f"nvidia={shutil.which('runc') or '/usr/sbin/runc'}",
+            ]
             # live-restore: containers (the systemd box among them) outlive a dockerd restart
             + (["--live-restore"] if self.live_restore else []),
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -98,18 +116,23 @@ class Dockerd:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        subprocess.run(["sh", "-c", f"grep -o ' {self.base}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l"],
-                       check=False, capture_output=True)
+        subprocess.run(
+            ["sh", "-c", f"grep -o ' {self.base}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l"],
+            check=False,
+            capture_output=True,
+        )
 
     def busybox_image(self, tag: str = "busybox:test") -> str:
         busybox = shutil.which("busybox") or "/bin/busybox"
         applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
+
             def add_dir(name):
                 info = tarfile.TarInfo(name)
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
+
             for name in ("bin", "etc", "tmp", "dev", "proc", "sys"):
                 add_dir(name)
             tar.add(busybox, arcname="bin/busybox")
@@ -123,8 +146,12 @@ class Dockerd:
             info = tarfile.TarInfo("etc/passwd")
             info.size = len(passwd)
             tar.addfile(info, io.BytesIO(passwd))
-        self.client.api.import_image_from_data(buffer.getvalue(), repository=tag.split(":")[0], tag=tag.split(":")[1],
-                                               changes=["ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        self.client.api.import_image_from_data(
+            buffer.getvalue(),
+            repository=tag.split(":")[0],
+            tag=tag.split(":")[1],
+            changes=["ENV PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        )
         return tag
 
     def hook_starts(self) -> int:

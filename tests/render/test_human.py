@@ -35,11 +35,21 @@ def test_an_nvml_hang_is_spelled_out_since_no_finding_explains_it(snapshot, caps
 
 
 def test_verify_marks_critical_failures_and_warnings_apart(capsys):
-    render_verify({"checks": [
-        {"name": "nvml", "ok": True, "detail": "NVML ok", "severity": "critical"},
-        {"name": "no_new_xids", "ok": False, "detail": "Xid 13", "severity": "warning"},
-        {"name": "versions_agree", "ok": False, "detail": "kernel module 550.90.07, userspace 550.127.08", "severity": "critical"},
-    ], "healthy": False})
+    render_verify(
+        {
+            "checks": [
+                {"name": "nvml", "ok": True, "detail": "NVML ok", "severity": "critical"},
+                {"name": "no_new_xids", "ok": False, "detail": "Xid 13", "severity": "warning"},
+                {
+                    "name": "versions_agree",
+                    "ok": False,
+                    "detail": "kernel module 550.90.07, userspace 550.127.08",
+                    "severity": "critical",
+                },
+            ],
+            "healthy": False,
+        }
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("ok") and lines[1].startswith("WARN") and lines[2].startswith("FAIL")
     assert lines[-1] == "not healthy"
@@ -59,19 +69,35 @@ def test_a_run_report_with_markup_in_a_process_name_prints_as_itself(capsys):
     from nvreload.engine.outcome import Outcome, RunReport
     from nvreload.render.run import render_action_result
 
-    report = RunReport(Outcome.RELOADED, killed=[{"pid": 42, "comm": "[/]trainer", "outcome": "terminated: [b]"}],
-                       stopped=["c[/]ontainer"])
+    report = RunReport(
+        Outcome.RELOADED,
+        killed=[{"pid": 42, "comm": "[/]trainer", "outcome": "terminated: [b]"}],
+        stopped=["c[/]ontainer"],
+    )
     render_action_result(ActionResult(0, report), "reload")
     text = capsys.readouterr().out
     assert "ended process 42 ([/]trainer): terminated: [b]" in text and "c[/]ontainer" in text
 
 
 def test_a_verify_detail_and_a_finding_message_with_markup_print_as_themselves(snapshot, capsys):
-    render_verify({"checks": [{"name": "cuda_context", "ok": False, "detail": "cuInit failed: [/] [bold]x", "severity": "critical"}],
-                   "healthy": False})
+    render_verify(
+        {
+            "checks": [
+                {"name": "cuda_context", "ok": False, "detail": "cuInit failed: [/] [bold]x", "severity": "critical"}
+            ],
+            "healthy": False,
+        }
+    )
     assert "cuInit failed: [/] [bold]x" in capsys.readouterr().out
     document = status_of(snapshot.root)
-    document["findings"] = [{"code": "module_load_failed", "severity": "critical", "action": "rebuild_module", "evidence": {},
-                             "message": "the kernel refused the nvidia module: nvidia: Unknown symbol [/]x (err -2)"}]
+    document["findings"] = [
+        {
+            "code": "module_load_failed",
+            "severity": "critical",
+            "action": "rebuild_module",
+            "evidence": {},
+            "message": "the kernel refused the nvidia module: nvidia: Unknown symbol [/]x (err -2)",
+        }
+    ]
     render_status(document)
     assert "Unknown symbol [/]x (err -2)" in capsys.readouterr().out

@@ -16,22 +16,27 @@ def run_with_closed(stream: str, args: list[str], env: dict) -> int:
     read_end, write_end = os.pipe()
     os.close(read_end)
     outputs = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    for name in (("stdout", "stderr") if stream == "both" else (stream,)):
+    for name in ("stdout", "stderr") if stream == "both" else (stream,):
         outputs[name] = write_end
     try:
-        return subprocess.run([sys.executable, "-m", "nvreload", *args], env={**os.environ, **env}, timeout=60,
-                              **outputs).returncode
+        return subprocess.run(
+            [sys.executable, "-m", "nvreload", *args], env={**os.environ, **env}, timeout=60, **outputs
+        ).returncode
     finally:
         os.close(write_end)
 
 
 @pytest.mark.parametrize("stream", ["stdout", "stderr", "both"])
-@pytest.mark.parametrize("args", [["--status", "--simulate", "--json"], ["--status", "--simulate"], ["--verify", "--simulate"]],
-                         ids=["status-json", "status", "verify"])
+@pytest.mark.parametrize(
+    "args",
+    [["--status", "--simulate", "--json"], ["--status", "--simulate"], ["--verify", "--simulate"]],
+    ids=["status-json", "status", "verify"],
+)
 def test_a_closed_pipe_does_not_change_the_exit_code(tmp_path, stream, args):
     env = {"NVRELOAD_STATE_DIR": str(tmp_path / "state")}
-    reading = subprocess.run([sys.executable, "-m", "nvreload", *args], env={**os.environ, **env}, capture_output=True,
-                             timeout=60).returncode
+    reading = subprocess.run(
+        [sys.executable, "-m", "nvreload", *args], env={**os.environ, **env}, capture_output=True, timeout=60
+    ).returncode
     assert reading == ExitCode.CRITICAL  # the built-in node's version mismatch
     assert run_with_closed(stream, args, env) == reading
 

@@ -26,10 +26,12 @@ def promtool_check(text: str) -> None:
     if promtool is None:
         pytest.skip("promtool is not installed (Debian package prometheus; .ci/run installs it)")
     proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), proc.stdout + proc.stderr + text
+    assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), (
+        proc.stdout + proc.stderr + text
+    )
 
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?')
 
 
@@ -79,11 +81,23 @@ def test_every_metric_has_help_and_type_lines_and_promtool_accepts_the_h100_capt
     assert names == {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
     assert {n for (n, _) in samples(text)} <= names
     found = samples(text)
-    assert value(found, "nvreload_driver_info", kernel_module="580.159.04", on_disk="", userspace="580.159.04",
-                 flavor="open", nvml="ok") == 1
+    assert (
+        value(
+            found,
+            "nvreload_driver_info",
+            kernel_module="580.159.04",
+            on_disk="",
+            userspace="580.159.04",
+            flavor="open",
+            nvml="ok",
+        )
+        == 1
+    )
     assert value(found, "nvreload_reload_feasible") == 0  # this kernel cannot unload modules
     assert of_name(found, "nvreload_reload_blocker") == {
-        frozenset({("code", "module_loading_disabled")}): 1, frozenset({("code", "module_unload_unsupported")}): 1}
+        frozenset({("code", "module_loading_disabled")}): 1,
+        frozenset({("code", "module_unload_unsupported")}): 1,
+    }
     assert value(found, "nvreload_gpus", seen_by="pci") == value(found, "nvreload_gpus", seen_by="nvml") == 1
     # a snapshot's journal is not on this machine: its families are documented but empty
     assert not of_name(found, "nvreload_journal_readable") and not of_name(found, "nvreload_last_run_info")
@@ -96,7 +110,11 @@ def test_a_healthy_node_is_ok_with_no_finding_and_every_severity_at_zero(tmp_pat
     assert value(found, "nvreload_status") == 0
     assert not of_name(found, "nvreload_finding")
     assert {dict(k)["severity"]: v for k, v in of_name(found, "nvreload_findings").items()} == {
-        "info": 0, "warning": 0, "critical": 0, "unknown": 0}
+        "info": 0,
+        "warning": 0,
+        "critical": 0,
+        "unknown": 0,
+    }
     assert value(found, "nvreload_recommended_action_info", action="none") == 1
     assert value(found, "nvreload_reload_feasible") == 1
 
@@ -109,8 +127,18 @@ def test_a_version_mismatch_is_critical_with_its_finding_gauge_and_the_reload_ac
     assert value(found, "nvreload_finding", code="version_mismatch", severity="critical") == 1
     assert value(found, "nvreload_findings", severity="critical") == 1
     assert value(found, "nvreload_recommended_action_info", action="reload") == 1
-    assert value(found, "nvreload_driver_info", kernel_module="550.127.08", on_disk="550.144.03", userspace="550.144.03",
-                 flavor="open", nvml="unavailable") == 1
+    assert (
+        value(
+            found,
+            "nvreload_driver_info",
+            kernel_module="550.127.08",
+            on_disk="550.144.03",
+            userspace="550.144.03",
+            flavor="open",
+            nvml="unavailable",
+        )
+        == 1
+    )
 
 
 def test_a_gpu_fallen_off_the_bus_counts_its_xid_and_blocks_the_reload(tmp_path):
@@ -140,7 +168,10 @@ def test_an_unreadable_node_is_unknown(tmp_path):
     found = samples(text)
     assert value(found, "nvreload_status") == 3
     assert value(found, "nvreload_finding", code="node_unreadable", severity="unknown") == 1
-    assert value(found, "nvreload_driver_info", kernel_module="", on_disk="", userspace="", flavor="", nvml="unavailable") == 1
+    assert (
+        value(found, "nvreload_driver_info", kernel_module="", on_disk="", userspace="", flavor="", nvml="unavailable")
+        == 1
+    )
 
 
 def test_a_hostname_with_a_quote_a_backslash_and_a_newline_is_escaped_and_reads_back_whole(tmp_path):
@@ -163,13 +194,15 @@ def test_one_code_found_twice_is_one_series_with_its_count_and_worst_severity(tm
     text = render_prometheus(document, JournalView())
     promtool_check(text)
     assert of_name(samples(text), "nvreload_finding") == {
-        frozenset({("code", "gpu_driver_unbound"), ("severity", "critical")}): 2}
+        frozenset({("code", "gpu_driver_unbound"), ("severity", "critical")}): 2
+    }
 
 
 def test_the_last_run_comes_from_the_journal_with_its_times(tmp_path):
     document = status_of(healthy_node(tmp_path / "node").root)
-    run = LastRun(action="reload", state="failed", unfinished=True, started=1700000000.5, updated=1700000060.25,
-                  finished=None)
+    run = LastRun(
+        action="reload", state="failed", unfinished=True, started=1700000000.5, updated=1700000060.25, finished=None
+    )
     found = samples(render_prometheus(document, JournalView(last_run=run)))
     assert value(found, "nvreload_last_run_info", action="reload", state="failed") == 1
     assert value(found, "nvreload_last_run_unfinished") == 1
@@ -218,11 +251,14 @@ def test_an_unreadable_journal_is_a_metric_and_a_line_never_a_crash(tmp_path):
 
 # --output: what the timer unit runs -----------------------------------------------------------------------------
 
+
 def test_output_writes_the_metrics_readable_by_node_exporter_and_leaves_no_temp_file(tmp_path, h100_root):
     textfiles = tmp_path / "node-exporter"
     textfiles.mkdir()
     (textfiles / "nvreload.prom").write_text("old\n")
-    proc = run_cli("--status", "--format", "prometheus", "--output", str(textfiles / "nvreload.prom"), "--root", str(h100_root))
+    proc = run_cli(
+        "--status", "--format", "prometheus", "--output", str(textfiles / "nvreload.prom"), "--root", str(h100_root)
+    )
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == "", proc.stderr
     written = (textfiles / "nvreload.prom").read_text()
     assert written == metrics_of(h100_root)
@@ -241,26 +277,33 @@ def test_output_refuses_a_planted_symlink_and_leaves_its_target_alone(tmp_path, 
     victim = tmp_path / "victim"
     victim.write_text("root's file\n")
     (tmp_path / "nvreload.prom").symlink_to(victim)
-    proc = run_cli("--status", "--format", "prometheus", "--output", str(tmp_path / "nvreload.prom"), "--root", str(h100_root))
+    proc = run_cli(
+        "--status", "--format", "prometheus", "--output", str(tmp_path / "nvreload.prom"), "--root", str(h100_root)
+    )
     assert proc.returncode == 66 and "is a symlink: --output writes a regular file" in proc.stderr, proc.stderr
     assert victim.read_text() == "root's file\n" and (tmp_path / "nvreload.prom").is_symlink()
     assert sorted(os.listdir(tmp_path)) == ["nvreload.prom", "victim"]
 
 
 def test_output_into_a_missing_directory_is_one_line_and_bad_input(tmp_path, h100_root):
-    proc = run_cli("--status", "--format", "prometheus", "--output", str(tmp_path / "none" / "m.prom"), "--root", str(h100_root))
+    proc = run_cli(
+        "--status", "--format", "prometheus", "--output", str(tmp_path / "none" / "m.prom"), "--root", str(h100_root)
+    )
     assert proc.returncode == 66 and proc.stderr.startswith(f"nvreload: cannot write {tmp_path / 'none' / 'm.prom'}")
     assert len(proc.stderr.splitlines()) == 1
 
 
-@pytest.mark.parametrize("args, says", [
-    (["--status", "--json", "--format", "prometheus"], "--json and --format prometheus conflict"),
-    (["--status", "--output", "x.prom"], "--output writes the metrics of --status --format prometheus"),
-    (["--status", "--json", "--output", "x.prom"], "--output writes the metrics of --status --format prometheus"),
-    (["--verify", "--format", "prometheus"], "--format prometheus goes with --status, not --verify"),
-    (["--reload", "--format", "prometheus"], "--format prometheus and --output go with --status, not --reload"),
-    (["--status", "--format", "xml"], "'xml' is not one of 'human', 'json', 'prometheus'"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--status", "--json", "--format", "prometheus"], "--json and --format prometheus conflict"),
+        (["--status", "--output", "x.prom"], "--output writes the metrics of --status --format prometheus"),
+        (["--status", "--json", "--output", "x.prom"], "--output writes the metrics of --status --format prometheus"),
+        (["--verify", "--format", "prometheus"], "--format prometheus goes with --status, not --verify"),
+        (["--reload", "--format", "prometheus"], "--format prometheus and --output go with --status, not --reload"),
+        (["--status", "--format", "xml"], "'xml' is not one of 'human', 'json', 'prometheus'"),
+    ],
+)
 def test_format_and_output_outside_status_metrics_are_usage_errors(tmp_path, args, says):
     proc = run_cli(*args, "--simulate")
     assert proc.returncode == 64 and says in proc.stderr, proc.stderr
@@ -269,12 +312,17 @@ def test_format_and_output_outside_status_metrics_are_usage_errors(tmp_path, arg
 
 # the systemd units ---------------------------------------------------------------------------------------------
 
+
 def test_the_metrics_service_runs_the_packaged_binary_without_a_shell_and_tolerates_status_codes():
     service = (UNITS / "nvreload-metrics.service").read_text()
     exec_start = next(line for line in service.splitlines() if line.startswith("ExecStart="))
-    assert exec_start == ("ExecStart=/usr/bin/nvreload --status --format prometheus "
-                          "--output /var/lib/prometheus/node-exporter/nvreload.prom")
-    assert "SuccessExitStatus=1 2 3" in service.splitlines()  # WARNING/CRITICAL/UNKNOWN are the node's, not a failed unit
+    assert exec_start == (
+        "ExecStart=/usr/bin/nvreload --status --format prometheus "
+        "--output /var/lib/prometheus/node-exporter/nvreload.prom"
+    )
+    assert (
+        "SuccessExitStatus=1 2 3" in service.splitlines()
+    )  # WARNING/CRITICAL/UNKNOWN are the node's, not a failed unit
     timer = (UNITS / "nvreload-metrics.timer").read_text()
     assert "OnUnitActiveSec=60s" in timer.splitlines() and "WantedBy=timers.target" in timer.splitlines()
 
@@ -291,12 +339,15 @@ def test_systemd_analyze_verify_finds_nothing_wrong_with_the_metrics_units(tmp_p
     # nvreload is not installed at the packaged path here: that must be verify's only complaint, and
     # the same units pointed at an executable stand-in must be clean
     complaints = (proc.stdout + proc.stderr).strip().splitlines()
-    assert complaints == ["nvreload-metrics.service: Command /usr/bin/nvreload is not executable: No such file or directory"]
+    assert complaints == [
+        "nvreload-metrics.service: Command /usr/bin/nvreload is not executable: No such file or directory"
+    ]
     stand_in = tmp_path / "nvreload"
     stand_in.write_text("#!/bin/sh\n")
     stand_in.chmod(0o755)
     for unit in units:
         (tmp_path / unit.name).write_text(unit.read_text().replace("/usr/bin/nvreload ", f"{stand_in} "))
-    proc = subprocess.run([analyze, "verify", *(str(tmp_path / u.name) for u in units)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [analyze, "verify", *(str(tmp_path / u.name) for u in units)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0 and not proc.stdout + proc.stderr, proc.stdout + proc.stderr

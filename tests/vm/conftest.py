@@ -2,7 +2,6 @@ import os
 import shutil
 
 import pytest
-
 from harness import CACHE, VmImage, run_case
 
 

@@ -68,12 +68,20 @@ class VmRun:
         for name in ("nvreload-journal.json", "guest-dmesg.txt"):
             if (self.job / name).exists():
                 extra += f"--- {name} (tail) ---\n{self.text(name)[-3000:]}\n"
-        return (f"case rc={self.rc} after {self.seconds:.1f} s; {self.qemu}\n--- case output ---\n{self.output[-6000:]}\n"
-                f"--- console (tail) ---\n{self.serial[-4000:]}\n{extra}")
+        return (
+            f"case rc={self.rc} after {self.seconds:.1f} s; {self.qemu}\n--- case output ---\n{self.output[-6000:]}\n"
+            f"--- console (tail) ---\n{self.serial[-4000:]}\n{extra}"
+        )
 
 
-def run_case(image: VmImage, script: str, files: dict[str, str | bytes] | None = None,
-             timeout: float = 300, memory_mb: int = 1024, workdir: Path | None = None) -> VmRun:
+def run_case(
+    image: VmImage,
+    script: str,
+    files: dict[str, str | bytes] | None = None,
+    timeout: float = 300,
+    memory_mb: int = 1024,
+    workdir: Path | None = None,
+) -> VmRun:
     """Boot, run `script` (bash, after `. /job/lib.sh`), power off, collect. `files` are put in /job,
     a fresh directory under `workdir` (a test's tmp_path, which pytest cleans up)."""
     job = Path(tempfile.mkdtemp(prefix="vm-job-", dir=workdir))
@@ -86,23 +94,57 @@ def run_case(image: VmImage, script: str, files: dict[str, str | bytes] | None =
     (job / "run.sh").write_text("set -u\n. /job/lib.sh\n" + script)
     serial = job / "console.log"
     argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", str(memory_mb),
-        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-serial", f"file:{serial}",
-        "-kernel", str(image.cache / "vmlinux"), "-initrd", str(image.cache / "initrd.cpio"),
-        "-append", "console=ttyS0 root=/dev/vda systemd.unit=nvtest.target panic=-1 quiet loglevel=4 "
-                   "mitigations=off systemd.show_status=0",
-        "-drive", f"file={image.cache / 'root.img'},format=raw,if=virtio,snapshot=on",
-        "-virtfs", f"local,path={job},mount_tag=job,security_model=none,id=job",
-        "-virtfs", f"local,path={REPO},mount_tag=src,security_model=none,id=src,readonly=on",
-        "-virtfs", f"local,path={image.cache / 'share'},mount_tag=vm,security_model=none,id=vm,readonly=on",
-        "-device", "edu", "-device", "edu",
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        str(memory_mb),
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        f"file:{serial}",
+        "-kernel",
+        str(image.cache / "vmlinux"),
+        "-initrd",
+        str(image.cache / "initrd.cpio"),
+        "-append",
+        "console=ttyS0 root=/dev/vda systemd.unit=nvtest.target panic=-1 quiet loglevel=4 "
+        "mitigations=off systemd.show_status=0",
+        "-drive",
+        f"file={image.cache / 'root.img'},format=raw,if=virtio,snapshot=on",
+        "-virtfs",
+        f"local,path={job},mount_tag=job,security_model=none,id=job",
+        "-virtfs",
+        f"local,path={REPO},mount_tag=src,security_model=none,id=src,readonly=on",
+        "-virtfs",
+        f"local,path={image.cache / 'share'},mount_tag=vm,security_model=none,id=vm,readonly=on",
+        "-device",
+        "edu",
+        "-device",
+        "edu",
     ]
     started = time.monotonic()
     try:
-        qemu = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              timeout=timeout, check=False, text=True, errors="replace")
-        qemu_said = f"qemu exited {qemu.returncode}" + (f": {qemu.stderr.strip()[-2000:]}" if qemu.stderr.strip() else "")
+        qemu = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=timeout,
+            check=False,
+            text=True,
+            errors="replace",
+        )
+        qemu_said = f"qemu exited {qemu.returncode}" + (
+            f": {qemu.stderr.strip()[-2000:]}" if qemu.stderr.strip() else ""
+        )
     except subprocess.TimeoutExpired:
         qemu_said = f"qemu killed after {timeout:g} s"  # the case did not finish
     seconds = time.monotonic() - started

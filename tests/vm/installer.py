@@ -71,8 +71,19 @@ def build_installer(workdir: Path, share: Path, version: str, failure: str | Non
     assert refusal in text, "Debian's makeself header changed: update build_installer"
     header.write_text(text.replace(refusal, "    -*)\n\tbreak ;;\n"))
     run = workdir / f"NVIDIA-Linux-x86_64-{version}.run"
-    subprocess.run(["makeself", "--quiet", "--header", str(header), str(payload), str(run),
-                    f"NVIDIA Accelerated Graphics Driver for Linux-x86_64 {version}", "./nvidia-installer"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "makeself",
+            "--quiet",
+            "--header",
+            str(header),
+            str(payload),
+            str(run),
+            f"NVIDIA Accelerated Graphics Driver for Linux-x86_64 {version}",
+            "./nvidia-installer",
+        ],
+        check=True,
+        capture_output=True,
+    )
     os.chmod(run, 0o755)
     return run

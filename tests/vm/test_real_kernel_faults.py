@@ -4,8 +4,7 @@ nothing loaded at all, nvidia_peermem without MOFED. Each ends fully reloaded or
 or says plainly that it cannot, with the exit code the README gives."""
 
 import pytest
-
-from test_real_kernel_reload import A, B, MISMATCHED_NODE, state_of
+from test_real_kernel_reload import MISMATCHED_NODE, A, B, state_of
 
 pytestmark = pytest.mark.realkernel
 
@@ -33,13 +32,16 @@ dmesg | grep -E 'NVRM|nvidia' | tail -5
 
 
 def test_a_holder_that_ignores_sigterm_is_killed_and_the_child_it_forked_meanwhile_too(run_vm):
-    run = run_vm(MISMATCHED_NODE + """
+    run = run_vm(
+        MISMATCHED_NODE
+        + """
 start_stubborn_holder
 echo $! > /job/stubborn.pid
 sleep 0.5
 record reload --reload --yes --json
 snapshot_state after
-""")
+"""
+    )
     assert run.rc == 0, run.explain()
     assert run.text("reload.rc").strip() == "0", run.explain()
     stubborn = int(run.text("stubborn.pid"))
@@ -69,28 +71,39 @@ snapshot_state after
     assert report["remaining_action"] == "nvreload --start"
     assert [f["target"] for f in report["restart_failures"]] == ["nvidia-persistenced.service"]
     partial = state_of(run, "partial")
-    assert partial["loaded_version"] == B and partial["persistenced"] != "active" and partial["journal_state"] == "failed"
+    assert (
+        partial["loaded_version"] == B and partial["persistenced"] != "active" and partial["journal_state"] == "failed"
+    )
     assert run.text("start.rc").strip() == "0", run.explain()
     after = state_of(run, "after")
     assert after["persistenced"] == "active" and after["journal_state"] == "reloaded"
 
 
-BOUNDARIES = [(step, phase) for step in ("stop_consumers", "unload_modules", "load_modules", "verify", "restart_consumers")
-              for phase in ("running", "done")]
+BOUNDARIES = [
+    (step, phase)
+    for step in ("stop_consumers", "unload_modules", "load_modules", "verify", "restart_consumers")
+    for phase in ("running", "done")
+]
 
 # Kill nvreload with SIGKILL the moment its journal says step STEP is PHASE, then --rollback; once
 # per boundary, the node set back to the mismatch before each.
-KILL_AT_EACH_BOUNDARY = MISMATCHED_NODE + """
+KILL_AT_EACH_BOUNDARY = (
+    MISMATCHED_NODE
+    + """
 reset_node() {
     systemctl stop nvidia-persistenced.service
     pkill -9 -f 'sleep infinity' || true
     rm -f /var/lib/nvreload/journal.json
     modprobe -r nvidia_drm nvidia_modeset nvidia_uvm nvidia 2>/dev/null || true
-    install_driver """ + A + """
+    install_driver """
+    + A
+    + """
     load_stack
     systemctl start nvidia-persistenced.service
     start_holder
-    install_driver """ + B + """
+    install_driver """
+    + B
+    + """
 }
 kill_at() {
     nvr --reload --yes --json > /dev/null 2>&1 &
@@ -120,7 +133,9 @@ PY
     echo $? > "/job/kill-$1-$2.rc"
     wait "$run"
 }
-for boundary in """ + " ".join(f"{s}:{p}" for s, p in BOUNDARIES) + """; do
+for boundary in """
+    + " ".join(f"{s}:{p}" for s, p in BOUNDARIES)
+    + """; do
     step=${boundary%:*}; phase=${boundary#*:}
     kill_at "$step" "$phase"
     record "rollback-$step-$phase" --rollback --json
@@ -128,6 +143,7 @@ for boundary in """ + " ".join(f"{s}:{p}" for s, p in BOUNDARIES) + """; do
     reset_node
 done
 """
+)
 
 
 def test_sigkill_at_every_step_boundary_then_rollback_ends_fully_reloaded_or_fully_restored(run_vm):
@@ -191,18 +207,23 @@ def test_peermem_without_mofed_is_waited_for_once_and_skipped_with_a_warning(run
     # peermem is loaded with version A (next to B's nvidia it would refuse: "API mismatch")
     with_peermem = MISMATCHED_NODE.replace("modprobe nvidia_uvm\n", "modprobe nvidia_uvm && modprobe nvidia_peermem\n")
     assert with_peermem != MISMATCHED_NODE
-    run = run_vm(with_peermem + """
+    run = run_vm(
+        with_peermem
+        + """
 grep -q '^nvidia_peermem ' /proc/modules || { echo "nvidia_peermem did not load with version A"; exit 9; }
 SECONDS=0
 record reload --reload --yes --json --peermem-wait 3
 echo "seconds=$SECONDS" > /job/took
 snapshot_state after
-""")
+"""
+    )
     assert run.rc == 0, run.explain()
     assert run.text("reload.rc").strip() == "0", run.explain()
     report = run.json("reload.json")
     assert report["result"] == "reloaded"
-    assert [w["module"] for w in report["warnings"]] == ["nvidia_peermem"] and "MOFED not ready" in report["warnings"][0]["warning"]
+    assert [w["module"] for w in report["warnings"]] == ["nvidia_peermem"] and "MOFED not ready" in report["warnings"][
+        0
+    ]["warning"]
     after = state_of(run, "after")
     assert after["loaded_version"] == B and "nvidia_peermem" not in after["modules"].split()
     assert int(run.text("took").split("=")[1]) < 60  # one bounded wait, not two of five minutes

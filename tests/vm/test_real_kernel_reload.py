@@ -25,15 +25,20 @@ def state_of(run, name: str) -> dict:
 
 
 def test_a_version_mismatch_reload_ends_with_the_new_module_and_the_unit_back(run_vm):
-    run = run_vm(MISMATCHED_NODE + """
+    run = run_vm(
+        MISMATCHED_NODE
+        + """
 record before --status --json
 record reload --reload --yes --json
 snapshot_state after
 record verify --verify --json
-""")
+"""
+    )
     assert run.rc == 0, run.explain()
     before = run.json("before.json")
-    assert before["driver"]["nvml"] == "version_mismatch" and before["recommended_action"] == "reload", before["findings"]
+    assert before["driver"]["nvml"] == "version_mismatch" and before["recommended_action"] == "reload", before[
+        "findings"
+    ]
     assert run.text("reload.rc").strip() == "0", run.explain()
     report = run.json("reload.json")
     assert report["result"] == "reloaded"
@@ -53,30 +58,47 @@ def test_a_driver_run_installs_the_new_version_between_unload_and_load(run_vm, v
     from installer import build_installer
 
     run_file = build_installer(tmp_path, vm_image.cache / "share", C)
-    run = run_vm(MISMATCHED_NODE + f"""
+    run = run_vm(
+        MISMATCHED_NODE
+        + f"""
 record reload --reload --yes --json --driver /job/{run_file.name}
 snapshot_state after
 cp /var/log/nvidia-installer.log /job/installer.log
-""", files={run_file.name: run_file.read_bytes()})
+""",
+        files={run_file.name: run_file.read_bytes()},
+    )
     assert run.rc == 0, run.explain()
     assert run.text("reload.rc").strip() == "0", run.explain()
-    assert [s["name"] for s in run.json("reload.json")["steps"]][1:4] == ["unload_modules", "install_driver", "load_modules"]
+    assert [s["name"] for s in run.json("reload.json")["steps"]][1:4] == [
+        "unload_modules",
+        "install_driver",
+        "load_modules",
+    ]
     after = state_of(run, "after")
     assert after["loaded_version"] == C and after["persistenced"] == "active" and after["journal_state"] == "reloaded"
     # unattended, the module left for nvreload to load, the flavour the node ran
-    assert run.text("installer.log").split() == ["nvidia-installer", "--silent", "--no-questions", "--ui=none",
-                                                 "--skip-module-load", "--kernel-module-type=open"]
+    assert run.text("installer.log").split() == [
+        "nvidia-installer",
+        "--silent",
+        "--no-questions",
+        "--ui=none",
+        "--skip-module-load",
+        "--kernel-module-type=open",
+    ]
 
 
 def reload_with_driver(run_vm, name: str, archive: bytes):
     """Version A loaded, on disk and in use by a unit; `--reload --driver` with this archive."""
-    return run_vm(f"""
+    return run_vm(
+        f"""
 install_driver {A}
 load_stack
 persistenced_unit
 record reload --reload --yes --json --driver /job/{name}
 snapshot_state after
-""", files={name: archive})
+""",
+        files={name: archive},
+    )
 
 
 def test_an_installer_that_fails_rolls_back_to_the_old_version_for_real(run_vm, vm_image, tmp_path):
