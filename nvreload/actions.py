@@ -133,7 +133,7 @@ def run_action(
                 os.makedirs(paths.runtime_dir, exist_ok=True)
                 private = tempfile.mkdtemp(prefix="installer-", dir=paths.runtime_dir)
                 installer = take_installer(request.driver, private)
-            check_archive(CommandRunner(), installer)
+            check_archive(CommandRunner(), installer or request.driver)
         return _act(request, paths, reporter, confirm, refusal, installer)
     finally:
         if private is not None:

@@ -31,7 +31,7 @@ class App:
         self.paths = paths or StatePaths.from_environment()
         self._machine: Machine | None = None
 
-    def _simulated_state(self):  # type: ignore[no-untyped-def]
+    def _simulated_state(self):
         """The read model of the simulated node a --simulate run acts on (read, never written)."""
         from nvreload.actions import simulated_node
         from nvreload.engine.sim_status import simulated_node_state

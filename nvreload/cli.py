@@ -8,6 +8,7 @@ diagnostics go to stderr.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -145,7 +146,7 @@ Examples:
 )
 @click.option("--verbose", "-v", is_flag=True, help="More detail (and tracebacks for internal errors).")
 @click.version_option(__version__, prog_name="nvreload")
-def command(**opts: object) -> int:
+def command(**opts: Any) -> int:
     """Reload the NVIDIA kernel driver without a reboot, and diagnose the GPU stack."""
     action = _chosen_action(opts)
     _check_combinations(action, opts)
@@ -154,11 +155,11 @@ def command(**opts: object) -> int:
             action,
             opts["root"],
             _format(opts),
-            bool(opts["verbose"]),  # type: ignore[arg-type]
+            bool(opts["verbose"]),
             collect_to=opts["collect"],
             simulate=opts["simulate"],
             output=opts["output"],
-        )  # type: ignore[arg-type]
+        )
     return _act(action, opts)
 
 
@@ -182,7 +183,7 @@ def _act(action: str, opts: dict) -> int:
         restart_docker=bool(opts["restart_docker"]),
         peermem_wait=float(opts["peermem_wait"]),
         gpus=opts["reset"],
-    )  # type: ignore[arg-type]
+    )
     as_json = _format(opts) == "json"
     if as_json:
         reporter = Reporter()

@@ -299,6 +299,11 @@ class NodeState:
                 return module
         return None
 
+    def module_state(self, name: str) -> str | None:
+        """The listed state of a module (live, loading, builtin...), None when it is not listed."""
+        module = self.module(name)
+        return module.state if module else None
+
     def loaded(self, name: str) -> bool:
         module = self.module(name)
         return module is not None and module.state in ("live", "coming")

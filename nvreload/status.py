@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from nvreload.diagnosis.findings import Diagnosis, diagnose
 from nvreload.errors import ExitCode
-from nvreload.model import NodeState
+from nvreload.model import NodeState, NvmlDevice
 from nvreload.read.nvidia_proc import normalize_bus_id
 
 SCHEMA_VERSION = 1
@@ -16,7 +16,7 @@ SCHEMA_VERSION = 1
 
 def _gpus(node: NodeState) -> list[dict]:
     proc = {g.bus_id: g for g in node.proc_gpus}
-    nvml = {}
+    nvml: dict[str, NvmlDevice] = {}
     for dev in node.nvml.devices:
         if dev.pci_bus_id:
             nvml[normalize_bus_id(dev.pci_bus_id)] = dev
@@ -24,20 +24,20 @@ def _gpus(node: NodeState) -> list[dict]:
     bus_ids = list(pci) + [b for b in proc if b not in pci]  # GPUs the driver knows but the bus lost last
     gpus = []
     for bus_id in bus_ids:
-        p, info, dev = pci.get(bus_id), proc.get(bus_id), nvml.get(bus_id)
+        p, info, device = pci.get(bus_id), proc.get(bus_id), nvml.get(bus_id)
         gpus.append(
             {
                 "pci_bus_id": bus_id,
-                "name": (dev.name if dev and dev.name else None) or (info.model if info else None),
-                "uuid": (dev.uuid if dev and dev.uuid else None) or (info.uuid if info else None),
+                "name": (device.name if device and device.name else None) or (info.model if info else None),
+                "uuid": (device.uuid if device and device.uuid else None) or (info.uuid if info else None),
                 "driver_bound": bool(p and p.driver == "nvidia"),
                 "driver": p.driver if p else None,
                 "pci_device_id": p.device if p else None,
                 "on_pci_bus": p is not None,
                 "minor": info.minor if info else None,
-                "in_nvml": dev is not None,
-                "persistence_mode": dev.persistence_mode if dev else None,
-                "mig_mode": dev.mig_mode if dev else None,
+                "in_nvml": device is not None,
+                "persistence_mode": device.persistence_mode if device else None,
+                "mig_mode": device.mig_mode if device else None,
             }
         )
     return gpus

@@ -4,6 +4,7 @@ it, and the evidence (the strings read off the node) that produced it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from nvreload.catalog import DISPLAY_SERVERS
 from nvreload.diagnosis import xid_catalog
@@ -73,7 +74,8 @@ def _readability_findings(node: NodeState) -> list[Finding]:
 
 def _version_findings(node: NodeState) -> list[Finding]:
     out = []
-    resident = node.resident.version or (node.module("nvidia").version if node.module("nvidia") else None)
+    listed_nvidia = node.module("nvidia")
+    resident = node.resident.version or (listed_nvidia.version if listed_nvidia else None)
     userspace = node.userspace.version
     on_disk = node.on_disk.version if node.on_disk else None
     if node.loaded("nvidia") and resident:
@@ -135,7 +137,7 @@ def _module_findings(node: NodeState) -> list[Finding]:
         listed
         and node.pci_gpus
         and not node.loaded("nvidia")
-        and not (node.module("nvidia") and node.module("nvidia").state == "builtin")
+        and not ((nvidia := node.module("nvidia")) and nvidia.state == "builtin")
     ):
         out.append(
             Finding(
@@ -367,9 +369,10 @@ def _other_driver_findings(node: NodeState) -> list[Finding]:
     other = [g for g in node.pci_gpus if g.driver and g.driver != "nvidia"]
     if not other:
         return []
+    bound = [g.driver for g in other if g.driver]
     lines = [f.line for f in node.kernel_log.gpu_init_failures if f.kind == "other_driver"]
-    passthrough = all(g.driver.startswith("vfio") for g in other)
-    drivers = sorted({g.driver for g in other})
+    passthrough = all(driver.startswith("vfio") for driver in bound)
+    drivers = sorted(set(bound))
     return [
         Finding(
             "gpu_bound_to_other_driver",
@@ -408,7 +411,7 @@ def _mig_pending_findings(node: NodeState) -> list[Finding]:
         }
         for p in node.consumers.processes
     ]
-    gpus = [
+    gpus: list[dict[str, Any]] = [
         {
             "pci_bus_id": normalize_bus_id(d.pci_bus_id) if d.pci_bus_id else None,
             "current": mode[bool(d.mig_mode)],
@@ -574,8 +577,8 @@ def _consumer_findings(node: NodeState) -> list[Finding]:
                 "none",
                 evidence={
                     "driver_ready_marker": False,
-                    "ib_core": node.module("ib_core").state if node.module("ib_core") else None,
-                    "mlx5_core": node.module("mlx5_core").state if node.module("mlx5_core") else None,
+                    "ib_core": node.module_state("ib_core"),
+                    "mlx5_core": node.module_state("mlx5_core"),
                 },
             )
         )

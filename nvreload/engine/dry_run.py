@@ -10,7 +10,7 @@ from nvreload.model import Check, GpuProcess
 class RecordingTarget:
     name = "dry-run"
 
-    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, inner) -> None:
         self.inner = inner
         self.recorded: list[Action] = []
 

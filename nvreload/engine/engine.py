@@ -78,7 +78,7 @@ class Engine:
         # rollback must finish; the signal is acted on once the journal and the report are out
         self._deferred_signal = signum
 
-    def _install(self, handler) -> dict:  # type: ignore[no-untyped-def]
+    def _install(self, handler) -> dict:
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for signum in HANDLED_SIGNALS:
@@ -90,12 +90,12 @@ class Engine:
             signal.signal(signum, handler)
 
     # steps --------------------------------------------------------------------------------
-    def _run_step(self, name: str, body) -> None:  # type: ignore[no-untyped-def]
+    def _run_step(self, name: str, body) -> None:
         self.target.at_boundary(name, "before")
         started = time.monotonic()
         self.journal.step_started(name)
         self.reporter.step(name, "running")
-        entry = {"name": name, "status": "running", "seconds": None, "error": None}
+        entry: dict[str, object] = {"name": name, "status": "running", "seconds": None, "error": None}
         self._steps.append(entry)
         try:
             body()
@@ -209,7 +209,7 @@ class Engine:
             if holder.process_group in groups or (holder.systemd_unit and holder.systemd_unit in units):
                 return True
             cid = holder.container_id
-            return bool(cid) and any(cid.startswith(c) or c.startswith(cid) for c in containers)
+            return cid is not None and any(cid.startswith(c) or c.startswith(cid) for c in containers)
 
         for _round in range(LATE_HOLDER_ROUNDS):
             late = self._gpu_holders(minors)

@@ -178,7 +178,7 @@ class Journal:
         kind = event.get("event")
         if kind == "intend":
             record = event.get("record")
-            if _record_problem(record) or record["seq"] != len(self.undo) + 1:
+            if not isinstance(record, dict) or _record_problem(record) or record["seq"] != len(self.undo) + 1:
                 return f"an undo record of the wrong shape: {record!r}"
             self.undo.append(UndoRecord(**record))
         elif kind == "mark":

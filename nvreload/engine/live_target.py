@@ -67,7 +67,8 @@ class LiveTarget:
         self._matcher = node_gpu_matcher(self.fs)
         consoles = framebuffer_consoles(self.fs) if node.loaded("nvidia_drm") else ()
         unit = own_unit() if self.machine.live else None
-        available, configured = (), frozenset()
+        available: tuple[str, ...] = ()
+        configured: frozenset[str] = frozenset()
         if not node.loaded("nvidia"):  # a reload from nothing loads what is on disk
             available = available_modules(self.fs, node.kernel.release, BOOT_MODULES + OPTIONAL_MODULES)
             configured = configured_modules(self.fs)
@@ -121,7 +122,7 @@ class LiveTarget:
         return scan_gpu_holders(matcher)
 
     # consumers --------------------------------------------------------------------------------
-    def _engine(self):  # type: ignore[no-untyped-def]
+    def _engine(self):
         engine = self.machine.container_engine()
         if engine is None:
             raise HostError("no container engine socket on this node")

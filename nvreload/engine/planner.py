@@ -85,7 +85,8 @@ def consumer_stops(
     services = tuple(s for s in services if s.name != view.own_unit)
     commands = {s.name: s.command for s in services}
     for name in service_stop_order([s.name for s in services]):
-        stop.append(Action("stop_service", name, {"command": list(commands[name])} if commands[name] else {}))
+        command = commands[name]
+        stop.append(Action("stop_service", name, {"command": list(command)} if command else {}))
     stopped_containers = {c.id for c in containers}
     stopped_units = {s.name for s in services}
     for proc in processes:

@@ -30,7 +30,7 @@ NOT_FOUND = 127
 class RunningCommand:
     """A command started with CommandRunner.start(): it runs beside us until result() or abandon()."""
 
-    def __init__(self, argv: tuple[str, ...], proc, started: float, input_text: str | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, argv: tuple[str, ...], proc, started: float, input_text: str | None = None) -> None:
         self.argv = argv
         self._proc = proc
         self._started = started

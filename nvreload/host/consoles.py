@@ -25,7 +25,7 @@ def framebuffer_consoles(fs: RootFS) -> tuple[str, ...]:
 
 
 def bind_console(fs: RootFS, vtcon: str, bind: bool) -> None:
-    path = fs.host_path(f"sys/class/vtconsole/{vtcon}/bind")  # type: ignore[attr-defined]
+    path = fs.host_path(f"sys/class/vtconsole/{vtcon}/bind")
     if path is None:
         raise HostError(f"/sys/class/vtconsole/{vtcon}/bind: No such file or directory")
     try:

@@ -113,7 +113,7 @@ class ContainerEngine:
             found.append(ContainerState(container.id, container.name, True, tuple(markers), policy, stop_timeout))
         return tuple(found)
 
-    def _get(self, container_id: str):  # type: ignore[no-untyped-def]
+    def _get(self, container_id: str):
         try:
             return self.client.containers.get(container_id)
         except Exception as exc:  # noqa: BLE001

@@ -18,6 +18,7 @@ from nvreload.model import ContainerState, GpuProcess, NvmlReport, ServiceState
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
+    from nvreload.host.containers import ContainerEngine
     from nvreload.host.nvml import NvmlProbe
 
 SNAPSHOT_DIR = "nvreload-snapshot"
@@ -37,7 +38,7 @@ class Machine:
         self.fs = fs
         self.live = fs.is_live
         self.runner = runner or CommandRunner()
-        self._container_engine = None
+        self._container_engine: ContainerEngine | None = None
         # started by the caller before the heavy imports, so NVML answers while we read files;
         # used by the first nvml() call only (a later read must see the driver as it is then)
         self._nvml_probe = nvml_probe
@@ -128,7 +129,7 @@ class Machine:
             seen.setdefault(daemon.name, ServiceState(daemon.name, "active", None, daemon.command))
         return tuple(seen.values())
 
-    def container_engine(self):  # type: ignore[no-untyped-def]
+    def container_engine(self) -> ContainerEngine | None:
         """The one client of this node's container engine, or None where no engine socket exists
         (then the docker SDK is never imported)."""
         if self._container_engine is None and self.live:

@@ -19,7 +19,7 @@ def _text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _gpu_instances(nv, handle) -> list:  # type: ignore[no-untyped-def]
+def _gpu_instances(nv, handle) -> list:
     """Every GPU instance of the device, with its profile id: NVML lists them per profile."""
     found = []
     for profile in range(nv.NVML_GPU_INSTANCE_PROFILE_COUNT):
@@ -35,7 +35,7 @@ def _gpu_instances(nv, handle) -> list:  # type: ignore[no-untyped-def]
     return found
 
 
-def _compute_instances(nv, gpu_instance) -> list:  # type: ignore[no-untyped-def]
+def _compute_instances(nv, gpu_instance) -> list:
     found = []
     for profile in range(nv.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
         try:
@@ -53,7 +53,7 @@ def _compute_instances(nv, gpu_instance) -> list:  # type: ignore[no-untyped-def
     return sorted(found, key=lambda c: (c[1], c[0]))
 
 
-def list_geometry(nv) -> dict:  # type: ignore[no-untyped-def]
+def list_geometry(nv) -> dict:
     gpus = {}
     for index in range(nv.nvmlDeviceGetCount()):
         handle = nv.nvmlDeviceGetHandleByIndex(index)
@@ -80,7 +80,7 @@ def list_geometry(nv) -> dict:  # type: ignore[no-untyped-def]
     return {"gpus": gpus}
 
 
-def _handle_by_bus(nv, bus: str):  # type: ignore[no-untyped-def]
+def _handle_by_bus(nv, bus: str):
     for index in range(nv.nvmlDeviceGetCount()):
         handle = nv.nvmlDeviceGetHandleByIndex(index)
         if _text(nv.nvmlDeviceGetPciInfo(handle).busId).lower().endswith(bus.lower()[-12:]):
@@ -88,7 +88,7 @@ def _handle_by_bus(nv, bus: str):  # type: ignore[no-untyped-def]
     raise LookupError(f"no GPU {bus} in NVML")
 
 
-def create_geometry(nv, bus: str, instances: list) -> dict:  # type: ignore[no-untyped-def]
+def create_geometry(nv, bus: str, instances: list) -> dict:
     handle = _handle_by_bus(nv, bus)
     created = 0
     for instance in instances:

@@ -53,7 +53,9 @@ class ModinfoCache:
     def get(self, module_path: str) -> dict[str, str | None] | None:
         """The remembered fields of the module file at this host path, if the file is unchanged."""
         entry = self._load().get(module_path)
-        remembered = entry.get("identity") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict):
+            return None
+        remembered = entry.get("identity")
         if remembered is None or remembered != file_identity(module_path):  # stat only when there is an entry
             return None
         values = {field: entry.get(field) for field in FIELDS}

@@ -28,7 +28,7 @@ def reset_gpu(runner: CommandRunner, bus_id: str) -> None:
         raise HostError(f"nvidia-smi --gpu-reset -i {bus_id}: {_last_line(result)}")
 
 
-def _last_line(result) -> str:  # type: ignore[no-untyped-def]
+def _last_line(result) -> str:
     lines = [line.strip() for line in (result.stdout + "\n" + result.stderr).splitlines() if line.strip()]
     meaningful = [line for line in lines if line != "All done."]
     return meaningful[-1] if meaningful else f"exit {result.returncode}"

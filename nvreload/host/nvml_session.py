@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 # NVML return codes (nvml.h) that classify a failed nvmlInit.
 NVML_ERROR_DRIVER_NOT_LOADED = 9
@@ -34,7 +35,7 @@ class NvmlSession:
     """`with NvmlSession() as nvml:` — nvml.read() is safe to call whatever state the driver is in."""
 
     def __init__(self) -> None:
-        self._pynvml = None
+        self._pynvml: Any = None  # the pynvml module once imported (untyped)
         self._open = False
         self.init_status = "unavailable"
         self.init_error: str | None = None
@@ -50,7 +51,7 @@ class NvmlSession:
             pynvml.nvmlInit()
         except pynvml.NVMLError as exc:
             code = getattr(exc, "value", None)
-            self.init_status = INIT_STATUS.get(code, "error")
+            self.init_status = INIT_STATUS.get(code, "error") if isinstance(code, int) else "error"
             self.init_error = _text(exc)
             return self
         except OSError as exc:  # a broken library file
@@ -68,7 +69,7 @@ class NvmlSession:
             except Exception:  # noqa: BLE001 - what was read stands; the process exits next anyway
                 pass
 
-    def _safe(self, call, *args):  # type: ignore[no-untyped-def]
+    def _safe(self, call, *args):
         try:
             return call(*args)
         except Exception:  # noqa: BLE001 - any NVML call may be unsupported on some GPU

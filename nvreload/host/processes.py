@@ -108,7 +108,7 @@ def held_devices(
             except OSError:
                 continue
             label = _label(st.st_rdev, st.st_mode, majors, exact)
-            if verdicts is not None and not target.endswith(" (deleted)"):
+            if verdicts is not None and target is not None and not target.endswith(" (deleted)"):
                 verdicts[target] = label
             if label is None:
                 continue
@@ -343,7 +343,7 @@ def find_daemons(names: tuple[str, ...] = GPU_DAEMONS, proc: str = "/proc") -> l
 def stop_daemon(name: str, proc: str = "/proc", grace: float = 10.0, poll: float = 0.05) -> list[Daemon]:
     """SIGTERM every instance of `name`, SIGKILL what is left after the grace; returns what it stopped."""
     daemons = [d for d in find_daemons((name,), proc) if refusal(d.pid, proc) is None]
-    targets = [(d.pid, d.start_time) for d in daemons]
+    targets: list[tuple[int, int | None]] = [(d.pid, d.start_time) for d in daemons]
     for pid, start_time in targets:
         _send(pid, start_time, signal.SIGTERM, proc)
     for pid, start_time in _wait_gone(targets, grace, proc, poll):

@@ -388,8 +388,9 @@ def _bounded_tarinfo(tarfile: ModuleType) -> type:
         tarfile.GNUTYPE_LONGLINK,
     )
 
-    class BoundedTarInfo(tarfile.TarInfo):
-        def _proc_member(self, archive):  # type: ignore[no-untyped-def]
+    # tarfile here is the module passed in (imported lazily), which mypy cannot resolve as a base
+    class BoundedTarInfo(tarfile.TarInfo):  # type: ignore[name-defined]
+        def _proc_member(self, archive):
             if self.type in extended:
                 if self.size > MAX_EXTENDED_HEADER_BYTES:
                     raise _ArchiveLimit(f"an extended header of {self.size} bytes")
@@ -424,7 +425,7 @@ class _MemberReader(io.RawIOBase):
         self._pos = max(0, base + pos)
         return self._pos
 
-    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+    def readinto(self, buffer) -> int:
         count = max(0, min(len(buffer), self._size - self._pos))
         self._spool.seek(self._offset + self._pos)
         data = self._spool.read(count)
@@ -494,7 +495,7 @@ class TarRoot(RootFS):
         length = self._spool.seek(0, os.SEEK_END)
         count = 0
         while (member := tar.next()) is not None:
-            tar.members.clear()  # our index keeps what we need; tarfile's list would keep every TarInfo
+            tar.members.clear()  # type: ignore[attr-defined]  # our index keeps what we need; tarfile's list would keep every TarInfo
             count += 1
             if count > MAX_ARCHIVE_MEMBERS:
                 raise _ArchiveLimit(f"more than {MAX_ARCHIVE_MEMBERS} members")
@@ -541,7 +542,7 @@ class TarRoot(RootFS):
 
     def _open(self, rel: str) -> BinaryIO:
         entry = self._member(rel)
-        return io.BufferedReader(_MemberReader(self._spool, entry.offset, entry.size))  # type: ignore[return-value]
+        return io.BufferedReader(_MemberReader(self._spool, entry.offset, entry.size))
 
     def _read(self, rel: str, limit: int | None) -> bytes:
         entry = self._member(rel)

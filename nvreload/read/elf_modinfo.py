@@ -82,7 +82,7 @@ def parse_modinfo(elf: bytes) -> dict[str, list[str]]:
     return _parse(lambda offset, size: elf[offset : offset + size])
 
 
-def _inflating(name: str, handle: BinaryIO):  # type: ignore[no-untyped-def]
+def _inflating(name: str, handle: BinaryIO):
     """A reader of the decompressed stream of `handle` (at its start), or None for a plain module.
     Concatenated streams (xz), members (gzip) and frames (zstd) read as one, as kmod reads them."""
     if name.endswith(".xz"):

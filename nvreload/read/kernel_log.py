@@ -102,8 +102,8 @@ def _logical_lines(lines: list[str]) -> list[str]:
             continue
         if _XID.search(line) or _LOAD.search(line):  # a message of its own, never a continuation
             out.append(line)
-        elif line.lstrip().startswith("NVRM:") and _PREFIX.match(previous):
-            out[-1] = previous.rstrip() + " " + _CONTINUATION.match(line).group("text").strip()
+        elif _PREFIX.match(previous) and (continued := _CONTINUATION.match(line)):
+            out[-1] = previous.rstrip() + " " + continued.group("text").strip()
         elif "NVRM: The NVIDIA GPU" in previous and not previous.rstrip().endswith("."):
             out[-1] = previous.rstrip() + " " + line.split("NVRM:", 1)[1].strip()
         else:

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
         fs: RootFS
         live: bool
-        modinfo_cache: ModinfoMemo | None
+
+        @property
+        def modinfo_cache(self) -> ModinfoMemo | None: ...  # read-only here: a Machine's ModinfoCache fits
 
         def hostname(self) -> str | None: ...
         def kernel_log(self) -> tuple[str | None, str | None]: ...
@@ -105,7 +107,7 @@ def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeStat
         from nvreload.read.devices import nvidia_drm_minors, nvidia_majors  # live scans only
 
         if no_open_handles(modules):
-            majors, drm_minors = frozenset(), frozenset()  # nothing to find: only NVML's pids are described
+            majors, drm_minors = frozenset[int](), frozenset[int]()  # nothing to find: only NVML's pids are described
         else:
             majors, drm_minors = nvidia_majors(fs.read_text("proc/devices")), nvidia_drm_minors(fs)
         processes = machine.gpu_processes(majors, drm_minors, nvml_pids)

@@ -74,9 +74,9 @@ def _from_modules_dep(root: RootFS, base: str, names: list[str]) -> str | None:
         if path:
             by_name.setdefault(_module_name(path), path)
     for name in names:
-        path = by_name.get(name)
-        if path:
-            return path if path.startswith("/") else f"{base}/{path}"
+        listed = by_name.get(name)
+        if listed:
+            return listed if listed.startswith("/") else f"{base}/{listed}"
     return None
 
 
@@ -149,7 +149,11 @@ def read_on_disk_module(
             info = read_modinfo_file(path, handle)
     except ModuleFileError as exc:
         return OnDiskModule("/" + path, None, None, None, error=str(exc))
-    first = lambda key: (info.get(key) or [None])[0]  # noqa: E731
+
+    def first(key: str) -> str | None:
+        values = info.get(key)
+        return values[0] if values else None
+
     found = OnDiskModule("/" + path, first("version"), first("vermagic"), first("license"))
     if cache is not None and host_path is not None:
         cache.put(host_path, {"version": found.version, "vermagic": found.vermagic, "license": found.license})

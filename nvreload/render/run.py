@@ -9,6 +9,8 @@ from nvreload.render.output import reader_may_leave
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from nvreload.actions import ActionResult
     from nvreload.engine.plan import Action
 
@@ -23,7 +25,7 @@ class ConsoleReporter(Reporter):
         self.out = console()
         self.verbose = verbose
         self.dry_run = dry_run  # nothing runs: a step is "planned", never "done" in 0.0 s
-        self._progress = None
+        self._progress: Progress | None = None
 
     def step(self, name: str, status: str, seconds: float | None = None, detail: str = "") -> None:
         # progress that cannot be printed (the terminal went away) must not fail the run it reports
