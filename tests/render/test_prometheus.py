@@ -18,6 +18,12 @@ from nvreload.render.prometheus import JournalView, LastRun, render_prometheus
 LOAD = "[ 5.100000] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  550.127.08  Release Build"
 XID79 = "[ 9001.000000] NVRM: Xid (PCI:0000:3b:00): 79, pid=2311, name=python3, GPU has fallen off the bus."
 UNITS = Path(__file__).resolve().parents[2] / "packaging" / "systemd"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+# every node snapshot the tests hold: the real capture and each incident rebuilt from a public report
+SNAPSHOTS = sorted(
+    [FIXTURES / "h100-580-no-unload"]
+    + [p for p in (FIXTURES / "incidents").iterdir() if p.is_dir() or p.name.endswith(".tar.gz")]
+)
 
 
 def promtool_check(text: str) -> None:
@@ -101,6 +107,15 @@ def test_every_metric_has_help_and_type_lines_and_promtool_accepts_the_h100_capt
     assert value(found, "nvreload_gpus", seen_by="pci") == value(found, "nvreload_gpus", seen_by="nvml") == 1
     # a snapshot's journal is not on this machine: its families are documented but empty
     assert not of_name(found, "nvreload_journal_readable") and not of_name(found, "nvreload_last_run_info")
+
+
+@pytest.mark.parametrize("snapshot", SNAPSHOTS, ids=[p.name for p in SNAPSHOTS])
+def test_promtool_accepts_the_metrics_of_every_test_snapshot_and_each_finding_is_a_series(snapshot):
+    text = metrics_of(snapshot)
+    promtool_check(text)
+    document = json.loads(run_cli("--status", "--json", "--root", str(snapshot)).stdout)
+    codes = {dict(labels)["code"] for labels in of_name(samples(text), "nvreload_finding")}
+    assert codes == {f["code"] for f in document["findings"]}
 
 
 def test_a_healthy_node_is_ok_with_no_finding_and_every_severity_at_zero(tmp_path):
