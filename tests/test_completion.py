@@ -72,3 +72,59 @@ def test_completion_scripts_are_generated_for_bash_zsh_and_fish(console_script, 
         env={**os.environ, "_NVRELOAD_COMPLETE": f"{shell}_source"},
     )
     assert proc.returncode == 0 and marker in proc.stdout, proc.stdout + proc.stderr
+
+
+class Tmux:
+    """An interactive bash in a private tmux server (its own socket name), killed at the end."""
+
+    def __init__(self, console_script: str):
+        self.server = f"nvreload-test-{os.getpid()}"
+        bindir = str(Path(console_script).parent)
+        env = f"env -i PATH={bindir}:/usr/bin:/bin HOME=/tmp TERM=xterm NVRELOAD_NVML_TIMEOUT=abc"
+        self.tmux("new-session", "-d", "-x", "160", "-y", "40", f"{env} bash --norc --noprofile")
+
+    def tmux(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.server, *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+
+    def keys(self, *keys: str) -> None:
+        self.tmux("send-keys", *keys)
+
+    def screen_once(self, wanted) -> str:
+        """The screen as soon as `wanted(screen)` holds (polled; the last screen if it never does)."""
+        import time
+
+        deadline = time.monotonic() + 20
+        while True:
+            screen = self.tmux("capture-pane", "-p")
+            if wanted(screen) or time.monotonic() > deadline:
+                return screen
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.server, "kill-server"], capture_output=True, timeout=30)
+
+
+def test_tab_in_an_interactive_bash_under_tmux_completes_and_lists_flags_without_touching_the_node(console_script):
+    if shutil.which("tmux") is None or shutil.which("bash") is None:
+        pytest.skip("tmux or bash is not installed (.ci/run installs tmux)")
+    term = Tmux(console_script)
+    try:
+        term.keys('eval "$(_NVRELOAD_COMPLETE=bash_source nvreload)"; echo sourced', "Enter")
+        term.screen_once(lambda s: "\nsourced" in s)
+        # one candidate: readline completes the word in place
+        term.keys("nvreload --stat", "Tab")
+        # (tmux drops the trailing space readline adds after a whole word)
+        completed = lambda s: any(line.rstrip().endswith("# nvreload --status") for line in s.splitlines())  # noqa: E731
+        screen = term.screen_once(completed)
+        assert completed(screen), screen
+        term.keys("C-u")
+        # several: a second TAB lists them
+        term.keys("nvreload --re", "Tab", "Tab")
+        screen = term.screen_once(lambda s: "--restart-docker" in s)
+        assert {"--reload", "--reset", "--restart-docker"} <= set(screen.split()), screen
+        # NVRELOAD_NVML_TIMEOUT=abc: a status run would have printed its one-line refusal
+        assert "NVRELOAD_NVML_TIMEOUT" not in screen and "error" not in screen.lower()
+    finally:
+        term.close()
