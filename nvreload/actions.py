@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,11 +15,12 @@ from nvreload.engine.engine import Engine, Reporter
 from nvreload.engine.journal import DetachedJournal, Journal, JournalContext, NullJournal, move_aside
 from nvreload.engine.lock import NodeLock, NullLock
 from nvreload.engine.outcome import RunReport
-from nvreload.engine.plan import Action, mig_documents
+from nvreload.engine.plan import Action, ReloadView, mig_documents
 from nvreload.engine.planner import build_plan
 from nvreload.engine.reset_planner import ALL, build_reset_plan, select_gpus
 from nvreload.errors import BadInputError, ExitCode, JournalError, RefusedError
 from nvreload.host.installer import check_archive, check_installer, installer_version, take_installer
+from nvreload.pending import PendingReload, clear_pending, pending_path, record_pending
 from nvreload.state_files import StatePaths, check_writable_dirs
 
 TYPE_CHECKING = False
@@ -42,6 +44,11 @@ class ActionRequest:
     restart_docker: bool = False
     peermem_wait: float = 300.0  # seconds nvidia_peermem waits for MOFED, once per run
     gpus: str | None = None  # --reset: "all", or nvidia-smi indexes, PCI addresses, UUIDs (comma list)
+    when_idle: bool = False  # --reload only while nothing but the known GPU services uses the GPUs
+    # --after-upgrade: a package hook ran nvreload (apt, dnf, manual): reload only if the diagnosis asks
+    # for it, and then only as the policy allows ("report" or "when-idle")
+    trigger: str | None = None
+    on_upgrade: str | None = None
 
 
 @dataclass
@@ -54,8 +61,14 @@ class ActionResult:
     dry_run: bool = False
     nothing_to_do: str | None = None  # the state the last run ended in, when there was nothing to do
     refusal: str | None = None  # a dry run of what the real run would refuse: the plan, and why
+    pending: PendingReload | None = None  # a reload due but not done (--when-idle, --after-upgrade)
+    not_needed: str | None = None  # --after-upgrade on a node that needs no reload: what its diagnosis says
 
     def document(self) -> dict:
+        if self.pending is not None:
+            return {"schema_version": 1, "result": "reload_pending", "pending": self.pending.document()}
+        if self.not_needed is not None:
+            return {"schema_version": 1, "result": "not_needed", "recommended_action": self.not_needed}
         if self.nothing_to_do is not None:
             return {"schema_version": 1, "result": "nothing_to_do", "journal_state": self.nothing_to_do}
         if self.dry_run:
@@ -105,7 +118,16 @@ def simulated_node(scenario_file: str, paths: StatePaths, persist: bool) -> Simu
                 f"nvreload --rollback --simulate, or set NVRELOAD_STATE_DIR to another directory"
             )
         node = node_class(scenario, paths.state_dir, replace=True, persist=persist)
+    node.recommend = lambda view: _recommended_for(node, view)
     return node
+
+
+def _recommended_for(node: SimulatedNode, view: ReloadView) -> str:
+    """What --status would recommend for the simulated node (the package hooks' question)."""
+    from nvreload.diagnosis.findings import diagnose
+    from nvreload.engine.sim_status import simulated_node_state
+
+    return diagnose(simulated_node_state(node, view)).recommended_action
 
 
 def run_action(
@@ -168,6 +190,12 @@ def _act(
                 f"run nvreload --rollback{' --simulate' if request.simulate is not None else ''} first"
             )
         view = target.observe()
+        if action == "reload" and request.trigger is not None and view.recommended_action != "reload":
+            # a package hook on a node that needs no reload (most upgrades touch no driver): nothing
+            # to do, and whatever was pending is not any more (a reboot, a person did it)
+            if not dry_run:
+                clear_pending(pending_path(paths.state_dir))
+            return ActionResult(ExitCode.OK, not_needed=view.recommended_action)
         blockers = [b for b in view.blockers if not (b == "display_server_active" and request.force_display)]
         if view.display_processes and not request.force_display and "display_server_active" not in blockers:
             blockers.append("display_server_active")
@@ -179,6 +207,10 @@ def _act(
             refusal = refusal or _fabric_refusal(installer, view.fabric_manager_version)
             if refusal and not dry_run:
                 raise RefusedError(refusal)
+        if action == "reload" and (request.when_idle or request.trigger is not None):
+            deferred = _deferred(request, view, pending_path(paths.state_dir), dry_run)
+            if deferred is not None:
+                return deferred
         if action == "reset":
             plan = build_reset_plan(view, select_gpus(view, request.gpus or ALL))
         else:
@@ -189,7 +221,7 @@ def _act(
                 stop_only=action == "stop",
                 restart_container_engine=request.restart_docker,
             )
-        if not dry_run and not request.yes:
+        if not dry_run and not request.yes and request.trigger is None:
             if confirm is None:
                 raise RefusedError(f"--{action} acts on the node: confirm with --yes when no terminal can ask")
             if not confirm(f"{action}: {len(plan.actions())} actions on this node. Go ahead?"):
@@ -219,6 +251,8 @@ def _act(
             {"service": name, "why": "enabled but already failed before the run; not started"}
             for name in view.failed_services
         ]
+        if action == "reload" and not dry_run and report.exit_code == ExitCode.OK:
+            clear_pending(pending_path(paths.state_dir))  # done: nothing is pending any more
         if recorder is not None:
             return ActionResult(
                 ExitCode.REFUSED if refusal else ExitCode.OK,
@@ -228,6 +262,28 @@ def _act(
                 refusal=refusal,
             )
         return ActionResult(report.exit_code, report)
+
+
+def _deferred(request: ActionRequest, view: ReloadView, pending_file: str, dry_run: bool) -> ActionResult | None:
+    """A reload that is due and not done now (None: go ahead and reload): the upgrade policy says
+    report, or GPU work is running. A dry run says so and writes nothing."""
+    from nvreload.engine.idle import busy_consumers
+
+    busy = busy_consumers(view)
+    report_only = request.trigger is not None and request.on_upgrade != "when-idle"
+    if not report_only and not busy:
+        return None
+    now = time.time()
+    due = PendingReload(
+        since=now,
+        updated=now,
+        trigger=request.trigger or "manual",
+        reason="policy_report" if report_only else "busy",
+        busy=busy,
+        loaded_version=view.loaded_version,
+        userspace_version=view.userspace_version,
+    )
+    return ActionResult(ExitCode.RELOAD_PENDING, pending=due if dry_run else record_pending(pending_file, due))
 
 
 def _fabric_refusal(driver: str, fabric_manager_version: str) -> str | None:

@@ -71,12 +71,29 @@ class App:
 
         if self.simulate is not None:
             document = status_document(self._simulated_state())
-            return Result(document, status_exit_code(document))
-        machine = self._open_machine(prefetch_nvml=True)
-        from nvreload.read.node import read_node
+        else:
+            machine = self._open_machine(prefetch_nvml=True)
+            from nvreload.read.node import read_node
 
-        document = status_document(read_node(machine))
+            document = status_document(read_node(machine))
+        if self.root_arg is None or self.simulate is not None:
+            # not for a snapshot: this machine's reload-pending record is not the snapshot's
+            document["reload"]["pending"] = self._pending(document["recommended_action"])
         return Result(document, status_exit_code(document))
+
+    def _pending(self, recommended_action: str) -> dict | None:
+        """The reload-pending record of the node read, while its diagnosis still asks for a reload
+        (after a reboot or a reload by hand the record is history)."""
+        if recommended_action != "reload":
+            return None
+        from nvreload.errors import BadInputError
+        from nvreload.pending import pending_path, read_pending
+
+        try:
+            record = read_pending(pending_path(self.paths.for_run(simulated=self.simulate is not None).state_dir))
+        except BadInputError as exc:
+            return {"error": exc.message}
+        return record.document() if record is not None else None
 
     def verify(self) -> Result:
         from nvreload.diagnosis.health import run_checks, verify_exit_code

@@ -17,18 +17,22 @@ from nvreload.errors import RefusedError, UsageError
 from nvreload.frontend import guarded, run_read_only
 from nvreload.requests import FORMATS
 
-ACTIONS = ("status", "verify", "reload", "reset", "stop", "start", "rollback", "collect")
+ACTIONS = ("status", "verify", "reload", "after_upgrade", "reset", "stop", "start", "rollback", "collect")
 READ_ONLY = ("status", "collect")
 
 
 def _chosen_action(flags: dict) -> str:
     chosen = [name for name in ACTIONS if flags.get(name)]
     if len(chosen) > 1:
-        raise UsageError("choose one action: " + " and ".join(f"--{c}" for c in chosen) + " conflict")
+        raise UsageError("choose one action: " + " and ".join(f"--{c.replace('_', '-')}" for c in chosen) + " conflict")
     return chosen[0] if chosen else "status"
 
 
 def _check_combinations(action: str, opts: dict) -> None:
+    if opts["when_idle"] and action != "reload":
+        raise UsageError(f"--when-idle goes with --reload, not --{action.replace('_', '-')}")
+    if action == "after_upgrade" and (opts["driver"] or opts["restart_docker"]):
+        raise UsageError("--after-upgrade reloads what the package installed: no --driver, no --restart-docker")
     if opts["driver"] and action != "reload":
         raise UsageError("--driver only goes with --reload")
     if opts["restart_docker"] and action != "reload":
@@ -47,7 +51,7 @@ def _check_combinations(action: str, opts: dict) -> None:
         raise UsageError(f"--json and --format {opts['format']} conflict (--json is --format json)")
     if action not in ("status", "verify", "collect") and (opts["format"] == "prometheus" or opts["output"]):
         raise UsageError(f"--format prometheus and --output go with --status, not --{action}")
-    if opts["dry_run"] and action not in ("reload", "reset", "stop", "start", "rollback"):
+    if opts["dry_run"] and action not in ("reload", "after_upgrade", "reset", "stop", "start", "rollback"):
         raise UsageError(f"--dry-run goes with --reload, --reset, --stop, --start or --rollback, not --{action}")
 
 
@@ -59,6 +63,7 @@ Exit codes:
   10       failed and rolled back: the node is as before
   11       failed, needs a reboot (the journal says what remains)
   12       partial: some consumers did not come back (nvreload --start)
+  13       reload pending: due, not done (GPU jobs run, or the upgrade policy is report)
   64       usage error
   66       bad input: snapshot, journal, scenario, .run, state directory, environment
   70       internal error (--verbose shows the traceback)
@@ -72,6 +77,7 @@ Environment:
                          (default /var/lib/nvreload and /run/nvreload)
   NVRELOAD_NVML_TIMEOUT  seconds NVML may take to answer (default 30, at most 3600)
   NVRELOAD_SYSTEMCTL     the systemctl command (a wrapper reaching another systemd)
+  NVRELOAD_CONFIG        the upgrade policy file (default /etc/nvreload/nvreload.conf)
   XDG_STATE_HOME         where --simulate keeps its node when NVRELOAD_STATE_DIR is unset
   DOCKER_HOST            the container engine to ask
 
@@ -80,6 +86,7 @@ Examples:
   nvreload --status --json            what is wrong (the exit code is the Nagios state)
   sudo nvreload --reload --dry-run    the plan a reload would follow, changing nothing
   sudo nvreload --reload --yes        stop the consumers, reload the driver, bring them back
+  sudo nvreload --reload --when-idle --yes   the same, only if no GPU job runs (else exit 13)
 """
 
 
@@ -90,6 +97,19 @@ Examples:
     "--reload", "-r", "reload", is_flag=True, help="Stop consumers, unload, (install), load, verify, restart."
 )
 @click.option("--driver", type=click.Path(dir_okay=False), help="With --reload: install this NVIDIA .run in between.")
+@click.option(
+    "--when-idle",
+    is_flag=True,
+    help="With --reload: only if nothing but the known GPU services uses the GPUs; else record the reload "
+    "as pending, stop nothing, exit 13.",
+)
+@click.option(
+    "--after-upgrade",
+    type=click.Choice(["apt", "dnf", "manual"]),
+    metavar="[apt|dnf|manual]",
+    help="The package hooks' entry: if the node needs a reload, do what the upgrade policy "
+    "(/etc/nvreload/nvreload.conf: on_upgrade = report | when-idle) allows; report records it as pending.",
+)
 @click.option(
     "--reset",
     is_flag=False,
@@ -172,6 +192,12 @@ def _act(action: str, opts: dict) -> int:
     from nvreload.app import App
     from nvreload.engine.engine import Reporter
 
+    trigger, on_upgrade = None, None
+    if action == "after_upgrade":
+        from nvreload.policy import config_path, load_policy
+
+        trigger, on_upgrade = opts["after_upgrade"], load_policy(config_path()).on_upgrade
+        action = "reload"
     request = ActionRequest(
         action=action,
         simulate=opts["simulate"],
@@ -183,6 +209,9 @@ def _act(action: str, opts: dict) -> int:
         restart_docker=bool(opts["restart_docker"]),
         peermem_wait=float(opts["peermem_wait"]),
         gpus=opts["reset"],
+        when_idle=bool(opts["when_idle"]),
+        trigger=trigger,
+        on_upgrade=on_upgrade,
     )
     as_json = _format(opts) == "json"
     if as_json:

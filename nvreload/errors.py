@@ -27,6 +27,7 @@ class ExitCode:
     ROLLED_BACK = 10
     NEEDS_REBOOT = 11
     PARTIAL = 12
+    RELOAD_PENDING = 13  # due but not done: GPU work runs (--when-idle) or the upgrade policy is report
     USAGE = 64
     BAD_INPUT = 66
     INTERNAL = 70

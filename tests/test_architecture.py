@@ -16,6 +16,8 @@ LAYERS = (
         "nvreload.model",
         "nvreload.catalog",
         "nvreload.state_files",
+        "nvreload.pending",
+        "nvreload.policy",
         "nvreload.requests",
         "nvreload.host.rootfs",
     ),
@@ -153,7 +155,7 @@ def test_each_side_effect_has_one_door(needle, door):
     users = sorted(name for name, path in modules().items() if needle in path.read_text())
     # the writers of nvreload's own state files call the one atomic writer; nothing else writes JSON state
     allowed = {door} | (
-        {"nvreload.engine.journal", "nvreload.engine.sim", "nvreload.host.modinfo_cache"}
+        {"nvreload.engine.journal", "nvreload.engine.sim", "nvreload.host.modinfo_cache", "nvreload.pending"}
         if needle == "atomic_write_json("
         else set()
     )

@@ -40,6 +40,7 @@ def test_each_exit_code_means_in_the_readme_what_its_name_says():
         "ROLLED_BACK": "rolled back",
         "NEEDS_REBOOT": "needs reboot",
         "PARTIAL": "partial",
+        "RELOAD_PENDING": "reload pending",
         "USAGE": "usage error",
         "BAD_INPUT": "bad input",
         "INTERNAL": "internal error",

@@ -109,6 +109,9 @@ class ReloadView:
         default_factory=dict, compare=False, hash=False
     )  # per GPU with instances
     mig_pending: tuple[str, ...] = ()  # GPUs (bus ids) whose MIG mode changes at their next reset
+    # the diagnosis's: a package hook reloads only a node whose diagnosis asks for a reload
+    recommended_action: str = "reload"
+    userspace_version: str | None = None
 
 
 def reload_view(
@@ -146,6 +149,8 @@ def reload_view(
         driver_flavor=node.resident.flavor or (node.on_disk.flavor if node.on_disk else None),
         loaded_version=node.resident.version if node.loaded("nvidia") else None,
         fabric_manager_version=node.fabric_manager_version,
+        recommended_action=diagnosis.recommended_action,
+        userspace_version=node.userspace.version,
         gpus=_gpu_refs(node),
         nvml_status=node.nvml.status,
         mig_pending=tuple(

@@ -22,6 +22,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from importlib import resources
 
 from nvreload.catalog import FABRIC_SERVICES
@@ -122,6 +124,9 @@ class SimulatedNode:
         self.path = os.path.join(state_dir, NODE_FILE)
         self.persist = persist
         self._lock = threading.RLock()
+        # what the diagnosis of this node recommends, given its observation: set by whoever builds the
+        # node for a command (actions.simulated_node); the read model lives above this module
+        self.recommend: Callable[[ReloadView], str] | None = None
         existing = None if replace else _read_node_file(self.path)
         if existing is not None:
             self.s = existing
@@ -312,7 +317,7 @@ class SimulatedNode:
                 blockers.append("display_server_active")
             consoles = tuple(self.s["consoles_bound"]) if "nvidia_drm" in self.s["loaded"] else ()
             nothing_loaded = "nvidia" not in self.s["loaded"]
-            return ReloadView(
+            view = ReloadView(
                 loaded_version=self.s["loaded_version"] if "nvidia" in self.s["loaded"] else None,
                 # a reload from nothing loads what is on disk (by default: the scenario's modules)
                 available_modules=tuple(self.s.get("on_disk_modules", [m["name"] for m in self.s["modules"]]))
@@ -336,7 +341,9 @@ class SimulatedNode:
                 mig=mig_geometry({g["pci_bus_id"]: g["mig_now"] for g in self.s["gpus"] if g.get("mig_now")}),
                 mig_pending=tuple(g["pci_bus_id"] for g in self.s["gpus"] if g.get("mig_pending")),
                 fabric_manager_version=self.s.get("fabric_manager_version") if self.s.get("nvswitch") else None,
+                userspace_version=self.s.get("installed_version"),
             )
+            return replace(view, recommended_action=self.recommend(view)) if self.recommend else view
 
     def configured_parameters(self) -> dict[str, dict[str, str]]:
         return {k: dict(v) for k, v in self.s.get("modprobe_d", {}).items()}

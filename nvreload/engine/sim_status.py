@@ -4,6 +4,7 @@ rendering as a live node."""
 
 from __future__ import annotations
 
+from nvreload.engine.plan import ReloadView
 from nvreload.engine.sim import SimulatedNode
 from nvreload.model import (
     Consumers,
@@ -30,13 +31,14 @@ def _banner(version: str, flavor: str | None) -> str:
     return f"NVRM version: NVIDIA UNIX {kind} for x86_64  {version}  Release Build  (simulated)"
 
 
-def simulated_node_state(node: SimulatedNode) -> NodeState:
+def simulated_node_state(node: SimulatedNode, view: ReloadView | None = None) -> NodeState:
+    """`view`: the node's observation when the caller has it (observe() itself, asking the diagnosis)."""
     s = node.s
     release = s["kernel"].get("release", "6.1.0-26-amd64")
     loaded_version = s["loaded_version"] if "nvidia" in s["loaded"] else None
     installed = s.get("installed_version")
     flavor = s["driver"].get("flavor")
-    view = node.observe()  # the consumers exactly as the simulated reload will plan them
+    view = view or node.observe()  # the consumers exactly as the simulated reload will plan them
     modules = tuple(
         KernelModule(
             name=m.name,

@@ -100,6 +100,13 @@ def render_status(doc: dict, verbose: bool = False) -> None:
     reload = doc["reload"]
     feasible = "[green]feasible[/]" if reload["feasible"] else f"[red]blocked[/] by {', '.join(reload['blockers'])}"
     out.print(f"recommended action: [bold]{doc['recommended_action']}[/]; reload {feasible}")
+    pending = reload.get("pending")
+    if pending and "error" in pending:
+        out.print(f"[yellow]reload pending record unreadable[/]: {text(pending['error'])}")
+    elif pending:
+        out.print(
+            f"[yellow]reload pending[/] since {_when(pending['since'])} ({pending['trigger']}): {text(pending_line(pending))}"
+        )
     for path in doc.get("unreadable", []):
         out.print(f"[yellow]could not read {text(path)} (run as root for the full picture)[/]")
     not_read = [
@@ -126,3 +133,21 @@ def render_verify(doc: dict) -> None:
 
 def _flag(value: object) -> str:
     return "-" if value is None else ("on" if value else "off")
+
+
+def pending_line(pending: dict) -> str:
+    """What a pending reload waits for, in one line (the run's result and --status say the same)."""
+    from nvreload.engine.idle import describe
+
+    versions = f"module {pending['loaded_version'] or '-'}, userspace {pending['userspace_version'] or '-'}"
+    if pending["reason"] == "policy_report":
+        why = "the upgrade policy (on_upgrade) is report"
+    else:
+        why = "GPU work is running: " + describe(tuple(pending["busy"]))
+    return f"{versions}; not done because {why}; run nvreload --reload when the node is free"
+
+
+def _when(epoch: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))

@@ -177,6 +177,19 @@ def render_prometheus(document: dict, journal: JournalView | None) -> str:
     out.family(
         "nvreload_reload_feasible", "1 when no finding blocks a reload.", [({}, bool(document["reload"]["feasible"]))]
     )
+    pending = document["reload"].get("pending")
+    recorded = pending is not None and "error" not in pending
+    out.family(
+        "nvreload_reload_pending",
+        "1 while a reload is due but was not done (the upgrade policy is report, or GPU work ran): "
+        "reload-pending.json in the state directory.",
+        [({}, recorded)],
+    )
+    out.family(
+        "nvreload_reload_pending_since_seconds",
+        "When the pending reload was first found due, in seconds since the epoch.",
+        [({"trigger": pending["trigger"], "reason": pending["reason"]}, float(pending["since"]))] if recorded else [],
+    )
     out.family(
         "nvreload_reload_blocker",
         "A finding code that blocks a reload; always 1.",

@@ -4,7 +4,7 @@ dry-run plan, on stderr."""
 from __future__ import annotations
 
 from nvreload.engine.engine import Reporter
-from nvreload.render.human import console, text
+from nvreload.render.human import console, pending_line, text
 from nvreload.render.output import reader_may_leave
 
 TYPE_CHECKING = False
@@ -71,6 +71,12 @@ class ConsoleReporter(Reporter):
 
 def render_action_result(result: ActionResult, action: str) -> None:
     out = console(report=True)
+    if result.pending is not None:
+        out.print(f"[yellow]reload pending[/]: {text(pending_line(result.pending.document()))}")
+        return
+    if result.not_needed is not None:
+        out.print(f"no reload needed (the diagnosis recommends: {text(result.not_needed)})")
+        return
     if result.nothing_to_do is not None:
         out.print(f"nothing to {action}: the last run ended {text(result.nothing_to_do)}")
         return
