@@ -15,7 +15,7 @@ from nvreload.engine.engine import Engine, Reporter
 from nvreload.engine.journal import DetachedJournal, Journal, JournalContext, NullJournal, move_aside
 from nvreload.engine.lock import NodeLock, NullLock
 from nvreload.engine.outcome import RunReport
-from nvreload.engine.plan import Action, ReloadView, mig_documents
+from nvreload.engine.plan import Action, Plan, ReloadView, mig_documents
 from nvreload.engine.planner import build_plan
 from nvreload.engine.reset_planner import ALL, build_reset_plan, select_gpus
 from nvreload.errors import BadInputError, ExitCode, JournalError, RefusedError
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from nvreload.engine.dry_run import RecordingTarget
     from nvreload.engine.sim import SimulatedNode
     from nvreload.engine.target import ReloadTarget
+    from nvreload.slurm_drain import SlurmDrain
 
 
 @dataclass
@@ -49,6 +50,9 @@ class ActionRequest:
     # for it, and then only as the policy allows ("report" or "when-idle")
     trigger: str | None = None
     on_upgrade: str | None = None
+    drain: str | None = None  # "slurm": drain the node in Slurm first, resume it after
+    slurm_node: str | None = None  # the node's Slurm name, when it is not the short host name
+    drain_timeout: float = 3600.0  # seconds the node's jobs may take to end
 
 
 @dataclass
@@ -63,6 +67,7 @@ class ActionResult:
     refusal: str | None = None  # a dry run of what the real run would refuse: the plan, and why
     pending: PendingReload | None = None  # a reload due but not done (--when-idle, --after-upgrade)
     not_needed: str | None = None  # --after-upgrade on a node that needs no reload: what its diagnosis says
+    slurm_resumed: str | None = None  # --rollback/--start: the Slurm node a killed --drain slurm run left drained
 
     def document(self) -> dict:
         if self.pending is not None:
@@ -70,7 +75,10 @@ class ActionResult:
         if self.not_needed is not None:
             return {"schema_version": 1, "result": "not_needed", "recommended_action": self.not_needed}
         if self.nothing_to_do is not None:
-            return {"schema_version": 1, "result": "nothing_to_do", "journal_state": self.nothing_to_do}
+            document = {"schema_version": 1, "result": "nothing_to_do", "journal_state": self.nothing_to_do}
+            if self.slurm_resumed:
+                document["slurm_resumed"] = self.slurm_resumed
+            return document
         if self.dry_run:
             document = {
                 "schema_version": 1,
@@ -182,7 +190,7 @@ def _act(
         recorder = target = RecordingTarget(target)
     with NullLock() if dry_run else NodeLock(paths.lock):
         if action in ("start", "rollback"):
-            return _resume(action, target, paths, reporter, recorder, request.peermem_wait)
+            return _resume_with_slurm(action, target, paths, reporter, recorder, request.peermem_wait)
         previous = None if dry_run else _previous_run(paths.journal)
         if previous is not None and previous.unfinished:
             raise RefusedError(
@@ -211,41 +219,45 @@ def _act(
             deferred = _deferred(request, view, pending_path(paths.state_dir), dry_run)
             if deferred is not None:
                 return deferred
-        if action == "reset":
-            plan = build_reset_plan(view, select_gpus(view, request.gpus or ALL))
-        else:
-            plan = build_plan(
+
+        def make_plan(view: ReloadView) -> Plan:
+            if action == "reset":
+                return build_reset_plan(view, select_gpus(view, request.gpus or ALL))
+            return build_plan(
                 view,
                 target.configured_parameters(),
                 driver=installer,
                 stop_only=action == "stop",
                 restart_container_engine=request.restart_docker,
             )
+
+        plan = make_plan(view)
         if not dry_run and not request.yes and request.trigger is None:
             if confirm is None:
                 raise RefusedError(f"--{action} acts on the node: confirm with --yes when no terminal can ask")
             if not confirm(f"{action}: {len(plan.actions())} actions on this node. Go ahead?"):
                 raise RefusedError("not confirmed")
-        journal = (
-            NullJournal()
-            if dry_run
-            else Journal.start(
-                paths.journal,
-                action,
-                [{"step": s.name, "action": a.kind, "target": a.target} for s in plan.steps for a in s.actions],
-                JournalContext(
-                    target.name,
-                    request.driver,
-                    view.container_engine,
-                    view.loaded_version,
-                    mig_documents({bus: i for bus, i in view.mig.items() if bus not in view.mig_pending})
-                    if view.mig and action == "reload"
-                    else None,
-                ),
-            )
-        )
-        engine = Engine(target, journal, reporter, peermem_wait=request.peermem_wait)
-        report = {"stop": engine.stop, "reset": engine.reset}.get(action, engine.reload)(plan)
+        drain = None
+        if request.drain == "slurm" and not dry_run:
+            drain = _drained(request, paths, reporter)  # after the jobs ended (RefusedError: they did not)
+        journal_started = False
+        try:
+            if drain is not None:  # the jobs have ended: plan from the node as it is now
+                view = target.observe()
+                plan = make_plan(view)
+            journal = _start_journal(request, paths, target, view, plan)
+            journal_started = True
+            engine = Engine(target, journal, reporter, peermem_wait=request.peermem_wait)
+            report = {"stop": engine.stop, "reset": engine.reset}.get(action, engine.reload)(plan)
+        except BaseException:
+            # before the run began nothing changed: the node goes back to Slurm. After (a crash of
+            # nvreload itself), it stays drained and --rollback resumes it from slurm-drain.json.
+            if drain is not None and not journal_started:
+                drain.finish(ExitCode.REFUSED)
+            raise
+        if drain is not None:
+            finished = drain.finish(report.exit_code)
+            report.slurm = finished.document() if finished else None
         report.container_engine = view.container_engine
         report.left_alone = [
             {"service": name, "why": "enabled but already failed before the run; not started"}
@@ -262,6 +274,42 @@ def _act(
                 refusal=refusal,
             )
         return ActionResult(report.exit_code, report)
+
+
+def _drained(request: ActionRequest, paths: StatePaths, reporter: Reporter) -> SlurmDrain:
+    """--drain slurm: the node drained in Slurm and its jobs ended (or RefusedError, the node resumed)."""
+    from nvreload.host.slurm import SlurmNode, local_node_name
+    from nvreload.slurm_drain import SlurmDrain
+
+    drain = SlurmDrain(
+        SlurmNode(request.slurm_node or local_node_name()), paths.state_dir, reporter, request.drain_timeout
+    )
+    drain.drain_and_wait()
+    return drain
+
+
+def _start_journal(
+    request: ActionRequest, paths: StatePaths, target: ReloadTarget, view: ReloadView, plan: Plan
+) -> Journal | NullJournal:
+    action = request.action
+    return (
+        NullJournal()
+        if request.dry_run
+        else Journal.start(
+            paths.journal,
+            action,
+            [{"step": s.name, "action": a.kind, "target": a.target} for s in plan.steps for a in s.actions],
+            JournalContext(
+                target.name,
+                request.driver,
+                view.container_engine,
+                view.loaded_version,
+                mig_documents({bus: i for bus, i in view.mig.items() if bus not in view.mig_pending})
+                if view.mig and action == "reload"
+                else None,
+            ),
+        )
+    )
 
 
 def _deferred(request: ActionRequest, view: ReloadView, pending_file: str, dry_run: bool) -> ActionResult | None:
@@ -314,6 +362,40 @@ def _previous_run(path: str) -> Journal | None:
         raise JournalError(
             f"{exc.message}; moved to {aside}: check whether it names consumers still stopped, then run again"
         ) from None
+
+
+def _resume_with_slurm(
+    action: str,
+    target: ReloadTarget,
+    paths: StatePaths,
+    reporter: Reporter,
+    recorder: RecordingTarget | None,
+    peermem_wait: float,
+) -> ActionResult:
+    """_resume, then the Slurm node a killed --drain slurm run left drained goes back to Slurm (after
+    the consumers: jobs land on a node whose services are up again)."""
+    from nvreload.slurm_drain import read_record, record_path, resume_after_crash
+
+    drained = read_record(record_path(paths.state_dir)) if recorder is None else None
+    try:
+        result = _resume(action, target, paths, reporter, recorder, peermem_wait)
+    except BadInputError:  # no journal: the run was killed before it began, while it waited for jobs
+        if drained is None:
+            raise
+        result = ActionResult(ExitCode.OK, nothing_to_do="none")
+    if drained is not None and result.exit_code in (ExitCode.OK, ExitCode.ROLLED_BACK, ExitCode.PARTIAL):
+        resume_after_crash(paths.state_dir)
+        result.slurm_resumed = drained
+        if result.report is not None:
+            result.report.slurm = {
+                "node": drained,
+                "drained": True,
+                "waited_seconds": 0.0,
+                "jobs_waited_for": [],
+                "resumed": True,
+                "left_drained": None,
+            }
+    return result
 
 
 def _resume(

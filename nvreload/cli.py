@@ -29,6 +29,12 @@ def _chosen_action(flags: dict) -> str:
 
 
 def _check_combinations(action: str, opts: dict) -> None:
+    if opts["drain"] and action not in ("reload", "reset"):
+        raise UsageError(f"--drain goes with --reload or --reset, not --{action.replace('_', '-')}")
+    if opts["drain"] and opts["when_idle"]:
+        raise UsageError("--drain and --when-idle conflict: one waits for the jobs to end, the other does not wait")
+    if (opts["slurm_node"] or opts["drain_timeout"] is not None) and not opts["drain"]:
+        raise UsageError("--slurm-node and --drain-timeout go with --drain slurm")
     if opts["when_idle"] and action != "reload":
         raise UsageError(f"--when-idle goes with --reload, not --{action.replace('_', '-')}")
     if action == "after_upgrade" and (opts["driver"] or opts["restart_docker"]):
@@ -87,6 +93,7 @@ Examples:
   sudo nvreload --reload --dry-run    the plan a reload would follow, changing nothing
   sudo nvreload --reload --yes        stop the consumers, reload the driver, bring them back
   sudo nvreload --reload --when-idle --yes   the same, only if no GPU job runs (else exit 13)
+  sudo nvreload --reload --drain slurm --yes  drain the node in Slurm, wait for its jobs, reload, resume
 """
 
 
@@ -102,6 +109,20 @@ Examples:
     is_flag=True,
     help="With --reload: only if nothing but the known GPU services uses the GPUs; else record the reload "
     "as pending, stop nothing, exit 13.",
+)
+@click.option(
+    "--drain",
+    type=click.Choice(["slurm"]),
+    help="With --reload/--reset: drain this node in Slurm, wait until its jobs end, then act, then resume the node "
+    "(also after a failure; not when a reboot is needed).",
+)
+@click.option("--slurm-node", metavar="NAME", help="This node's name in Slurm (default: the short host name).")
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="How long --drain waits for the node's jobs to end [default: 3600]; then the node is resumed and "
+    "nothing is stopped (exit 77).",
 )
 @click.option(
     "--after-upgrade",
@@ -210,6 +231,9 @@ def _act(action: str, opts: dict) -> int:
         peermem_wait=float(opts["peermem_wait"]),
         gpus=opts["reset"],
         when_idle=bool(opts["when_idle"]),
+        drain=opts["drain"],
+        slurm_node=opts["slurm_node"],
+        drain_timeout=3600.0 if opts["drain_timeout"] is None else float(opts["drain_timeout"]),
         trigger=trigger,
         on_upgrade=on_upgrade,
     )

@@ -58,6 +58,31 @@ def dockerd(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real slurmctld + slurmd for the whole session (one node: this host's short name); skipped with
+    the reason when they cannot run here (.ci/run installs slurm-wlm so that CI runs these)."""
+    from realengine import slurm as real
+
+    reason = real.why_not()
+    if reason:
+        pytest.skip(reason)
+    cluster = real.SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster):
+    """The session's cluster with no jobs and its node idle, before and after the test."""
+    slurm_cluster.reset()
+    yield slurm_cluster
+    slurm_cluster.reset()
+
+
+@pytest.fixture(scope="session")
 def systemd_container(dockerd, tmp_path_factory):
     from realengine import systemd as real
 

@@ -26,7 +26,7 @@ LAYERS = (
     ("nvreload.diagnosis",),
     ("nvreload.status", "nvreload.collect"),
     ("nvreload.engine",),
-    ("nvreload.actions", "nvreload.app", "nvreload.render", "nvreload.frontend"),
+    ("nvreload.actions", "nvreload.app", "nvreload.render", "nvreload.frontend", "nvreload.slurm_drain"),
     ("nvreload.cli", "nvreload.entry", "nvreload.__main__"),
 )
 
@@ -147,6 +147,7 @@ DOORS = {
     "nvmlDeviceCreateGpuInstanceWithPlacement(": "nvreload.host.mig_session",
     "os.dup2(": "nvreload.render.output",
     "atomic_write_json(": "nvreload.state_files",
+    '"scontrol"': "nvreload.host.slurm",
 }
 
 
@@ -155,7 +156,13 @@ def test_each_side_effect_has_one_door(needle, door):
     users = sorted(name for name, path in modules().items() if needle in path.read_text())
     # the writers of nvreload's own state files call the one atomic writer; nothing else writes JSON state
     allowed = {door} | (
-        {"nvreload.engine.journal", "nvreload.engine.sim", "nvreload.host.modinfo_cache", "nvreload.pending"}
+        {
+            "nvreload.engine.journal",
+            "nvreload.engine.sim",
+            "nvreload.host.modinfo_cache",
+            "nvreload.pending",
+            "nvreload.slurm_drain",
+        }
         if needle == "atomic_write_json("
         else set()
     )

@@ -51,6 +51,7 @@ class RunReport:
     warnings: list[dict] = field(default_factory=list)  # what did not stop the run: an optional module
     # a signal that arrived while rollback ran: acted on (re-raised) once the report is out
     deferred_signal: int | None = None
+    slurm: dict | None = None  # --drain slurm: what happened to the node in Slurm (slurm_drain.DrainReport)
 
     @property
     def result(self) -> str:
@@ -76,4 +77,5 @@ class RunReport:
             "left_alone": self.left_alone,
             "container_engine": self.container_engine,
             "warnings": self.warnings,
+            **({"slurm": self.slurm} if self.slurm is not None else {}),
         }

@@ -77,7 +77,11 @@ def render_action_result(result: ActionResult, action: str) -> None:
     if result.not_needed is not None:
         out.print(f"no reload needed (the diagnosis recommends: {text(result.not_needed)})")
         return
+    if result.slurm_resumed is not None:
+        out.print(f"Slurm node {text(result.slurm_resumed)} resumed (a killed --drain slurm run had left it drained)")
     if result.nothing_to_do is not None:
+        if result.nothing_to_do == "none":
+            return
         out.print(f"nothing to {action}: the last run ended {text(result.nothing_to_do)}")
         return
     if result.dry_run:
@@ -108,6 +112,15 @@ def render_action_result(result: ActionResult, action: str) -> None:
         out.print(f"[yellow]left alone[/]: {text(left['service'])}: {text(left['why'])}")
     for killed in report.killed:
         out.print(f"ended process {killed['pid']} ({text(killed.get('comm'))}): {text(killed['outcome'])}")
+    if report.slurm is not None:
+        slurm = report.slurm
+        if slurm["left_drained"]:
+            out.print(f"[yellow]Slurm node {text(slurm['node'])} stays drained[/]: {text(slurm['left_drained'])}")
+        elif slurm["resumed"]:
+            waited = f", after waiting {slurm['waited_seconds']:.0f} s for {len(slurm['jobs_waited_for'])} job(s)"
+            out.print(f"Slurm node {text(slurm['node'])} resumed{waited if slurm['jobs_waited_for'] else ''}")
+        else:
+            out.print(f"Slurm node {text(slurm['node'])} left as it was (drained or down before the run)")
     if report.gpu_unavailable_seconds is not None:
         out.print(f"GPUs unavailable for {report.gpu_unavailable_seconds:.1f} s")
     if report.remaining_action:
