@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nvreload.errors import UsageError
+from nvreload.errors import BadInputError, ExitCode, UsageError
 from nvreload.state_files import StatePaths
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
@@ -116,6 +116,31 @@ class App:
             "healthy": all(c.ok for c in checks),
         }
         return Result(document, verify_exit_code(checks))
+
+    def check_kernel(self, release: str) -> Result:
+        """--check-kernel RELEASE (the kernel hook): will that kernel boot with a working driver? Its
+        nvidia module as modprobe would resolve it there, against the userspace installed now."""
+        from nvreload.diagnosis.findings import next_kernel_findings
+        from nvreload.model import NextKernel
+        from nvreload.read.on_disk import read_on_disk_module
+        from nvreload.read.userspace import read_userspace
+
+        if not release or "/" in release or release in (".", ".."):
+            raise UsageError(f"--check-kernel takes a kernel release (as in /lib/modules), not {release!r}")
+        fs = self.machine.fs
+        if not fs.is_dir(f"lib/modules/{release}"):
+            raise BadInputError(f"no /lib/modules/{release}: kernel {release} is not installed")
+        module = read_on_disk_module(fs, release, cache=self.machine.modinfo_cache)
+        userspace = read_userspace(fs).version
+        findings = next_kernel_findings((NextKernel(release, module),), userspace)
+        document = {
+            "schema_version": 1,
+            "kernel_release": release,
+            "module": None if module is None else {"path": module.path, "version": module.version},
+            "userspace_version": userspace,
+            "findings": [{"code": f.code, "severity": f.severity, "message": f.message} for f in findings],
+        }
+        return Result(document, ExitCode.WARNING if findings else ExitCode.OK)
 
     def collect(self, destination: str) -> Result:
         from nvreload.collect import collect

@@ -17,8 +17,19 @@ from nvreload.errors import RefusedError, UsageError
 from nvreload.frontend import guarded, run_read_only
 from nvreload.requests import FORMATS
 
-ACTIONS = ("status", "verify", "reload", "after_upgrade", "reset", "stop", "start", "rollback", "collect")
-READ_ONLY = ("status", "collect")
+ACTIONS = (
+    "status",
+    "verify",
+    "check_kernel",
+    "reload",
+    "after_upgrade",
+    "reset",
+    "stop",
+    "start",
+    "rollback",
+    "collect",
+)
+READ_ONLY = ("status", "collect", "check_kernel")
 
 
 def _chosen_action(flags: dict) -> str:
@@ -100,6 +111,12 @@ Examples:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=HELP_EPILOG)
 @click.option("--status", "-s", "status", is_flag=True, help="Node state, findings, recommended action (read-only).")
 @click.option("--verify", is_flag=True, help="Health check: NVML, versions, GPUs, a CUDA context, XIDs.")
+@click.option(
+    "--check-kernel",
+    metavar="RELEASE",
+    help="Will this installed kernel boot with a working driver (its nvidia module, against the userspace)? "
+    "The kernel hook's check; exit 1 when not.",
+)
 @click.option(
     "--reload", "-r", "reload", is_flag=True, help="Stop consumers, unload, (install), load, verify, restart."
 )
@@ -191,7 +208,7 @@ def command(**opts: Any) -> int:
     """Reload the NVIDIA kernel driver without a reboot, and diagnose the GPU stack."""
     action = _chosen_action(opts)
     _check_combinations(action, opts)
-    if action in ("status", "verify", "collect"):
+    if action in ("status", "verify", "collect", "check_kernel"):
         return run_read_only(
             action,
             opts["root"],
@@ -200,6 +217,7 @@ def command(**opts: Any) -> int:
             collect_to=opts["collect"],
             simulate=opts["simulate"],
             output=opts["output"],
+            kernel=opts["check_kernel"],
         )
     return _act(action, opts)
 

@@ -22,6 +22,7 @@ def run_read_only(
     collect_to: str | None = None,
     simulate: str | None = None,
     output: str | None = None,
+    kernel: str | None = None,
 ) -> int:
     """--status, --verify, --collect: call the application, render its document in `output_format`
     (human, json, prometheus), return the exit code. `output`: write the prometheus text to that file
@@ -35,6 +36,8 @@ def run_read_only(
     app = App(root=root, simulate=simulate)
     if action == "collect":
         result = app.collect(str(collect_to))
+    elif action == "check_kernel":
+        result = app.check_kernel(str(kernel))
     else:
         result = app.status() if action == "status" else app.verify()
     if output_format == "prometheus":
@@ -49,7 +52,9 @@ def run_read_only(
             return result.exit_code
         from nvreload.render import human
 
-        if action == "status":
+        if action == "check_kernel":
+            human.render_kernel_check(result.document)
+        elif action == "status":
             human.render_status(result.document, verbose=verbose)
         elif action == "verify":
             human.render_verify(result.document)

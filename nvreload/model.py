@@ -270,6 +270,15 @@ class Readability:
         return tuple(i for i in (self.proc_modules, self.kernel_release) if not i.known)
 
 
+@dataclass(frozen=True)
+class NextKernel:
+    """An installed kernel newer than the running one (it has a boot image): what boots next, and
+    the nvidia module modprobe would load there (None: there is none, the GPUs would come up dark)."""
+
+    release: str
+    module: OnDiskModule | None
+
+
 @dataclass
 class NodeState:
     """The whole read model of one node, live or from a snapshot."""
@@ -292,6 +301,7 @@ class NodeState:
     unreadable: tuple[str, ...] = ()
     live: bool = False
     readable: Readability = field(default_factory=Readability)
+    next_kernels: tuple[NextKernel, ...] = ()
 
     def module(self, name: str) -> KernelModule | None:
         for module in self.modules:

@@ -159,5 +159,5 @@ def test_the_hook_without_nvreload_on_path_says_so(tmp_path):
 
 
 def test_the_shipped_scripts_are_executable():
-    for script in (POST_INVOKE, DPKG_STATUS):
+    for script in (POST_INVOKE, DPKG_STATUS, PACKAGING / "kernel" / "zz-nvreload"):
         assert os.access(script, os.X_OK), script

@@ -40,7 +40,8 @@ def json_of(state_dir: Path, *args: str, exit_code: int = 0) -> dict:
 
 
 @pytest.mark.parametrize(
-    "schema_name", ["status", "run-report", "plan", "nothing-to-do", "deferred", "verify", "collect", "scenario"]
+    "schema_name",
+    ["status", "run-report", "plan", "nothing-to-do", "deferred", "kernel-check", "verify", "collect", "scenario"],
 )
 def test_each_schema_is_a_valid_draft_2020_12_schema(schema_name):
     jsonschema.Draft202012Validator.check_schema(schema(schema_name))

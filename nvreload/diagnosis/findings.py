@@ -8,7 +8,7 @@ from typing import Any
 
 from nvreload.catalog import DISPLAY_SERVERS
 from nvreload.diagnosis import xid_catalog
-from nvreload.model import NodeState
+from nvreload.model import NextKernel, NodeState
 from nvreload.read.nvidia_proc import normalize_bus_id
 
 # The one recommended action is the most drastic one any finding needs. Seeing the node comes first:
@@ -613,11 +613,62 @@ def _consumer_findings(node: NodeState) -> list[Finding]:
     return out
 
 
+def next_kernel_findings(kernels: tuple[NextKernel, ...], userspace_version: str | None) -> list[Finding]:
+    """A kernel that boots next without an nvidia module (DKMS did not build one), or with one of
+    another version than the userspace: a finding before the reboot, not a dark node after it. Its
+    action is "none": it is not what the running driver needs, and must not hide that (a reload)."""
+    missing = [k for k in kernels if k.module is None]
+    differs = [
+        k
+        for k in kernels
+        if k.module is not None and k.module.version and userspace_version and k.module.version != userspace_version
+    ]
+    out = []
+    if missing:
+        releases = ", ".join(k.release for k in missing)
+        out.append(
+            Finding(
+                "no_module_for_next_kernel",
+                "warning",
+                f"kernel {releases} is installed but has no nvidia module: after a reboot into it the GPUs have no "
+                f"driver; build it first (dkms autoinstall -k {missing[-1].release}) or reinstall the driver",
+                "none",
+                evidence={"kernels": [k.release for k in missing]},
+            )
+        )
+    if differs:
+        out.append(
+            Finding(
+                "next_kernel_module_version_differs",
+                "warning",
+                "; ".join(
+                    f"kernel {k.release} would load nvidia {k.module.version if k.module else '-'}" for k in differs
+                )
+                + f", the userspace is {userspace_version}: after a reboot NVML fails with a version mismatch; "
+                "rebuild the module for that kernel",
+                "none",
+                evidence={
+                    "kernels": [
+                        {
+                            "release": k.release,
+                            "module": k.module.path if k.module else None,
+                            "version": k.module.version if k.module else None,
+                        }
+                        for k in differs
+                    ],
+                    "userspace_version": userspace_version,
+                },
+            )
+        )
+    return out
+
+
 def diagnose(node: NodeState) -> Diagnosis:
     findings = (
         _readability_findings(node)
         + _version_findings(node)
         + _module_findings(node)
+        + next_kernel_findings(node.next_kernels, node.userspace.version)
         + _gpu_findings(node)
         + _consumer_findings(node)
     )

@@ -10,6 +10,7 @@ from nvreload.model import (
     ContainerState,
     GpuProcess,
     KernelModule,
+    NextKernel,
     NodeState,
     NvmlReport,
     ServiceState,
@@ -17,7 +18,7 @@ from nvreload.model import (
 from nvreload.read.kernel_log import parse_kernel_log
 from nvreload.read.kernel_modules import mofed_ready, parse_proc_modules, read_kernel, read_modules
 from nvreload.read.nvidia_proc import read_proc_gpus, read_resident
-from nvreload.read.on_disk import read_dkms, read_on_disk_module
+from nvreload.read.on_disk import newer_kernels, read_dkms, read_on_disk_module
 from nvreload.read.pci import read_pci_gpus
 from nvreload.read.readability import kernel_release_input, read_readability
 from nvreload.read.userspace import read_userspace
@@ -92,6 +93,10 @@ def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeStat
     kernel_log = parse_kernel_log(*machine.kernel_log())
     resident = read_resident(fs)
     on_disk = read_on_disk_module(fs, kernel.release, cache=machine.modinfo_cache)
+    next_kernels = tuple(
+        NextKernel(release, read_on_disk_module(fs, release, cache=machine.modinfo_cache))
+        for release in newer_kernels(fs, kernel.release)
+    )
     dkms = read_dkms(fs)
     pci_gpus = read_pci_gpus(fs)
     proc_gpus = read_proc_gpus(fs)
@@ -127,6 +132,7 @@ def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeStat
         modules=modules,
         resident=resident,
         on_disk=on_disk,
+        next_kernels=next_kernels,
         dkms=dkms,
         userspace=userspace,
         pci_gpus=pci_gpus,

@@ -119,6 +119,26 @@ def _rank(base: str, path: str) -> tuple[int, str]:
     return len(_PRIORITY), rel
 
 
+def _release_key(release: str) -> tuple:
+    """6.1.0-28-amd64 after 6.1.0-9-amd64: numbers compare as numbers."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", release) if part)
+
+
+def newer_kernels(root: RootFS, running: str | None, most: int = 3) -> list[str]:
+    """Installed kernels newer than the running one: a /lib/modules tree and a /boot/vmlinuz image
+    (a tree alone is what a removed kernel leaves). The newest `most` of them, oldest first."""
+    if not running:
+        return []
+    found = [
+        release
+        for release in root.listdir("lib/modules")
+        if release != running
+        and root.exists(f"boot/vmlinuz-{release}")
+        and _release_key(release) > _release_key(running)
+    ]
+    return sorted(found, key=_release_key)[-most:]
+
+
 def available_modules(root: RootFS, release: str | None, names: tuple[str, ...]) -> tuple[str, ...]:
     """Which of `names` modprobe would find for the running kernel (modules.dep, else the tree)."""
     if not release:

@@ -151,3 +151,14 @@ def _when(epoch: float) -> str:
     import time
 
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(epoch))
+
+
+def render_kernel_check(doc: dict) -> None:
+    out = console(report=True)
+    module = doc["module"]
+    found = f"nvidia {module['version'] or '?'} ({module['path']})" if module else "no nvidia module"
+    out.print(f"kernel {text(doc['kernel_release'])}: {text(found)}, userspace {text(doc['userspace_version'] or '-')}")
+    for finding in doc["findings"]:
+        out.print(f"[yellow]{finding['severity'].upper()}[/] {finding['code']}: {text(finding['message'])}")
+    if not doc["findings"]:
+        out.print("[green]OK[/]: it boots with a driver that matches the userspace")
