@@ -1,4 +1,4 @@
-"""Real incidents, one snapshot each (tests/fixtures/incidents/<kind>/, built from a public report's
+"""Real incidents, one snapshot each (tests/fixtures/incidents/<kind>/snapshot.tar.gz, built from a public report's
 own kernel log lines; each README.md names the report): the finding that explains it, the action
 that fixes it, whether a reload can, and the evidence line that shows why."""
 
@@ -15,7 +15,7 @@ SCHEMA = json.loads(resources.files("nvreload").joinpath("schema/status.schema.j
 
 
 def diagnosed(kind: str) -> dict:
-    document = status_of(INCIDENTS / kind)
+    document = status_of(INCIDENTS / kind / "snapshot.tar.gz")
     jsonschema.validate(document, SCHEMA)
     return document
 

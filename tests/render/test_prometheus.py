@@ -22,7 +22,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 # every node snapshot the tests hold: the real capture and each incident rebuilt from a public report
 SNAPSHOTS = sorted(
     [FIXTURES / "h100-580-no-unload"]
-    + [p for p in (FIXTURES / "incidents").iterdir() if p.is_dir() or p.name.endswith(".tar.gz")]
+    + [p / "snapshot.tar.gz" for p in (FIXTURES / "incidents").iterdir() if p.is_dir()]
 )
 
 
@@ -109,7 +109,7 @@ def test_every_metric_has_help_and_type_lines_and_promtool_accepts_the_h100_capt
     assert not of_name(found, "nvreload_journal_readable") and not of_name(found, "nvreload_last_run_info")
 
 
-@pytest.mark.parametrize("snapshot", SNAPSHOTS, ids=[p.name for p in SNAPSHOTS])
+@pytest.mark.parametrize("snapshot", SNAPSHOTS, ids=[p.parent.name if p.suffix == ".gz" else p.name for p in SNAPSHOTS])
 def test_promtool_accepts_the_metrics_of_every_test_snapshot_and_each_finding_is_a_series(snapshot):
     text = metrics_of(snapshot)
     promtool_check(text)
