@@ -438,6 +438,63 @@ def _mig_pending_findings(node: NodeState) -> list[Finding]:
     ]
 
 
+# XID buckets beyond reset and restart: (catalog bucket as nvreload's action, code, action, severity,
+# what to do); a reboot blocks a reload (it does not clear it), the others do not
+_XID_ACTIONS = (
+    (
+        "reboot",
+        "xid_reboot_required",
+        "reboot",
+        "critical",
+        "NVIDIA's catalog (or the driver's own Xid 154) asks for a reboot of the node (or VM); a reload does not "
+        "clear it",
+    ),
+    (
+        "service_hardware",
+        "xid_hardware_service",
+        "service_hardware",
+        "critical",
+        "check the hardware (auxiliary power connected, seating) or contact support, as NVIDIA's catalog says",
+    ),
+    (
+        "install_driver",
+        "xid_driver_update",
+        "install_driver",
+        "warning",
+        "update the driver (and the vGPU software or firmware), as NVIDIA's catalog says",
+    ),
+)
+
+
+def _xid_action_findings(node: NodeState) -> list[Finding]:
+    """XIDs since the driver loaded whose catalog action is neither a GPU reset nor an application
+    restart (those have findings of their own), one finding per action, every GPU in its evidence."""
+    out = []
+    for catalog_action, code, action, severity, advice in _XID_ACTIONS:
+        xids = [
+            x
+            for x in node.kernel_log.xids
+            if x.since_driver_load
+            and x.xid != xid_catalog.FALLEN_OFF_BUS
+            and xid_catalog.bucket(x.xid, x.message) == catalog_action
+        ]
+        if xids:
+            out.append(
+                Finding(
+                    code,
+                    severity,
+                    f"XID {', '.join(str(n) for n in sorted({x.xid for x in xids}))} since the driver loaded: {advice}",
+                    action,
+                    blocks_reload=action == "reboot",
+                    evidence={
+                        "lines": [x.line for x in xids[-5:]],
+                        "pci_bus_ids": sorted({x.pci_bus_id for x in xids if x.pci_bus_id}),
+                    },
+                )
+            )
+    return out
+
+
 def _gpu_findings(node: NodeState) -> list[Finding]:
     out = []
     pci = {g.bus_id for g in node.pci_gpus}
@@ -445,9 +502,7 @@ def _gpu_findings(node: NodeState) -> list[Finding]:
     vanished = (
         sorted(g.bus_id for g in node.proc_gpus if g.bus_id not in pci) if node.readable.pci_devices.known else []
     )
-    fallen_xids = [
-        x for x in node.kernel_log.xids if x.since_driver_load and xid_catalog.bucket(x.xid, x.message) == "reboot"
-    ]
+    fallen_xids = [x for x in node.kernel_log.xids if x.since_driver_load and x.xid == xid_catalog.FALLEN_OFF_BUS]
     fallen_at_load = [f for f in node.kernel_log.gpu_init_failures if f.kind == "fallen_off_bus"]
     if fallen_xids or node.kernel_log.fallen_off_bus or vanished:
         lines = list(dict.fromkeys([x.line for x in fallen_xids] + list(node.kernel_log.fallen_off_bus)))
@@ -503,6 +558,7 @@ def _gpu_findings(node: NodeState) -> list[Finding]:
                 },
             )
         )
+    out += _xid_action_findings(node)
     app = [
         x
         for x in node.kernel_log.xids
