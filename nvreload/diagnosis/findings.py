@@ -317,6 +317,29 @@ def _dependent_module_findings(node: NodeState) -> list[Finding]:
     ]
 
 
+# An RmInitAdapter failure the driver explains, worst first: (kind, code, action, blocks a reload, message),
+# the rows of the table below
+_FIRMWARE_CAUSES = (
+    (
+        "gfw_boot_incomplete",
+        "gpu_firmware_boot_incomplete",
+        "reboot",
+        True,
+        "the boot firmware of {gpus} (GFW, from the VBIOS) never finished, so the driver cannot initialise it: "
+        "power-cycle the node cold (a warm reboot or a reload meets the same GPU); if it persists, service the GPU",
+    ),
+    (
+        "gsp_wpr2_up",
+        "gpu_gsp_boot_failed",
+        "reset_gpu",
+        True,
+        "GSP firmware could not boot on {gpus}: the GPU still holds an earlier driver instance's protected region "
+        "(WPR2 already up), so every load fails until the GPU is reset (nvidia-smi -r with the module loaded, or a "
+        "reboot)",
+    ),
+)
+
+
 def _init_failure_findings(node: NodeState) -> list[Finding]:
     """What the driver's own load said about GPUs it did not take, sorted by what can fix it."""
     out = []
@@ -346,10 +369,16 @@ def _init_failure_findings(node: NodeState) -> list[Finding]:
             "needs a reset or service",
         ),
     )
+    seen = {f.kind for f in node.kernel_log.gpu_init_failures}
+    cause = next((row for row in _FIRMWARE_CAUSES if row[0] in seen), None)
     for kind, code, action, blocks, text in kinds:
         failures = [f for f in node.kernel_log.gpu_init_failures if f.kind == kind]
         if not failures:
             continue
+        if kind == "init_failed" and cause is not None:
+            # the driver said why: its firmware could not start, which a reload does not change
+            _, code, action, blocks, text = cause
+            failures += [f for f in node.kernel_log.gpu_init_failures if f.kind == cause[0]]
         gpus = sorted({f.pci_bus_id for f in failures if f.pci_bus_id})
         out.append(
             Finding(

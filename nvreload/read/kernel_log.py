@@ -40,6 +40,12 @@ _PROBE = (
         ),
     ),
     ("init_failed", re.compile(r"NVRM: GPU (?P<bus>[0-9A-Fa-f:.]+): RmInitAdapter failed")),
+    # why an RmInitAdapter failed, when the driver says (these lines name the GPU by index, not bus):
+    # the GPU's own boot firmware (GFW, from the VBIOS) never finished: a cold power cycle, not a reload
+    ("gfw_boot_incomplete", re.compile(r"NVRM: .*failed to wait for GFW[_ ]boot", re.IGNORECASE)),
+    # GSP could not boot because the GPU still holds a previous instance's protected region (WPR2):
+    # the GPU needs a reset before any load can succeed
+    ("gsp_wpr2_up", re.compile(r"NVRM: .*_kgspBootGspRm: unexpected WPR2 already up")),
     ("other_driver", re.compile(r"NVRM: The NVIDIA probe routine was not called for \d+ device")),
 )
 # a message is a few lines; a longer run of continuation lines (a hostile snapshot) stops being joined,

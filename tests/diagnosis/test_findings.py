@@ -294,3 +294,13 @@ def test_a_pending_mig_change_names_the_processes_that_hold_the_gpu(snapshot):
         "nvml_pids": [],
     }
     assert pending.action == "reset_gpu"
+
+
+def test_an_rminitadapter_failure_the_driver_gives_no_firmware_cause_for_is_retried_by_a_reload(snapshot):
+    # the plain failure: nothing in the log says the GPU's firmware could not start
+    snapshot.dmesg([LOAD, "[ 903.6] NVRM: GPU 0000:3b:00.0: RmInitAdapter failed! (0x22:0x56:667)"])
+    diagnosis = diagnose(node_of(snapshot))
+    failed = next(f for f in diagnosis.findings if f.code == "gpu_init_failed")
+    assert failed.action == "reload" and not failed.blocks_reload
+    assert diagnosis.recommended_action == "reload"
+    assert not {"gpu_firmware_boot_incomplete", "gpu_gsp_boot_failed"} & set(codes(diagnosis))

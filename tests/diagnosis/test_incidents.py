@@ -120,13 +120,26 @@ def test_gpus_without_a_bar_in_a_vm_need_the_platform_fixed_not_a_reload():
     assert "gpu_driver_unbound" not in [f["code"] for f in doc["findings"]]
 
 
-def test_a_gpu_the_driver_failed_to_initialise_is_retried_by_a_reload():
+def test_a_gpu_whose_boot_firmware_never_finished_needs_a_cold_power_cycle_not_a_reload():
     doc = diagnosed("rm-init-adapter-failed")
-    failed = finding(doc, "gpu_init_failed")
-    assert failed["evidence"]["lines"] == [
-        "[  903.610907] NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)"
-    ]
-    assert (failed["action"], doc["recommended_action"], doc["reload"]["feasible"]) == ("reload", "reload", True)
+    firmware = finding(doc, "gpu_firmware_boot_incomplete")
+    assert firmware["evidence"]["pci_bus_ids"] == ["0000:98:00.0"]
+    assert (
+        firmware["evidence"]["lines"][0]
+        == "[  903.610907] NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)"
+    )
+    assert "failed to wait for GFW_BOOT" in firmware["evidence"]["lines"][1]
+    assert (firmware["action"], doc["recommended_action"], doc["reload"]["feasible"]) == ("reboot", "reboot", False)
+    assert "gpu_init_failed" not in [f["code"] for f in doc["findings"]]
+
+
+def test_a_gpu_holding_a_stale_gsp_region_needs_a_reset_before_any_load():
+    doc = diagnosed("gsp-wpr2-already-up")
+    gsp = finding(doc, "gpu_gsp_boot_failed")
+    assert gsp["evidence"]["pci_bus_ids"] == ["0000:a1:00.0"]
+    assert any("unexpected WPR2 already up" in line for line in gsp["evidence"]["lines"])
+    assert (gsp["action"], doc["recommended_action"], doc["reload"]["feasible"]) == ("reset_gpu", "reset_gpu", False)
+    assert "gpu_init_failed" not in [f["code"] for f in doc["findings"]]
 
 
 def test_xid_63_is_a_remap_pending_until_the_next_gpu_reset():
