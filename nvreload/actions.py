@@ -387,14 +387,9 @@ def _resume_with_slurm(
         resume_after_crash(paths.state_dir)
         result.slurm_resumed = drained
         if result.report is not None:
-            result.report.slurm = {
-                "node": drained,
-                "drained": True,
-                "waited_seconds": 0.0,
-                "jobs_waited_for": [],
-                "resumed": True,
-                "left_drained": None,
-            }
+            from nvreload.slurm_drain import DrainReport
+
+            result.report.slurm = DrainReport(drained, drained=True, resumed=True).document()
     return result
 
 

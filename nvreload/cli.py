@@ -60,6 +60,8 @@ def _check_combinations(action: str, opts: dict) -> None:
         raise UsageError(
             f"--root reads a snapshot: --{action} cannot act on it (only --status, --collect, --reload --dry-run)"
         )
+    if opts["simulate"] is not None and action == "check_kernel":
+        raise UsageError("--check-kernel reads a real node's module tree (this one, or --root), not --simulate")
     if opts["simulate"] is not None and action == "collect":
         raise UsageError(
             "--collect archives a real node (this one, or --root): there is nothing to collect from --simulate"

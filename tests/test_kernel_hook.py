@@ -95,10 +95,13 @@ def test_check_kernel_answers_for_one_release_with_its_exit_code(tmp_path):
     [
         ("6.9.9-nope", 66, "no /lib/modules/6.9.9-nope: kernel 6.9.9-nope is not installed"),
         ("../../etc", 64, "--check-kernel takes a kernel release"),
+        ("6.1.0-26-amd64 --simulate", 64, "--check-kernel reads a real node's module tree"),
     ],
 )
 def test_check_kernel_of_a_kernel_that_is_not_there_is_one_line(tmp_path, release, code, says):
-    proc = run_cli("--check-kernel", release, "--root", str(healthy_node(tmp_path / "n").root))
+    release, *more = release.split()
+    root = ["--root", str(healthy_node(tmp_path / "n").root)] if not more else []
+    proc = run_cli("--check-kernel", release, *root, *more)
     assert proc.returncode == code and says in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 

@@ -337,6 +337,15 @@ _FIRMWARE_CAUSES = (
         "(WPR2 already up), so every load fails until the GPU is reset (nvidia-smi -r with the module loaded, or a "
         "reboot)",
     ),
+    (
+        "gsp_init_failed",
+        "gpu_gsp_init_failed",
+        "install_driver",
+        False,
+        "the GSP firmware of {gpus} could not start (RmInitAdapter: Cannot initialize GSP firmware RM), so the "
+        "driver cannot initialise it; a reload loads the same driver and firmware: install another driver version, "
+        "or where the proprietary module supports the GPU, load it with GSP firmware off (NVreg_EnableGpuFirmware=0)",
+    ),
 )
 
 

@@ -46,6 +46,9 @@ _PROBE = (
     # GSP could not boot because the GPU still holds a previous instance's protected region (WPR2):
     # the GPU needs a reset before any load can succeed
     ("gsp_wpr2_up", re.compile(r"NVRM: .*_kgspBootGspRm: unexpected WPR2 already up")),
+    # GSP firmware RM did not start, for a reason other than the above (older drivers print `NVRM ` with
+    # no colon): the same driver and firmware fail the same way on the next load
+    ("gsp_init_failed", re.compile(r"NVRM:? .*RmInitAdapter: Cannot initialize GSP firmware RM")),
     ("other_driver", re.compile(r"NVRM: The NVIDIA probe routine was not called for \d+ device")),
 )
 # a message is a few lines; a longer run of continuation lines (a hostile snapshot) stops being joined,

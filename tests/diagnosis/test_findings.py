@@ -303,4 +303,18 @@ def test_an_rminitadapter_failure_the_driver_gives_no_firmware_cause_for_is_retr
     failed = next(f for f in diagnosis.findings if f.code == "gpu_init_failed")
     assert failed.action == "reload" and not failed.blocks_reload
     assert diagnosis.recommended_action == "reload"
-    assert not {"gpu_firmware_boot_incomplete", "gpu_gsp_boot_failed"} & set(codes(diagnosis))
+    assert not {"gpu_firmware_boot_incomplete", "gpu_gsp_boot_failed", "gpu_gsp_init_failed"} & set(codes(diagnosis))
+
+
+def test_a_named_gsp_cause_outranks_the_generic_gsp_failure_printed_with_it(snapshot):
+    # the WPR2 line comes with "Cannot initialize GSP firmware RM" (issue 1230): the reset it asks for wins
+    snapshot.dmesg(
+        [
+            LOAD,
+            "[ 88.669319] NVRM: GPU6 _kgspBootGspRm: unexpected WPR2 already up, cannot proceed with booting GSP",
+            "[ 88.669358] NVRM: GPU6 RmInitAdapter: Cannot initialize GSP firmware RM",
+            "[ 88.669932] NVRM: GPU 0000:3b:00.0: RmInitAdapter failed! (0x62:0x40:2168)",
+        ]
+    )
+    found = codes(diagnose(node_of(snapshot)))
+    assert "gpu_gsp_boot_failed" in found and "gpu_gsp_init_failed" not in found

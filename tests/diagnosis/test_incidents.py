@@ -142,6 +142,20 @@ def test_a_gpu_holding_a_stale_gsp_region_needs_a_reset_before_any_load():
     assert "gpu_init_failed" not in [f["code"] for f in doc["findings"]]
 
 
+def test_a_gpu_whose_gsp_firmware_cannot_start_needs_another_driver_not_the_same_one_reloaded():
+    doc = diagnosed("gsp-init-failed")
+    gsp = finding(doc, "gpu_gsp_init_failed")
+    assert gsp["evidence"]["pci_bus_ids"] == ["0000:05:00.0"]
+    assert gsp["evidence"]["lines"] == [
+        "[  217.545832] NVRM: GPU 0000:05:00.0: RmInitAdapter failed! (0x62:0xffff:1622)",
+        "[  217.545145] NVRM RmInitAdapter: Cannot initialize GSP firmware RM",
+    ]
+    assert "NVreg_EnableGpuFirmware=0" in gsp["message"]
+    # a reload may be tried, but it is not what is recommended: it loads the same driver and firmware
+    assert (gsp["action"], doc["recommended_action"], doc["reload"]["feasible"]) == ("install_driver",) * 2 + (True,)
+    assert "gpu_init_failed" not in [f["code"] for f in doc["findings"]]
+
+
 def test_xid_63_is_a_remap_pending_until_the_next_gpu_reset():
     doc = diagnosed("xid63-row-remap")
     remap = finding(doc, "row_remap_pending")

@@ -108,6 +108,22 @@ def test_the_old_drivers_timestamped_lines_of_one_message_read_as_one():
     assert "not supported by the 280.13 NVIDIA Linux graphics driver release." in failure.line
 
 
+def test_a_gsp_firmware_failure_is_read_in_the_old_and_the_new_drivers_form():
+    # NVIDIA/open-gpu-kernel-modules issues 433 (525: `NVRM ` without a colon) and 1230 (580: GPU index)
+    lines = [
+        LOAD,
+        "[  217.545145] NVRM RmInitAdapter: Cannot initialize GSP firmware RM",
+        "[   88.669358] NVRM: GPU6 RmInitAdapter: Cannot initialize GSP firmware RM",
+        "[  217.545832] NVRM: GPU 0000:05:00.0: RmInitAdapter failed! (0x62:0xffff:1622)",
+    ]
+    failures = parse_kernel_log("\n".join(lines) + "\n", "dmesg").gpu_init_failures
+    assert [(f.pci_bus_id, f.kind) for f in failures] == [
+        (None, "gsp_init_failed"),
+        (None, "gsp_init_failed"),
+        ("0000:05:00.0", "init_failed"),
+    ]
+
+
 def test_an_xid_line_without_a_timestamp_is_never_glued_to_the_line_above():
     log = parse_kernel_log(LOAD + "\nNVRM: Xid (PCI:0000:10:1c): 63, pid=1896, Row Remapper: New row marked\n", "dmesg")
     assert [x.xid for x in log.xids] == [63] and log.last_driver_load == LOAD
