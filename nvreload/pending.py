@@ -98,18 +98,24 @@ def _problem(data: object) -> str | None:
 
 
 def record_pending(path: str, due: PendingReload) -> PendingReload:
-    """Write the record; `since` stays that of a record already there (the reload has been due
-    since then), whatever it is that keeps it pending now."""
+    """Write the record; `since` stays that of a record already there for the same module and
+    userspace versions (the same reload has been due since then), whatever keeps it pending now.
+    A record of other versions is history (a reboot or a reload by hand came between, nothing ran
+    that forgot it): the reload due now is due since now."""
     try:
         previous = read_pending(path)
     except BadInputError:
         previous = None  # replaced: the new record says what is true now
-    if previous is not None:
+    if previous is not None and _versions(previous) == _versions(due):
         due = PendingReload(
             previous.since, due.updated, due.trigger, due.reason, due.busy, due.loaded_version, due.userspace_version
         )
     atomic_write_json(path, due.document())
     return due
+
+
+def _versions(record: PendingReload) -> tuple[str | None, str | None]:
+    return record.loaded_version, record.userspace_version
 
 
 def clear_pending(path: str) -> bool:

@@ -27,6 +27,15 @@ def test_a_second_record_keeps_the_time_the_reload_first_became_due(tmp_path):
     assert read_pending(path) == again
 
 
+def test_a_record_of_other_versions_is_history_and_the_new_one_is_due_since_now(tmp_path):
+    # a reboot or a reload by hand came between, and no hook run forgot the old record
+    path = str(tmp_path / "reload-pending.json")
+    record_pending(path, due(100.0))
+    later = PendingReload(900.0, 900.0, "apt", "busy", (), "550.127.08", "570.86.15")
+    assert record_pending(path, later).since == 900.0
+    assert read_pending(path) == later
+
+
 def test_no_record_is_none_and_clearing_it_says_there_was_none(tmp_path):
     path = str(tmp_path / "reload-pending.json")
     assert read_pending(path) is None
