@@ -2,7 +2,8 @@
 a real `apt-get install ./nvidia-stand-in-driver.deb` of a newer userspace and modules. The apt hook
 runs nvreload --after-upgrade after the transaction: report (the default) records the reload as
 pending, when-idle leaves a busy node pending without signalling anything and reloads an idle one,
-and a transaction dpkg failed is skipped."""
+a transaction dpkg failed is skipped (one that failed before it, outside apt, is not held against
+it), and dpkg's configuration left behind without its status logger breaks nothing."""
 
 import json
 
@@ -74,6 +75,17 @@ cp /var/lib/nvreload/journal.json /job/idle.journal.json 2>/dev/null || true
 
 # 4. a transaction dpkg fails: the hook leaves the driver alone and says why
 apt_install broken /tmp/nvreload-test-broken.deb
+
+# 5. dpkg fails outside apt (by hand): the next apt transaction is still checked (Pre-Invoke forgets it)
+dpkg -r nvreload-test-broken > /dev/null 2>&1
+dpkg -i /tmp/nvreload-test-broken.deb > /dev/null 2>&1
+ls /run/nvreload/dpkg-failed > /job/manual.mark 2>&1
+dpkg -r nvreload-test-broken > /dev/null 2>&1
+apt_install after_manual --reinstall /tmp/nvidia-stand-in-driver.deb
+
+# 6. nvreload removed, its dpkg configuration kept: dpkg and apt still work
+rm /usr/lib/nvreload/dpkg-status
+apt_install logger_gone --reinstall /tmp/nvidia-stand-in-driver.deb
 """
 
 
@@ -116,3 +128,12 @@ def test_apt_hooks_report_by_default_wait_for_a_busy_node_and_reload_an_idle_one
         "broken.log"
     )
     assert state(run, "broken")["loaded_version"] == B
+
+    # 5. a dpkg error outside apt left its mark; the next apt transaction was checked all the same
+    assert run.text("manual.mark").strip() == "/run/nvreload/dpkg-failed"
+    after_manual = run.text("after_manual.log")
+    assert run.text("after_manual.rc").strip() == "0" and "nvreload: no reload needed" in after_manual, after_manual
+    assert "skipped" not in after_manual
+
+    # 6. the status logger gone, its dpkg configuration kept: the transaction still succeeds (no SIGPIPE)
+    assert run.text("logger_gone.rc").strip() == "0", run.text("logger_gone.log")
