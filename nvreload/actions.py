@@ -222,7 +222,7 @@ def _act(
 
         def make_plan(view: ReloadView) -> Plan:
             if action == "reset":
-                return build_reset_plan(view, select_gpus(view, request.gpus or ALL))
+                return build_reset_plan(view, select_gpus(view, request.gpus or ALL), target.configured_parameters())
             return build_plan(
                 view,
                 target.configured_parameters(),

@@ -461,6 +461,9 @@ def _mig_pending_findings(node: NodeState) -> list[Finding]:
     named = ", ".join(f"{p['comm']} (pid {p['pid']})" for p in holders) or ", ".join(
         f"pid {pid}" for g in gpus for pid in g["nvml_pids"]
     )
+    # The driver refuses a reset while nvidia_drm is loaded, nothing else holding the GPU ("In use
+    # by another client": NVIDIA/mig-parted#181): a module holds it too, which no process scan shows.
+    drm = node.loaded("nvidia_drm")
     return [
         Finding(
             "mig_mode_change_pending",
@@ -469,9 +472,20 @@ def _mig_pending_findings(node: NodeState) -> list[Finding]:
             + ", ".join(f"{g['pci_bus_id']} ({g['current']} -> {g['pending']})" for g in gpus)
             + ": it takes effect at the next GPU reset; "
             + (f"held by {named}" if named else "stop what holds the GPU (nvidia-persistenced and DCGM hold every GPU)")
-            + ", then nvreload --reset",
+            + (
+                "; nvidia_drm is loaded, and the driver can refuse a reset while it is ('In use by another client')"
+                if drm
+                else ""
+            )
+            + ", then nvreload --reset"
+            + (" (it unloads nvidia_drm for the reset and loads it again)" if drm else ""),
             "reset_gpu",
-            evidence={"gpus": gpus, "holders": holders, "consumers_scanned": node.consumers.scanned},
+            evidence={
+                "gpus": gpus,
+                "holders": holders,
+                "consumers_scanned": node.consumers.scanned,
+                "nvidia_drm_loaded": drm,
+            },
         )
     ]
 
@@ -635,10 +649,10 @@ def _gpu_findings(node: NodeState) -> list[Finding]:
             Finding(
                 "mig_enabled",
                 "info",
-                # MIG mode itself survives a reload; GPU and compute instances do not, and nvreload does
-                # not recreate them yet: say so rather than let an operator find out afterwards.
-                "MIG is enabled: a reload keeps MIG mode but not the GPU/compute instances, which nvreload "
-                "does not recreate; list them now (nvidia-smi mig -lgi, -lci) to recreate them after",
+                # MIG mode itself survives a reload; GPU and compute instances do not: the reload records
+                # them before the unload and creates them again after the load (engine: recreate_mig).
+                "MIG is enabled: a module reload keeps MIG mode but loses the GPU/compute instances; "
+                "nvreload --reload records them before the unload and creates them again after the load",
                 "none",
                 evidence={"gpus": [d.pci_bus_id for d in node.nvml.devices if d.mig_mode]},
             )

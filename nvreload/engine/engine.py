@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from nvreload.catalog import FABRIC_SERVICES
+from nvreload.catalog import FABRIC_SERVICES, LOGIND_COMM
 from nvreload.engine.journal import Journal, UndoRecord
 from nvreload.engine.outcome import Outcome, RunReport
 from nvreload.engine.plan import OPTIONAL_MODULES, Action, Plan, Step, mig_geometry
 from nvreload.engine.planner import restart_actions
-from nvreload.engine.reset_planner import gpu_minors
+from nvreload.engine.reset_planner import gpu_minors, holds_drm
 from nvreload.engine.target import ReloadTarget
 from nvreload.errors import HostError, Interrupted, StepFailed
 from nvreload.model import Check, GpuProcess
@@ -116,8 +116,11 @@ class Engine:
         self.reporter.step(name, "done", time.monotonic() - started)
         self.target.at_boundary(name, "after")
 
-    def _stop_consumers(self, actions: tuple[Action, ...], minors: frozenset[int] | None = None) -> None:
-        """`minors`: a --reset's GPUs; only their holders matter after the stops (None: every GPU)."""
+    def _stop_consumers(
+        self, actions: tuple[Action, ...], relevant: Callable[[GpuProcess], bool] | None = None
+    ) -> None:
+        """`relevant`: a --reset's test of a holder (of its GPUs, of nvidia_drm where it goes out);
+        only those matter after the stops (None: every holder of every GPU)."""
         containers = [a for a in actions if a.kind == "stop_container"]
         services = [a for a in actions if a.kind == "stop_service"]
         errors: list[str] = []
@@ -183,13 +186,15 @@ class Engine:
                     raise StepFailed(
                         "stop_consumers", f"pid {action.detail['pid']} ({action.detail.get('comm')}): {outcome}"
                     )
-        self._end_late_holders(actions, minors)
+        self._end_late_holders(actions, relevant)
 
-    def _gpu_holders(self, minors: frozenset[int] | None) -> tuple[GpuProcess, ...]:
+    def _gpu_holders(self, relevant: Callable[[GpuProcess], bool] | None) -> tuple[GpuProcess, ...]:
         holders = self.target.gpu_holders()
-        return holders if minors is None else tuple(h for h in holders if gpu_minors(h) & minors)
+        return holders if relevant is None else tuple(h for h in holders if relevant(h))
 
-    def _end_late_holders(self, actions: tuple[Action, ...], minors: frozenset[int] | None = None) -> None:
+    def _end_late_holders(
+        self, actions: tuple[Action, ...], relevant: Callable[[GpuProcess], bool] | None = None
+    ) -> None:
         """The plan was made from one scan; what holds a GPU device after the stops is a late holder.
 
         A child a holder forked just before its signal inherited the descriptors (a shell loop's
@@ -212,7 +217,7 @@ class Engine:
             return cid is not None and any(cid.startswith(c) or c.startswith(cid) for c in containers)
 
         for _round in range(LATE_HOLDER_ROUNDS):
-            late = self._gpu_holders(minors)
+            late = self._gpu_holders(relevant)
             if not late:
                 return
             strangers = [h for h in late if not ours(h)]
@@ -231,7 +236,7 @@ class Engine:
                 outcome = self.target.terminate_process(holder.pid, holder.start_time)
                 self.journal.add_killed({"pid": holder.pid, "comm": holder.comm, "outcome": outcome, "late": True})
                 self.reporter.action(action, outcome)
-        left = self._gpu_holders(minors)
+        left = self._gpu_holders(relevant)
         if left:
             raise StepFailed(
                 "stop_consumers",
@@ -286,6 +291,9 @@ class Engine:
 
     def _load(self, actions: tuple[Action, ...], report: RunReport) -> None:
         for action in actions:
+            if action.kind == "apply_mig_mode":
+                self._apply_mig_mode(action, report)
+                continue
             if action.kind == "rebind_console":
                 self.target.bind_console(action.target, True)
                 self._put_back("unbind_console", action.target)
@@ -307,19 +315,23 @@ class Engine:
             raise StepFailed("verify", "; ".join(f"{c.name}: {c.detail}" for c in failed))
         self._gpu_back = time.monotonic()
 
+    def _apply_mig_mode(self, action: Action, report: RunReport) -> None:
+        """Reset a GPU whose MIG mode change is pending: the change takes effect at a reset. One the
+        GPU refuses is a warning: the driver works, in the mode it had."""
+        try:
+            self.target.reset_gpu(action.target)
+            self.reporter.action(action, "done")
+        except HostError as exc:
+            report.warnings.append(
+                {
+                    "module": "nvidia",
+                    "warning": f"{action.target}: the pending MIG mode change "
+                    f"was not applied (a reset or a reboot applies it): {exc.message}",
+                }
+            )
+            self.reporter.action(action, "warning", exc.message)
+
     def _verify_step(self, actions: tuple[Action, ...], report: RunReport) -> None:
-        for action in (a for a in actions if a.kind == "apply_mig_mode"):
-            try:
-                self.target.reset_gpu(action.target)  # the pending MIG mode takes effect at a reset
-                self.reporter.action(action, "done")
-            except HostError as exc:
-                report.warnings.append(
-                    {
-                        "module": "nvidia",
-                        "warning": f"{action.target}: the pending MIG mode change "
-                        f"was not applied (a reset or a reboot applies it): {exc.message}",
-                    }
-                )
         self._bring_up_fabric([a for a in actions if a.kind == "start_service"], report)
         self._recreate_mig({a.target: a.detail["instances"] for a in actions if a.kind == "recreate_mig"}, report)
         self._verify(next(a for a in actions if a.kind == "verify"))
@@ -628,9 +640,18 @@ class Engine:
         reboot: a GPU did not come back from its reset)."""
         report = RunReport(Outcome.RESET, steps=self._steps)
         resets = plan.step("reset_gpus")
-        minors = frozenset(
-            a.detail["minor"] for a in (resets.actions if resets else ()) if a.detail.get("minor") is not None
+        actions = resets.actions if resets else ()
+        minors = frozenset(a.detail["minor"] for a in actions if a.detail.get("minor") is not None)
+        drm_out = any(a.kind == "unload_module" for a in actions)  # nvidia_drm goes out for the resets
+        # what must come back if the run stops halfway: nvidia_drm, with its parameters
+        self.journal.set_modules(
+            [(a.target, a.detail.get("parameters", {})) for a in actions if a.kind == "load_module"]
         )
+
+        def relevant(holder: GpuProcess) -> bool:
+            if gpu_minors(holder) & minors:
+                return True
+            return drm_out and holds_drm(holder) and holder.comm != LOGIND_COMM
 
         def restart(step: Step) -> None:
             self._persistence_back(report)
@@ -640,8 +661,8 @@ class Engine:
             plan,
             report,
             {
-                "stop_consumers": lambda step: self._stop_consumers(step.actions, minors),
-                "reset_gpus": lambda step: self._reset_gpus(step.actions),
+                "stop_consumers": lambda step: self._stop_consumers(step.actions, relevant),
+                "reset_gpus": lambda step: self._reset_gpus(step.actions, report),
                 "verify": lambda step: self._verify(step.actions[0]),
                 "restart_consumers": restart,
             },
@@ -650,8 +671,14 @@ class Engine:
         self._summarize_undo(report)
         return self._finish(report)
 
-    def _reset_gpus(self, actions: tuple[Action, ...]) -> None:
+    def _reset_gpus(self, actions: tuple[Action, ...], report: RunReport) -> None:
         for action in actions:
+            if action.kind in ("unbind_console", "unload_module"):  # nvidia_drm out for the resets
+                self._unload((action,))
+                continue
+            if action.kind in ("load_module", "rebind_console"):  # and back
+                self._after_reset(action, report)
+                continue
             if action.detail.get("persistence"):
                 record = self.journal.intend("disable_persistence", action.target)
                 self.target.disable_persistence(action.target)
@@ -677,9 +704,32 @@ class Engine:
         for record in outstanding:
             self.journal.mark(record, "undone")
 
+    def _after_reset(self, action: Action, report: RunReport) -> None:
+        """nvidia_drm back, or a console on it, once the GPUs are reset: one that fails is a restart
+        failure (the GPUs are reset and work; `--start` tries again), not a failed reset."""
+        if action.kind == "rebind_console" and self.journal.outstanding("unload_module"):
+            return  # nvidia_drm is not back: its console cannot be either (the failure is named)
+        try:
+            self._load((action,), report)
+        except HostError as exc:
+            report.restart_failures.append({"action": action.kind, "target": action.target, "error": exc.message})
+            self.reporter.action(action, "failed", exc.message)
+
+    def _modules_back_after_reset(self, report: RunReport) -> None:
+        """nvidia_drm (out for the resets) back with its parameters, then its consoles; one that
+        will not load is a restart failure (`--start` tries again), not a lost GPU."""
+        # this try's outcome replaces an earlier one's
+        report.restart_failures[:] = [
+            f for f in report.restart_failures if f["action"] not in ("load_module", "rebind_console")
+        ]
+        if self.journal.outstanding("unload_module") and not self._ensure_modules(report):
+            return  # its consoles cannot come back without it (the failure is named)
+        self._rebind_consoles(report)
+
     def _finish_reset(self, failed_step: str, report: RunReport) -> None:
         """After a failed or interrupted --reset: persistence and consumers back, and an honest outcome."""
         self.journal.begin_rollback()
+        self._modules_back_after_reset(report)
         self._persistence_back(report)
         if failed_step != "restart_consumers":
             self._restart(restart_actions(self._stopped_as_actions()), report)
@@ -696,6 +746,7 @@ class Engine:
         """A --reset that was killed: a reset cannot be undone, so bring back persistence and what
         stopped, and say whether the GPUs work (killed during a reset, one may not have come back)."""
         self.journal.begin_rollback()
+        self._modules_back_after_reset(report)
         self._persistence_back(report)
         self._restart(restart_actions(self._stopped_as_actions()), report)
         gpus_ok = last == "stop_consumers" or not self._failed_checks({})

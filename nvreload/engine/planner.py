@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nvreload.catalog import FABRIC_SERVICES, GPU_SERVICES, LOGIND_UNIT
+from nvreload.catalog import FABRIC_SERVICES, GPU_SERVICES, LOGIND_COMM, LOGIND_UNIT
 from nvreload.engine.plan import BOOT_MODULES, OPTIONAL_MODULES, Action, LoadedModule, Plan, ReloadView, Step
 from nvreload.errors import RefusedError
 from nvreload.model import ContainerState, GpuProcess, ServiceState
@@ -133,7 +133,9 @@ def build_plan(
     restart_container_engine: bool = False,
 ) -> Plan:
     configured_parameters = configured_parameters or {}
-    stop = consumer_stops(view, view.containers, view.services, view.processes, view.mps_active)
+    # logind holds the DRM nodes of its sessions: it is restarted (below), not stopped as a holder
+    processes = tuple(p for p in view.processes if not (view.logind_holds_drm and p.comm == LOGIND_COMM))
+    stop = consumer_stops(view, view.containers, view.services, processes, view.mps_active)
     if view.logind_holds_drm:
         stop.append(Action("restart_service", LOGIND_UNIT, {"reason": "holds /dev/dri of nvidia_drm"}))
     steps = [Step("stop_consumers", tuple(stop))]
@@ -156,17 +158,19 @@ def build_plan(
         # Nothing of the driver is loaded (a node booted without it, a failed earlier load): load
         # what a boot would, from what is on disk; the optional ones only where configured.
         load += [Action("load_module", name, {"parameters": {}}) for name in boot_set(view) if name not in by_name]
+    # A pending MIG mode change takes effect at the GPU's next reset: during the load the GPU is free
+    # (every consumer stopped, persistence not yet back), so it is applied there, before nvidia_drm
+    # loads: the driver refuses a reset while nvidia_drm is loaded ("In use by another client",
+    # NVIDIA/mig-parted#181). A GPU whose mode changes keeps none of its old instances. On an
+    # NVSwitch node single GPUs are never reset.
+    pending = () if view.nvswitch else view.mig_pending
+    load = with_mig_mode_applied(load, pending)
     load += [Action("rebind_console", vtcon) for vtcon in view.consoles]
     steps.append(Step("load_modules", tuple(load)))
     restart = restart_actions(stop)
     # the fabric comes up before verify: without it an NVSwitch node fails its CUDA check
     fabric = [a for a in restart if a.kind == "start_service" and a.target in FABRIC_SERVICES]
     restart = [a for a in restart if a not in fabric]
-    # A pending MIG mode change takes effect at the GPU's next reset: right after the load the GPU is
-    # free (every consumer stopped, persistence not yet back), so it is applied there; a GPU whose
-    # mode changes keeps none of its old instances. On an NVSwitch node single GPUs are never reset.
-    pending = () if view.nvswitch else view.mig_pending
-    apply = [Action("apply_mig_mode", bus) for bus in pending]
     # a reload loses every MIG instance: they come back (after the fabric) before the CUDA check
     mig = [
         Action("recreate_mig", bus, {"instances": [i.document() for i in instances]})
@@ -176,10 +180,7 @@ def build_plan(
     steps.append(
         Step(
             "verify",
-            tuple(apply)
-            + tuple(fabric)
-            + tuple(mig)
-            + (Action("verify", "driver", {"persistence": dict(view.persistence)}),),
+            tuple(fabric) + tuple(mig) + (Action("verify", "driver", {"persistence": dict(view.persistence)}),),
         )
     )
     if restart_container_engine:
@@ -188,6 +189,16 @@ def build_plan(
         restart.insert(first_container, Action("restart_container_engine", "docker"))
     steps.append(Step("restart_consumers", tuple(restart)))
     return Plan(tuple(steps))
+
+
+def with_mig_mode_applied(load: list[Action], pending: tuple[str, ...]) -> list[Action]:
+    """The module loads with a reset of each GPU whose MIG mode change is pending, after nvidia is
+    in and before nvidia_drm (with it loaded the driver refuses the reset)."""
+    if not pending or not any(a.target == "nvidia" for a in load):
+        return load
+    apply = [Action("apply_mig_mode", bus) for bus in pending]
+    drm = next((i for i, a in enumerate(load) if a.target == "nvidia_drm"), len(load))
+    return load[:drm] + apply + load[drm:]
 
 
 def boot_set(view: ReloadView) -> list[str]:

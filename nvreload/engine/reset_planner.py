@@ -1,16 +1,21 @@
 """--reset [GPU,...]: which GPUs, and the plan that resets them (pure, like the reload's planner).
 
 Only the chosen GPUs' consumers stop: the processes that hold their /dev/nvidia<minor>, through
-what owns them (a container, a unit: persistenced and DCGM hold every GPU, so they stop too). A
-GPU reset cannot be undone; what stopped comes back either way, and the journal says whether the
-GPUs came back too."""
+what owns them (a container, a unit: persistenced and DCGM hold every GPU, so they stop too). The
+driver refuses a reset while nvidia_drm is loaded, whatever else holds the GPU ("In use by another
+client": NVIDIA/mig-parted#181, ComputeCanada/puppet-magic_castle#387), so where it is loaded it
+goes out for the resets and comes back right after with its parameters, and what uses it stops
+too: the users of its /dev/dri nodes, the VT consoles on its framebuffer (unbound and rebound),
+logind (restarted). A GPU reset cannot be undone; what stopped comes back either way, and the
+journal says whether the GPUs came back too."""
 
 from __future__ import annotations
 
 import re
 
+from nvreload.catalog import LOGIND_COMM, LOGIND_UNIT
 from nvreload.engine.plan import Action, GpuRef, Plan, ReloadView, Step
-from nvreload.engine.planner import consumer_stops, restart_actions
+from nvreload.engine.planner import consumer_stops, parameters_to_restore, restart_actions
 from nvreload.errors import RefusedError, UsageError
 from nvreload.model import GpuProcess
 from nvreload.read.nvidia_proc import normalize_bus_id
@@ -55,7 +60,14 @@ def gpu_minors(process: GpuProcess) -> set[int]:
     return minors
 
 
-def build_reset_plan(view: ReloadView, gpus: tuple[GpuRef, ...]) -> Plan:
+def holds_drm(process: GpuProcess) -> bool:
+    """Whether a process has a DRM node (/dev/dri/card*, renderD*) of nvidia_drm open."""
+    return any(device.split(" ", 1)[-1].startswith("/dev/dri/") for device in process.devices)
+
+
+def build_reset_plan(
+    view: ReloadView, gpus: tuple[GpuRef, ...], configured_parameters: dict[str, dict[str, str]] | None = None
+) -> Plan:
     if view.nvml_status != "ok":
         hint = "; nvreload --reload fixes a version mismatch" if view.nvml_status == "version_mismatch" else ""
         raise RefusedError(
@@ -73,8 +85,19 @@ def build_reset_plan(view: ReloadView, gpus: tuple[GpuRef, ...]) -> Plan:
             + ", ".join(g.bus_id for g in gpus if g.minor is None)
             + " is unknown, so its users cannot be found"
         )
-    holders = tuple(p for p in view.processes if gpu_minors(p) & minors)
-    display = [p for p in view.display_processes if gpu_minors(p) & minors]
+    drm = next((m for m in view.modules if m.name == "nvidia_drm"), None)
+    if drm is not None and drm.holders:
+        raise RefusedError(
+            "--reset refused: the driver refuses a GPU reset while nvidia_drm is loaded, and "
+            f"{', '.join(drm.holders)} holds it; use nvreload --reload"
+        )
+
+    def uses(process: GpuProcess) -> bool:
+        return bool(gpu_minors(process) & minors) or (drm is not None and holds_drm(process))
+
+    # logind holds DRM nodes for its sessions: restarted (below), never stopped with the consumers
+    holders = tuple(p for p in view.processes if uses(p) and not (drm is not None and p.comm == LOGIND_COMM))
+    display = [p for p in view.display_processes if uses(p)]
     if display:
         raise RefusedError(f"--reset refused: a display server ({display[0].comm}, pid {display[0].pid}) uses the GPU")
     owners = {p.systemd_unit for p in holders if p.systemd_unit}
@@ -84,13 +107,25 @@ def build_reset_plan(view: ReloadView, gpus: tuple[GpuRef, ...]) -> Plan:
         c for c in view.containers if any(c.id.startswith(cid) or cid.startswith(c.id) for cid in containers)
     )
     stop = consumer_stops(view, running, services, holders, mps_active=False)
+    if drm is not None and view.logind_holds_drm:
+        stop.append(Action("restart_service", LOGIND_UNIT, {"reason": "holds /dev/dri of nvidia_drm"}))
     persistence = {normalize_bus_id(bus): on for bus, on in view.persistence.items()}
-    resets = tuple(
+    resets: tuple[Action, ...] = tuple(
         Action(
             "reset_gpu", g.bus_id, {"index": g.index, "minor": g.minor, "persistence": persistence.get(g.bus_id, False)}
         )
         for g in gpus
     )
+    if drm is not None:
+        configured = (configured_parameters or {}).get("nvidia_drm", {})
+        parameters = parameters_to_restore("nvidia_drm", drm.parameters, configured)
+        resets = (
+            tuple(Action("unbind_console", vtcon) for vtcon in view.consoles)
+            + (Action("unload_module", "nvidia_drm"),)
+            + resets
+            + (Action("load_module", "nvidia_drm", {"parameters": parameters}),)
+            + tuple(Action("rebind_console", vtcon) for vtcon in view.consoles)
+        )
     return Plan(
         (
             Step("stop_consumers", tuple(stop)),

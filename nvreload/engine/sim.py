@@ -5,7 +5,9 @@
 - a module loads only when the modules it depends on are loaded; nvidia_peermem only with MOFED ready;
 - NVML fails with "Driver Not Loaded" while nvidia is out, and with the version mismatch until the
   module that loads matches the userspace version;
-- a killed process releases its handles; a stopped container or service releases its processes.
+- a killed process releases its handles; a stopped container or service releases its processes;
+- a GPU refuses a reset while anything has it open, while its persistence mode is on, and while
+  nvidia_drm is loaded (the real driver's "In use by another client", NVIDIA/mig-parted#181).
 
 Its state lives in a JSON file under the state directory (rewritten after every change), so a run
 killed with SIGKILL leaves a node that `--rollback --simulate` can inspect and repair.
@@ -112,6 +114,12 @@ def _read_node_file(path: str) -> dict | None:
     if not isinstance(data, dict) or not all(key in data for key in required):
         raise ScenarioError(f"{path}: not a simulated node's state; remove it or use another NVRELOAD_STATE_DIR")
     return data
+
+
+def _module_devices(holds: list[str]) -> tuple[str, ...]:
+    """The device nodes a process that holds these modules has open, as /proc shows them: nvidia_drm
+    through its DRM node (major 226), the rest through the nvidia character devices."""
+    return tuple("226:0 /dev/dri/card0" if name == "nvidia_drm" else f"195:0 /dev/{name}" for name in holds)
 
 
 class SimulatedNode:
@@ -245,7 +253,7 @@ class SimulatedNode:
                         p.get("start_time", 1000 + p["pid"]),
                         p.get("comm", "proc"),
                         p.get("cmdline", p.get("comm", "")),
-                        tuple(f"195:0 /dev/{d}" for d in p["holds"]) + self._gpu_nodes(p),
+                        _module_devices(p["holds"]) + self._gpu_nodes(p),
                         container,
                         unit,
                         "procfs",
@@ -356,7 +364,7 @@ class SimulatedNode:
                     p.get("start_time", 1000 + p["pid"]),
                     p.get("comm", "proc"),
                     p.get("cmdline", ""),
-                    tuple(f"195:0 /dev/{d}" for d in p["holds"]),
+                    _module_devices(p["holds"]),
                     p.get("container"),
                     p.get("unit"),
                     "procfs",
@@ -517,6 +525,10 @@ class SimulatedNode:
             users += [c["name"] for c in self.s["containers"] if c.get("running") and node in self._gpu_nodes(c)]
             if gpu.get("persistence_now"):
                 users.append("persistence mode")
+            if "nvidia_drm" in self.s["loaded"]:
+                # the real driver refuses a reset while nvidia_drm is loaded, nothing else holding the
+                # GPU ("In use by another client": NVIDIA/mig-parted#181, ComputeCanada/puppet-magic_castle#387)
+                users.append("nvidia_drm")
             if users:
                 raise HostError(
                     f"GPU {bus_id.upper()} is currently in use by another process ({', '.join(users)}). "

@@ -91,13 +91,14 @@ def test_a_display_server_holding_the_gpu_blocks_the_reload_and_is_named(snapsho
     assert "display_server_active" in diagnosis.reload_blockers
 
 
-def test_mig_is_reported_without_promising_to_restore_its_instances(snapshot):
+def test_mig_is_reported_saying_the_reload_records_and_recreates_its_instances(snapshot):
     node = node_of(snapshot)
     mig_gpu = NvmlDevice(0, "NVIDIA H100 80GB HBM3", "GPU-1", "00000000:3B:00.0", True, True)
     node = replace(node, nvml=NvmlReport(status="ok", source="nvml", driver_version="550.127.08", devices=(mig_gpu,)))
     finding = next(f for f in diagnose(node).findings if f.code == "mig_enabled")
     assert finding.severity == "info" and finding.action == "none"
-    assert "not the GPU/compute instances" in finding.message
+    assert "loses the GPU/compute instances" in finding.message
+    assert "records them before the unload and creates them again after the load" in finding.message
     assert finding.evidence == {"gpus": ["00000000:3B:00.0"]}
 
 
@@ -294,6 +295,18 @@ def test_a_pending_mig_change_names_the_processes_that_hold_the_gpu(snapshot):
         "nvml_pids": [],
     }
     assert pending.action == "reset_gpu"
+
+
+def test_a_pending_mig_change_names_a_loaded_nvidia_drm_which_keeps_any_reset_refused(snapshot):
+    # NVIDIA/mig-parted#181: "In use by another client" with nothing but nvidia_drm holding the GPU
+    node = node_of(snapshot)
+    device = NvmlDevice(0, "NVIDIA A100", "GPU-1", "00000000:3B:00.0", True, False, (), mig_pending=True)
+    node = replace(node, nvml=NvmlReport("ok", "nvml", devices=(device,)))
+    assert node.loaded("nvidia_drm")
+    pending = next(f for f in diagnose(node).findings if f.code == "mig_mode_change_pending")
+    assert "nvidia_drm is loaded, and the driver can refuse a reset while it is" in pending.message
+    assert pending.message.endswith("then nvreload --reset (it unloads nvidia_drm for the reset and loads it again)")
+    assert pending.evidence["nvidia_drm_loaded"] is True
 
 
 def test_an_rminitadapter_failure_the_driver_gives_no_firmware_cause_for_is_retried_by_a_reload(snapshot):

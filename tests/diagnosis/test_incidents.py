@@ -103,6 +103,7 @@ def test_a_pending_mig_mode_change_asks_for_a_gpu_reset():
     ]
     assert pending["action"] == "reset_gpu"
     assert "nvidia-persistenced" in pending["message"]  # nothing scanned in a snapshot: say who usually holds it
+    assert pending["evidence"]["nvidia_drm_loaded"] is False and "nvidia_drm" not in pending["message"]
     assert doc["recommended_action"] == "reset_gpu"
     assert doc["reload"]["feasible"] is True
 

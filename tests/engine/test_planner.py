@@ -133,3 +133,56 @@ def test_unload_order_follows_holders_where_alphabetical_order_would_be_wrong():
         for holder in module.holders:
             assert order.index(holder) < order.index(module.name), (holder, module.name, order)
     assert order[-1] == "nvidia"
+
+
+def drm_stack() -> tuple[LoadedModule, ...]:
+    return (
+        LoadedModule("nvidia", ("nvidia_modeset",)),
+        LoadedModule("nvidia_modeset", ("nvidia_drm",)),
+        LoadedModule("nvidia_drm", (), {"modeset": "Y"}),
+    )
+
+
+LOGIND = GpuProcess(
+    700,
+    1700,
+    "systemd-logind",
+    "/lib/systemd/systemd-logind",
+    ("226:0 /dev/dri/card0",),
+    None,
+    "systemd-logind.service",
+    "procfs",
+    700,
+)
+
+
+def test_logind_holding_drm_is_restarted_once_never_stopped_with_the_consumers():
+    view = ReloadView(modules=drm_stack(), processes=(LOGIND,), services=(), containers=(), logind_holds_drm=True)
+    plan = build_plan(view)
+    assert [(a.kind, a.target) for a in plan.step("stop_consumers").actions] == [
+        ("restart_service", "systemd-logind.service")
+    ]
+    assert plan.step("restart_consumers").actions == ()  # nothing to start again: it never stopped
+
+
+def test_a_pending_mig_mode_is_applied_after_nvidia_loads_and_before_nvidia_drm():
+    view = ReloadView(modules=drm_stack(), processes=(), services=(), containers=(), mig_pending=("0000:2a:00.0",))
+    load = [(a.kind, a.target) for a in build_plan(view).step("load_modules").actions]
+    assert load == [
+        ("load_module", "nvidia"),
+        ("load_module", "nvidia_modeset"),
+        ("apply_mig_mode", "0000:2a:00.0"),  # the driver refuses a reset while nvidia_drm is loaded
+        ("load_module", "nvidia_drm"),
+    ]
+
+
+def test_without_nvidia_drm_the_pending_mig_mode_is_applied_after_the_last_module():
+    view = ReloadView(
+        modules=(LoadedModule("nvidia", ("nvidia_uvm",)), LoadedModule("nvidia_uvm", ())),
+        processes=(),
+        services=(),
+        containers=(),
+        mig_pending=("0000:2a:00.0",),
+    )
+    load = [(a.kind, a.target) for a in build_plan(view).step("load_modules").actions]
+    assert load == [("load_module", "nvidia"), ("load_module", "nvidia_uvm"), ("apply_mig_mode", "0000:2a:00.0")]

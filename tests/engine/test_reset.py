@@ -4,13 +4,17 @@ single-GPU reset is not allowed (NVSwitch) or cannot run (NVML down). The simula
 reset while anything holds it, as nvidia-smi does."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 from helpers import run_cli
 from sim_helpers import assert_consistent, node_state, write_scenario
 
 from nvreload.engine.sim import default_scenario
-from nvreload.errors import ExitCode
+from nvreload.errors import ExitCode, HostError
 
 CURRENT = {"loaded_version": "550.127.08", "installed_version": "550.127.08"}  # a healthy node: NVML answers
 
@@ -144,3 +148,108 @@ def test_a_holder_of_gpu_10_does_not_keep_gpu_1_from_being_reset(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["killed"] == []
     assert node_state(state)["gpus"][1]["resets"] == 1
+
+
+# The driver refuses a GPU reset while nvidia_drm is loaded ("In use by another client",
+# NVIDIA/mig-parted#181): it goes out for the resets and comes back with its parameters and consoles.
+def test_nvidia_drm_goes_out_for_the_reset_and_comes_back_with_its_parameters_and_console(tmp_path):
+    proc, state = reset(tmp_path, healthy(tmp_path), "5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    journal = json.loads((state / "journal.json").read_text())
+    order = [(p["action"], p["target"]) for p in journal["plan"] if p["step"] == "reset_gpus"]
+    assert order == [
+        ("unbind_console", "vtcon1"),
+        ("unload_module", "nvidia_drm"),
+        ("reset_gpu", "0000:ab:00.0"),
+        ("load_module", "nvidia_drm"),
+        ("rebind_console", "vtcon1"),
+    ]
+    node = node_state(state)
+    assert node["loaded"]["nvidia_drm"] == {"modeset": "1"} and node["consoles_bound"] == ["vtcon1"]
+    assert gpu(state, 5)["resets"] == 1
+    assert_consistent(node)
+
+
+def test_the_simulated_gpu_refuses_a_reset_while_nvidia_drm_is_loaded_as_the_driver_does(tmp_path):
+    from nvreload.engine.sim import SimulatedNode
+
+    gpus = [dict(g, persistence=False) for g in default_scenario()["gpus"]]
+    scenario = default_scenario() | {"gpus": gpus, "processes": [], "services": [], "containers": []}
+    node = SimulatedNode(scenario, str(tmp_path / "state"))
+    with pytest.raises(HostError, match=r"in use by another process \(nvidia_drm\)"):
+        node.reset_gpu("0000:ab:00.0")  # nothing else holds it
+    node.bind_console("vtcon1", False)
+    node.unload_module("nvidia_drm")
+    node.reset_gpu("0000:ab:00.0")
+    assert node.s["gpus"][5]["resets"] == 1
+
+
+def test_a_process_on_a_dri_node_of_nvidia_drm_stops_for_the_reset_though_it_uses_no_chosen_gpu(tmp_path):
+    scenario = json.loads(open(healthy(tmp_path)).read())
+    scenario["processes"].append({"pid": 6001, "start_time": 99800, "comm": "eglinfo", "holds": ["nvidia_drm"]})
+    proc, state = reset(tmp_path, write_scenario(tmp_path, **scenario), "5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    killed = json.loads(proc.stdout)["killed"]
+    assert [k["pid"] for k in killed] == [6001]  # not 4242: it uses GPU 2 only
+    assert gpu(state, 5)["resets"] == 1
+
+
+def test_a_display_server_on_nvidia_drm_refuses_the_reset_before_anything_stops(tmp_path):
+    processes = default_scenario()["processes"] + [
+        {"pid": 1888, "start_time": 4242, "comm": "Xorg", "holds": ["nvidia_drm"]}
+    ]
+    proc, state = reset(tmp_path, healthy(tmp_path, processes=processes), "5")
+    assert proc.returncode == ExitCode.REFUSED, proc.stdout + proc.stderr
+    assert "a display server (Xorg, pid 1888) uses the GPU" in proc.stderr
+    assert not (state / "journal.json").exists()
+
+
+def test_nvidia_drm_that_will_not_load_back_leaves_the_gpu_reset_and_start_loads_it(tmp_path):
+    faults = [{"at": "load_modules", "error": "modprobe: ERROR: could not insert 'nvidia_drm': Invalid argument"}]
+    faults[0]["times"] = 2  # the reset step's load and the finish's retry
+    proc, state = reset(tmp_path, healthy(tmp_path, faults=faults), "5")
+    assert proc.returncode == ExitCode.PARTIAL, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["remaining_action"] == "nvreload --start"
+    assert report["restart_failures"] == [
+        {
+            "action": "load_module",
+            "target": "nvidia_drm",
+            "error": "modprobe: ERROR: could not insert 'nvidia_drm': Invalid argument",
+        }
+    ]
+    assert gpu(state, 5)["resets"] == 1 and "nvidia_drm" not in node_state(state)["loaded"]
+    again = run_cli("--start", "--simulate", "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert_consistent(node_state(state))
+
+
+def test_a_reset_killed_with_nvidia_drm_out_is_finished_by_rollback_loading_it_back(tmp_path):
+    scenario = healthy(tmp_path, latency={"reset_gpu": 30})
+    state = tmp_path / "state"
+    env = {**os.environ, "NVRELOAD_STATE_DIR": str(state)}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "nvreload", "--reset", "5", "--simulate", scenario, "--yes", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if "nvidia_drm" not in node_state(state)["loaded"]:
+                    break
+            except (OSError, ValueError):
+                pass  # not written yet, or being replaced
+            time.sleep(0.05)
+        else:
+            pytest.fail("nvidia_drm never went out")
+    finally:
+        run.kill()  # the run this test started
+        run.communicate(timeout=60)
+    rollback = run_cli("--rollback", "--simulate", "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
+    assert "Traceback" not in rollback.stderr, rollback.stderr
+    assert node_state(state)["loaded"]["nvidia_drm"] == {"modeset": "1"}
+    assert_consistent(node_state(state))
