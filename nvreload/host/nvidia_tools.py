@@ -4,6 +4,8 @@ view of the NVLink fabric while a reload waits for it."""
 
 from __future__ import annotations
 
+import re
+
 from nvreload.errors import HostError
 from nvreload.host.commands import CommandRunner
 
@@ -25,7 +27,15 @@ def reset_gpu(runner: CommandRunner, bus_id: str) -> None:
     another client"); its own message is the error."""
     result = runner.run(["nvidia-smi", "--gpu-reset", "-i", bus_id], timeout=300)
     if not result.ok:
-        raise HostError(f"nvidia-smi --gpu-reset -i {bus_id}: {_last_line(result)}")
+        raise HostError(f"nvidia-smi --gpu-reset -i {bus_id}: {_refusal(result)}")
+
+
+def _refusal(result) -> str:
+    """Why nvidia-smi did not reset: its per-GPU line ("GPU 00000000:3B:00.0: In use by another
+    client") under "The following GPUs could not be reset:", rather than the advice that follows it."""
+    lines = [line.strip() for line in (result.stdout + "\n" + result.stderr).splitlines()]
+    named = [line for line in lines if re.match(r"GPU [0-9A-Fa-f]+:[0-9A-Fa-f]+:[0-9A-Fa-f]+\.[0-7]: \S", line)]
+    return "; ".join(named) if named else _last_line(result)
 
 
 def _last_line(result) -> str:

@@ -40,3 +40,21 @@ def test_a_reset_nvidia_smi_refuses_fails_with_its_own_words(nvidia_smi, monkeyp
         HostError, match=r"--gpu-reset -i 0000:3b:00.0: GPU 00000000:3B:00.0 is currently in use by another process\."
     ):
         nvidia_tools.reset_gpu(CommandRunner(), "0000:3b:00.0")
+
+
+def test_a_reset_refused_for_a_gpu_fails_with_nvidia_smis_line_for_that_gpu_not_its_advice(nvidia_smi, monkeypatch):
+    # nvidia-smi's form of a refusal (NVIDIA/mig-parted#181): the reason per GPU, then generic advice
+    monkeypatch.setenv("STUB_SMI_EXIT", "255")
+    monkeypatch.setenv(
+        "STUB_SMI_SAY",
+        "The following GPUs could not be reset:\n  GPU 00000000:3B:00.0: In use by another client\n\n"
+        "1 device is currently being used by one or more other processes (e.g., Fabric Manager, CUDA "
+        "application, graphics application such as an X server, or a monitoring application such as another "
+        "instance of nvidia-smi). Please first kill all processes using this device and all compute "
+        "applications running in the system.",
+    )
+    with pytest.raises(HostError) as refused:
+        nvidia_tools.reset_gpu(CommandRunner(), "0000:3b:00.0")
+    assert refused.value.message == (
+        "nvidia-smi --gpu-reset -i 0000:3b:00.0: GPU 00000000:3B:00.0: In use by another client"
+    )

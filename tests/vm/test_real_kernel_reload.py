@@ -128,3 +128,28 @@ def test_a_corrupt_run_is_refused_before_any_consumer_stops(run_vm, vm_image, tm
     assert "fails its integrity check" in run.text("reload.err")
     after = state_of(run, "after")
     assert after["loaded_version"] == A and after["persistenced"] == "active" and after["journal_state"] == "none"
+
+
+def test_a_reset_takes_nvidia_drm_out_for_the_resets_and_loads_it_back_as_it_was(run_vm):
+    # the driver (here its nvidia-smi stand-in) refuses a GPU reset while nvidia_drm is loaded
+    run = run_vm(
+        f"""
+install_driver {A}
+modprobe nvidia_drm modeset=1 && modprobe nvidia_uvm
+persistenced_unit
+record reset --reset --yes --json
+snapshot_state after
+cp /run/nvidia-smi.log /job/nvidia-smi.log
+"""
+    )
+    assert run.rc == 0, run.explain()
+    assert run.text("reset.rc").strip() == "0", run.text("reset.err") + run.text("nvidia-smi.log")
+    assert run.json("reset.json")["result"] == "reset"
+    planned = [a for a in run.json("nvreload-journal.json")["plan"] if a["step"] == "reset_gpus"]
+    gpus = [a["target"] for a in planned if a["action"] == "reset_gpu"]
+    assert [a["action"] for a in planned] == ["unload_module", *["reset_gpu"] * len(gpus), "load_module"] and gpus
+    done = [line for line in run.text("nvidia-smi.log").splitlines() if "--gpu-reset" in line]
+    assert done == [f"nvidia-smi --gpu-reset -i {bus}" for bus in gpus], run.text("nvidia-smi.log")
+    after = state_of(run, "after")
+    assert after["modules"].split() == ["nvidia", "nvidia_drm", "nvidia_modeset", "nvidia_uvm"]
+    assert (after["drm_modeset"], after["persistenced"], after["journal_state"]) == ("Y", "active", "reset")
