@@ -582,7 +582,15 @@ def _gpu_findings(node: NodeState) -> list[Finding]:
                 "row_remap_pending",
                 "warning",
                 f"XID {', '.join(str(x) for x in sorted({x.xid for x in remap}))}: GPU memory rows (or pages) wait to be "
-                "remapped (retired); that happens only at the next GPU reset or reboot",
+                "remapped (retired); that happens only at the next GPU reset or reboot"
+                # 64: the remap (retirement) could not be recorded, which NVIDIA's memory error
+                # management counts toward an RMA; the catalog's immediate action is still a reset
+                + (
+                    "; XID 64 is a remap that could not be recorded: if it comes back after the reset, "
+                    "the GPU needs service (NVIDIA counts a row-remapping failure toward an RMA)"
+                    if any(x.xid == 64 for x in remap)
+                    else ""
+                ),
                 "reset_gpu",
                 evidence={
                     "lines": [x.line for x in remap[-5:]],

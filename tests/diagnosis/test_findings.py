@@ -112,6 +112,21 @@ def test_a_gpu_bound_to_vfio_is_left_to_its_owner_but_nouveau_blocks(snapshot):
     assert "gpu_bound_to_other_driver" in diagnose(node_of(snapshot)).reload_blockers
 
 
+XID64 = "[ 950.2] NVRM: Xid (PCI:0000:3b:00): 64, pid='<unknown>', name=<unknown>, Row Remapper Error"
+
+
+def test_an_xid_64_is_a_reset_that_says_a_remap_failing_again_needs_the_gpu_serviced(snapshot):
+    snapshot.dmesg([LOAD, XID64])
+    remap = next(f for f in diagnose(node_of(snapshot)).findings if f.code == "row_remap_pending")
+    assert (remap.severity, remap.action) == ("warning", "reset_gpu")
+    assert "XID 64 is a remap that could not be recorded: if it comes back after the reset, the GPU needs service" in (
+        remap.message
+    )
+    snapshot.dmesg([LOAD, XID64.replace(": 64,", ": 63,")])
+    pending = next(f for f in diagnose(node_of(snapshot)).findings if f.code == "row_remap_pending")
+    assert "needs service" not in pending.message  # a row marked for remapping is not a failure
+
+
 FALLEN = "[ 9001.0] NVRM: GPU 0000:3b:00.0: GPU has fallen off the bus."
 
 
