@@ -1,5 +1,6 @@
 """The two ways in: status-only command lines skip click, and must say exactly what click's way says."""
 
+import os
 import subprocess
 import sys
 
@@ -80,16 +81,26 @@ def test_root_may_be_given_with_an_equals_sign():
     assert status_request(["--status", "--root=/snap"]).root == "/snap"
 
 
+def _path_env() -> dict[str, str]:
+    """The environment with the installed nvreload's directory as the whole import path (for -S)."""
+    import nvreload
+
+    return {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(nvreload.__file__)))}
+
+
 @pytest.mark.parametrize("fmt", [["--json"], ["--format", "prometheus"]])
-def test_the_fast_way_imports_neither_click_nor_pynvml(h100_root, fmt):
+def test_the_fast_way_imports_neither_click_nor_pynvml_nor_typing(h100_root, fmt):
     code = (
         "import sys, io, contextlib\nfrom nvreload.entry import main\n"
         "out = io.StringIO()\n"
         f"try:\n    with contextlib.redirect_stdout(out):\n        main(['--status', *{fmt!r}, '--root', {str(h100_root)!r}])\n"
         "except SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('click', 'pynvml', 'rich', 'docker') if m in sys.modules))"
+        "print(sorted(m for m in ('click', 'pynvml', 'rich', 'docker', 'typing') if m in sys.modules))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # -S: a site (a .pth of an editable install, sitecustomize) may import typing itself
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=60, env=_path_env()
+    )
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 

@@ -4,12 +4,15 @@ it, and the evidence (the strings read off the node) that produced it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from nvreload.catalog import DISPLAY_SERVERS
 from nvreload.diagnosis import xid_catalog
 from nvreload.model import NextKernel, NodeState
 from nvreload.read.nvidia_proc import normalize_bus_id
+
+TYPE_CHECKING = False  # not typing's: importing typing costs the --status path 3-4 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 # The one recommended action is the most drastic one any finding needs. Seeing the node comes first:
 # an action drawn from part of it may be the wrong one.
