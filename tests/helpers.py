@@ -31,6 +31,17 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subproc
     )
 
 
+def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """The real console entry point started in the background (the test signals or waits on it)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "nvreload", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def as_nobody() -> list[str]:
     """The command prefix that runs a command as user nobody (setpriv), or a pytest skip saying why it
     cannot: not root, no setpriv, or an interpreter or checkout nobody can reach (a venv or a

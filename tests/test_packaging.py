@@ -191,18 +191,19 @@ def test_the_status_logger_ignores_a_transaction_without_errors(hook_env):
     assert not (tmp / "state" / "dpkg-failed").exists()
 
 
-def test_the_hook_does_nothing_while_the_system_shuts_down(hook_env):
+@pytest.mark.parametrize(
+    "answer,says",
+    [
+        ("system-state", "stopping\n"),  # systemd runs the shutdown jobs
+        # unattended-upgrades installing on shutdown, its delay inhibitor holding the shutdown back:
+        # systemd still says running, logind prepares for the shutdown
+        ("preparing-for-shutdown", "b true\n"),
+    ],
+    ids=["systemd-stopping", "logind-preparing"],
+)
+def test_the_hook_does_nothing_while_the_system_shuts_down(hook_env, answer, says):
     env, tmp = hook_env
-    (tmp / "bin" / "system-state").write_text("stopping\n")
-    proc = run_hook(env, "apt")
-    assert proc.returncode == 0 and "skipped: the system is shutting down" in proc.stderr
-    assert not (tmp / "state").exists()
-
-
-def test_the_hook_does_nothing_while_logind_prepares_for_shutdown_and_systemd_still_runs(hook_env):
-    # unattended-upgrades installing on shutdown, its delay inhibitor holding the shutdown back
-    env, tmp = hook_env
-    (tmp / "bin" / "preparing-for-shutdown").write_text("b true\n")
+    (tmp / "bin" / answer).write_text(says)
     proc = run_hook(env, "apt")
     assert proc.returncode == 0 and "skipped: the system is shutting down" in proc.stderr
     assert not (tmp / "state").exists()

@@ -4,12 +4,10 @@ every step boundary, the lock, the journal, the dry run."""
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli, start_cli
 from sim_helpers import assert_consistent, node_state, write_scenario
 
 from nvreload.errors import ExitCode
@@ -176,13 +174,7 @@ def test_sigkill_between_any_two_steps_then_rollback_leaves_the_node_consistent(
 def test_sigterm_during_a_run_rolls_back(tmp_path):
     scenario = write_scenario(tmp_path, latency={"stop_container": 1.5})
     state = tmp_path / "state"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nvreload", "--reload", "--simulate", scenario, "--yes", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "NVRELOAD_STATE_DIR": str(state)},
-    )
+    proc = start_cli("--reload", "--simulate", scenario, "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
     deadline = time.time() + 20
     while time.time() < deadline and not (state / "journal.json").exists():
         time.sleep(0.05)
@@ -199,14 +191,7 @@ def test_sigterm_during_a_run_rolls_back(tmp_path):
 def test_two_concurrent_reloads_one_proceeds_the_other_is_busy_naming_the_holder(tmp_path):
     scenario = write_scenario(tmp_path, latency={"unload_module": 0.5})
     state = tmp_path / "state"
-    env = {**os.environ, "NVRELOAD_STATE_DIR": str(state)}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "nvreload", "--reload", "--simulate", scenario, "--yes", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    first = start_cli("--reload", "--simulate", scenario, "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
     deadline = time.time() + 20
     while time.time() < deadline and not (state / "journal.json").exists():
         time.sleep(0.02)
@@ -349,13 +334,7 @@ def test_restart_docker_without_reload_is_a_usage_error():
 def test_a_signal_that_arrives_during_rollback_is_held_until_the_node_is_restored_then_acted_on(tmp_path):
     scenario = write_scenario(tmp_path, latency={"stop_container": 1.0, "start_container": 1.5})
     state = tmp_path / "state"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nvreload", "--reload", "--simulate", scenario, "--yes", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "NVRELOAD_STATE_DIR": str(state)},
-    )
+    proc = start_cli("--reload", "--simulate", scenario, "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
     journal = state / "journal.json"
     deadline = time.time() + 20
     while time.time() < deadline and not journal.exists():

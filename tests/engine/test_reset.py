@@ -4,13 +4,10 @@ single-GPU reset is not allowed (NVSwitch) or cannot run (NVML down). The simula
 reset while anything holds it, as nvidia-smi does."""
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
-from helpers import run_cli
+from helpers import run_cli, start_cli
 from sim_helpers import assert_consistent, node_state, write_scenario
 
 from nvreload.engine.plan import GpuRef, LoadedModule, ReloadView
@@ -230,14 +227,7 @@ def test_nvidia_drm_that_will_not_load_back_leaves_the_gpu_reset_and_start_loads
 def test_a_reset_killed_with_nvidia_drm_out_is_finished_by_rollback_loading_it_back(tmp_path):
     scenario = healthy(tmp_path, latency={"reset_gpu": 30})
     state = tmp_path / "state"
-    env = {**os.environ, "NVRELOAD_STATE_DIR": str(state)}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "nvreload", "--reset", "5", "--simulate", scenario, "--yes", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    run = start_cli("--reset", "5", "--simulate", scenario, "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(state)})
     try:
         deadline = time.time() + 60
         while time.time() < deadline:
