@@ -144,6 +144,10 @@ def hook_env(tmp_path):
     busctl = bindir / "busctl"
     busctl.write_text('#!/bin/sh\ncat "$(dirname "$0")/preparing-for-shutdown" 2>/dev/null || echo "b false"\n')
     busctl.chmod(0o755)
+    # the system log: what the hook hands logger(1), one line of arguments per call
+    logger = bindir / "logger"
+    logger.write_text('#!/bin/sh\necho "$*" >> "$(dirname "$0")/syslog"\n')
+    logger.chmod(0o755)
     return env, tmp_path
 
 
@@ -158,6 +162,12 @@ def test_the_hook_reports_a_due_reload_as_pending_and_never_fails_the_transactio
     assert "nvreload: reload pending: module 550.90.07, userspace 550.127.08" in proc.stderr
     assert (tmp / "state" / "reload-pending.json").exists()
     assert "exited" not in proc.stderr  # 13 (pending) is an expected answer
+    # and in the system log (the journal, on systemd) under the tag nvreload
+    logged = (tmp / "bin" / "syslog").read_text().splitlines()
+    assert [line for line in logged if line.startswith("-t nvreload -- reload pending: module 550.90.07, ")] == [
+        "-t nvreload -- reload pending: module 550.90.07, userspace 550.127.08; not done because the upgrade "
+        "policy (on_upgrade) is report; run nvreload --reload when the node is free"
+    ], logged
 
 
 def test_the_hook_says_when_nvreload_fails_and_still_exits_0(hook_env):

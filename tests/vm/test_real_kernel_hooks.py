@@ -3,7 +3,8 @@ a real `apt-get install ./nvidia-stand-in-driver.deb` of a newer userspace and m
 runs nvreload --after-upgrade after the transaction: report (the default) records the reload as
 pending, when-idle leaves a busy node pending without signalling anything and reloads an idle one,
 a transaction dpkg failed is skipped (one that failed before it, outside apt, is not held against
-it), and dpkg's configuration left behind without its status logger breaks nothing."""
+it), dpkg's configuration left behind without its status logger breaks nothing, and each verdict is in
+the system journal."""
 
 import json
 
@@ -86,6 +87,9 @@ apt_install after_manual --reinstall /tmp/nvidia-stand-in-driver.deb
 # 6. nvreload removed, its dpkg configuration kept: dpkg and apt still work
 rm /usr/lib/nvreload/dpkg-status
 apt_install logger_gone --reinstall /tmp/nvidia-stand-in-driver.deb
+
+# what the hook runs said in the system journal, under its tag
+journalctl -t nvreload --no-pager -o cat > /job/journal.txt 2>&1
 """
 
 
@@ -137,3 +141,11 @@ def test_apt_hooks_report_by_default_wait_for_a_busy_node_and_reload_an_idle_one
 
     # 6. the status logger gone, its dpkg configuration kept: the transaction still succeeds (no SIGPIPE)
     assert run.text("logger_gone.rc").strip() == "0", run.text("logger_gone.log")
+
+    # each hook run's verdict is in the system journal too (tag nvreload), where an operator finds it
+    journal = run.text("journal.txt").splitlines()
+    pending = [line for line in journal if line.startswith("reload pending: module 580.95.05, userspace 580.105.08;")]
+    assert len(pending) == 2, journal  # report, then busy
+    assert "the upgrade policy (on_upgrade) is report" in pending[0], journal
+    assert "GPU work is running: " in pending[1] and str(holder) in pending[1], journal
+    assert "skipped: dpkg reported an error in this transaction" in journal, journal
