@@ -125,6 +125,16 @@ def consumer_stops(
     return stop
 
 
+def logind_apart(view: ReloadView, processes: tuple[GpuProcess, ...]) -> tuple[tuple[GpuProcess, ...], list[Action]]:
+    """logind holds the DRM nodes of its sessions: it is restarted, which releases them, never
+    stopped as a holder. The holders without it, and the restart where it holds them."""
+    if not view.logind_holds_drm:
+        return processes, []
+    return tuple(p for p in processes if p.comm != LOGIND_COMM), [
+        Action("restart_service", LOGIND_UNIT, {"reason": "holds /dev/dri of nvidia_drm"})
+    ]
+
+
 def build_plan(
     view: ReloadView,
     configured_parameters: dict[str, dict[str, str]] | None = None,
@@ -133,11 +143,8 @@ def build_plan(
     restart_container_engine: bool = False,
 ) -> Plan:
     configured_parameters = configured_parameters or {}
-    # logind holds the DRM nodes of its sessions: it is restarted (below), not stopped as a holder
-    processes = tuple(p for p in view.processes if not (view.logind_holds_drm and p.comm == LOGIND_COMM))
-    stop = consumer_stops(view, view.containers, view.services, processes, view.mps_active)
-    if view.logind_holds_drm:
-        stop.append(Action("restart_service", LOGIND_UNIT, {"reason": "holds /dev/dri of nvidia_drm"}))
+    processes, restart_logind = logind_apart(view, view.processes)
+    stop = consumer_stops(view, view.containers, view.services, processes, view.mps_active) + restart_logind
     steps = [Step("stop_consumers", tuple(stop))]
     if stop_only:
         return Plan(tuple(steps))

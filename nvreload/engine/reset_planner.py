@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import re
 
-from nvreload.catalog import LOGIND_COMM, LOGIND_UNIT
 from nvreload.engine.plan import Action, GpuRef, Plan, ReloadView, Step
-from nvreload.engine.planner import consumer_stops, parameters_to_restore, restart_actions
+from nvreload.engine.planner import consumer_stops, logind_apart, parameters_to_restore, restart_actions
 from nvreload.errors import RefusedError, UsageError
 from nvreload.model import GpuProcess
 from nvreload.read.nvidia_proc import normalize_bus_id
@@ -95,8 +94,10 @@ def build_reset_plan(
     def uses(process: GpuProcess) -> bool:
         return bool(gpu_minors(process) & minors) or (drm is not None and holds_drm(process))
 
-    # logind holds DRM nodes for its sessions: restarted (below), never stopped with the consumers
-    holders = tuple(p for p in view.processes if uses(p) and not (drm is not None and p.comm == LOGIND_COMM))
+    holders = tuple(p for p in view.processes if uses(p))
+    restart_logind: list[Action] = []
+    if drm is not None:
+        holders, restart_logind = logind_apart(view, holders)
     display = [p for p in view.display_processes if uses(p)]
     if display:
         raise RefusedError(f"--reset refused: a display server ({display[0].comm}, pid {display[0].pid}) uses the GPU")
@@ -106,9 +107,7 @@ def build_reset_plan(
     running = tuple(
         c for c in view.containers if any(c.id.startswith(cid) or cid.startswith(c.id) for cid in containers)
     )
-    stop = consumer_stops(view, running, services, holders, mps_active=False)
-    if drm is not None and view.logind_holds_drm:
-        stop.append(Action("restart_service", LOGIND_UNIT, {"reason": "holds /dev/dri of nvidia_drm"}))
+    stop = consumer_stops(view, running, services, holders, mps_active=False) + restart_logind
     persistence = {normalize_bus_id(bus): on for bus, on in view.persistence.items()}
     resets: tuple[Action, ...] = tuple(
         Action(
