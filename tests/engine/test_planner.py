@@ -1,3 +1,5 @@
+from plan_helpers import DRM_STACK, LOGIND_ON_DRM
+
 from nvreload.engine.plan import LoadedModule, ReloadView
 from nvreload.engine.planner import build_plan, parameters_to_restore, unload_order
 from nvreload.model import ContainerState, GpuProcess, ServiceState
@@ -135,29 +137,8 @@ def test_unload_order_follows_holders_where_alphabetical_order_would_be_wrong():
     assert order[-1] == "nvidia"
 
 
-def drm_stack() -> tuple[LoadedModule, ...]:
-    return (
-        LoadedModule("nvidia", ("nvidia_modeset",)),
-        LoadedModule("nvidia_modeset", ("nvidia_drm",)),
-        LoadedModule("nvidia_drm", (), {"modeset": "Y"}),
-    )
-
-
-LOGIND = GpuProcess(
-    700,
-    1700,
-    "systemd-logind",
-    "/lib/systemd/systemd-logind",
-    ("226:0 /dev/dri/card0",),
-    None,
-    "systemd-logind.service",
-    "procfs",
-    700,
-)
-
-
 def test_logind_holding_drm_is_restarted_once_never_stopped_with_the_consumers():
-    view = ReloadView(modules=drm_stack(), processes=(LOGIND,), services=(), containers=(), logind_holds_drm=True)
+    view = ReloadView(modules=DRM_STACK, processes=(LOGIND_ON_DRM,), services=(), containers=(), logind_holds_drm=True)
     plan = build_plan(view)
     assert [(a.kind, a.target) for a in plan.step("stop_consumers").actions] == [
         ("restart_service", "systemd-logind.service")
@@ -166,7 +147,7 @@ def test_logind_holding_drm_is_restarted_once_never_stopped_with_the_consumers()
 
 
 def test_a_pending_mig_mode_is_applied_after_nvidia_loads_and_before_nvidia_drm():
-    view = ReloadView(modules=drm_stack(), processes=(), services=(), containers=(), mig_pending=("0000:2a:00.0",))
+    view = ReloadView(modules=DRM_STACK, processes=(), services=(), containers=(), mig_pending=("0000:2a:00.0",))
     load = [(a.kind, a.target) for a in build_plan(view).step("load_modules").actions]
     assert load == [
         ("load_module", "nvidia"),

@@ -8,13 +8,13 @@ import time
 
 import pytest
 from helpers import run_cli, start_cli
+from plan_helpers import DRM_STACK, LOGIND_ON_DRM
 from sim_helpers import assert_consistent, node_state, write_scenario
 
 from nvreload.engine.plan import GpuRef, LoadedModule, ReloadView
 from nvreload.engine.reset_planner import build_reset_plan
 from nvreload.engine.sim import default_scenario
 from nvreload.errors import ExitCode, HostError, RefusedError
-from nvreload.model import GpuProcess
 
 CURRENT = {"loaded_version": "550.127.08", "installed_version": "550.127.08"}  # a healthy node: NVML answers
 
@@ -250,22 +250,14 @@ def test_a_reset_killed_with_nvidia_drm_out_is_finished_by_rollback_loading_it_b
 
 def drm_view(**changes) -> ReloadView:
     """A healthy node (pure view) with nvidia_drm loaded and one GPU."""
-    modules = (
-        LoadedModule("nvidia", ("nvidia_modeset",)),
-        LoadedModule("nvidia_modeset", ("nvidia_drm",)),
-        LoadedModule("nvidia_drm", (), {"modeset": "Y"}),
-    )
     return ReloadView(
-        **({"modules": modules, "processes": (), "services": (), "containers": ()} | changes),
+        **({"modules": DRM_STACK, "processes": (), "services": (), "containers": ()} | changes),
         gpus=(GpuRef(0, "0000:3b:00.0", 0),),
     )
 
 
 def test_logind_on_nvidia_drm_is_restarted_for_the_reset_and_never_stopped():
-    logind = GpuProcess(
-        700, 1700, "systemd-logind", "", ("226:0 /dev/dri/card0",), None, "systemd-logind.service", "procfs", 700
-    )
-    plan = build_reset_plan(drm_view(processes=(logind,), logind_holds_drm=True), drm_view().gpus)
+    plan = build_reset_plan(drm_view(processes=(LOGIND_ON_DRM,), logind_holds_drm=True), drm_view().gpus)
     assert [(a.kind, a.target) for a in plan.step("stop_consumers").actions] == [
         ("restart_service", "systemd-logind.service")
     ]
