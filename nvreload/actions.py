@@ -19,7 +19,7 @@ from nvreload.engine.plan import Action, Plan, ReloadView, mig_documents
 from nvreload.engine.planner import build_plan
 from nvreload.engine.reset_planner import ALL, build_reset_plan, select_gpus
 from nvreload.errors import BadInputError, ExitCode, JournalError, RefusedError
-from nvreload.host.installer import check_archive, check_installer, installer_version, take_installer
+from nvreload.host.installer import check_archive, installer_version, take_installer
 from nvreload.pending import PendingReload, clear_pending, pending_path, record_pending
 from nvreload.state_files import StatePaths, check_writable_dirs
 
@@ -105,6 +105,12 @@ def _target(request: ActionRequest, paths: StatePaths) -> ReloadTarget:
     return LiveTarget(Machine(open_root(request.root), modinfo_cache_path=paths.modinfo_cache))
 
 
+# What --simulate acts on: a node of the simulation's own, which never touches this machine (no
+# scenario key can change that). Only tests put another class here (tests/realengine/sim_live.py:
+# simulated modules with a real dockerd's and systemd's consumers).
+SIMULATED_NODE: type[SimulatedNode] | None = None
+
+
 def simulated_node(scenario_file: str, paths: StatePaths, persist: bool) -> SimulatedNode:
     """The simulated node in `paths`: as the last run left it, or made from the scenario (the
     built-in one when `scenario_file` is ""). A scenario file names the node to act on: one made
@@ -112,10 +118,8 @@ def simulated_node(scenario_file: str, paths: StatePaths, persist: bool) -> Simu
     node to be put back)."""
     from nvreload.engine.sim import SimulatedNode, load_scenario, scenario_digest
 
+    node_class = SIMULATED_NODE or SimulatedNode
     scenario = load_scenario(scenario_file or None)
-    node_class = SimulatedNode
-    if scenario.get("consumers") == "live":
-        from nvreload.engine.sim_live import SimulatedModulesLiveConsumers as node_class  # noqa: N813
     node = node_class(scenario, paths.state_dir, persist=persist)
     if scenario_file and node.made_from != scenario_digest(scenario):
         previous = Journal.load_if_any(paths.journal)
@@ -152,18 +156,22 @@ def run_action(
             raise RefusedError(refusal)
     installer, private = request.driver, None
     try:
-        if request.driver:  # before anything is stopped: a .run that is unsafe or damaged is refused here
+        if request.driver is not None:  # before anything is stopped: a .run that is unsafe or damaged is refused here
             from nvreload.host.commands import CommandRunner
 
-            if dry_run or request.simulate is not None:
-                check_installer(request.driver)  # nothing will execute it
-            else:
-                # the live run executes a copy in a directory of root's own (mkdtemp: mode 0700) under
-                # the runtime directory (tmpfs: gone at reboot)
+            live = not dry_run and request.simulate is None
+            # The archive's --check runs only on a copy taken through the one descriptor that was
+            # checked, in a directory of our own (mkdtemp: 0700), never on the path, which a user
+            # may point elsewhere once it is checked. The live run executes that copy too (under
+            # the runtime directory: tmpfs, gone at reboot); a dry run and a simulation only check
+            # it, and keep the path the operator gave for their plan and report.
+            if live:
                 os.makedirs(paths.runtime_dir, exist_ok=True)
-                private = tempfile.mkdtemp(prefix="installer-", dir=paths.runtime_dir)
-                installer = take_installer(request.driver, private)
-            check_archive(CommandRunner(), installer or request.driver)
+            private = tempfile.mkdtemp(prefix="installer-", dir=paths.runtime_dir if live else None)
+            copy = take_installer(request.driver, private)
+            check_archive(CommandRunner(), copy)
+            if live:
+                installer = copy
         return _act(request, paths, reporter, confirm, refusal, installer)
     finally:
         if private is not None:
@@ -307,6 +315,7 @@ def _start_journal(
                 mig_documents({bus: i for bus, i in view.mig.items() if bus not in view.mig_pending})
                 if view.mig and action == "reload"
                 else None,
+                dict(view.persistence) if action == "reload" else None,
             ),
         )
     )

@@ -110,19 +110,51 @@ Examples:
 """
 
 
+def _given(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An option that names something (a file, a directory, a release) names it: an empty value is
+    refused, never read as the option left out (`--driver ""` once ran a reload with no install)."""
+    if value is not None and not value.strip():
+        raise click.BadParameter("an empty value; give one or leave the option out", param=param)
+    return value
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds: not negative, and finite (`nan` compared false with every deadline and
+    `inf` never came: a wait that never ends)."""
+
+    name = "seconds"
+
+    def __init__(self) -> None:
+        super().__init__(min=0)
+
+    def convert(self, value, param, ctx):
+        import math
+
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog=HELP_EPILOG)
 @click.option("--status", "-s", "status", is_flag=True, help="Node state, findings, recommended action (read-only).")
 @click.option("--verify", is_flag=True, help="Health check: NVML, versions, GPUs, a CUDA context, XIDs.")
 @click.option(
     "--check-kernel",
     metavar="RELEASE",
+    callback=_given,
     help="Will this installed kernel boot with a working driver (its nvidia module, against the userspace)? "
     "The kernel hook's check; exit 1 when not.",
 )
 @click.option(
     "--reload", "-r", "reload", is_flag=True, help="Stop consumers, unload, (install), load, verify, restart."
 )
-@click.option("--driver", type=click.Path(dir_okay=False), help="With --reload: install this NVIDIA .run in between.")
+@click.option(
+    "--driver",
+    type=click.Path(dir_okay=False),
+    callback=_given,
+    help="With --reload: install this NVIDIA .run in between.",
+)
 @click.option(
     "--when-idle",
     is_flag=True,
@@ -135,10 +167,12 @@ Examples:
     help="With --reload/--reset: drain this node in Slurm, wait until its jobs end, then act, then resume the node "
     "(also after a failure; not when a reboot is needed).",
 )
-@click.option("--slurm-node", metavar="NAME", help="This node's name in Slurm (default: the short host name).")
+@click.option(
+    "--slurm-node", metavar="NAME", callback=_given, help="This node's name in Slurm (default: the short host name)."
+)
 @click.option(
     "--drain-timeout",
-    type=click.FloatRange(min=0),
+    type=Seconds(),
     metavar="SECONDS",
     help="How long --drain waits for the node's jobs to end [default: 3600]; then the node is resumed and "
     "nothing is stopped (exit 77).",
@@ -163,9 +197,19 @@ Examples:
 @click.option("--start", is_flag=True, help="Start what the last --stop stopped.")
 @click.option("--rollback", is_flag=True, help="Undo a failed or interrupted run from the journal.")
 @click.option(
-    "--collect", type=click.Path(dir_okay=False), metavar="FILE", help="Write a snapshot .tar.gz of this node."
+    "--collect",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    callback=_given,
+    help="Write a snapshot .tar.gz of this node.",
 )
-@click.option("--root", type=click.Path(), metavar="DIR", help="Read a snapshot (directory or .tar.gz) instead of /.")
+@click.option(
+    "--root",
+    type=click.Path(),
+    metavar="DIR",
+    callback=_given,
+    help="Read a snapshot (directory or .tar.gz) instead of /.",
+)
 @click.option(
     "--simulate",
     is_flag=False,
@@ -184,7 +228,7 @@ Examples:
 )
 @click.option(
     "--peermem-wait",
-    type=click.FloatRange(min=0),
+    type=Seconds(),
     default=300.0,
     show_default=True,
     metavar="SECONDS",
@@ -202,6 +246,7 @@ Examples:
     "--output",
     type=click.Path(dir_okay=False),
     metavar="FILE",
+    callback=_given,
     help="With --status --format prometheus: write the metrics to FILE atomically instead of stdout.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="More detail (and tracebacks for internal errors).")

@@ -215,13 +215,13 @@ _KINDS = (
 )
 
 
-def _refuse_destination(destination: str, flag: str) -> None:
+def _refuse_destination(dir_fd: int, name: str, destination: str, flag: str) -> None:
     """nvreload runs as root: DEST is a new file or a regular file it replaces, never a link that
     another user planted (root would write where it points), a device or a directory."""
     from nvreload.errors import BadInputError
 
     try:
-        mode = os.lstat(destination).st_mode
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -234,32 +234,45 @@ def _refuse_destination(destination: str, flag: str) -> None:
 def write_new_file(
     destination: str, write: Callable[[BinaryIO], R], flag: str, mode: int = 0o600, suffix: str = ".tmp"
 ) -> R:
-    """Write DEST the one safe way (--collect's archive, --output's metrics): a DEST that is a link,
-    a device or a directory is refused; `write` fills a new file of its own beside DEST (mkstemp:
-    O_EXCL|O_NOFOLLOW, a hidden name that a textfile collector reading *.prom skips), which is then
-    given `mode` and renamed over DEST, so a reader sees the old file or the whole new one. Returns
-    what `write` returns; BadInputError naming DEST when it cannot be written, and no temp file left."""
-    import tempfile
+    """Write DEST the one safe way (--collect's archive, --output's metrics). The directory is
+    reached one component at a time without following a link another user owns (root would write
+    into whatever directory it points to), and everything after happens relative to that one open
+    directory: a DEST that is a link, a device or a directory is refused; `write` fills a new file
+    of its own there (O_EXCL|O_NOFOLLOW, a hidden name that a textfile collector reading *.prom
+    skips), which is then given `mode` and renamed over DEST, so a reader sees the old file or the
+    whole new one. Returns what `write` returns; BadInputError naming DEST when it cannot be
+    written, and no temp file left."""
+    import secrets
 
-    _refuse_destination(destination, flag)
+    from nvreload.errors import BadInputError
+    from nvreload.trusted_paths import TrustedWalk
+
+    try:
+        dir_fd, name, _ = TrustedWalk(destination, follow_last=False).parent()
+    except FileNotFoundError as exc:
+        raise BadInputError(f"cannot write {destination}: {exc.filename}: {exc.strerror}") from None
+    except OSError as exc:
+        raise BadInputError(f"cannot write {destination}: {exc.strerror or exc}") from None
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(
-            prefix=".nvreload-", suffix=suffix, dir=os.path.dirname(os.path.abspath(destination))
-        )
+        _refuse_destination(dir_fd, name, destination, flag)
+        tmp = f".nvreload-{secrets.token_hex(6)}{suffix}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
         with os.fdopen(fd, "wb") as raw:
             value = write(raw)
             os.fchmod(raw.fileno(), mode)
-        os.replace(tmp, destination)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        tmp = None
         return value
-    except BaseException as exc:
-        if tmp is not None and os.path.lexists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            from nvreload.errors import BadInputError
-
-            raise BadInputError(f"cannot write {destination}: {exc.strerror or exc}") from None
-        raise
+    except OSError as exc:
+        raise BadInputError(f"cannot write {destination}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp, dir_fd=dir_fd)
+            except OSError:
+                pass
+        os.close(dir_fd)
 
 
 def collect(machine: Machine, destination: str) -> dict:

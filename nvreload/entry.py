@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 
-from nvreload.frontend import guarded, run_read_only
 from nvreload.requests import FORMATS, StatusRequest
 
 _STATUS = ("--status", "-s")
@@ -47,7 +46,7 @@ def status_request(args: list[str]) -> StatusRequest | None:
             request.verbose = True
         elif name in ("--root", "--format", "--output"):
             value = _value(arg, name, rest)
-            if value is None or (name == "--format" and value not in FORMATS):
+            if not value or (name == "--format" and value not in FORMATS):
                 return None
             if name == "--root":
                 request.root = value
@@ -69,6 +68,15 @@ COMPLETION_VARIABLE = "_NVRELOAD_COMPLETE"
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C while Python is still importing, before guarded() is in place: nothing was changed
+        sys.stderr.write("nvreload: interrupted before anything was changed\n")
+        sys.exit(130)
+
+
+def _main(argv: list[str] | None) -> None:
     import os
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -78,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
 
         cli_main(args)
         return
+    from nvreload.frontend import guarded, run_read_only
+
     sys.exit(
         guarded(
             lambda: run_read_only("status", request.root, request.format, request.verbose, output=request.output),

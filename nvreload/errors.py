@@ -50,6 +50,13 @@ class UsageError(NvreloadError):
     exit_code = ExitCode.USAGE
 
 
+class JournalWriteError(NvreloadError):
+    """The journal could not be written (a full disk, an I/O error) in the middle of a run: the run
+    stops there and rolls back, writing what it still can."""
+
+    exit_code = ExitCode.ROLLED_BACK
+
+
 class BadInputError(NvreloadError):
     exit_code = ExitCode.BAD_INPUT
 

@@ -35,13 +35,23 @@ def config_path(environ: Mapping[str, str] = os.environ) -> str:
 
 def load_policy(path: str) -> UpgradePolicy:
     """The policy in `path`; the default (report) when there is no such file."""
+    import stat
+
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read(_MAX_BYTES + 1)
+        # O_NONBLOCK: a FIFO named as the configuration must not hang a package hook
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return UpgradePolicy()
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise BadInputError(f"{path}: not a regular file: not an nvreload configuration")
+        text = os.read(fd, _MAX_BYTES + 1).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInputError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    finally:
+        os.close(fd)
     if len(text) > _MAX_BYTES:
         raise BadInputError(f"{path}: larger than {_MAX_BYTES} bytes: not an nvreload configuration")
     return parse_policy(text, path)
@@ -55,12 +65,14 @@ def parse_policy(text: str, path: str) -> UpgradePolicy:
             continue
         key, equals, value = line.partition("=")
         key, value = key.strip(), value.strip().strip('"')
+        # What the file says is never echoed: NVRELOAD_CONFIG may name a file its reader must not
+        # see (root's, read for a user of sudo -E), so only the line number and the rule are told.
         if not equals or not key:
-            raise BadInputError(f"{path}:{number}: expected 'key = value', got {raw.strip()!r}")
+            raise BadInputError(f"{path}:{number}: not an nvreload setting (expected 'key = value')")
         if key != "on_upgrade":
-            raise BadInputError(f"{path}:{number}: unknown setting {key!r} (known: on_upgrade)")
+            raise BadInputError(f"{path}:{number}: an unknown setting (known: on_upgrade)")
         if value not in ON_UPGRADE:
-            raise BadInputError(f"{path}:{number}: on_upgrade must be one of {', '.join(ON_UPGRADE)}, not {value!r}")
+            raise BadInputError(f"{path}:{number}: on_upgrade must be one of {', '.join(ON_UPGRADE)}")
         if key in values:
             raise BadInputError(f"{path}:{number}: {key} is set twice")
         values[key] = value

@@ -73,22 +73,29 @@ class StatePaths:
 
 
 def check_writable_dirs(paths: StatePaths) -> None:
-    """Before a run acts: its state and runtime directories exist (created 0755 if not), are
-    directories, and take a file. BadInputError naming the directory otherwise, instead of a
-    failure halfway through a run."""
+    """Before a run acts: its state and runtime directories exist (made 0755 if not), are
+    directories of the running user's that nobody else can write, reached through no directory or
+    link that another user controls (a state directory under a user's home, run by root with
+    `sudo -E`, would let that user plant the lock, the journal or the simulated node), and take a
+    file. BadInputError naming the directory otherwise, instead of a failure halfway through a run."""
     from nvreload.errors import BadInputError
+    from nvreload.trusted_paths import open_trusted_directory
 
     for directory in dict.fromkeys((paths.state_dir, paths.runtime_dir)):
         if os.path.lexists(directory) and not os.path.isdir(directory):
             raise BadInputError(f"state directory {directory} is not a directory")
         try:
-            os.makedirs(directory, mode=0o755, exist_ok=True)
-            probe = os.path.join(directory, f".nvreload-write-test-{os.getpid()}")
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            os.close(fd)
-            os.unlink(probe)
+            dir_fd = open_trusted_directory(directory, create=True)
+        except BadInputError as exc:
+            raise BadInputError(f"state directory {exc.message}") from None
+        probe = f".nvreload-write-test-{os.getpid()}"
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd))
+            os.unlink(probe, dir_fd=dir_fd)
         except OSError as exc:
             raise BadInputError(f"state directory {directory} cannot be written: {exc.strerror}") from None
+        finally:
+            os.close(dir_fd)
 
 
 def atomic_write_json(path: str, data: dict, durable: bool = True) -> None:

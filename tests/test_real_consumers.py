@@ -3,7 +3,11 @@ and a real systemd's units; and what happens when they fail. Real engines, start
 fixtures in conftest.py."""
 
 import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import docker
 import pytest
@@ -13,6 +17,7 @@ from realengine.dockerd import SLEEPER, STUBBORN
 from nvreload.engine.sim import default_scenario
 from nvreload.errors import ExitCode
 
+SIM_LIVE = Path(__file__).parent / "realengine" / "sim_live.py"
 GPU_UNITS = ("nvidia-persistenced.service", "nvidia-fabricmanager.service", "nvidia-dcgm.service")
 
 
@@ -108,11 +113,17 @@ def test_stop_then_start_touches_exactly_the_gpu_containers_and_active_gpu_units
 def test_a_simulated_modules_reload_restarts_the_real_consumers(node, dockerd, systemd_container, tmp_path):
     env, _ = node
     scenario = default_scenario()
-    scenario.update(consumers="live", processes=[], containers=[], services=[])
+    scenario.update(processes=[], containers=[], services=[])
     path = tmp_path / "live-consumers.json"
     path.write_text(json.dumps(scenario))
     hook_before = dockerd.hook_starts()
-    proc = run_cli("--reload", "--simulate", str(path), "--yes", "--json", env=env, timeout=180)
+    proc = subprocess.run(
+        [sys.executable, str(SIM_LIVE), "--reload", "--simulate", str(path), "--yes", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, **env},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["result"] == "reloaded"

@@ -17,7 +17,7 @@ from nvreload.engine.plan import OPTIONAL_MODULES, Action, Plan, Step, mig_geome
 from nvreload.engine.planner import restart_actions
 from nvreload.engine.reset_planner import gpu_minors, holds_drm
 from nvreload.engine.target import ReloadTarget
-from nvreload.errors import HostError, Interrupted, StepFailed
+from nvreload.errors import HostError, Interrupted, JournalWriteError, StepFailed
 from nvreload.model import Check, GpuProcess
 
 MODULE_STEPS = ("unload_modules", "install_driver", "load_modules", "verify")
@@ -69,6 +69,8 @@ class Engine:
         self._unload_started: float | None = None
         self._gpu_back: float | None = None
         self._mofed_given_up = False  # waited once for MOFED in this run: never again
+        # persistence mode per GPU before the run: the plan's in a run, the journal's when resuming one
+        self._persistence: dict[str, bool] | None = None
 
     # signals ------------------------------------------------------------------------------
     def _raise_on_signal(self, signum: int, _frame: object) -> None:
@@ -436,11 +438,18 @@ class Engine:
     def _finish(self, report: RunReport) -> RunReport:
         report.final = self.target.final_state().document()
         report.deferred_signal = self._deferred_signal
+        self.journal.best_effort = True  # the node is as the report says: a journal write cannot undo that
         self.journal.finish(report.outcome.journal_state, report.document())
+        if self.journal.write_error:
+            # the outcome stands (the node is as it says); the journal on disk may be behind it
+            report.warnings.append({"journal": self.journal.write_error})
         return report
 
     def reload(self, plan: Plan) -> RunReport:
         report = RunReport(Outcome.RELOADED, steps=self._steps)
+        verify = plan.step("verify")
+        checked = next((a for a in verify.actions if a.kind == "verify"), None) if verify else None
+        self._persistence = dict(checked.detail.get("persistence", {})) if checked else {}
         load = plan.step("load_modules")
         if load is not None:
             self.journal.set_modules(
@@ -448,9 +457,7 @@ class Engine:
             )
 
         def restart(step: Step) -> None:
-            verify = plan.step("verify")
-            checked = next((a for a in verify.actions if a.kind == "verify"), None) if verify else None
-            self.target.restore_persistence(checked.detail.get("persistence", {}) if checked else {})
+            self._restore_persistence(report)
             self._refresh_cdi(report)
             self._restart_or_fail(step.actions, report)
 
@@ -493,7 +500,7 @@ class Engine:
                 if body is not None:
                     self._run_step(step.name, lambda s=step, b=body: b(s))
             failed_step = None
-        except (StepFailed, Interrupted) as exc:
+        except (StepFailed, Interrupted, JournalWriteError) as exc:
             self._install(self._defer_signal)
             report.error = exc.message
             undo(failed_step or "stop_consumers", isinstance(exc, Interrupted))
@@ -521,7 +528,8 @@ class Engine:
         Where the old modules cannot come back (see _roll_forward), the reload is finished instead."""
         self.journal.begin_rollback()
         needs_reboot = rolled_forward = False
-        if failed_step in MODULE_STEPS or self.journal.outstanding("unload_module"):
+        modules_touched = failed_step in MODULE_STEPS or bool(self.journal.outstanding("unload_module"))
+        if modules_touched:
             ok = self._ensure_modules(report)
             if not ok:
                 ok = rolled_forward = self._roll_forward(report)
@@ -531,6 +539,8 @@ class Engine:
         if not needs_reboot:
             self._rebind_consoles(report)
             self._recreate_mig(self.journal.mig, report)
+            if modules_touched:
+                self._restore_persistence(report)
         verify_failed = failed_step == "verify" and not interrupted
         if rolled_forward:
             fabric = [a for a in restart_actions(self._stopped_as_actions()) if a.target in FABRIC_SERVICES]
@@ -615,6 +625,20 @@ class Engine:
                     break  # nothing else can load without it
         return ok
 
+    def _restore_persistence(self, report: RunReport) -> None:
+        """Persistence mode back where the run found it on (the journal holds it): a new driver
+        instance starts with it off, on every path that loaded the modules."""
+        persistence = self._persistence if self._persistence is not None else self.journal.persistence
+        expected = {bus: True for bus, on in persistence.items() if on}
+        if not expected:
+            return
+        try:
+            self.target.restore_persistence(expected)
+        except HostError as exc:
+            report.restart_failures.append(
+                {"action": "restore_persistence", "target": ", ".join(sorted(expected)), "error": exc.message}
+            )
+
     def _rebind_consoles(self, report: RunReport) -> None:
         for record in self.journal.outstanding("unbind_console"):
             try:
@@ -666,7 +690,7 @@ class Engine:
                 "verify": lambda step: self._verify(step.actions[0]),
                 "restart_consumers": restart,
             },
-            lambda failed_step, _interrupted: self._finish_reset(failed_step, report),
+            lambda failed_step, interrupted: self._finish_reset(failed_step, report, interrupted),
         )
         self._summarize_undo(report)
         return self._finish(report)
@@ -726,8 +750,13 @@ class Engine:
             return  # its consoles cannot come back without it (the failure is named)
         self._rebind_consoles(report)
 
-    def _finish_reset(self, failed_step: str, report: RunReport) -> None:
-        """After a failed or interrupted --reset: persistence and consumers back, and an honest outcome."""
+    def _finish_reset(self, failed_step: str, report: RunReport, interrupted: bool) -> None:
+        """After a failed or interrupted --reset: persistence and consumers back, and an honest
+        outcome. An interrupted one ends as a killed one does after --rollback (_resume_reset): the
+        consumers come back whichever step the signal landed in, the restart step included."""
+        if interrupted:
+            self._resume_reset(failed_step, report, resets_done=failed_step in ("verify", "restart_consumers"))
+            return
         self.journal.begin_rollback()
         self._modules_back_after_reset(report)
         self._persistence_back(report)
@@ -742,9 +771,11 @@ class Engine:
         else:
             report.outcome = Outcome.ROLLED_BACK
 
-    def _resume_reset(self, last: str, report: RunReport) -> None:
-        """A --reset that was killed: a reset cannot be undone, so bring back persistence and what
-        stopped, and say whether the GPUs work (killed during a reset, one may not have come back)."""
+    def _resume_reset(self, last: str, report: RunReport, resets_done: bool) -> None:
+        """A --reset that was killed or interrupted: a reset cannot be undone, so bring back
+        persistence and what stopped, and say whether the GPUs work (killed during a reset, one may
+        not have come back). Stopped before every reset was done, it is rolled back (exit 10): the
+        consumers are as they were, and the reset is to be run again."""
         self.journal.begin_rollback()
         self._modules_back_after_reset(report)
         self._persistence_back(report)
@@ -754,8 +785,12 @@ class Engine:
             report.outcome, report.remaining_action = Outcome.NEEDS_REBOOT, "reboot"
         elif report.restart_failures:
             report.outcome, report.remaining_action = Outcome.PARTIAL, "nvreload --start"
+        elif resets_done:
+            report.outcome = Outcome.RESET
         else:
-            report.outcome = Outcome.ROLLED_BACK if last == "stop_consumers" else Outcome.RESET
+            report.outcome = Outcome.ROLLED_BACK
+            if last != "stop_consumers":
+                report.remaining_action = "nvreload --reset"
 
     # --stop / --start / --rollback --------------------------------------------------------
     def stop(self, plan: Plan) -> RunReport:
@@ -773,15 +808,18 @@ class Engine:
         """--start and --rollback: finish or undo what the journal says is outstanding."""
         report = RunReport(Outcome.ROLLED_BACK, steps=self._steps)
         last, last_status = self.journal.last_step or ("stop_consumers", "done")
+        self.journal.best_effort = True  # putting the node back never waits for room on the disk
         previous = self._install(self._defer_signal)
         try:
             if self.journal.action == "stop":
                 self._restart(restart_actions(self._stopped_as_actions()), report)
                 report.outcome = Outcome.STARTED if not report.restart_failures else Outcome.PARTIAL
             elif self.journal.action == "reset":
-                self._resume_reset(last, report)
+                done = last in ("verify", "restart_consumers") or (last == "reset_gpus" and last_status == "done")
+                self._resume_reset(last, report, resets_done=done)
             elif last == "restart_consumers" or (last == "verify" and last_status == "done"):
                 self._recreate_mig(self.journal.mig, report)
+                self._restore_persistence(report)
                 self._refresh_cdi(report)
                 self._restart(restart_actions(self._stopped_as_actions()), report)
                 report.outcome = Outcome.RELOADED if not report.restart_failures else Outcome.PARTIAL

@@ -21,6 +21,7 @@ by itself, and an fsync per action would add milliseconds to every container of 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
@@ -28,8 +29,11 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from nvreload.errors import JournalError
+from nvreload.catalog import GPU_DAEMONS
+from nvreload.errors import BadInputError, JournalError, JournalWriteError
+from nvreload.names import is_bus_id, is_container_id, is_module_name, is_parameter, is_unit_name, is_vt_console
 from nvreload.state_files import atomic_write_json
+from nvreload.trusted_paths import read_own_file
 
 JOURNAL_SCHEMA_VERSION = 2
 # A stopped run is unfinished on purpose: --start (or --rollback) brings its consumers back.
@@ -71,9 +75,18 @@ class JournalContext:
     container_engine: dict | None = None
     module_version: str | None = None  # the nvidia module loaded before the run
     mig: dict | None = None  # bus id -> MIG instances before the run (plan.mig_documents): recreated after the load
+    # bus id -> persistence mode before the run: a new driver instance starts with it off, so every
+    # path that loads the modules (forward, rollback, roll-forward, --rollback) sets it back
+    persistence: dict | None = None
 
 
 RECORDS_SUFFIX = ".records"
+RESERVE_SUFFIX = ".reserve"
+# The room a run keeps for its own journal on the state directory's filesystem, taken before the
+# first step and given back the moment a journal write finds the disk full: a document is rewritten
+# whole (a copy beside it until the rename), and a reload of 2,000 containers writes about 9 MB.
+MIN_RESERVE_BYTES = 1 << 20
+RESERVE_PER_PLANNED_BYTE = 8
 
 
 class Journal:
@@ -86,14 +99,23 @@ class Journal:
         self.undo = [UndoRecord(**r) for r in data.get("undo", [])]
         self._events = int(data.get("events", 0))  # appended records already folded into the document
         self._log_fd: int | None = None
+        # After a write has failed (even with the reserve given back) the run is rolling back: the
+        # journal keeps everything in memory, tries every later write, and says why it could not.
+        self.write_error: str | None = None
+        self.best_effort = False
 
     @property
     def records_path(self) -> str:
         return self.path + RECORDS_SUFFIX
 
+    @property
+    def reserve_path(self) -> str:
+        return self.path + RESERVE_SUFFIX
+
     # creation and loading -------------------------------------------------------------------
     @classmethod
     def start(cls, path: str, action: str, plan: list[dict], context: JournalContext) -> Journal:
+        reserve(path + RESERVE_SUFFIX, max(MIN_RESERVE_BYTES, RESERVE_PER_PLANNED_BYTE * len(json.dumps(plan))))
         journal = cls(
             path,
             {
@@ -121,13 +143,14 @@ class Journal:
         """The journal at `path` with its appended records replayed, validated whole before anything
         acts on it: JournalError (bad input) when any part of it is not a journal of this version."""
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read(MAX_JOURNAL_BYTES + 1)
+            raw = read_own_file(path, MAX_JOURNAL_BYTES)
+            if raw is None:
+                raise JournalError(f"no journal at {path}: nothing was interrupted")
             if len(raw) > MAX_JOURNAL_BYTES:
                 raise ValueError(f"larger than {MAX_JOURNAL_BYTES // 2**20} MiB")
             data = json.loads(raw)
-        except FileNotFoundError:
-            raise JournalError(f"no journal at {path}: nothing was interrupted") from None
+        except BadInputError as exc:  # a link, or a file another user owns or can write
+            raise JournalError(exc.message) from None
         except (OSError, ValueError, RecursionError) as exc:
             raise JournalError(f"{path} is not a readable journal ({exc})") from None
         problem = _shape_problem(data)
@@ -147,12 +170,13 @@ class Journal:
 
     def _replay(self) -> None:
         try:
-            with open(self.records_path, "rb") as handle:
-                raw = handle.read(MAX_JOURNAL_BYTES + 1)
-        except FileNotFoundError:
-            return
+            raw = read_own_file(self.records_path, MAX_JOURNAL_BYTES)
+        except BadInputError as exc:
+            raise JournalError(exc.message) from None
         except OSError as exc:
             raise JournalError(f"{self.records_path}: {exc.strerror}") from None
+        if raw is None:
+            return
         if len(raw) > MAX_JOURNAL_BYTES:
             raise JournalError(f"{self.records_path} is larger than {MAX_JOURNAL_BYTES // 2**20} MiB: not a journal's")
         lines = raw.split(b"\n")
@@ -228,6 +252,12 @@ class Journal:
         return context.get("module_version") if isinstance(context, dict) else None
 
     @property
+    def persistence(self) -> dict[str, bool]:
+        context = self._data.get("context")
+        persistence = context.get("persistence") if isinstance(context, dict) else None
+        return dict(persistence) if isinstance(persistence, dict) else {}
+
+    @property
     def mig(self) -> dict[str, list[dict]]:
         context = self._data.get("context")
         mig = context.get("mig") if isinstance(context, dict) else None
@@ -262,22 +292,61 @@ class Journal:
         self._data["updated"] = time.time()
         self._data["undo"] = [r.as_dict() for r in self.undo]
         self._data["events"] = self._events
-        atomic_write_json(self.path, self._data)
-        # After the document: a crash in between leaves records the document already holds, which
-        # the replay skips by their numbers.
-        self.close()
-        if os.path.lexists(self.records_path):
-            os.unlink(self.records_path)
+        if self._write(lambda: atomic_write_json(self.path, self._data)):
+            # After the document: a crash in between leaves records the document already holds,
+            # which the replay skips by their numbers.
+            self.close()
+            if os.path.lexists(self.records_path):
+                os.unlink(self.records_path)
 
     def _append(self, kind: str, **fields: object) -> None:
         """One record at the end of the log, in one write() (O_APPEND: never interleaved)."""
+        self._events += 1
+        line = (json.dumps({"n": self._events, "event": kind, **fields}, sort_keys=True) + "\n").encode()
+        self._write(lambda: self._append_line(line))
+
+    def _append_line(self, line: bytes) -> None:
         if self._log_fd is None:
             self._log_fd = os.open(
                 self.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
             )
-        self._events += 1
-        line = json.dumps({"n": self._events, "event": kind, **fields}, sort_keys=True) + "\n"
-        os.write(self._log_fd, line.encode())
+        size = os.fstat(self._log_fd).st_size
+        try:
+            if os.write(self._log_fd, line) != len(line):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            os.ftruncate(self._log_fd, size)  # no half line for a later record to follow
+            raise
+
+    def _write(self, write) -> bool:
+        """Run one write of the journal; on a failure give back the reserve and try once more. A
+        write that still fails raises JournalWriteError the first time (the run stops and rolls
+        back) and is only recorded after that (the rollback goes on, keeping the journal in memory
+        and writing what it can). True when written."""
+        try:
+            write()
+            return True
+        except OSError as exc:
+            failure = exc
+        if self.release_reserve():
+            try:
+                write()
+                return True
+            except OSError as exc:
+                failure = exc
+        self.write_error = f"cannot write the journal {self.path}: {failure.strerror or failure}"
+        if not self.best_effort:
+            self.best_effort = True
+            raise JournalWriteError(self.write_error)
+        return False
+
+    def release_reserve(self) -> bool:
+        """Give the reserved room back to the filesystem; True when there was some to give."""
+        try:
+            os.unlink(self.reserve_path)
+            return True
+        except OSError:
+            return False
 
     def close(self) -> None:
         if self._log_fd is not None:
@@ -336,6 +405,34 @@ class Journal:
             self._data["result"] = result
             self._data["finished"] = time.time()
             self.save()
+            if state in FINISHED:
+                self.release_reserve()
+
+
+def reserve(path: str, size: int) -> None:
+    """Take `size` bytes of the filesystem for the journal before a run changes anything: a disk
+    too full for it refuses the run then (RefusedError), not in the middle of it."""
+    from nvreload.errors import RefusedError
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise RefusedError(f"cannot reserve room for the journal at {path}: {exc.strerror}") from None
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            os.write(fd, bytes(size))  # a filesystem without fallocate: the same room, written
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(path)
+        raise RefusedError(
+            f"{os.path.dirname(path)} has no room for the run's journal ({size // 1024} KiB: "
+            f"{exc.strerror}); nothing was changed: free some space there first"
+        ) from None
+    os.close(fd)
 
 
 def move_aside(path: str) -> str:
@@ -378,6 +475,11 @@ def _shape_problem(data: object) -> str | None:
                 return f"context '{key}' is not a string"
         if context.get("mig") is not None and _mig_problem(context["mig"]):
             return "context 'mig' is not MIG geometry"
+        persistence = context.get("persistence")
+        if persistence is not None and not (
+            isinstance(persistence, dict) and all(is_bus_id(k) and isinstance(v, bool) for k, v in persistence.items())
+        ):
+            return "context 'persistence' is not bus id -> true/false"
     for number, record in enumerate(data["undo"], 1):
         if _record_problem(record) or record["seq"] != number:
             return f"an undo record of the wrong shape: {record!r}"
@@ -419,24 +521,56 @@ def _mig_problem(mig: object) -> bool:
     return False
 
 
+# What each undo kind's target must look like: the rollback hands it to rmmod/modprobe, systemctl,
+# the container engine's API or sysfs, so a journal (a file in a directory someone could have
+# written) names nothing a scenario could not.
+_TARGET_SHAPES = {
+    "stop_container": is_container_id,
+    "stop_service": is_unit_name,
+    "quit_mps": lambda target: target == MPS_CONTROL,
+    "unbind_console": is_vt_console,
+    "unload_module": is_module_name,
+    "disable_persistence": is_bus_id,
+}
+MPS_CONTROL = "nvidia-cuda-mps-control"
+
+
 def _record_problem(record: object) -> bool:
     return not (
         isinstance(record, dict)
         and set(record) == {"seq", "kind", "target", "detail", "state"}
         and isinstance(record["seq"], int)
         and record["kind"] in UNDO_KINDS
-        and isinstance(record["target"], str)
+        and _TARGET_SHAPES[record["kind"]](record["target"])
         and isinstance(record["detail"], dict)
+        and not (record["kind"] == "stop_service" and _command_problem(record["target"], record["detail"]))
         and record["state"] in RECORD_STATES
+    )
+
+
+def _command_problem(name: str, detail: dict) -> bool:
+    """A daemon's command line (where PID 1 is not systemd, --start runs it as root): only the
+    absolute path of that daemon's own executable, with string arguments. Where the file is and
+    who owns it is checked again when it is started (host/processes.start_daemon)."""
+    command = detail.get("command")
+    if command is None:
+        return False
+    return not (
+        isinstance(command, list)
+        and command
+        and all(isinstance(part, str) and "\0" not in part for part in command)
+        and command[0].startswith("/")
+        and os.path.basename(command[0]) == name
+        and name in GPU_DAEMONS
     )
 
 
 def _module_problem(module: object) -> bool:
     return not (
         isinstance(module, dict)
-        and isinstance(module.get("name"), str)
+        and is_module_name(module.get("name"))
         and isinstance(module.get("parameters", {}), dict)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in module.get("parameters", {}).items())
+        and all(is_parameter(k, v) for k, v in module.get("parameters", {}).items())
     )
 
 
@@ -450,6 +584,9 @@ class DetachedJournal(Journal):
     def _append(self, kind: str, **fields: object) -> None:
         pass
 
+    def release_reserve(self) -> bool:
+        return False
+
 
 class NullJournal(Journal):
     """For --dry-run: the same interface, nothing written anywhere."""
@@ -462,3 +599,6 @@ class NullJournal(Journal):
 
     def _append(self, kind: str, **fields: object) -> None:
         pass
+
+    def release_reserve(self) -> bool:
+        return False

@@ -7,6 +7,7 @@ import fcntl
 import os
 
 from nvreload.errors import BusyError
+from nvreload.trusted_paths import open_own_file
 
 
 class NodeLock:
@@ -16,7 +17,9 @@ class NodeLock:
 
     def acquire(self) -> NodeLock:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        # never through a link planted in the directory (root would truncate where it points), and
+        # only a file of the running user's (open_own_file says which)
+        fd = open_own_file(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

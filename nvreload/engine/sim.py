@@ -30,9 +30,10 @@ from importlib import resources
 
 from nvreload.catalog import FABRIC_SERVICES
 from nvreload.engine.plan import FinalState, GpuRef, LoadedModule, MigInstance, ReloadView, mig_geometry
-from nvreload.errors import HostError, ScenarioError
+from nvreload.errors import BadInputError, HostError, ScenarioError
 from nvreload.model import Check, ContainerState, GpuProcess, ServiceState
 from nvreload.state_files import atomic_write_json
+from nvreload.trusted_paths import open_trusted_file
 
 # Which module needs which to be loaded first (the kernel's symbol dependencies).
 DEPENDS = {
@@ -63,15 +64,18 @@ def load_scenario(path: str | None) -> dict:
     if not path:
         return default_scenario()
     try:
-        with open(path, "rb") as handle:
+        # a scenario decides what a root run reports and records: one that another user owns or can
+        # write, or reached through their directories or links, is refused like a .run is
+        fd = open_trusted_file(path, what="take it as a scenario")
+        with os.fdopen(fd, "rb") as handle:
             raw = handle.read(MAX_SCENARIO_BYTES + 1)
         if len(raw) > MAX_SCENARIO_BYTES:
             raise ValueError(f"larger than {MAX_SCENARIO_BYTES // 2**20} MiB")
         data = json.loads(raw)
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file") from None
-    except IsADirectoryError:
-        raise ScenarioError(f"{path}: a directory, not a scenario file") from None
+    except BadInputError as exc:
+        raise ScenarioError(exc.message) from None
     except (OSError, ValueError, RecursionError) as exc:
         raise ScenarioError(f"{path}: not a JSON scenario ({exc})") from None
     problem = scenario_problem(data)
@@ -89,7 +93,15 @@ def scenario_problem(data: object) -> str | None:
     if error is None:
         return None
     where = error.json_path.replace("$.", "", 1) if error.json_path != "$" else "the scenario"
-    message = error.message if len(error.message) <= 160 else error.message[:157] + "..."
+    # a bound says what the bound is, never the value it caught (a 72-GPU list dumped whole)
+    bounds = {
+        "maxItems": f"more than {error.validator_value} items",
+        "minItems": f"fewer than {error.validator_value} items",
+        "maxLength": f"longer than {error.validator_value} characters",
+        "maxProperties": f"more than {error.validator_value} keys",
+    }
+    message = bounds.get(str(error.validator), error.message)
+    message = message if len(message) <= 160 else message[:157] + "..."
     return f"{where}: {message}"
 
 

@@ -4,51 +4,23 @@ load."""
 from __future__ import annotations
 
 import os
-import stat
 
 from nvreload.errors import BadInputError, HostError
 from nvreload.host.commands import CommandRunner
+from nvreload.trusted_paths import open_trusted_file
 
-
-def _refuse_unsafe(path: str, st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise BadInputError(f"{path}: not a regular file")
-    if st.st_uid != 0:
-        raise BadInputError(f"{path}: owned by uid {st.st_uid}, not root; refusing to run it as root")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise BadInputError(f"{path}: writable by group or others; refusing to run it as root")
-
-
-def _refuse_unsafe_directories(path: str) -> None:
-    """Every directory above the file: owned by root and writable by nobody else (a sticky one, like
-    /tmp, lets nobody else rename or replace root's file), or another user could swap the file."""
-    directory = os.path.dirname(path)
-    while True:
-        try:
-            st = os.lstat(directory)
-        except OSError as exc:
-            raise BadInputError(f"{directory}: {exc.strerror}") from None
-        if st.st_uid != 0:
-            raise BadInputError(f"{path}: its directory {directory} is owned by uid {st.st_uid}, not root")
-        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
-            raise BadInputError(f"{path}: its directory {directory} is writable by group or others")
-        if directory == "/":
-            return
-        directory = os.path.dirname(directory)
+ROOT_ONLY = frozenset({0})
 
 
 def _open_checked(path: str) -> int:
     """An open descriptor of the .run, after every check on the file as opened: an NVIDIA makeself
-    archive, owned by root and writable by nobody else, in directories only root can change."""
-    real = os.path.realpath(path)
+    archive, owned by root and writable by nobody else, reached through directories and links only
+    root controls (a user's symlink flipped between two opens never decides what root runs)."""
     try:
-        # O_NONBLOCK: a FIFO planted at the path must not hang the open; it is refused just below
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
+        fd = open_trusted_file(path, ROOT_ONLY, what="run it as root")
+    except FileNotFoundError as exc:
         raise BadInputError(f"{path}: {exc.strerror}") from None
     try:
-        _refuse_unsafe(path, os.fstat(fd))
-        _refuse_unsafe_directories(real)
         head = os.pread(fd, 16384, 0)
         if b"makeself" not in head.lower() or b"NVIDIA" not in head:
             raise BadInputError(f"{path}: not an NVIDIA driver installer (.run makeself archive)")

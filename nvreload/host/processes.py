@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from nvreload.catalog import GPU_DAEMONS
 from nvreload.errors import HostError
 from nvreload.model import GpuProcess
+from nvreload.names import printable
 from nvreload.read.devices import DeviceMatcher, ProcessIdentity, classify_cgroup, parse_proc_stat
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
@@ -178,7 +179,7 @@ def describe(pid: int, devices: tuple[str, ...], source: str, proc: str = "/proc
     if ident is None:
         return None
     container, unit = classify_cgroup(_read(f"{proc}/{pid}/cgroup"))
-    cmdline = _read(f"{proc}/{pid}/cmdline").replace("\0", " ").strip()
+    cmdline = printable(_read(f"{proc}/{pid}/cmdline").replace("\0", " ").strip())
     return GpuProcess(
         pid=pid,
         start_time=ident.start_time,
@@ -318,7 +319,8 @@ class ProcessReaper:
 # daemons without systemd -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Daemon:
-    """A GPU daemon found by its argv[0] where systemd is not PID 1, with the command to start it again."""
+    """A GPU daemon found by its executable where systemd is not PID 1, with the command to start
+    it again: that executable's path and the arguments it was started with."""
 
     name: str
     pid: int
@@ -326,17 +328,66 @@ class Daemon:
     command: tuple[str, ...]
 
 
+def _real_and_effective_uid(pid: int, proc: str) -> tuple[int, int] | None:
+    for line in _read(f"{proc}/{pid}/status").splitlines():
+        if line.startswith("Uid:"):
+            fields = line.split()
+            if len(fields) >= 3 and fields[1].isdigit() and fields[2].isdigit():
+                return int(fields[1]), int(fields[2])
+    return None
+
+
+def _executable(pid: int, proc: str) -> str | None:
+    """The file the process runs, from /proc/<pid>/exe (the kernel's word, not argv, which any
+    process sets for itself); a binary replaced by an upgrade reads '<path> (deleted)': the path
+    is what starts it again."""
+    try:
+        path = os.readlink(f"{proc}/{pid}/exe")
+    except OSError:
+        return None
+    path = path.removesuffix(" (deleted)")
+    return path if path.startswith("/") else None
+
+
+def executable_problem(path: str) -> str | None:
+    """Why root must not run `path` as a GPU daemon, or None: it must be a regular file of root's
+    that nobody else can write, in directories and through links only root controls."""
+    from nvreload.errors import BadInputError
+    from nvreload.trusted_paths import TrustedWalk
+
+    try:
+        parent, name, _ = TrustedWalk(path, frozenset({0}), check_dirs=True).parent()
+    except BadInputError as exc:
+        return exc.message
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    finally:
+        os.close(parent)
+    import stat as statmod
+
+    if not statmod.S_ISREG(st.st_mode):
+        return f"{path} is not a regular file"
+    if st.st_uid != 0 or st.st_mode & (statmod.S_IWGRP | statmod.S_IWOTH):
+        return f"{path} is not root's alone (uid {st.st_uid}, mode {st.st_mode & 0o7777:o})"
+    return None
+
+
 def find_daemons(names: tuple[str, ...] = GPU_DAEMONS, proc: str = "/proc") -> list[Daemon]:
+    """Root's processes whose executable is one of the daemons `names`. A process of another user
+    is never one, whatever it calls itself: its recorded command would be run as root by --start."""
     found = []
     for entry in os.listdir(proc):
         if not entry.isdigit():
             continue
-        argv = _argv(int(entry), proc)
-        if not argv or os.path.basename(argv[0]) not in names:
+        pid = int(entry)
+        exe = _executable(pid, proc)
+        if exe is None or os.path.basename(exe) not in names or _real_and_effective_uid(pid, proc) != (0, 0):
             continue
-        ident = read_identity(int(entry), proc)
+        ident = read_identity(pid, proc)
         if ident is not None and not ident.is_kernel_thread:
-            found.append(Daemon(os.path.basename(argv[0]), int(entry), ident.start_time, argv))
+            found.append(Daemon(os.path.basename(exe), pid, ident.start_time, (exe,) + _argv(pid, proc)[1:]))
     return sorted(found, key=lambda d: (names.index(d.name), d.pid))
 
 
@@ -358,6 +409,11 @@ def start_daemon(
     that exits within `settle` seconds did not come back."""
     if not command:
         raise HostError(f"{name}: no recorded command line to start it with")
+    if not command[0].startswith("/") or os.path.basename(command[0]) != name:
+        raise HostError(f"{name}: the recorded command {command[0]!r} is not that daemon's executable")
+    problem = executable_problem(command[0])
+    if problem:
+        raise HostError(f"{name}: not started: {problem}")
     try:
         pid = runner.spawn_detached(command)
     except OSError as exc:

@@ -8,7 +8,7 @@ import shlex
 import time
 
 from nvreload.catalog import GPU_SERVICES
-from nvreload.errors import HostError
+from nvreload.errors import BadInputError, HostError
 from nvreload.host.commands import CommandRunner
 from nvreload.model import ServiceState
 
@@ -30,7 +30,14 @@ def parse_systemctl_show(text: str) -> list[ServiceState]:
 def systemctl() -> list[str]:
     """How to reach systemd: plain `systemctl`, or $NVRELOAD_SYSTEMCTL (e.g. a wrapper that enters
     the namespaces of a systemd running in a container or a machine)."""
-    return shlex.split(os.environ.get("NVRELOAD_SYSTEMCTL") or "systemctl")
+    value = os.environ.get("NVRELOAD_SYSTEMCTL") or "systemctl"
+    try:
+        command = shlex.split(value)
+    except ValueError as exc:  # an unclosed quote: one line, not a traceback
+        raise BadInputError(f"NVRELOAD_SYSTEMCTL={value!r} is not a command line ({exc})") from None
+    if not command:
+        raise BadInputError("NVRELOAD_SYSTEMCTL is blank: unset it, or name the systemctl command")
+    return command
 
 
 def systemctl_states(runner: CommandRunner, units: tuple[str, ...] = GPU_SERVICES) -> list[ServiceState]:

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 
 from nvreload.host.rootfs import RootFS
+from nvreload.names import printable
 
 NVIDIA_DEVICE_NAMES = (
     "nvidia",
@@ -133,7 +134,7 @@ def parse_proc_stat(pid: int, raw: str) -> ProcessIdentity | None:
     close = raw.rfind(")")
     if close < 0:
         return None
-    comm = raw[raw.find("(") + 1 : close]
+    comm = printable(raw[raw.find("(") + 1 : close])
     fields = raw[close + 2 :].split()
     # fields[0] is field 3 (state); pgrp is field 5, flags field 9, starttime field 22
     try:

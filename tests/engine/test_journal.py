@@ -20,6 +20,9 @@ class ProcessDied(BaseException):
     """Stands for the death of the process (SIGKILL, power loss) between an action and its record."""
 
 
+TRAIN, INFER = "7a" * 32, "1f" * 32  # container ids as the engine journals them
+
+
 def test_a_stop_is_recorded_as_intended_before_the_container_is_touched(tmp_path):
     scenario = json.loads(open(write_scenario(tmp_path)).read())
     journal_path = tmp_path / "state" / "journal.json"
@@ -143,13 +146,13 @@ def test_the_records_of_a_run_are_appended_while_the_document_is_left_alone(tmp_
     journal = _journal(tmp_path)
     document = os.stat(journal.path)
     for number in range(500):
-        journal.mark(journal.intend("stop_container", f"c{number}"), "done")
+        journal.mark(journal.intend("stop_container", f"{number:064x}"), "done")
     journal.add_killed({"pid": 7, "comm": "python3", "outcome": "terminated"})
     after = os.stat(journal.path)
     assert (after.st_ino, after.st_size) == (document.st_ino, document.st_size)
     assert len(open(journal.records_path, "rb").read().splitlines()) == 1001
     loaded = Journal.load(journal.path)
-    assert [(r.target, r.state) for r in loaded.undo[:2]] == [("c0", "done"), ("c1", "done")] and len(
+    assert [(r.target, r.state) for r in loaded.undo[:2]] == [(f"{0:064x}", "done"), (f"{1:064x}", "done")] and len(
         loaded.undo
     ) == 500
     assert loaded.killed == [{"pid": 7, "comm": "python3", "outcome": "terminated"}]
@@ -165,25 +168,25 @@ def test_a_step_boundary_folds_the_records_into_the_document_and_removes_the_log
 
 def test_a_record_torn_by_a_crash_is_dropped_and_the_ones_before_it_are_kept(tmp_path):
     journal = _journal(tmp_path)
-    journal.intend("stop_container", "train")
-    journal.intend("stop_container", "infer")
+    journal.intend("stop_container", TRAIN)
+    journal.intend("stop_container", INFER)
     with open(journal.records_path, "ab") as log:
         log.write(b'{"event": "mark", "n": 3, "se')  # the process died inside this write
     assert [(r.target, r.state) for r in Journal.load(journal.path).undo] == [
-        ("train", "intended"),
-        ("infer", "intended"),
+        (TRAIN, "intended"),
+        (INFER, "intended"),
     ]
 
 
 def test_records_the_document_already_holds_are_not_replayed_twice(tmp_path):
     # a crash after the document was rewritten at a boundary, before the log was emptied
     journal = _journal(tmp_path)
-    journal.intend("stop_container", "train")
+    journal.intend("stop_container", TRAIN)
     left_over = open(journal.records_path, "rb").read()
     journal.step_finished("stop_consumers", "done")
     with open(journal.records_path, "wb") as log:
         log.write(left_over)
-    assert [r.target for r in Journal.load(journal.path).undo] == ["train"]
+    assert [r.target for r in Journal.load(journal.path).undo] == [TRAIN]
 
 
 @pytest.mark.parametrize(

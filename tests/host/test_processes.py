@@ -1,7 +1,7 @@
 """Real processes holding a real character device (/dev/zero, 1:5) are found, classified and ended
 with the grace period and the PID-reuse guard; PID 1 and unrelated processes are never signalled.
-Daemons on a node without systemd are found by name, stopped, and started again from the command
-line recorded when they were stopped. Real processes, not mocks."""
+Daemons on a node without systemd are found by their executable (root's processes only), stopped,
+and started again from the command line recorded when they were stopped, if root alone controls it. Real processes, not mocks."""
 
 import os
 import shutil
@@ -207,11 +207,24 @@ def test_a_device_node_deleted_while_open_is_still_found(procs, tmp_path):
 # A name no other process on this machine has: stop_daemon signals every process of the name it is
 # given, and a test must never signal a real nvidia-persistenced (or anyone else's process).
 NAME = f"nvreload-test-daemon-{uuid.uuid4().hex[:8]}"
+IGNORES_SIGTERM_C = (
+    "#include <signal.h>\n#include <unistd.h>\nint main(void){signal(SIGTERM,SIG_IGN);for(;;)pause();}\n"
+)
 
 
-def launch(argv0: str, *command: str) -> subprocess.Popen:
-    """Start `command` with argv[0] set to `argv0`, the way a daemon shows in /proc/<pid>/cmdline."""
-    return subprocess.Popen(["bash", "-c", 'exec -a "$0" "$@"', argv0, *command], stdin=subprocess.DEVNULL)
+def daemon_binary(tmp_path, source=None):
+    """A root-owned executable named like the daemon, in root's own directories: a copy of sleep,
+    or a C program built from `source`."""
+    directory = tmp_path / "sbin"
+    directory.mkdir(mode=0o755, exist_ok=True)
+    binary = directory / NAME
+    if source is None:
+        shutil.copy(shutil.which("sleep"), binary)
+    else:
+        (tmp_path / "daemon.c").write_text(source)
+        subprocess.run(["gcc", "-o", str(binary), str(tmp_path / "daemon.c")], check=True)
+    binary.chmod(0o755)
+    return binary
 
 
 def wait_for(predicate, seconds=5.0):
@@ -235,17 +248,42 @@ def cleanup():
         proc.wait()
 
 
-def test_a_daemon_is_found_by_name_with_its_command_line(cleanup):
-    proc = launch(NAME, shutil.which("sleep"), "600")
+def test_a_daemon_is_found_by_its_executable_with_its_command_line(cleanup, tmp_path):
+    binary = daemon_binary(tmp_path)
+    # argv[0] says something else: the executable, not the name a process gives itself, decides
+    proc = subprocess.Popen(["bash", "-c", 'exec -a whatever "$0" 600', str(binary)], stdin=subprocess.DEVNULL)
     cleanup.append(proc)
     assert wait_for(lambda: any(d.pid == proc.pid for d in find_daemons((NAME,))))
     daemon = next(d for d in find_daemons((NAME,)) if d.pid == proc.pid)
-    assert daemon.command == (NAME, "600")
+    assert daemon.command == (str(binary), "600")
+
+
+def test_a_process_that_only_calls_itself_a_daemon_is_not_one(cleanup, tmp_path):
+    # root's own sleep with argv[0] set to a daemon's path: /proc/<pid>/exe says sleep
+    proc = subprocess.Popen(["bash", "-c", 'exec -a "$0" sleep 600', f"{tmp_path}/x/{NAME}"], stdin=subprocess.DEVNULL)
+    cleanup.append(proc)
+    assert wait_for(lambda: read_identity(proc.pid) is not None and read_identity(proc.pid).comm == "sleep")
+    assert not any(d.pid == proc.pid for d in find_daemons((NAME,)))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a process as another user")
+def test_another_users_process_running_the_daemons_executable_is_never_one(cleanup, tmp_path):
+    """An unprivileged user can run the real executable with arguments of their choosing: --start
+    would run those as root. Only root's processes are daemons."""
+    from helpers import as_nobody
+
+    binary = daemon_binary(tmp_path)
+    tmp_path.chmod(0o755)
+    proc = subprocess.Popen([*as_nobody(), str(binary), "600"], stdin=subprocess.DEVNULL)
+    cleanup.append(proc)
+    assert wait_for(lambda: read_identity(proc.pid) is not None and read_identity(proc.pid).comm == NAME[:15])
+    assert wait_for(lambda: open(f"/proc/{proc.pid}/status").read().count("65534") >= 2)
+    assert not any(d.pid == proc.pid for d in find_daemons((NAME,)))
+    assert stop_daemon(NAME, grace=0.5) == [] and proc.poll() is None  # and never signalled
 
 
 def test_stop_then_start_by_recorded_command_brings_the_daemon_back(cleanup, tmp_path):
-    binary = tmp_path / NAME
-    shutil.copy(shutil.which("sleep"), binary)
+    binary = daemon_binary(tmp_path)
     proc = subprocess.Popen([str(binary), "600"], stdin=subprocess.DEVNULL)
     cleanup.append(proc)
     assert wait_for(lambda: any(d.pid == proc.pid for d in find_daemons((NAME,))))
@@ -257,25 +295,52 @@ def test_stop_then_start_by_recorded_command_brings_the_daemon_back(cleanup, tmp
     assert again and again[0].pid != proc.pid
 
 
-def test_a_daemon_that_ignores_sigterm_is_killed_after_the_grace(cleanup):
-    proc = launch(
-        NAME,
-        sys.executable,
-        "-c",
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)",
-    )
+def test_a_daemon_that_ignores_sigterm_is_killed_after_the_grace(cleanup, tmp_path):
+    binary = daemon_binary(tmp_path, IGNORES_SIGTERM_C)
+    proc = subprocess.Popen([str(binary)], stdin=subprocess.DEVNULL)
     cleanup.append(proc)
     assert wait_for(lambda: any(d.pid == proc.pid for d in find_daemons((NAME,))))
-    time.sleep(0.3)  # let python install its handler
     stop_daemon(NAME, grace=0.5)
     assert proc.wait(timeout=5) == -9
 
 
 def test_a_daemon_that_exits_at_once_did_not_come_back(tmp_path):
-    binary = tmp_path / NAME
+    binary = tmp_path / "sbin" / NAME
+    binary.parent.mkdir(mode=0o755)
     shutil.copy(shutil.which("true"), binary)
     with pytest.raises(HostError, match="exited right after start"):
         start_daemon(CommandRunner(), NAME, [str(binary)], settle=0.3)
+
+
+def test_a_recorded_command_that_is_not_the_daemons_executable_is_never_run(tmp_path):
+    marker = tmp_path / "ran"
+    with pytest.raises(HostError, match="is not that daemon's executable"):
+        start_daemon(CommandRunner(), NAME, ["/bin/sh", "-c", f"touch {marker}"], settle=0.1)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("unsafe", ["writable", "foreign_directory", "foreign_link"])
+def test_a_recorded_executable_that_others_control_is_never_run_as_root(tmp_path, unsafe):
+    if os.geteuid() != 0:
+        pytest.skip("ownership checks need root to give a file away")
+    binary = daemon_binary(tmp_path)
+    path = binary
+    if unsafe == "writable":
+        binary.chmod(0o777)
+        expected = "not root's alone"
+    elif unsafe == "foreign_directory":
+        os.chown(binary.parent, 65534, 65534)
+        expected = "is owned by uid 65534"
+    else:
+        links = tmp_path / "links"
+        links.mkdir(mode=0o755)
+        path = links / NAME
+        path.symlink_to(binary)
+        os.chown(path, 65534, 65534, follow_symlinks=False)
+        expected = "is a symbolic link owned by uid 65534"
+    with pytest.raises(HostError, match=expected):
+        start_daemon(CommandRunner(), NAME, [str(path), "600"], settle=0.1)
+    assert not any(d.command[0] == str(path) for d in find_daemons((NAME,)))
 
 
 def test_no_recorded_command_is_an_error_not_a_guess():

@@ -1,7 +1,12 @@
-"""A simulated node whose consumers are real: the NVIDIA modules are simulated (with the kernel's
-rules), while containers and services are the machine's own, reached through the real docker and
-systemctl adapters. Selected by `"consumers": "live"` in a scenario; it exercises the whole reload
-against a real engine and a real systemd on machines that have no GPU."""
+"""A test double: a simulated node whose consumers are real. The NVIDIA modules are simulated (with
+the kernel's rules), while containers and services are the machine's own, reached through the real
+docker and systemctl adapters; it exercises the whole reload against a real engine and a real
+systemd on machines that have no GPU.
+
+It lives with the tests, not in the package: a simulation never touches the machine, and no
+scenario can ask for this (a root `--simulate FILE` once stopped real processes through it).
+Run as a script, it is nvreload's own entry point with this class as the simulated node:
+`python tests/realengine/sim_live.py --reload --simulate SCENARIO --yes`."""
 
 from __future__ import annotations
 
@@ -58,3 +63,13 @@ class SimulatedModulesLiveConsumers(SimulatedNode):
 
     def restart_service(self, name: str) -> None:
         self.live.restart_service(name)
+
+
+if __name__ == "__main__":
+    import sys
+
+    import nvreload.actions
+    from nvreload.entry import main
+
+    nvreload.actions.SIMULATED_NODE = SimulatedModulesLiveConsumers
+    main(sys.argv[1:])
