@@ -13,9 +13,15 @@ output and exit code.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 
-from nvreload.requests import FORMATS, StatusRequest
+# Nothing else at the top: everything this module needs is imported inside main()'s guard, so that a
+# Ctrl-C while Python imports is one line and exit 130, never a traceback (the console script
+# imports this module before it calls main).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from nvreload.requests import StatusRequest
 
 _STATUS = ("--status", "-s")
 _JSON = ("--json",)
@@ -33,6 +39,8 @@ def _value(arg: str, name: str, rest: Iterator[str]) -> str | None:
 def status_request(args: list[str]) -> StatusRequest | None:
     """The request when `args` only ask for status; None sends them to click (which also says what is
     wrong with a bad value, or with --json beside another --format)."""
+    from nvreload.requests import FORMATS, StatusRequest
+
     request = StatusRequest()
     as_json, chosen = False, None
     rest = iter(args)

@@ -20,9 +20,9 @@ def test_when_idle_with_comments_quotes_and_blank_lines(tmp_path):
 @pytest.mark.parametrize(
     "content, says",
     [
-        ("on_upgrade = always\n", "nvreload.conf:1: on_upgrade must be one of report, when-idle, not 'always'"),
-        ("# x\non_upgrade report\n", "nvreload.conf:2: expected 'key = value'"),
-        ("on_upgrades = report\n", "nvreload.conf:1: unknown setting 'on_upgrades'"),
+        ("on_upgrade = always\n", "nvreload.conf:1: on_upgrade must be one of report, when-idle"),
+        ("# x\non_upgrade report\n", "nvreload.conf:2: not an nvreload setting (expected 'key = value')"),
+        ("on_upgrades = report\n", "nvreload.conf:1: an unknown setting (known: on_upgrade)"),
         ("on_upgrade = report\non_upgrade = when-idle\n", "nvreload.conf:2: on_upgrade is set twice"),
     ],
 )

@@ -208,6 +208,16 @@ class SimulatedNode:
     def _fault(self, step: str) -> None:
         with self._lock:
             for fault in self.s["faults"]:
+                if fault.get("at") == step and fault.get("crash") == "during":
+                    if fault.get("skip", 0) > 0:
+                        fault["skip"] -= 1
+                    else:
+                        fault["crash"] = "done"
+                    self._save()
+                    if fault["crash"] == "done":
+                        # inside the step: the engine has written this action's undo record, and the
+                        # action never runs
+                        signal.raise_signal(signal.SIGKILL)
                 if fault.get("at") == step and "error" in fault and fault["times"] != 0:
                     if fault.get("skip", 0) > 0:  # let this many actions of the step through first
                         fault["skip"] -= 1
@@ -422,6 +432,10 @@ class SimulatedNode:
         self._latency("stop_container")
         with self._lock:
             c["running"] = False
+            if c.get("restart_policy") == "always":
+                # as the container door does: a dockerd restart must not start it while the modules
+                # are out; the start puts `always` back
+                c["restart_policy"] = "unless-stopped"
             for p in self.s["processes"]:
                 if p.get("container") == c["id"]:
                     p["alive"] = False
@@ -450,6 +464,8 @@ class SimulatedNode:
         with self._lock:
             c["running"] = True
             c["starts"] = c.get("starts", 0) + 1
+            if restart_policy == "always":
+                c["restart_policy"] = "always"
             self._save()
 
     def _service(self, name: str) -> dict:
