@@ -393,8 +393,10 @@ def _resume_with_slurm(
             raise
         result = ActionResult(ExitCode.OK, nothing_to_do="none")
     if drained is not None and result.exit_code in (ExitCode.OK, ExitCode.ROLLED_BACK, ExitCode.PARTIAL):
-        resume_after_crash(paths.state_dir)
-        result.slurm_resumed = drained
+        resumed = resume_after_crash(paths.state_dir)  # None: the node was not drained for nvreload
+        if resumed is None:
+            return result
+        result.slurm_resumed = resumed
         if result.report is not None:
             from nvreload.slurm_drain import DrainReport
 

@@ -17,6 +17,8 @@ CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}")
 PCI_BUS_ID = re.compile(r"[0-9a-fA-F]{4,8}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]")
 VT_CONSOLE = re.compile(r"vtcon[0-9]{1,3}")
 PARAMETER_NAME = re.compile(r"[A-Za-z0-9_]{1,128}")
+# one Slurm node: a host name (no comma list, no [1-4] range, no option)
+SLURM_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def is_module_name(value: object) -> bool:
@@ -29,6 +31,10 @@ def is_unit_name(value: object) -> bool:
 
 def is_container_id(value: object) -> bool:
     return isinstance(value, str) and CONTAINER_ID.fullmatch(value) is not None
+
+
+def is_slurm_node_name(value: object) -> bool:
+    return isinstance(value, str) and SLURM_NODE.fullmatch(value) is not None
 
 
 def is_bus_id(value: object) -> bool:

@@ -4,7 +4,10 @@ drained, its reason saying so. A node an admin had drained or downed before stay
 
 `slurm-drain.json` in the state directory records that nvreload drained the node before it does, and
 is removed after the resume: a run killed while it waited for jobs or reloaded leaves it, and
-`nvreload --rollback` (or `--start`) resumes the node from it.
+`nvreload --rollback` (or `--start`) resumes the node from it. A run that needs a reboot keeps it
+too: after the reboot, the `--rollback` that finishes that run's journal resumes the node. A resume
+from the record happens only while the node is drained for nvreload's own reason: a run killed
+between writing the record and draining left it as it was, and an admin's later drain stays.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from dataclasses import dataclass, field
 
 from nvreload.engine.engine import Reporter
 from nvreload.errors import BadInputError, ExitCode, HostError, RefusedError
-from nvreload.host.slurm import REASON, SlurmNode
+from nvreload.host.slurm import DRAINED_FLAGS, REASON, REBOOT_REASON, SlurmNode
+from nvreload.names import is_slurm_node_name
 from nvreload.state_files import atomic_write_json
+from nvreload.trusted_paths import read_own_file
 
 RECORD = "slurm-drain.json"
 DEFAULT_TIMEOUT_S = 3600.0  # how long jobs may take to end; a longer wait is a scheduler's job
@@ -107,9 +112,11 @@ class SlurmDrain:
         if report is None or not report.drained:
             return report
         if exit_code == ExitCode.NEEDS_REBOOT:
-            self.node.drain("nvreload: driver reload failed, reboot needed")
-            report.left_drained = "the reload failed and the node needs a reboot"
-            clear_record(self.record)
+            # the record stays: the --rollback after the reboot resumes the node it names
+            self.node.drain(REBOOT_REASON)
+            report.left_drained = (
+                "the reload failed and the node needs a reboot (nvreload --rollback after it resumes it)"
+            )
             return report
         try:
             self._give_back()
@@ -125,16 +132,17 @@ class SlurmDrain:
 
 
 def read_record(path: str) -> str | None:
-    """The node a killed run left drained, or None."""
+    """The node a killed run left drained, or None. The name goes to scontrol as `nodename=NAME`:
+    one that could name other nodes (a comma list, a hostlist range) is not a record of ours."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        return None
+        raw = read_own_file(path, 64 << 10)
+        if raw is None:
+            return None
+        data = json.loads(raw)
     except (OSError, ValueError) as exc:
         raise BadInputError(f"{path}: not a drain record ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("node"), str) or not data["node"]:
-        raise BadInputError(f"{path}: not a drain record (no node name)")
+    if not isinstance(data, dict) or not is_slurm_node_name(data.get("node")):
+        raise BadInputError(f"{path}: not a drain record (no node name, or one that is not a Slurm node's)")
     return data["node"]
 
 
@@ -146,11 +154,17 @@ def clear_record(path: str) -> None:
 
 
 def resume_after_crash(state_dir: str) -> str | None:
-    """--rollback, --start: resume the node a killed run left drained; its name, or None."""
+    """--rollback, --start: resume the node a killed run (or one that needed a reboot) left drained;
+    its name, or None. Only a node drained for nvreload's own reason is resumed: one never drained
+    (the run died between its record and the drain) or drained by an admin since stays as it is."""
     path = record_path(state_dir)
     name = read_record(path)
     if name is None:
         return None
-    SlurmNode(name).resume()
+    node = SlurmNode(name)
+    state = node.state()
+    ours = bool(state.flags & DRAINED_FLAGS) and (state.reason or "").startswith(REASON)
+    if ours:
+        node.resume()
     clear_record(path)
-    return name
+    return name if ours else None

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -313,3 +314,13 @@ def test_the_hook_without_nvreload_on_path_says_so(tmp_path):
 def test_the_shipped_scripts_are_executable():
     for script in (POST_INVOKE, DPKG_STATUS, PACKAGING / "kernel" / "zz-nvreload"):
         assert os.access(script, os.X_OK), script
+
+
+def test_a_hung_nvreload_never_hangs_the_package_transaction(hook_env):
+    env, tmp = hook_env
+    hung = tmp / "bin" / "nvreload"
+    hung.write_text("#!/bin/sh\nexec sleep 600\n")  # a FIFO read, an NFS stall: it never answers
+    started = time.monotonic()
+    proc = run_hook({**env, "NVRELOAD_HOOK_TIMEOUT": "1"}, "apt")
+    assert proc.returncode == 0 and time.monotonic() - started < 30
+    assert "nvreload --after-upgrade apt did not finish in 1 s and was stopped" in proc.stderr

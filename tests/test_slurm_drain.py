@@ -4,6 +4,7 @@ after a reload or a rollback, left drained when a reboot is needed, left as an a
 resumed by --rollback after a run killed while it waited."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -187,3 +188,69 @@ def test_a_node_slurm_does_not_know_is_one_line_and_nothing_is_drained(slurm, tm
 def test_drain_flags_out_of_place_are_usage_errors(args, says):
     proc = run_cli(*args, "--simulate")
     assert proc.returncode == 64 and says in proc.stderr
+
+
+# crash windows and the ends a drained run can come to (issue 18, point 12) ------------------------------------
+def test_a_run_that_ends_partial_resumes_the_node(slurm, tmp_path):
+    partial = scenario(tmp_path, [{"at": "restart_consumers", "error": "container will not start", "times": -1}])
+    report = reload_json(slurm, tmp_path, scenario_file=partial, exit_code=12)
+    assert report["result"] == "failed" and report["remaining_action"] == "nvreload --start"
+    assert report["slurm"]["resumed"] and report["slurm"]["left_drained"] is None
+    assert "DRAIN" not in slurm.node_state()[0]
+
+
+def test_a_run_killed_between_its_drain_record_and_the_drain_leaves_the_node_as_it_was(slurm, tmp_path):
+    """scontrol is made to hang on the drain (a wrapper ahead of it on PATH), and nvreload is killed
+    there: the record says drained, Slurm says idle. --rollback must not resume (or fail on) a node
+    that was never drained, and must not leave the record behind."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    real = subprocess.run(["sh", "-c", "command -v scontrol"], capture_output=True, text=True).stdout.strip()
+    (bin_dir / "scontrol").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *state=drain*) touch "$0.hung"; while kill -0 $PPID 2>/dev/null; do sleep 0.1; done; exit 1;; esac\n'
+        f'exec {real} "$@"\n'
+    )
+    (bin_dir / "scontrol").chmod(0o755)
+    env = {**slurm.env, **env_of(slurm, tmp_path), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    args = ["--reload", "--drain", "slurm", "--simulate", scenario(tmp_path), "--yes"]
+    proc = subprocess.Popen([sys.executable, "-m", "nvreload", *args], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (bin_dir / "scontrol.hung").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (tmp_path / "state" / "slurm-drain.json").exists()
+    finally:
+        proc.send_signal(signal.SIGKILL)  # our own child, killed inside the window
+        proc.wait(timeout=30)
+    slurm.scontrol("update", f"nodename={slurm.node}", "state=drain", "reason=admin: bad fan")  # an admin, since
+    rollback = run_cli("--rollback", "--simulate", "--json", env=env_of(slurm, tmp_path), timeout=120)
+    assert rollback.returncode == 0, rollback.stderr
+    assert json.loads(rollback.stdout) == {"schema_version": 1, "result": "nothing_to_do", "journal_state": "none"}
+    state, reason = slurm.node_state()
+    assert "DRAIN" in state and reason.startswith("admin: bad fan")  # the admin's drain stays
+    assert not (tmp_path / "state" / "slurm-drain.json").exists()
+
+
+def test_the_reboot_needed_drain_is_lifted_by_the_rollback_after_the_reboot(slurm, tmp_path):
+    broken = scenario(tmp_path, [{"at": "load_modules", "error": "injected", "times": 2}])
+    report = reload_json(slurm, tmp_path, scenario_file=broken, exit_code=11)
+    assert "reboot" in report["slurm"]["left_drained"]
+    assert "DRAIN" in slurm.node_state()[0]
+    # the reboot: the modules load again (the injected fault is spent); the operator finishes the run
+    rollback = run_cli("--rollback", "--simulate", "--json", env=env_of(slurm, tmp_path), timeout=120)
+    assert rollback.returncode in (0, 10), rollback.stdout + rollback.stderr
+    document = json.loads(rollback.stdout)
+    assert document["slurm"] == {**document["slurm"], "node": slurm.node, "resumed": True}
+    assert "DRAIN" not in slurm.node_state()[0]
+    assert not (tmp_path / "state" / "slurm-drain.json").exists()
+
+
+def test_a_rollback_that_still_needs_a_reboot_leaves_the_node_drained(slurm, tmp_path):
+    broken = scenario(tmp_path, [{"at": "load_modules", "error": "injected", "times": -1}])
+    reload_json(slurm, tmp_path, scenario_file=broken, exit_code=11)
+    rollback = run_cli("--rollback", "--simulate", "--json", env=env_of(slurm, tmp_path), timeout=120)
+    assert rollback.returncode == 11, rollback.stdout + rollback.stderr
+    state, reason = slurm.node_state()
+    assert "DRAIN" in state and reason.startswith("nvreload: driver reload failed, reboot needed")
+    assert (tmp_path / "state" / "slurm-drain.json").exists()  # for the rollback after the reboot

@@ -14,6 +14,8 @@ from nvreload.errors import BadInputError, HostError
 from nvreload.host.commands import CommandRunner
 
 REASON = "nvreload: driver reload"
+REBOOT_REASON = "nvreload: driver reload failed, reboot needed"  # starts with REASON: nvreload's own
+DRAINED_FLAGS = frozenset({"DRAIN", "DRAINING", "DRAINED"})
 
 
 @dataclass(frozen=True)

@@ -456,3 +456,50 @@ def test_a_process_that_began_holding_the_gpu_after_the_plan_is_not_signalled_an
     journal = json.loads((state / "journal.json").read_text())
     assert journal["state"] == "rolled_back"
     assert not [r for r in journal["undo"] if r["kind"] == "unload_module"]
+
+
+def test_a_late_holder_in_process_group_1_is_never_taken_for_a_killed_holders_child(tmp_path):
+    # a holder started straight from init shares pgrp 1 with every other orphan: the group says
+    # nothing about who forked whom, so a late holder there is a stranger
+    processes = _with_holder_child({"pid": 4250, "start_time": 99900, "comm": "orphan", "pgrp": 1})
+    next(p for p in processes if p["pid"] == 4242)["pgrp"] = 1
+    proc, state = reload(tmp_path, scenario=write_scenario(tmp_path, processes=processes))
+    assert proc.returncode == ExitCode.ROLLED_BACK, proc.stdout + proc.stderr
+    assert "after the plan was made, not signalled: pid 4250 (orphan)" in json.loads(proc.stdout)["error"]
+    assert next(p for p in node_state(state)["processes"] if p["pid"] == 4250).get("alive", True)
+    assert_consistent(node_state(state))
+
+
+def _forking_generations(count: int) -> dict:
+    """A child that, when killed, forks the next generation, `count` generations deep."""
+    child: dict = {}
+    for generation in reversed(range(count)):
+        pid = 4300 + generation
+        child = {
+            "pid": pid,
+            "start_time": 99000 + pid,
+            "comm": f"gen{generation}",
+            **({"spawns_on_kill": child} if child else {}),
+        }
+    return child
+
+
+def test_late_holders_that_keep_forking_are_ended_for_five_rounds(tmp_path):
+    scenario = write_scenario(tmp_path, processes=_with_holder_child(_forking_generations(5)))
+    proc, state = reload(tmp_path, scenario=scenario)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    late = [k["comm"] for k in json.loads(proc.stdout)["killed"] if k.get("late")]
+    assert late == [f"gen{n}" for n in range(5)]
+    assert_consistent(node_state(state), reloaded=True)
+
+
+def test_a_sixth_generation_of_late_holders_fails_the_step_before_any_unload(tmp_path):
+    scenario = write_scenario(tmp_path, processes=_with_holder_child(_forking_generations(6)))
+    proc, state = reload(tmp_path, scenario=scenario)
+    assert proc.returncode == ExitCode.ROLLED_BACK, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert "still holding the GPU after 5 rounds of ending late holders: pid 4305 (gen5)" in report["error"]
+    assert [s["name"] for s in report["steps"]] == ["stop_consumers"]
+    journal = json.loads((state / "journal.json").read_text())
+    assert not [r for r in journal["undo"] if r["kind"] == "unload_module"]
+    assert_consistent(node_state(state))

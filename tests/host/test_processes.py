@@ -5,6 +5,7 @@ and started again from the command line recorded when they were stopped, if root
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -346,3 +347,48 @@ def test_a_recorded_executable_that_others_control_is_never_run_as_root(tmp_path
 def test_no_recorded_command_is_an_error_not_a_guess():
     with pytest.raises(HostError, match="no recorded command line"):
         start_daemon(CommandRunner(), NAME, None)
+
+
+def test_nvreloads_parent_is_refused_with_its_reason_and_never_signalled(no_real_signals):
+    # the shell or sudo that started nvreload: it may well hold a GPU device (a CUDA REPL running it)
+    result = ProcessReaper(DeviceMatcher(majors=frozenset(range(0, 512))), grace=0.01).terminate(os.getppid(), None)
+    assert (result.outcome, result.reason) == ("refused", "never signal nvreload itself or its parent")
+    assert no_real_signals == []
+
+
+@pytest.mark.parametrize("pid", [0, -1, -4242])
+def test_pid_0_and_negative_pids_are_refused_they_would_signal_whole_groups(pid, no_real_signals):
+    # kill(0) signals our own process group, kill(-1) every process we may signal, kill(-N) group N
+    result = ProcessReaper(ZERO, grace=0.01).terminate(pid, None)
+    assert (result.outcome, result.reason) == ("refused", "never signal PID 1 (or lower)")
+    assert no_real_signals == []
+
+
+def test_a_pid_taken_by_another_process_during_the_grace_ends_the_wait_and_gets_no_sigkill(procs, monkeypatch):
+    """The start time is checked again in the wait after SIGTERM, not only before it: a pid that now
+    names another process (ours exited, the pid was reused) is never sent SIGKILL, and the wait ends."""
+    import nvreload.host.processes as processes
+
+    stubborn = procs(STUBBORN)
+    real_identity, signalled = processes.read_identity, []
+    original_kill = os.kill
+
+    def kill(pid, signum):
+        signalled.append(signum)
+        original_kill(pid, signum)
+
+    def identity(pid, proc="/proc"):
+        ident = real_identity(pid, proc)
+        if ident is not None and pid == stubborn.pid and signalled:  # after SIGTERM: a new process
+            from dataclasses import replace
+
+            return replace(ident, start_time=ident.start_time + 1)
+        return ident
+
+    monkeypatch.setattr(processes, "read_identity", identity)
+    monkeypatch.setattr(os, "kill", kill)
+    started = time.monotonic()
+    result = ProcessReaper(ZERO, grace=5.0).terminate(stubborn.pid, real_identity(stubborn.pid).start_time)
+    assert (result.outcome, result.reason) == ("terminated", "exited after SIGTERM")
+    assert time.monotonic() - started < 4.0  # the wait saw it go; it did not sit out the grace
+    assert signalled == [signal.SIGTERM] and stubborn.poll() is None  # it ignores SIGTERM: still there
