@@ -66,16 +66,29 @@ class App:
             self._machine = Machine(fs, runner, nvml_probe=probe, modinfo_cache_path=self.paths.modinfo_cache)
         return self._machine
 
-    def status(self) -> Result:
+    def status(self, baseline: str | None = None) -> Result:
+        """--status; with `baseline` (a known-good node's status document) the drift_* findings of
+        this node against it are added, and the recommended action drawn from all of them."""
         from nvreload.status import status_document, status_exit_code
 
+        wanted = None
+        if baseline is not None:  # a bad file is one line before the node is read
+            from nvreload.diagnosis.drift import load_baseline
+
+            wanted = load_baseline(baseline)
         if self.simulate is not None:
-            document = status_document(self._simulated_state())
+            node = self._simulated_state()
         else:
             machine = self._open_machine(prefetch_nvml=True)
             from nvreload.read.node import read_node
 
-            document = status_document(read_node(machine))
+            node = read_node(machine)
+        document = status_document(node)
+        if wanted is not None:
+            from nvreload.diagnosis.drift import drift_findings, with_drift
+            from nvreload.diagnosis.findings import diagnose
+
+            document = status_document(node, with_drift(diagnose(node), drift_findings(document, wanted)))
         if self.root_arg is None or self.simulate is not None:
             # not for a snapshot: this machine's reload-pending record is not the snapshot's
             document["reload"]["pending"] = self._pending(document["recommended_action"])

@@ -70,6 +70,8 @@ def _check_combinations(action: str, opts: dict) -> None:
         raise UsageError(f"--json and --format {opts['format']} conflict (--json is --format json)")
     if action not in ("status", "verify", "collect") and (opts["format"] == "prometheus" or opts["output"]):
         raise UsageError(f"--format prometheus and --output go with --status, not --{action}")
+    if opts["baseline"] and action != "status":
+        raise UsageError(f"--baseline goes with --status, not --{action}")
     if opts["dry_run"] and action not in ("reload", "after_upgrade", "reset", "stop", "start", "rollback"):
         raise UsageError(f"--dry-run goes with --reload, --reset, --stop, --start or --rollback, not --{action}")
 
@@ -249,6 +251,14 @@ class Seconds(click.FloatRange):
     callback=_given,
     help="With --status --format prometheus: write the metrics to FILE atomically instead of stdout.",
 )
+@click.option(
+    "--baseline",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    callback=_given,
+    help="With --status: compare this node with a known-good node's --status --json document (or the part "
+    "of it the fleet fixes) and add drift_* findings.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="More detail (and tracebacks for internal errors).")
 @click.version_option(__version__, prog_name="nvreload")
 def command(**opts: Any) -> int:
@@ -265,6 +275,7 @@ def command(**opts: Any) -> int:
             simulate=opts["simulate"],
             output=opts["output"],
             kernel=opts["check_kernel"],
+            baseline=opts["baseline"],
         )
     return _act(action, opts)
 

@@ -52,7 +52,7 @@ def status_request(args: list[str]) -> StatusRequest | None:
             as_json = True
         elif arg in _VERBOSE:
             request.verbose = True
-        elif name in ("--root", "--format", "--output"):
+        elif name in ("--root", "--format", "--output", "--baseline"):
             value = _value(arg, name, rest)
             if not value or (name == "--format" and value not in FORMATS):
                 return None
@@ -60,6 +60,8 @@ def status_request(args: list[str]) -> StatusRequest | None:
                 request.root = value
             elif name == "--format":
                 chosen = value
+            elif name == "--baseline":
+                request.baseline = value
             else:
                 request.output = value
         else:
@@ -98,7 +100,14 @@ def _main(argv: list[str] | None) -> None:
 
     sys.exit(
         guarded(
-            lambda: run_read_only("status", request.root, request.format, request.verbose, output=request.output),
+            lambda: run_read_only(
+                "status",
+                request.root,
+                request.format,
+                request.verbose,
+                output=request.output,
+                baseline=request.baseline,
+            ),
             request.verbose,
         )
     )

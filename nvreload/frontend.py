@@ -23,6 +23,7 @@ def run_read_only(
     simulate: str | None = None,
     output: str | None = None,
     kernel: str | None = None,
+    baseline: str | None = None,
 ) -> int:
     """--status, --verify, --collect: call the application, render its document in `output_format`
     (human, json, prometheus), return the exit code. `output`: write the prometheus text to that file
@@ -31,6 +32,8 @@ def run_read_only(
         raise UsageError(f"--format prometheus goes with --status, not --{action}")
     if output is not None and output_format != "prometheus":
         raise UsageError("--output writes the metrics of --status --format prometheus")
+    if baseline is not None and action != "status":
+        raise UsageError(f"--baseline goes with --status, not --{action}")
     from nvreload.app import App
 
     app = App(root=root, simulate=simulate)
@@ -39,7 +42,7 @@ def run_read_only(
     elif action == "check_kernel":
         result = app.check_kernel(str(kernel))
     else:
-        result = app.status() if action == "status" else app.verify()
+        result = app.status(baseline) if action == "status" else app.verify()
     if output_format == "prometheus":
         return _metrics(app, result.document, output, result.exit_code)
     from nvreload.render.output import reader_may_leave

@@ -16,3 +16,4 @@ class StatusRequest:
     format: str = "human"  # one of FORMATS
     verbose: bool = False
     output: str | None = None  # --output FILE: the json or prometheus text goes there, atomically
+    baseline: str | None = None  # --baseline FILE: a known-good node's status document; drift_* findings

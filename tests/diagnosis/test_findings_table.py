@@ -4,17 +4,18 @@ import ast
 import re
 from pathlib import Path
 
-from nvreload.diagnosis import findings
+from nvreload.diagnosis import drift, findings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def emitted() -> dict[str, str | None]:
-    """code -> action, read off findings.py: each Finding(code, severity, message, action, ...) with a
-    literal code, and the (kind, code, action, ...) rows of the GPU initialisation table."""
-    tree = ast.parse(Path(findings.__file__).read_text())
+    """code -> action, read off findings.py and drift.py: each Finding(code, severity, message, action,
+    ...) with a literal code, and the (kind, code, action, ...) rows of the GPU initialisation table."""
     out: dict[str, str | None] = {}
-    for node in ast.walk(tree):
+    for node in (
+        n for source in (findings.__file__, drift.__file__) for n in ast.walk(ast.parse(Path(source).read_text()))
+    ):
         if (
             isinstance(node, ast.Call)
             and getattr(node.func, "id", None) == "Finding"
