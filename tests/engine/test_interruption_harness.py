@@ -85,11 +85,12 @@ def finish_and_check(run: dict) -> str:
     journal's final state."""
     where = f"case_{run['number']} ({run['action']}, {run['signal']} at {run['delay']} s, exit {run['returncode']})"
     if "KeyboardInterrupt" in run["stderr"] and "/nvreload/" not in run["stderr"]:
-        # SIGINT while the interpreter itself starts (site, runpy: no frame of nvreload's yet):
-        # Python's own message, and nothing can have been done
-        assert run["signal"] == "SIGINT" and not run["state"].exists(), f"{where}: {run['stderr']}"
-        return "none"
-    assert "Traceback" not in run["stderr"], f"{where}: {run['stderr']}"
+        # SIGINT while the interpreter itself starts (site, runpy, an import lock's callback: no
+        # frame of nvreload's): Python's own message. It either died there or went on (it prints
+        # "Exception ignored" and carries on); the node is checked below either way.
+        assert run["signal"] == "SIGINT", f"{where}: {run['stderr']}"
+    else:
+        assert "Traceback" not in run["stderr"], f"{where}: {run['stderr']}"
     journal_file = run["state"] / "journal.json"
     if journal_file.exists():
         journal = json.loads(journal_file.read_text())
