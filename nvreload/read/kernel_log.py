@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 
-from nvreload.model import GpuInitFailure, KernelLog, ModuleLoadFailure, XidEvent
+from nvreload.model import DriverMessage, GpuInitFailure, KernelFault, KernelLog, ModuleLoadFailure, XidEvent
+from nvreload.read import driver_messages
 from nvreload.read.nvidia_proc import normalize_bus_id
 
 _KMSG_PREFIX = re.compile(r"^\d+,\d+,\d+,[^;]*;")
@@ -33,6 +34,9 @@ _CONTINUATION = re.compile(r"^\s*NVRM:\s?(?P<text>.*)$")
 _PROBE = (
     ("fallen_off_bus", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*fallen off the bus")),
     ("unsupported", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*is not supported by")),
+    # the GPU needs a legacy branch (proprietary module), or the open module ignores it
+    ("unsupported", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*is supported through the NVIDIA")),
+    ("unsupported", re.compile(r"NVRM: ignoring the legacy GPU (?P<bus>[0-9A-Fa-f:.]+)")),
     (
         "bar_unassigned",
         re.compile(
@@ -69,6 +73,7 @@ _SIGNATURE = re.compile(
 _KEY_REJECTED = re.compile(
     r"(?:could not insert|Failed to insert module) '(?P<module>[^']+)': Key was rejected by service"
 )
+_INSERTING = re.compile(r"(?:could not insert|Failed to insert module) '(?P<module>[^']+)'")
 _FORMAT = re.compile(r"Invalid module format|Exec format error")
 # a cheap test before the patterns above: most of a kernel log is none of this
 _REFUSAL_WORDS = ("symbol", "module", "Key was rejected", "format error", "version magic", "API mismatch")
@@ -152,7 +157,8 @@ def _module_failure(line: str) -> ModuleLoadFailure | None:
         return ModuleLoadFailure(rejected.group("module").replace("-", "_"), "signature", line.strip())
     if _SIGNATURE.search(text):
         return ModuleLoadFailure(None, "signature", line.strip())
-    named = _MODULE_NAMED.match(text)
+    # modprobe names the module it could not insert in quotes, after its own name
+    named = _INSERTING.search(text) or _MODULE_NAMED.match(text)
     module = named.group("module").replace("-", "_") if named else None
     for kind, pattern in (("symbol_version", _SYMBOL_VERSION), ("unknown_symbol", _UNKNOWN_SYMBOL)):
         match = pattern.search(text)
@@ -165,6 +171,49 @@ def _module_failure(line: str) -> ModuleLoadFailure | None:
     if "NVRM: API mismatch" in text:
         return ModuleLoadFailure("nvidia", "api_mismatch", line.strip())
     return None
+
+
+# A kernel fault report: its first line, then (up to the next report or its "end trace" line) the
+# RIP and call trace lines; a frame in an NVIDIA module ends in "[nvidia]", "[nvidia_uvm]", ... The
+# "Modules linked in:" line lists every loaded module (as "nvidia(POE)") and proves nothing.
+_FAULT_FINDING = "kernel_fault_in_nvidia_module"
+_FAULT_SPAN = 80
+_NVIDIA_FRAME = re.compile(r"\[(nvidia\w*|nvswitch\w*|gdrdrv)\]")
+
+
+def _kernel_fault(lines: list[str], index: int, kind: str) -> tuple[KernelFault | None, int]:
+    """The fault report starting at lines[index] (if a line of it names an NVIDIA module) and where it
+    ends. One report prints several headers ("BUG: ...", then "Oops: ..."): a header ends it only
+    once its RIP or call trace has begun."""
+    frames: list[str] = []
+    modules: dict[str, None] = {}
+    traced = False
+    end = min(len(lines), index + _FAULT_SPAN)
+    for position in range(index, end):
+        line = lines[position]
+        if position > index and ("---[ end trace" in line or (traced and _is_fault_header(line))):
+            end = position
+            break
+        if "Modules linked in" in line:
+            continue
+        traced = traced or "Call Trace" in line or "RIP:" in line
+        found = _NVIDIA_FRAME.findall(line)
+        if found:
+            modules.update(dict.fromkeys(found))
+            frames.append(line.strip())
+    if not modules:
+        return None, end
+    return KernelFault(kind, lines[index].strip(), tuple(modules), tuple(frames[:6])), end
+
+
+def _is_fault_header(line: str) -> bool:
+    family = driver_messages.classify(line)
+    return family is not None and family.finding == _FAULT_FINDING
+
+
+def _driver_message(line: str) -> DriverMessage | None:
+    family = driver_messages.classify(line)
+    return DriverMessage(family.name, family.finding, line.strip()) if family is not None else None
 
 
 def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
@@ -182,6 +231,9 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
     fallen = []
     init_failures = []
     module_failures = []
+    messages: list[DriverMessage] = []
+    faults: list[KernelFault] = []
+    fault_end = 0
     for index, line in enumerate(lines):
         since = last_load is not None and index > last_load
         current = last_load is None or since
@@ -212,6 +264,16 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
         if current and any(marker in line for marker in LOAD_ERROR_MARKERS):
             if "nvidia" in line.lower() or "NVRM" in line:
                 load_errors.append(line.strip())
+        if (current or index >= probe_start) and driver_messages.might_match(line):
+            message = _driver_message(line)
+            if message is not None:
+                if message.finding == _FAULT_FINDING:
+                    if current and index >= fault_end:  # not a later header of a report already read
+                        fault, fault_end = _kernel_fault(lines, index, message.family)
+                        if fault is not None:
+                            faults.append(fault)
+                else:
+                    messages.append(message)
         if current and any(word in line for word in _REFUSAL_WORDS) and not _LOAD.search(line):
             refused = _module_failure(line)
             if refused is not None:
@@ -225,4 +287,6 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
         fallen_off_bus=tuple(fallen),
         gpu_init_failures=tuple(init_failures[-64:]),
         module_failures=tuple(module_failures[-64:]),
+        driver_messages=tuple(messages[-256:]),
+        kernel_faults=tuple(faults[-16:]),
     )

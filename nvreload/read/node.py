@@ -16,7 +16,7 @@ from nvreload.model import (
     ServiceState,
 )
 from nvreload.read.kernel_log import parse_kernel_log
-from nvreload.read.kernel_modules import mofed_ready, parse_proc_modules, read_kernel, read_modules
+from nvreload.read.kernel_modules import FABRIC_MODULES, mofed_ready, parse_proc_modules, read_kernel, read_modules
 from nvreload.read.nvidia_proc import read_proc_gpus, read_resident
 from nvreload.read.on_disk import newer_kernels, read_dkms, read_on_disk_module
 from nvreload.read.pci import read_pci_gpus
@@ -142,6 +142,7 @@ def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeStat
         mofed_ready=mofed_ready(fs, modules),
         peermem_wanted=peermem_wanted,
         fabric_manager_version=fabric_manager_version,
+        fabric_modules=tuple(name for name in FABRIC_MODULES if any(line.name == name for line in proc_lines)),
         consumers=consumers,
         unreadable=tuple(dict.fromkeys(fs.denied)),
         live=machine.live,

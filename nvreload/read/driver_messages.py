@@ -1,0 +1,862 @@
+"""The NVIDIA kernel modules' own messages, as families: what each says is wrong, which part of the
+stack it blames, and what fixes it.
+
+Swept from NVIDIA/open-gpu-kernel-modules (595.45.04; `kernel-open/` and `src/`: nv_printf and
+NV_DEV_PRINTF at NV_DBG_ERRORS, NV_PRINTF at LEVEL_ERROR, nvkms_log, NV_DRM_LOG_ERR, UVM's
+always-printed errors, NVSWITCH_PRINT and peer_err), and the kernel's own load-time and fault
+messages about them. The proprietary module prints the same `NVRM:` lines (its RM is the same
+source); the few that only it prints say so in `source`. Each family's `sample` is a line of that
+message as the kernel log shows it (a fact, not code): the tests feed it to the diagnosis.
+
+A family's `finding` is the code the diagnosis gives it; None for a message that does not mean the
+stack is broken (the load banner, a taint note, a fallback the driver takes by itself). Families
+marked `structured` are read by kernel_log.py's own rules (XIDs, the probe's
+per-GPU lines, the kernel's module refusals, kernel faults), whose findings need more than the line
+(which GPU, which module, what else the driver said); the others become findings through
+nvreload/diagnosis/messages.py's CODES, one per code.
+
+Nothing here is compiled at import: `classify` builds one alternation of all patterns the first
+time a line that passes the cheap prefix test (`might_match`) reaches it, so a kernel log without
+NVIDIA lines costs a substring test per line. `python -m nvreload.diagnosis.messages --markdown`
+prints docs/driver-messages.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+COMPONENTS = ("module_build", "firmware", "gpu", "platform", "fabric", "application", "driver", "none")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One message family: its pattern (searched in the line, no named groups), what it means, the
+    part of the stack it blames, what fixes it, and where the driver prints it."""
+
+    name: str
+    pattern: str
+    meaning: str
+    component: str
+    action: str
+    finding: str | None
+    source: str
+    sample: str
+    structured: bool = False  # its finding comes from kernel_log.py's own reading, not from here
+    requires: str | None = None  # a family whose line must come with it for the finding (the test's context)
+
+
+_MODULE_LOAD = "kernel: kernel/module/main.c (and modprobe's error text)"
+_NV = "kernel-open/nvidia/nv.c"
+_PCI = "kernel-open/nvidia/nv-pci.c"
+_OSINIT = "src/nvidia/arch/nvalloc/unix/src/osinit.c"
+_OSAPI = "src/nvidia/arch/nvalloc/unix/src/osapi.c"
+_GSP = "src/nvidia/src/kernel/gpu/gsp/kernel_gsp.c"
+_FAULT = "kernel: the oops, BUG, WARN, lockup and hung-task reports (call trace through an NVIDIA module)"
+_BUS = "0000:3b:00.0"
+
+FAMILIES: tuple[Family, ...] = (
+    # ---- the load banners and notes: nothing is wrong
+    Family(
+        "driver_loading",
+        r"NVRM: loading NVIDIA",
+        "the nvidia module loaded (the banner names its version and flavor); lines after it belong to this instance",
+        "none",
+        "none",
+        None,
+        _NV,
+        "NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  570.158.01  Release Build  "
+        "(dvs-builder@U22-I3-B10-02-5)  Mon Jun  2 13:13:04 UTC 2025",
+    ),
+    Family(
+        "uvm_loaded",
+        r"nvidia-uvm: Loaded the UVM driver",
+        "nvidia-uvm loaded",
+        "none",
+        "none",
+        None,
+        "kernel-open/nvidia-uvm/uvm.c (older branches; 595 no longer prints it)",
+        "nvidia-uvm: Loaded the UVM driver, major device number 510.",
+    ),
+    Family(
+        "modeset_loading",
+        r"nvidia-modeset: Loading NVIDIA (?:UNIX Open )?Kernel Mode Setting Driver",
+        "nvidia-modeset loaded",
+        "none",
+        "none",
+        None,
+        "kernel-open/nvidia-modeset/nvidia-modeset-linux.c",
+        "nvidia-modeset: Loading NVIDIA UNIX Open Kernel Mode Setting Driver for x86_64  570.158.01  Release Build",
+    ),
+    Family(
+        "drm_loading",
+        r"\[nvidia-drm\] \[GPU ID 0x[0-9a-fA-F]+\] Loading driver",
+        "nvidia-drm took a GPU",
+        "none",
+        "none",
+        None,
+        "kernel-open/nvidia-drm/nvidia-drm-drv.c",
+        "[drm] [nvidia-drm] [GPU ID 0x00003b00] Loading driver",
+    ),
+    Family(
+        "nvlink_core_init",
+        r"nvidia-nvlink: Nvlink Core is being initialized",
+        "the NVLink core library of nvidia.ko started",
+        "none",
+        "none",
+        None,
+        "kernel-open/nvidia/nvlink_linux.c",
+        "nvidia-nvlink: Nvlink Core is being initialized, major device number 236",
+    ),
+    Family(
+        "module_taints_kernel",
+        r"nvidia\w*: (?:module license '[^']*' taints kernel|loading out-of-tree module taints kernel)",
+        "the kernel notes that an out-of-tree or non-GPL module loaded (taint P/O)",
+        "none",
+        "none",
+        None,
+        _MODULE_LOAD,
+        "nvidia: loading out-of-tree module taints kernel.",
+    ),
+    Family(
+        "module_unsigned_tainted",
+        r"nvidia\w*: module verification failed: signature and/or required key missing",
+        "an unsigned module loaded on a kernel that does not enforce signatures (taint E): not an error",
+        "none",
+        "none",
+        None,
+        _MODULE_LOAD,
+        "nvidia: module verification failed: signature and/or required key missing - tainting kernel",
+    ),
+    Family(
+        "persistence_mode_deprecated",
+        r"NVRM: Persistence mode is deprecated",
+        "legacy persistence mode was asked for; nvidia-persistenced replaces it",
+        "none",
+        "none",
+        None,
+        _NV,
+        "NVRM: Persistence mode is deprecated and will be removed in a future release. Please use "
+        "nvidia-persistenced instead.",
+    ),
+    Family(
+        "msi_fallback",
+        r"NVRM: .*Failed to enable MSI; falling back",
+        "MSI was refused; the driver uses legacy interrupts by itself",
+        "platform",
+        "none",
+        None,
+        "kernel-open/nvidia/nv-msi.c",
+        f"NVRM: GPU {_BUS}: Failed to enable MSI; falling back to PCIe virtual-wire interrupts.",
+    ),
+    Family(
+        "vf_probe_ignored",
+        r"NVRM: (?:Ignoring|Aborting) probe for VF",
+        "an SR-IOV virtual function the driver leaves to vGPU or passthrough",
+        "none",
+        "none",
+        None,
+        _PCI,
+        "NVRM: Ignoring probe for VF 0000:3b:00.4 since IOMMU is not present on the system.",
+    ),
+    Family(
+        "excluded_gpu_open",
+        r"NVRM: open\(\) not permitted for excluded",
+        "a program opened a GPU excluded on purpose (NVreg_ExcludedGpus)",
+        "application",
+        "none",
+        None,
+        _NV,
+        f"NVRM: open() not permitted for excluded {_BUS}",
+    ),
+    Family(
+        "rm_assertion",
+        r"NVRM: nvAssert(?:Ok)?Failed",
+        "an internal consistency check of RM failed; a symptom the lines around it explain, not a state",
+        "driver",
+        "none",
+        None,
+        "src/nvidia/src/libraries/utils/nvassert.c",
+        "NVRM: nvAssertOkFailedNoLog: Assertion failed: Call timed out [NV_ERR_TIMEOUT] (0x00000065) returned "
+        "from pRmApi->Control(...) @ kern_fsp.c:1204",
+    ),
+    Family(
+        "nvswitch_sxid_nonfatal",
+        r"nvidia-nvswitch\d*: SXid \(PCI:[^)]*\): \d+, Non-fatal",
+        "an NVSwitch corrected or contained an error by itself (non-fatal SXid)",
+        "fabric",
+        "none",
+        None,
+        "src/common/nvswitch/kernel/inc/common_nvswitch.h",
+        "nvidia-nvswitch0: SXid (PCI:0000:05:00.0): 20034, Non-fatal, Link 31 LTSSM Fault Up",
+    ),
+    # ---- XIDs and the probe's own per-GPU lines: read by kernel_log.py, findings in findings.py
+    Family(
+        "xid",
+        r"NVRM: Xid \(",
+        "an error the GPU or driver reported for a GPU; the action is NVIDIA's Xid catalog's (xid_catalog.py)",
+        "gpu",
+        "reset_gpu",
+        "xid_reset_required",
+        "src/nvidia/src/kernel/gpu/rc/kernel_rc.c",
+        "NVRM: Xid (PCI:0000:3b:00): 119, pid=2311, name=python3, Timeout after 6s of waiting for RPC response "
+        "from GPU0 GSP! Expected function 76 (GSP_RM_CONTROL) (0x20800a4c 0x4).",
+        structured=True,
+    ),
+    Family(
+        "fallen_off_bus",
+        r"NVRM: GPU [0-9a-fA-F:.]+: GPU has fallen off the bus",
+        "the GPU stopped answering on PCIe while the driver ran",
+        "gpu",
+        "reboot",
+        "gpu_fallen_off_bus",
+        _OSINIT,
+        f"NVRM: GPU {_BUS}: GPU has fallen off the bus.",
+        structured=True,
+    ),
+    Family(
+        "fallen_off_bus_at_probe",
+        r"NVRM: The NVIDIA GPU \S+ .*fallen off the bus",
+        "the GPU did not answer when the driver probed it",
+        "gpu",
+        "reboot",
+        "gpu_fallen_off_bus",
+        _OSAPI,
+        f"NVRM: The NVIDIA GPU {_BUS} (PCI ID: 10de:26b5) installed in this system has fallen off the bus and is "
+        "not responding to commands.",
+        structured=True,
+    ),
+    Family(
+        "bar_invalid",
+        r"NVRM: This PCI I/O region assigned to your NVIDIA device is invalid",
+        "the firmware or hypervisor left the GPU a BAR of no usable size",
+        "platform",
+        "fix_platform",
+        "gpu_bar_unassigned",
+        _PCI,
+        f"NVRM: This PCI I/O region assigned to your NVIDIA device is invalid: BAR1 is 0M @ 0x0 (PCI:{_BUS})",
+        structured=True,
+    ),
+    Family(
+        "gpu_not_supported",
+        r"NVRM: The NVIDIA (?:v)?GPU \S+ .*is not supported by",
+        "this driver branch (or the open module) does not support the GPU",
+        "module_build",
+        "install_driver",
+        "gpu_unsupported_by_driver",
+        _OSAPI,
+        f"NVRM: The NVIDIA GPU {_BUS} (PCI ID: 10de:1e04) installed in this system is not supported by open "
+        "nvidia.ko because it does not include the required GPU System Processor (GSP).",
+        structured=True,
+    ),
+    Family(
+        "gpu_legacy_branch",
+        r"NVRM: The NVIDIA GPU \S+ .*is supported through the NVIDIA [\d.x]+ Legacy drivers",
+        "the GPU needs an older (legacy) driver branch; this one ignores it",
+        "module_build",
+        "install_driver",
+        "gpu_unsupported_by_driver",
+        "proprietary module only (its RM's legacy-GPU check; not in the open source tree)",
+        f"NVRM: The NVIDIA GPU {_BUS} (PCI ID: 10de:1180) installed in this system is supported through the "
+        "NVIDIA 470.xx Legacy drivers. Please visit http://www.nvidia.com/object/unix.html for more information. "
+        "The 550.54.14 NVIDIA driver will ignore this GPU.  Continuing probe...",
+        structured=True,
+    ),
+    Family(
+        "gpu_legacy_ignored",
+        r"NVRM: ignoring the legacy GPU",
+        "the open module ignores a GPU it has no support for",
+        "module_build",
+        "install_driver",
+        "gpu_unsupported_by_driver",
+        _PCI,
+        f"NVRM: ignoring the legacy GPU {_BUS}",
+        structured=True,
+    ),
+    Family(
+        "rm_init_adapter_failed",
+        r"NVRM: GPU \S+: (?:RmInitAdapter failed|rm_init_adapter failed)",
+        "the driver could not initialise the GPU; the line before it often says why",
+        "gpu",
+        "reload",
+        "gpu_init_failed",
+        _OSINIT,
+        f"NVRM: GPU {_BUS}: RmInitAdapter failed! (0x62:0x65:1792)",
+        structured=True,
+    ),
+    Family(
+        "gfw_boot_timeout",
+        r"NVRM: .*failed to wait for GFW[_ ]boot",
+        "the GPU's boot firmware (GFW, from the VBIOS) never finished",
+        "firmware",
+        "reboot",
+        "gpu_firmware_boot_incomplete",
+        "src/nvidia/src/kernel/gpu/arch/turing/kern_gpu_tu102.c",
+        "NVRM: kgspWaitForGfwBootOk_TU102: failed to wait for GFW boot completion (0x0)",
+        structured=True,
+        requires="rm_init_adapter_failed",
+    ),
+    Family(
+        "gsp_wpr2_up",
+        r"NVRM: .*unexpected WPR2 already up",
+        "the GPU still holds an earlier driver instance's protected memory region",
+        "firmware",
+        "reset_gpu",
+        "gpu_gsp_boot_failed",
+        _GSP,
+        "NVRM: _kgspBootGspRm: unexpected WPR2 already up, cannot proceed with booting GSP",
+        structured=True,
+        requires="rm_init_adapter_failed",
+    ),
+    Family(
+        "gsp_init_failed",
+        r"NVRM:? .*RmInitAdapter: Cannot initialize GSP firmware RM",
+        "the GSP firmware did not start, for no cause the driver names",
+        "firmware",
+        "install_driver",
+        "gpu_gsp_init_failed",
+        _OSINIT,
+        "NVRM: RmInitAdapter: Cannot initialize GSP firmware RM",
+        structured=True,
+        requires="rm_init_adapter_failed",
+    ),
+    Family(
+        "probe_not_called",
+        r"NVRM: The NVIDIA probe routine was not called for",
+        "another driver (nouveau, a framebuffer, vfio-pci) owns the GPUs",
+        "platform",
+        "reboot",
+        "gpu_bound_to_other_driver",
+        _NV,
+        "NVRM: The NVIDIA probe routine was not called for 1 device(s).",
+        structured=True,
+    ),
+    # ---- the kernel refusing a module: read by kernel_log.py (module_failures, load_errors)
+    Family(
+        "signature_rejected",
+        r"Loading of (?:unsigned module|module with unavailable key) is rejected"
+        r"|Key was rejected by service|unsigned module loading is restricted",
+        "Secure Boot or lockdown refused an unsigned or untrusted module",
+        "module_build",
+        "sign_module",
+        "module_signature_rejected",
+        _MODULE_LOAD,
+        "Loading of unsigned module is rejected",
+        structured=True,
+    ),
+    Family(
+        "symbol_version",
+        r"nvidia(?!_peermem)\w*: disagrees about version of symbol",
+        "the module was built against another kernel (or another ib_core) than the one running",
+        "module_build",
+        "rebuild_module",
+        "module_load_failed",
+        _MODULE_LOAD,
+        "nvidia: disagrees about version of symbol module_layout",
+        structured=True,
+    ),
+    Family(
+        "unknown_symbol",
+        r"nvidia(?!_peermem)\w*: Unknown symbol",
+        "the module needs a symbol the running kernel does not export",
+        "module_build",
+        "rebuild_module",
+        "module_load_failed",
+        _MODULE_LOAD,
+        "nvidia: Unknown symbol drm_gem_prime_fd_to_handle (err -2)",
+        structured=True,
+    ),
+    Family(
+        "version_magic",
+        r"nvidia\w*: version magic",
+        "the module was built for another kernel release",
+        "module_build",
+        "rebuild_module",
+        "module_load_failed",
+        _MODULE_LOAD,
+        "nvidia: version magic '6.5.0-1-generic SMP preempt mod_unload modversions ' should be "
+        "'6.8.0-45-generic SMP preempt mod_unload modversions '",
+        structured=True,
+    ),
+    Family(
+        "invalid_module_format",
+        r"'nvidia\w*': (?:Invalid module format|Exec format error)",
+        "modprobe could not load the module file at all",
+        "module_build",
+        "rebuild_module",
+        "module_load_failed",
+        "modprobe (kmod): the kernel's ENOEXEC",
+        "modprobe: ERROR: could not insert 'nvidia': Exec format error",
+        structured=True,
+    ),
+    Family(
+        "peermem_symbol_version",
+        r"nvidia_peermem: (?:disagrees about version of symbol|Unknown symbol) ib_",
+        "nvidia-peermem was built against another ib_core (MOFED) than the one loaded",
+        "module_build",
+        "rebuild_module",
+        "dependent_module_load_failed",
+        _MODULE_LOAD,
+        "nvidia_peermem: disagrees about version of symbol ib_register_peer_memory_client",
+        structured=True,
+    ),
+    # ---- kernel faults through an NVIDIA module: read by kernel_log.py (kernel_faults)
+    Family(
+        "kernel_bug",
+        r"BUG: (?:unable to handle|kernel NULL pointer dereference|scheduling while atomic|sleeping function)",
+        "the kernel hit a bug; if its call trace runs through an NVIDIA module, the module's state is unknown",
+        "driver",
+        "reboot",
+        "kernel_fault_in_nvidia_module",
+        _FAULT,
+        "BUG: kernel NULL pointer dereference, address: 0000000000000008",
+        structured=True,
+    ),
+    Family(
+        "kernel_oops",
+        r"Oops: ",
+        "a kernel oops (the faulting task was killed; locks it held stay held)",
+        "driver",
+        "reboot",
+        "kernel_fault_in_nvidia_module",
+        _FAULT,
+        "Oops: 0000 [#1] PREEMPT SMP NOPTI",
+        structured=True,
+    ),
+    Family(
+        "general_protection_fault",
+        r"general protection fault",
+        "a general protection fault in kernel code",
+        "driver",
+        "reboot",
+        "kernel_fault_in_nvidia_module",
+        _FAULT,
+        "general protection fault, probably for non-canonical address 0xdead000000000122: 0000 [#1] SMP NOPTI",
+        structured=True,
+    ),
+    Family(
+        "soft_lockup",
+        r"BUG: soft lockup|rcu_sched self-detected stall|rcu: INFO: rcu_(?:sched|preempt) self-detected stall",
+        "a CPU spun in kernel code for tens of seconds",
+        "driver",
+        "reboot",
+        "kernel_fault_in_nvidia_module",
+        _FAULT,
+        "watchdog: BUG: soft lockup - CPU#12 stuck for 26s! [nvidia-smi:48211]",
+        structured=True,
+    ),
+    Family(
+        "hung_task",
+        r"INFO: task \S+ blocked for more than \d+ seconds",
+        "a task waited uninterruptibly in kernel code for minutes",
+        "driver",
+        "reboot",
+        "kernel_fault_in_nvidia_module",
+        _FAULT,
+        "INFO: task nvidia-smi:48211 blocked for more than 122 seconds.",
+        structured=True,
+    ),
+    Family(
+        "kernel_warning",
+        r"WARNING: CPU: \d+ PID: \d+ at ",
+        "a kernel WARN: code found a state it did not expect",
+        "driver",
+        "reboot",
+        "kernel_fault_in_nvidia_module",
+        _FAULT,
+        "WARNING: CPU: 3 PID: 1422 at /var/lib/dkms/nvidia/570.86.15/build/nvidia/nv.c:5100 "
+        "nv_pci_remove+0x2d1/0x330 [nvidia]",
+        structured=True,
+    ),
+    # ---- families whose findings the catalogue gives (CODES above)
+    Family(
+        "api_mismatch",
+        r"NVRM: API mismatch: the client",
+        "a userspace component of another driver version opened the module",
+        "module_build",
+        "reload",
+        "client_version_mismatch",
+        _OSAPI,
+        "NVRM: API mismatch: the client 'nvidia-smi' (pid 48211) has the version 570.86.15, but this kernel module has the version "
+        "560.35.03.  Please make sure that this kernel module and all NVIDIA driver components have the same "
+        "version.",
+    ),
+    Family(
+        "modeset_version_mismatch",
+        r"nvidia-modeset: Version mismatch: nvidia\.ko",
+        "nvidia-modeset.ko and nvidia.ko are of different versions",
+        "module_build",
+        "reload",
+        "module_version_mismatch",
+        "kernel-open/nvidia-modeset/nvidia-modeset-linux.c",
+        "nvidia-modeset: Version mismatch: nvidia.ko(560.35.03) nvidia-modeset.ko(570.86.15)",
+    ),
+    Family(
+        "nvswitch_version_mismatch",
+        r"nvidia-nvswitch: Version mismatch, kernel version",
+        "a client (the fabric manager) of another version than the driver opened the NVSwitch",
+        "fabric",
+        "install_driver",
+        "fabric_manager_version_mismatch",
+        "kernel-open/nvidia/linux_nvswitch.c",
+        "nvidia-nvswitch: Version mismatch, kernel version 570.86.15 user version 565.57.01",
+    ),
+    Family(
+        "power_cables",
+        r"NVRM: .*GPU does not have the necessary power cables connected",
+        "the GPU's auxiliary power is not connected",
+        "gpu",
+        "service_hardware",
+        "gpu_power_cables_missing",
+        _OSINIT,
+        f"NVRM: GPU {_BUS}: GPU does not have the necessary power cables connected.",
+    ),
+    Family(
+        "gsp_no_firmware_image",
+        r"NVRM: .*(?:No firmware image found|need firmware to initialize GSP)",
+        "the GSP firmware file of this driver version is not installed",
+        "module_build",
+        "install_driver",
+        "gsp_firmware_missing",
+        _OSINIT,
+        f"NVRM: GPU {_BUS}: RmFetchGspRmImages: No firmware image found",
+    ),
+    Family(
+        "firmware_request_failed",
+        r"nvidia \S+: Direct firmware load for nvidia/\S+ failed",
+        "the kernel's firmware loader found no GSP firmware file of this driver version",
+        "module_build",
+        "install_driver",
+        "gsp_firmware_missing",
+        "kernel-open/nvidia/nv.c (its request_firmware; the line is the kernel firmware loader's)",
+        "nvidia 0000:3b:00.0: Direct firmware load for nvidia/570.86.15/gsp_ga10x.bin failed with error -2",
+    ),
+    Family(
+        "gsp_heartbeat_timeout",
+        r"NVRM: .*(?:GSP RM heartbeat timed out|LibOS heartbeat timed out|Heartbeat timed out, currentTimeMs)",
+        "GSP firmware stopped updating its heartbeat",
+        "firmware",
+        "reset_gpu",
+        "gsp_firmware_failed",
+        _GSP,
+        "NVRM: GPU0 kgspHealthCheck_TU102: GSP RM heartbeat timed out",
+    ),
+    Family(
+        "gsp_unresponsive",
+        r"NVRM: .*=+ (?:GSP-RM|GSP core) unresponsive =+",
+        "GSP firmware or its core stopped answering",
+        "firmware",
+        "reset_gpu",
+        "gsp_firmware_failed",
+        _GSP,
+        "NVRM: GPU0 =============== GSP-RM unresponsive ==================",
+    ),
+    Family(
+        "gsp_bad_state",
+        r"NVRM: .*the GPU is likely in a bad state and may need to be reset",
+        "the driver's own verdict after a GSP failure",
+        "firmware",
+        "reset_gpu",
+        "gsp_firmware_failed",
+        _GSP,
+        "NVRM: GPU0 (the GPU is likely in a bad state and may need to be reset)",
+    ),
+    Family(
+        "gsp_rpc_timeout",
+        r"NVRM: .*(?:Timeout after \d+s of waiting for RPC response from GPU\d+ GSP|\*+ GSP Timeout \*+)",
+        "an RPC to GSP firmware got no answer in time (Xid 119 usually follows)",
+        "firmware",
+        "reset_gpu",
+        "gsp_firmware_failed",
+        _GSP,
+        "NVRM: _kgspLogXid119: ********************************* GSP Timeout **********************************",
+    ),
+    Family(
+        "gsp_boot_attempts",
+        r"NVRM: .*Max GSP-RM boot attempts exceeded",
+        "GSP firmware failed to boot again and again",
+        "firmware",
+        "reset_gpu",
+        "gsp_firmware_failed",
+        _GSP,
+        "NVRM: GPU0 kgspBootstrap_TU102: Max GSP-RM boot attempts exceeded: 3/3",
+    ),
+    Family(
+        "gsp_pmu_halted",
+        r"NVRM: .*Received signal from GSP that PMU has halted",
+        "the GPU's power management unit halted",
+        "firmware",
+        "reset_gpu",
+        "gsp_firmware_failed",
+        _GSP,
+        "NVRM: GPU0 _kgspProcessRpcEvent: Received signal from GSP that PMU has halted.",
+    ),
+    Family(
+        "vbios_extract_failed",
+        r"NVRM: .*failed to (?:extract VBIOS image from ROM|parse FWSEC ucode from VBIOS image)",
+        "the driver could not read or parse the GPU's VBIOS",
+        "firmware",
+        "reboot",
+        "gpu_vbios_unreadable",
+        _GSP,
+        "NVRM: GPU0 kgspExtractVbiosFromRom_TU102: failed to extract VBIOS image from ROM: 0x3f",
+    ),
+    Family(
+        "irq_not_found",
+        r"NVRM: Can't find an IRQ for your NVIDIA card",
+        "the platform gave the GPU no interrupt line",
+        "platform",
+        "fix_platform",
+        "gpu_interrupts_unavailable",
+        _PCI,
+        "NVRM: Can't find an IRQ for your NVIDIA card!",
+    ),
+    Family(
+        "no_interrupts",
+        r"NVRM: .*No interrupts of any type are available",
+        "neither MSI-X, MSI nor a legacy line works for the GPU",
+        "platform",
+        "fix_platform",
+        "gpu_interrupts_unavailable",
+        _NV,
+        f"NVRM: GPU {_BUS}: No interrupts of any type are available. Cannot use this GPU.",
+    ),
+    Family(
+        "request_irq_failed",
+        r"NVRM: .*request_irq\(\) failed|NVRM: Tried to get IRQ \d+, but another driver",
+        "the kernel refused the GPU's interrupt (another driver holds it unshared)",
+        "platform",
+        "fix_platform",
+        "gpu_interrupts_unavailable",
+        _NV,
+        "NVRM: Tried to get IRQ 16, but another driver has it and is not sharing it.",
+    ),
+    Family(
+        "msix_failed",
+        r"NVRM: .*Failed to enable MSI-X",
+        "MSI-X could not be enabled for the GPU",
+        "platform",
+        "fix_platform",
+        "gpu_interrupts_unavailable",
+        "kernel-open/nvidia/nv-msi.c",
+        f"NVRM: GPU {_BUS}: Failed to enable MSI-X.",
+    ),
+    Family(
+        "pci_enable_failed",
+        r"NVRM: pci_enable_device failed",
+        "the kernel could not enable the GPU's PCI device",
+        "platform",
+        "fix_platform",
+        "gpu_pci_setup_failed",
+        _PCI,
+        "NVRM: pci_enable_device failed, aborting",
+    ),
+    Family(
+        "bar_resize_failed",
+        r"NVRM: (?:Fatal Error while attempting to resize PCIe BARs|FATAL: Failed to re-allocate BAR1"
+        r"|No address space to allocate resized BAR1)",
+        "resizing the GPU's BAR1 failed for lack of address space",
+        "platform",
+        "fix_platform",
+        "gpu_pci_setup_failed",
+        _PCI,
+        "NVRM: No address space to allocate resized BAR1.",
+    ),
+    Family(
+        "dma_setup_failed",
+        r"NVRM: .*Cannot configure the device for DMA",
+        "the GPU could not be set up for DMA (IOMMU or DMA mask)",
+        "platform",
+        "fix_platform",
+        "gpu_pci_setup_failed",
+        _OSINIT,
+        f"NVRM: GPU {_BUS}: Cannot configure the device for DMA",
+    ),
+    Family(
+        "registers_claimed",
+        r"NVRM: request_mem_region failed for",
+        "another driver already holds the GPU's register space",
+        "platform",
+        "reboot",
+        "gpu_registers_claimed",
+        _PCI,
+        "NVRM: request_mem_region failed for 16M @ 0xfa000000. This can occur when a driver such as rivatv is "
+        "loaded and claims ownership of the device's registers.",
+    ),
+    Family(
+        "rm_init_failed",
+        r"NVRM: rm_init_rm\(\) failed",
+        "RM's own initialisation failed when the module loaded",
+        "driver",
+        "reboot",
+        "driver_init_failed",
+        _NV,
+        "NVRM: rm_init_rm() failed!",
+    ),
+    Family(
+        "module_setup_failed",
+        r"NVRM: (?:failed to initialize (?:module|procfs|capabilities|IMEX channels)"
+        r"|nvidia_stack_t cache allocation failed|nvidia_p2p_page_t cache allocation failed"
+        r"|register_chrdev_region\(\) failed|cdev_add\(\) failed|nv-cap-drv init failed)",
+        "the module could not allocate or register what it needs to load",
+        "driver",
+        "reboot",
+        "driver_init_failed",
+        _NV,
+        "NVRM: failed to initialize capabilities.",
+    ),
+    Family(
+        "probe_failed",
+        r"NVRM: (?:The NVIDIA probe routine failed for|None of the NVIDIA devices were initialized"
+        r"|No NVIDIA devices probed|No NVIDIA GPU found)",
+        "the probe's summary: it took no GPU, or fewer than there are",
+        "gpu",
+        "reload",
+        "gpu_probe_failed",
+        _NV,
+        "NVRM: The NVIDIA probe routine failed for 1 device(s).",
+    ),
+    Family(
+        "rm_thread_timeout",
+        r"NVRM: .*_threadNodeCheckTimeout",
+        "an RM call on the GPU ran past its timeout",
+        "gpu",
+        "reset_gpu",
+        "gpu_hung",
+        "src/nvidia/src/kernel/core/thread_state.c",
+        "NVRM: GPU0 _threadNodeCheckTimeout: API_GPU_ATTACHED_SANITY_CHECK failed!",
+    ),
+    Family(
+        "unhandled_interrupts",
+        r"NVRM: Going over RM unhandled interrupt threshold",
+        "the GPU raises interrupts the driver cannot service",
+        "gpu",
+        "reset_gpu",
+        "gpu_hung",
+        _NV,
+        "NVRM: Going over RM unhandled interrupt threshold for irq 150",
+    ),
+    Family(
+        "modeset_gpu_progress",
+        r"nvidia-modeset: ERROR: GPU:\d+: Error while waiting for GPU progress",
+        "the display engine waited for the GPU and it never advanced",
+        "gpu",
+        "reset_gpu",
+        "gpu_hung",
+        "src/nvidia-modeset/src/nvkms-dma.c",
+        "nvidia-modeset: ERROR: GPU:0: Error while waiting for GPU progress: 0x0000c67d:0 2:0:4048:4040",
+    ),
+    Family(
+        "drm_kapi_device_failed",
+        r"\[nvidia-drm\] \[GPU ID 0x[0-9a-fA-F]+\] Failed to (?:allocate NvKmsKapiDevice|register device)",
+        "nvidia-drm could not get the GPU from nvidia-modeset, or register it with DRM",
+        "driver",
+        "reload",
+        "display_stack_init_failed",
+        "kernel-open/nvidia-drm/nvidia-drm-drv.c",
+        "[drm:nv_drm_load [nvidia_drm]] *ERROR* [nvidia-drm] [GPU ID 0x00003b00] Failed to allocate NvKmsKapiDevice",
+    ),
+    Family(
+        "modeset_register_failed",
+        r"nvidia-modeset: Failed to register callbacks",
+        "nvidia-modeset could not register with nvidia.ko",
+        "driver",
+        "reload",
+        "display_stack_init_failed",
+        "kernel-open/nvidia-modeset/nvidia-modeset-linux.c",
+        "nvidia-modeset: Failed to register callbacks",
+    ),
+    Family(
+        "uvm_global_fatal",
+        r"nvidia-uvm: .*Encountered a global fatal error",
+        "nvidia-uvm hit an error that leaves every GPU's unified memory unusable (printed with uvm_debug_prints=1)",
+        "driver",
+        "reload",
+        "uvm_failed",
+        "kernel-open/nvidia-uvm/uvm_global.c",
+        "nvidia-uvm: uvm_global.c:452 uvm_global_set_fatal_error_impl[pid:0] Encountered a global fatal error: "
+        "Unexpected fatal error",
+    ),
+    Family(
+        "uvm_ats_unsupported",
+        r"nvidia-uvm: .*GPU VA space requires ATS, but",
+        "a GPU needs ATS (address translation services) the platform does not give it",
+        "platform",
+        "fix_platform",
+        "gpu_pci_setup_failed",
+        "kernel-open/nvidia-uvm/uvm_va_space.c",
+        "nvidia-uvm: uvm_gpu.c:1612 init_gpu[pid:1] GPU VA space requires ATS, but ATS is not supported or enabled",
+    ),
+    Family(
+        "nvswitch_sxid_fatal",
+        r"nvidia-nvswitch\d*: SXid \(PCI:[^)]*\): \d+, Fatal",
+        "an NVSwitch met a fatal error: the fabric through it is down until reset",
+        "fabric",
+        "reload",
+        "nvswitch_fatal_error",
+        "src/common/nvswitch/kernel/inc/common_nvswitch.h",
+        "nvidia-nvswitch3: SXid (PCI:0000:07:00.0): 12028, Fatal, Link 44 egress non-posted PRIV error (First)",
+    ),
+    Family(
+        "nvswitch_soe_failed",
+        r"nvidia-nvswitch\d*: .*(?:SOE init failed|SOE allocation failed|FALCON construct failed)",
+        "the NVSwitch's management firmware (SOE) did not start",
+        "fabric",
+        "reboot",
+        "nvswitch_init_failed",
+        "src/common/nvswitch/kernel/nvswitch.c",
+        "nvidia-nvswitch0: SOE init failed.",
+    ),
+    Family(
+        "nvswitch_register_failed",
+        r"nvidia-nvswitch\d*: (?:Failed to register driver|Unable to create cdev)",
+        "the NVSwitch driver could not register itself",
+        "fabric",
+        "reboot",
+        "nvswitch_init_failed",
+        "kernel-open/nvidia/linux_nvswitch.c",
+        "nvidia-nvswitch: Failed to register driver : -16",
+    ),
+    Family(
+        "peermem_mapping_error",
+        r"nvidia-peermem \w+:\d+ ERROR ",
+        "nvidia-peermem failed a peer-memory mapping for an RDMA application",
+        "application",
+        "restart_application",
+        "peermem_error",
+        "kernel-open/nvidia-peermem/nvidia-peermem.c",
+        "nvidia-peermem nv_get_p2p_free_callback:126 ERROR detected invalid context, skipping further processing",
+    ),
+)
+
+# the cheap test before any pattern: every family's line carries one of these
+_PREFIXES = ("NVRM", "nvidia", "Loading of", "Key was rejected", "unsigned module", "[nvidia-drm]")
+_FAULT_WORDS = ("BUG: ", "Oops: ", "general protection fault", "blocked for more than", "WARNING: CPU:", "stall")
+
+
+def might_match(line: str) -> bool:
+    return any(word in line for word in _PREFIXES) or any(word in line for word in _FAULT_WORDS)
+
+
+_COMBINED: re.Pattern[str] | None = None
+_BY_GROUP: dict[str, Family] = {}
+
+
+def _combined() -> re.Pattern[str]:
+    global _COMBINED
+    if _COMBINED is None:
+        _BY_GROUP.update({f"f{index}": family for index, family in enumerate(FAMILIES)})
+        _COMBINED = re.compile("|".join(f"(?P<f{i}>{family.pattern})" for i, family in enumerate(FAMILIES)))
+    return _COMBINED
+
+
+def classify(line: str) -> Family | None:
+    """The family of one kernel log line, or None. Compiles the catalogue on first use."""
+    if not might_match(line):
+        return None
+    match = _combined().search(line)
+    return _BY_GROUP[match.lastgroup] if match and match.lastgroup else None
+
+
+def family(name: str) -> Family:
+    return next(f for f in FAMILIES if f.name == name)
