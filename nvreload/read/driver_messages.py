@@ -15,9 +15,10 @@ per-GPU lines, the kernel's module refusals, kernel faults), whose findings need
 (which GPU, which module, what else the driver said); the others become findings through
 nvreload/diagnosis/messages.py's CODES, one per code.
 
-Nothing here is compiled at import: `classify` builds one alternation of all patterns the first
-time a line that passes the cheap prefix test (`might_match`) reaches it, so a kernel log without
-NVIDIA lines costs a substring test per line. `python -m nvreload.diagnosis.messages --markdown`
+Nothing here is compiled at import: a line that passes the cheap prefix test (`might_match`) is
+held to each family's literal keys, and only a family whose key it holds is compiled and searched,
+so a kernel log without NVIDIA lines costs a substring test per line, and one with a few NVRM lines
+compiles a few patterns. `python -m nvreload.diagnosis.messages --markdown`
 prints docs/driver-messages.md.
 """
 
@@ -110,7 +111,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "module_taints_kernel",
-        r"nvidia\w*: (?:module license '[^']*' taints kernel|loading out-of-tree module taints kernel)",
+        r"nvidia\w*: module license '[^']*' taints kernel|nvidia\w*: loading out-of-tree module taints kernel",
         "the kernel notes that an out-of-tree or non-GPL module loaded (taint P/O)",
         "none",
         "none",
@@ -275,7 +276,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "rm_init_adapter_failed",
-        r"NVRM: GPU \S+: (?:RmInitAdapter failed|rm_init_adapter failed)",
+        r"NVRM: GPU \S+: RmInitAdapter failed|NVRM: GPU \S+: rm_init_adapter failed",
         "the driver could not initialise the GPU; the line before it often says why",
         "gpu",
         "reload",
@@ -380,7 +381,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "invalid_module_format",
-        r"'nvidia\w*': (?:Invalid module format|Exec format error)",
+        r"'nvidia\w*': Invalid module format|'nvidia\w*': Exec format error",
         "modprobe could not load the module file at all",
         "module_build",
         "rebuild_module",
@@ -513,7 +514,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "gsp_no_firmware_image",
-        r"NVRM: .*(?:No firmware image found|need firmware to initialize GSP)",
+        r"NVRM: .*No firmware image found|NVRM: .*need firmware to initialize GSP",
         "the GSP firmware file of this driver version is not installed",
         "module_build",
         "install_driver",
@@ -533,7 +534,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "gsp_heartbeat_timeout",
-        r"NVRM: .*(?:GSP RM heartbeat timed out|LibOS heartbeat timed out|Heartbeat timed out, currentTimeMs)",
+        r"NVRM: .*GSP RM heartbeat timed out|NVRM: .*LibOS heartbeat timed out|NVRM: .*Heartbeat timed out, currentTimeMs",
         "GSP firmware stopped updating its heartbeat",
         "firmware",
         "reset_gpu",
@@ -563,7 +564,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "gsp_rpc_timeout",
-        r"NVRM: .*(?:Timeout after \d+s of waiting for RPC response from GPU\d+ GSP|\*+ GSP Timeout \*+)",
+        r"NVRM: .*of waiting for RPC response from GPU\d+ GSP|NVRM: .*\*+ GSP Timeout \*+",
         "an RPC to GSP firmware got no answer in time (Xid 119 usually follows)",
         "firmware",
         "reset_gpu",
@@ -593,7 +594,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "vbios_extract_failed",
-        r"NVRM: .*failed to (?:extract VBIOS image from ROM|parse FWSEC ucode from VBIOS image)",
+        r"NVRM: .*failed to extract VBIOS image from ROM|NVRM: .*failed to parse FWSEC ucode from VBIOS image",
         "the driver could not read or parse the GPU's VBIOS",
         "firmware",
         "reboot",
@@ -653,8 +654,8 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "bar_resize_failed",
-        r"NVRM: (?:Fatal Error while attempting to resize PCIe BARs|FATAL: Failed to re-allocate BAR1"
-        r"|No address space to allocate resized BAR1)",
+        r"NVRM: Fatal Error while attempting to resize PCIe BARs|NVRM: FATAL: Failed to re-allocate BAR1"
+        r"|NVRM: No address space to allocate resized BAR1",
         "resizing the GPU's BAR1 failed for lack of address space",
         "platform",
         "fix_platform",
@@ -695,9 +696,10 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "module_setup_failed",
-        r"NVRM: (?:failed to initialize (?:module|procfs|capabilities|IMEX channels)"
-        r"|nvidia_stack_t cache allocation failed|nvidia_p2p_page_t cache allocation failed"
-        r"|register_chrdev_region\(\) failed|cdev_add\(\) failed|nv-cap-drv init failed)",
+        r"NVRM: failed to initialize module|NVRM: failed to initialize procfs|NVRM: failed to initialize capabilities"
+        r"|NVRM: failed to initialize IMEX channels|NVRM: nvidia_stack_t cache allocation failed"
+        r"|NVRM: nvidia_p2p_page_t cache allocation failed|NVRM: register_chrdev_region\(\) failed"
+        r"|NVRM: cdev_add\(\) failed|NVRM: nv-cap-drv init failed",
         "the module could not allocate or register what it needs to load",
         "driver",
         "reboot",
@@ -707,8 +709,8 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "probe_failed",
-        r"NVRM: (?:The NVIDIA probe routine failed for|None of the NVIDIA devices were initialized"
-        r"|No NVIDIA devices probed|No NVIDIA GPU found)",
+        r"NVRM: The NVIDIA probe routine failed for|NVRM: None of the NVIDIA devices were initialized"
+        r"|NVRM: No NVIDIA devices probed|NVRM: No NVIDIA GPU found",
         "the probe's summary: it took no GPU, or fewer than there are",
         "gpu",
         "reload",
@@ -748,7 +750,8 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "drm_kapi_device_failed",
-        r"\[nvidia-drm\] \[GPU ID 0x[0-9a-fA-F]+\] Failed to (?:allocate NvKmsKapiDevice|register device)",
+        r"\[nvidia-drm\] \[GPU ID 0x[0-9a-fA-F]+\] Failed to allocate NvKmsKapiDevice"
+        r"|\[nvidia-drm\] \[GPU ID 0x[0-9a-fA-F]+\] Failed to register device",
         "nvidia-drm could not get the GPU from nvidia-modeset, or register it with DRM",
         "driver",
         "reload",
@@ -799,7 +802,8 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "nvswitch_soe_failed",
-        r"nvidia-nvswitch\d*: .*(?:SOE init failed|SOE allocation failed|FALCON construct failed)",
+        r"nvidia-nvswitch\d*: .*SOE init failed|nvidia-nvswitch\d*: .*SOE allocation failed"
+        r"|nvidia-nvswitch\d*: .*FALCON construct failed",
         "the NVSwitch's management firmware (SOE) did not start",
         "fabric",
         "reboot",
@@ -809,7 +813,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "nvswitch_register_failed",
-        r"nvidia-nvswitch\d*: (?:Failed to register driver|Unable to create cdev)",
+        r"nvidia-nvswitch\d*: Failed to register driver|nvidia-nvswitch\d*: Unable to create cdev",
         "the NVSwitch driver could not register itself",
         "fabric",
         "reboot",
@@ -838,24 +842,93 @@ def might_match(line: str) -> bool:
     return any(word in line for word in _PREFIXES) or any(word in line for word in _FAULT_WORDS)
 
 
-_COMBINED: re.Pattern[str] | None = None
-_BY_GROUP: dict[str, Family] = {}
+# Compiling all patterns costs ~20 ms, which --status, run every minute, must not pay on every node
+# with an NVRM line. Each family has keys instead (the longest literal run of each top-level
+# alternative of its pattern, derived on first use): only a family one of whose keys is in the line
+# is compiled (once) and searched.
+_COMPILED: dict[str, re.Pattern[str]] = {}
+_KEYS: list[tuple[Family, tuple[str, ...]]] = []
+_ESCAPED_LITERAL = set("()[]{}.*+?|^$\\/-'\"")
+_QUANTIFIERS = set("*+?{")
 
 
-def _combined() -> re.Pattern[str]:
-    global _COMBINED
-    if _COMBINED is None:
-        _BY_GROUP.update({f"f{index}": family for index, family in enumerate(FAMILIES)})
-        _COMBINED = re.compile("|".join(f"(?P<f{i}>{family.pattern})" for i, family in enumerate(FAMILIES)))
-    return _COMBINED
+def _skip_class(pattern: str, index: int) -> int:
+    """The index after the character class (or {m,n} repeat) opening at pattern[index]."""
+    close = "]" if pattern[index] == "[" else "}"
+    index += 2 if pattern[index + 1 : index + 2] in ("^", "]") else 1
+    while index < len(pattern) and pattern[index] != close:
+        index += 2 if pattern[index] == "\\" else 1
+    return index + 1
+
+
+def _top_level_alternatives(pattern: str) -> list[str]:
+    parts, depth, start, index = [], 0, 0, 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char in "[{":
+            index = _skip_class(pattern, index)
+            continue
+        if char == "\\":
+            index += 2
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "|" and depth == 0:
+            parts.append(pattern[start:index])
+            start = index + 1
+        index += 1
+    return parts + [pattern[start:]]
+
+
+def _literal_key(alternative: str) -> str:
+    """The longest run of literal characters outside any group or class of one alternative: any line
+    the alternative matches contains it."""
+    runs, run, depth, index = [], "", 0, 0
+    while index < len(alternative):
+        char = alternative[index]
+        literal = None
+        if char in "[{":
+            index = _skip_class(alternative, index)
+        elif char == "\\":
+            escaped = alternative[index + 1 : index + 2]
+            literal = escaped if escaped in _ESCAPED_LITERAL else None
+            index += 2
+        else:
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            literal = char if char not in "()" and char not in _QUANTIFIERS and char not in ".^$" else None
+            if char in _QUANTIFIERS and depth == 0:
+                run = run[:-1]  # the quantified character is optional or repeated: not part of the key
+            index += 1
+        if literal is not None and depth == 0:
+            run += literal
+        elif not (char in _QUANTIFIERS and depth == 0 and literal is None and char != "{"):
+            runs.append(run)
+            run = ""
+    runs.append(run)
+    return max(runs, key=len)
+
+
+def keys(fam: Family) -> tuple[str, ...]:
+    return tuple(_literal_key(alternative) for alternative in _top_level_alternatives(fam.pattern))
 
 
 def classify(line: str) -> Family | None:
-    """The family of one kernel log line, or None. Compiles the catalogue on first use."""
+    """The family of one kernel log line, or None: of the families whose keys the line holds, the
+    one whose pattern matches first in the line (the catalogue's order breaks a tie)."""
     if not might_match(line):
         return None
-    match = _combined().search(line)
-    return _BY_GROUP[match.lastgroup] if match and match.lastgroup else None
+    if not _KEYS:
+        _KEYS.extend((fam, keys(fam)) for fam in FAMILIES)
+    best: tuple[int, Family] | None = None
+    for fam, fam_keys in _KEYS:
+        if not any(key in line for key in fam_keys):
+            continue
+        pattern = _COMPILED.get(fam.name)
+        if pattern is None:
+            pattern = _COMPILED[fam.name] = re.compile(fam.pattern)
+        match = pattern.search(line)
+        if match and (best is None or match.start() < best[0]):
+            best = (match.start(), fam)
+    return best[1] if best else None
 
 
 def family(name: str) -> Family:

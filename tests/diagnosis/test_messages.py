@@ -4,6 +4,7 @@ and docs/driver-messages.md is the catalogue as generated."""
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from snapshot_builder import Snapshot
 from nvreload.diagnosis.findings import ACTION_PRIORITY, diagnose
 from nvreload.diagnosis.messages import CODES, markdown
 from nvreload.read import driver_messages
-from nvreload.read.driver_messages import COMPONENTS, FAMILIES, classify, family
+from nvreload.read.driver_messages import COMPONENTS, FAMILIES, classify, family, keys
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD = "[    5.100000] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  550.127.08  Release Build"
@@ -133,15 +134,15 @@ def test_a_catalogue_line_adds_to_the_finding_another_rule_already_gave(snapshot
     assert found.evidence["driver_lines"] == [line]
 
 
-def test_a_kernel_log_without_nvidia_lines_never_compiles_the_catalogue():
+def test_a_kernel_log_without_nvidia_lines_compiles_no_pattern_and_one_with_a_banner_one():
     code = (
         "from nvreload.read import driver_messages\n"
         "from nvreload.read.kernel_log import parse_kernel_log\n"
         "log = '\\n'.join(f'[ {i}.0] e1000e 0000:00:1f.6 eth0: NIC Link is Up' for i in range(2000))\n"
         "parse_kernel_log(log, 'dmesg')\n"
-        "assert driver_messages._COMBINED is None\n"
+        "assert not driver_messages._COMPILED, driver_messages._COMPILED\n"
         "parse_kernel_log(log + '\\n[ 1.0] NVRM: loading NVIDIA x', 'dmesg')\n"
-        "assert driver_messages._COMBINED is not None\n"
+        "assert list(driver_messages._COMPILED) == ['driver_loading'], driver_messages._COMPILED\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
@@ -149,9 +150,21 @@ def test_a_kernel_log_without_nvidia_lines_never_compiles_the_catalogue():
 
 def test_importing_the_catalogue_compiles_nothing():
     assert driver_messages.might_match("e1000e: NIC Link is Up") is False
-    code = "from nvreload.read import driver_messages as m\nassert m._COMBINED is None and not m._BY_GROUP\n"
+    code = "from nvreload.read import driver_messages as m\nassert not m._COMPILED and not m._KEYS\n"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
+def test_each_familys_keys_are_literal_text_of_its_pattern_found_in_its_sample(fam):
+    fam_keys = keys(fam)
+    assert all(len(key) >= 5 for key in fam_keys), fam_keys  # a key that short would compile it on most lines
+    assert any(key in fam.sample for key in fam_keys)
+
+
+def test_a_key_is_the_longest_literal_run_outside_groups_classes_and_quantified_characters():
+    fam = replace(family("xid"), pattern=r"NVRM:? .*(?:abc|defghijklmnop)[^)]*\(long literal\)x+|second")
+    assert keys(fam) == ("(long literal)", "second")
 
 
 def test_the_docs_table_is_the_catalogue_as_generated():
