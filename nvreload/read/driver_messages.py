@@ -25,26 +25,52 @@ prints docs/driver-messages.md.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 COMPONENTS = ("module_build", "firmware", "gpu", "platform", "fabric", "application", "driver", "none")
 
 
-@dataclass(frozen=True)
 class Family:
     """One message family: its pattern (searched in the line, no named groups), what it means, the
-    part of the stack it blames, what fixes it, and where the driver prints it."""
+    part of the stack it blames, what fixes it, and where the driver prints it. A plain class, not a
+    dataclass: --status imports this module on every node with an NVRM line, and the dataclass
+    decorator alone costs about a millisecond there."""
 
-    name: str
-    pattern: str
-    meaning: str
-    component: str
-    action: str
-    finding: str | None
-    source: str
-    sample: str
-    structured: bool = False  # its finding comes from kernel_log.py's own reading, not from here
-    requires: str | None = None  # a family whose line must come with it for the finding (the test's context)
+    __slots__ = (
+        "name",
+        "pattern",
+        "meaning",
+        "component",
+        "action",
+        "finding",
+        "source",
+        "sample",
+        "structured",
+        "requires",
+        "keys",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        pattern: str,
+        meaning: str,
+        component: str,
+        action: str,
+        finding: str | None,
+        source: str,
+        sample: str,
+        structured: bool = False,  # its finding comes from kernel_log.py's own reading, not from here
+        requires: str | None = None,  # a family whose line must come with it for the finding (the test's context)
+        # the longest literal run of each top-level alternative of the pattern (derive_keys; a test
+        # holds them to it): a line holds one of them, or the pattern cannot match it
+        keys: tuple[str, ...] = (),
+    ) -> None:
+        self.name, self.pattern, self.meaning, self.component = name, pattern, meaning, component
+        self.action, self.finding, self.source, self.sample = action, finding, source, sample
+        self.structured, self.requires, self.keys = structured, requires, keys
+
+    def __repr__(self) -> str:
+        return f"Family({self.name!r})"
 
 
 _MODULE_LOAD = "kernel: kernel/module/main.c (and modprobe's error text)"
@@ -68,6 +94,7 @@ FAMILIES: tuple[Family, ...] = (
         _NV,
         "NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  570.158.01  Release Build  "
         "(dvs-builder@U22-I3-B10-02-5)  Mon Jun  2 13:13:04 UTC 2025",
+        keys=("NVRM: loading NVIDIA",),
     ),
     Family(
         "uvm_loaded",
@@ -78,6 +105,7 @@ FAMILIES: tuple[Family, ...] = (
         None,
         "kernel-open/nvidia-uvm/uvm.c (older branches; 595 no longer prints it)",
         "nvidia-uvm: Loaded the UVM driver, major device number 510.",
+        keys=("nvidia-uvm: Loaded the UVM driver",),
     ),
     Family(
         "modeset_loading",
@@ -88,6 +116,7 @@ FAMILIES: tuple[Family, ...] = (
         None,
         "kernel-open/nvidia-modeset/nvidia-modeset-linux.c",
         "nvidia-modeset: Loading NVIDIA UNIX Open Kernel Mode Setting Driver for x86_64  570.158.01  Release Build",
+        keys=("nvidia-modeset: Loading NVIDIA ",),
     ),
     Family(
         "drm_loading",
@@ -98,6 +127,7 @@ FAMILIES: tuple[Family, ...] = (
         None,
         "kernel-open/nvidia-drm/nvidia-drm-drv.c",
         "[drm] [nvidia-drm] [GPU ID 0x00003b00] Loading driver",
+        keys=("[nvidia-drm] [GPU ID 0x",),
     ),
     Family(
         "nvlink_core_init",
@@ -108,6 +138,7 @@ FAMILIES: tuple[Family, ...] = (
         None,
         "kernel-open/nvidia/nvlink_linux.c",
         "nvidia-nvlink: Nvlink Core is being initialized, major device number 236",
+        keys=("nvidia-nvlink: Nvlink Core is being initialized",),
     ),
     Family(
         "module_taints_kernel",
@@ -118,6 +149,7 @@ FAMILIES: tuple[Family, ...] = (
         None,
         _MODULE_LOAD,
         "nvidia: loading out-of-tree module taints kernel.",
+        keys=(": module license '", ": loading out-of-tree module taints kernel"),
     ),
     Family(
         "module_unsigned_tainted",
@@ -128,6 +160,7 @@ FAMILIES: tuple[Family, ...] = (
         None,
         _MODULE_LOAD,
         "nvidia: module verification failed: signature and/or required key missing - tainting kernel",
+        keys=(": module verification failed: signature and/or required key missing",),
     ),
     Family(
         "persistence_mode_deprecated",
@@ -139,6 +172,7 @@ FAMILIES: tuple[Family, ...] = (
         _NV,
         "NVRM: Persistence mode is deprecated and will be removed in a future release. Please use "
         "nvidia-persistenced instead.",
+        keys=("NVRM: Persistence mode is deprecated",),
     ),
     Family(
         "msi_fallback",
@@ -149,6 +183,7 @@ FAMILIES: tuple[Family, ...] = (
         None,
         "kernel-open/nvidia/nv-msi.c",
         f"NVRM: GPU {_BUS}: Failed to enable MSI; falling back to PCIe virtual-wire interrupts.",
+        keys=("Failed to enable MSI; falling back",),
     ),
     Family(
         "vf_probe_ignored",
@@ -159,6 +194,7 @@ FAMILIES: tuple[Family, ...] = (
         None,
         _PCI,
         "NVRM: Ignoring probe for VF 0000:3b:00.4 since IOMMU is not present on the system.",
+        keys=(" probe for VF",),
     ),
     Family(
         "excluded_gpu_open",
@@ -169,6 +205,7 @@ FAMILIES: tuple[Family, ...] = (
         None,
         _NV,
         f"NVRM: open() not permitted for excluded {_BUS}",
+        keys=("NVRM: open() not permitted for excluded",),
     ),
     Family(
         "rm_assertion",
@@ -180,6 +217,7 @@ FAMILIES: tuple[Family, ...] = (
         "src/nvidia/src/libraries/utils/nvassert.c",
         "NVRM: nvAssertOkFailedNoLog: Assertion failed: Call timed out [NV_ERR_TIMEOUT] (0x00000065) returned "
         "from pRmApi->Control(...) @ kern_fsp.c:1204",
+        keys=("NVRM: nvAssert",),
     ),
     Family(
         "nvswitch_sxid_nonfatal",
@@ -190,6 +228,7 @@ FAMILIES: tuple[Family, ...] = (
         None,
         "src/common/nvswitch/kernel/inc/common_nvswitch.h",
         "nvidia-nvswitch0: SXid (PCI:0000:05:00.0): 20034, Non-fatal, Link 31 LTSSM Fault Up",
+        keys=("nvidia-nvswitch",),
     ),
     # ---- XIDs and the probe's own per-GPU lines: read by kernel_log.py, findings in findings.py
     Family(
@@ -203,6 +242,7 @@ FAMILIES: tuple[Family, ...] = (
         "NVRM: Xid (PCI:0000:3b:00): 119, pid=2311, name=python3, Timeout after 6s of waiting for RPC response "
         "from GPU0 GSP! Expected function 76 (GSP_RM_CONTROL) (0x20800a4c 0x4).",
         structured=True,
+        keys=("NVRM: Xid (",),
     ),
     Family(
         "fallen_off_bus",
@@ -214,6 +254,7 @@ FAMILIES: tuple[Family, ...] = (
         _OSINIT,
         f"NVRM: GPU {_BUS}: GPU has fallen off the bus.",
         structured=True,
+        keys=(": GPU has fallen off the bus",),
     ),
     Family(
         "fallen_off_bus_at_probe",
@@ -226,6 +267,7 @@ FAMILIES: tuple[Family, ...] = (
         f"NVRM: The NVIDIA GPU {_BUS} (PCI ID: 10de:26b5) installed in this system has fallen off the bus and is "
         "not responding to commands.",
         structured=True,
+        keys=("NVRM: The NVIDIA GPU ",),
     ),
     Family(
         "bar_invalid",
@@ -237,6 +279,7 @@ FAMILIES: tuple[Family, ...] = (
         _PCI,
         f"NVRM: This PCI I/O region assigned to your NVIDIA device is invalid: BAR1 is 0M @ 0x0 (PCI:{_BUS})",
         structured=True,
+        keys=("NVRM: This PCI I/O region assigned to your NVIDIA device is invalid",),
     ),
     Family(
         "gpu_not_supported",
@@ -249,6 +292,7 @@ FAMILIES: tuple[Family, ...] = (
         f"NVRM: The NVIDIA GPU {_BUS} (PCI ID: 10de:1e04) installed in this system is not supported by open "
         "nvidia.ko because it does not include the required GPU System Processor (GSP).",
         structured=True,
+        keys=("is not supported by",),
     ),
     Family(
         "gpu_legacy_branch",
@@ -262,6 +306,7 @@ FAMILIES: tuple[Family, ...] = (
         "NVIDIA 470.xx Legacy drivers. Please visit http://www.nvidia.com/object/unix.html for more information. "
         "The 550.54.14 NVIDIA driver will ignore this GPU.  Continuing probe...",
         structured=True,
+        keys=("is supported through the NVIDIA ",),
     ),
     Family(
         "gpu_legacy_ignored",
@@ -273,6 +318,7 @@ FAMILIES: tuple[Family, ...] = (
         _PCI,
         f"NVRM: ignoring the legacy GPU {_BUS}",
         structured=True,
+        keys=("NVRM: ignoring the legacy GPU",),
     ),
     Family(
         "rm_init_adapter_failed",
@@ -284,6 +330,7 @@ FAMILIES: tuple[Family, ...] = (
         _OSINIT,
         f"NVRM: GPU {_BUS}: RmInitAdapter failed! (0x62:0x65:1792)",
         structured=True,
+        keys=(": RmInitAdapter failed", ": rm_init_adapter failed"),
     ),
     Family(
         "gfw_boot_timeout",
@@ -296,6 +343,7 @@ FAMILIES: tuple[Family, ...] = (
         "NVRM: kgspWaitForGfwBootOk_TU102: failed to wait for GFW boot completion (0x0)",
         structured=True,
         requires="rm_init_adapter_failed",
+        keys=("failed to wait for GFW",),
     ),
     Family(
         "gsp_wpr2_up",
@@ -308,6 +356,7 @@ FAMILIES: tuple[Family, ...] = (
         "NVRM: _kgspBootGspRm: unexpected WPR2 already up, cannot proceed with booting GSP",
         structured=True,
         requires="rm_init_adapter_failed",
+        keys=("unexpected WPR2 already up",),
     ),
     Family(
         "gsp_init_failed",
@@ -320,6 +369,7 @@ FAMILIES: tuple[Family, ...] = (
         "NVRM: RmInitAdapter: Cannot initialize GSP firmware RM",
         structured=True,
         requires="rm_init_adapter_failed",
+        keys=("RmInitAdapter: Cannot initialize GSP firmware RM",),
     ),
     Family(
         "probe_not_called",
@@ -331,6 +381,7 @@ FAMILIES: tuple[Family, ...] = (
         _NV,
         "NVRM: The NVIDIA probe routine was not called for 1 device(s).",
         structured=True,
+        keys=("NVRM: The NVIDIA probe routine was not called for",),
     ),
     # ---- the kernel refusing a module: read by kernel_log.py (module_failures, load_errors)
     Family(
@@ -344,6 +395,7 @@ FAMILIES: tuple[Family, ...] = (
         _MODULE_LOAD,
         "Loading of unsigned module is rejected",
         structured=True,
+        keys=(" is rejected", "Key was rejected by service", "unsigned module loading is restricted"),
     ),
     Family(
         "symbol_version",
@@ -355,6 +407,7 @@ FAMILIES: tuple[Family, ...] = (
         _MODULE_LOAD,
         "nvidia: disagrees about version of symbol module_layout",
         structured=True,
+        keys=(": disagrees about version of symbol",),
     ),
     Family(
         "unknown_symbol",
@@ -366,6 +419,7 @@ FAMILIES: tuple[Family, ...] = (
         _MODULE_LOAD,
         "nvidia: Unknown symbol drm_gem_prime_fd_to_handle (err -2)",
         structured=True,
+        keys=(": Unknown symbol",),
     ),
     Family(
         "version_magic",
@@ -378,6 +432,7 @@ FAMILIES: tuple[Family, ...] = (
         "nvidia: version magic '6.5.0-1-generic SMP preempt mod_unload modversions ' should be "
         "'6.8.0-45-generic SMP preempt mod_unload modversions '",
         structured=True,
+        keys=(": version magic",),
     ),
     Family(
         "invalid_module_format",
@@ -389,6 +444,7 @@ FAMILIES: tuple[Family, ...] = (
         "modprobe (kmod): the kernel's ENOEXEC",
         "modprobe: ERROR: could not insert 'nvidia': Exec format error",
         structured=True,
+        keys=("': Invalid module format", "': Exec format error"),
     ),
     Family(
         "peermem_symbol_version",
@@ -400,6 +456,7 @@ FAMILIES: tuple[Family, ...] = (
         _MODULE_LOAD,
         "nvidia_peermem: disagrees about version of symbol ib_register_peer_memory_client",
         structured=True,
+        keys=("nvidia_peermem: ",),
     ),
     # ---- kernel faults through an NVIDIA module: read by kernel_log.py (kernel_faults)
     Family(
@@ -412,6 +469,7 @@ FAMILIES: tuple[Family, ...] = (
         _FAULT,
         "BUG: kernel NULL pointer dereference, address: 0000000000000008",
         structured=True,
+        keys=("BUG: ",),
     ),
     Family(
         "kernel_oops",
@@ -423,6 +481,7 @@ FAMILIES: tuple[Family, ...] = (
         _FAULT,
         "Oops: 0000 [#1] PREEMPT SMP NOPTI",
         structured=True,
+        keys=("Oops: ",),
     ),
     Family(
         "general_protection_fault",
@@ -434,6 +493,7 @@ FAMILIES: tuple[Family, ...] = (
         _FAULT,
         "general protection fault, probably for non-canonical address 0xdead000000000122: 0000 [#1] SMP NOPTI",
         structured=True,
+        keys=("general protection fault",),
     ),
     Family(
         "soft_lockup",
@@ -445,6 +505,7 @@ FAMILIES: tuple[Family, ...] = (
         _FAULT,
         "watchdog: BUG: soft lockup - CPU#12 stuck for 26s! [nvidia-smi:48211]",
         structured=True,
+        keys=("BUG: soft lockup", "rcu_sched self-detected stall", " self-detected stall"),
     ),
     Family(
         "hung_task",
@@ -456,6 +517,7 @@ FAMILIES: tuple[Family, ...] = (
         _FAULT,
         "INFO: task nvidia-smi:48211 blocked for more than 122 seconds.",
         structured=True,
+        keys=(" blocked for more than ",),
     ),
     Family(
         "kernel_warning",
@@ -468,6 +530,7 @@ FAMILIES: tuple[Family, ...] = (
         "WARNING: CPU: 3 PID: 1422 at /var/lib/dkms/nvidia/570.86.15/build/nvidia/nv.c:5100 "
         "nv_pci_remove+0x2d1/0x330 [nvidia]",
         structured=True,
+        keys=("WARNING: CPU: ",),
     ),
     # ---- families whose findings the catalogue gives (CODES above)
     Family(
@@ -481,6 +544,7 @@ FAMILIES: tuple[Family, ...] = (
         "NVRM: API mismatch: the client 'nvidia-smi' (pid 48211) has the version 570.86.15, but this kernel module has the version "
         "560.35.03.  Please make sure that this kernel module and all NVIDIA driver components have the same "
         "version.",
+        keys=("NVRM: API mismatch: the client",),
     ),
     Family(
         "modeset_version_mismatch",
@@ -491,6 +555,7 @@ FAMILIES: tuple[Family, ...] = (
         "module_version_mismatch",
         "kernel-open/nvidia-modeset/nvidia-modeset-linux.c",
         "nvidia-modeset: Version mismatch: nvidia.ko(560.35.03) nvidia-modeset.ko(570.86.15)",
+        keys=("nvidia-modeset: Version mismatch: nvidia.ko",),
     ),
     Family(
         "nvswitch_version_mismatch",
@@ -501,6 +566,7 @@ FAMILIES: tuple[Family, ...] = (
         "fabric_manager_version_mismatch",
         "kernel-open/nvidia/linux_nvswitch.c",
         "nvidia-nvswitch: Version mismatch, kernel version 570.86.15 user version 565.57.01",
+        keys=("nvidia-nvswitch: Version mismatch, kernel version",),
     ),
     Family(
         "power_cables",
@@ -511,6 +577,7 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_power_cables_missing",
         _OSINIT,
         f"NVRM: GPU {_BUS}: GPU does not have the necessary power cables connected.",
+        keys=("GPU does not have the necessary power cables connected",),
     ),
     Family(
         "gsp_no_firmware_image",
@@ -521,6 +588,7 @@ FAMILIES: tuple[Family, ...] = (
         "gsp_firmware_missing",
         _OSINIT,
         f"NVRM: GPU {_BUS}: RmFetchGspRmImages: No firmware image found",
+        keys=("No firmware image found", "need firmware to initialize GSP"),
     ),
     Family(
         "firmware_request_failed",
@@ -531,6 +599,7 @@ FAMILIES: tuple[Family, ...] = (
         "gsp_firmware_missing",
         "kernel-open/nvidia/nv.c (its request_firmware; the line is the kernel firmware loader's)",
         "nvidia 0000:3b:00.0: Direct firmware load for nvidia/570.86.15/gsp_ga10x.bin failed with error -2",
+        keys=(": Direct firmware load for nvidia/",),
     ),
     Family(
         "gsp_heartbeat_timeout",
@@ -541,6 +610,7 @@ FAMILIES: tuple[Family, ...] = (
         "gsp_firmware_failed",
         _GSP,
         "NVRM: GPU0 kgspHealthCheck_TU102: GSP RM heartbeat timed out",
+        keys=("GSP RM heartbeat timed out", "LibOS heartbeat timed out", "Heartbeat timed out, currentTimeMs"),
     ),
     Family(
         "gsp_unresponsive",
@@ -551,6 +621,7 @@ FAMILIES: tuple[Family, ...] = (
         "gsp_firmware_failed",
         _GSP,
         "NVRM: GPU0 =============== GSP-RM unresponsive ==================",
+        keys=(" unresponsive ",),
     ),
     Family(
         "gsp_bad_state",
@@ -561,6 +632,7 @@ FAMILIES: tuple[Family, ...] = (
         "gsp_firmware_failed",
         _GSP,
         "NVRM: GPU0 (the GPU is likely in a bad state and may need to be reset)",
+        keys=("the GPU is likely in a bad state and may need to be reset",),
     ),
     Family(
         "gsp_rpc_timeout",
@@ -571,6 +643,7 @@ FAMILIES: tuple[Family, ...] = (
         "gsp_firmware_failed",
         _GSP,
         "NVRM: _kgspLogXid119: ********************************* GSP Timeout **********************************",
+        keys=("of waiting for RPC response from GPU", " GSP Timeout "),
     ),
     Family(
         "gsp_boot_attempts",
@@ -581,6 +654,7 @@ FAMILIES: tuple[Family, ...] = (
         "gsp_firmware_failed",
         _GSP,
         "NVRM: GPU0 kgspBootstrap_TU102: Max GSP-RM boot attempts exceeded: 3/3",
+        keys=("Max GSP-RM boot attempts exceeded",),
     ),
     Family(
         "gsp_pmu_halted",
@@ -591,6 +665,7 @@ FAMILIES: tuple[Family, ...] = (
         "gsp_firmware_failed",
         _GSP,
         "NVRM: GPU0 _kgspProcessRpcEvent: Received signal from GSP that PMU has halted.",
+        keys=("Received signal from GSP that PMU has halted",),
     ),
     Family(
         "vbios_extract_failed",
@@ -601,6 +676,7 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_vbios_unreadable",
         _GSP,
         "NVRM: GPU0 kgspExtractVbiosFromRom_TU102: failed to extract VBIOS image from ROM: 0x3f",
+        keys=("failed to extract VBIOS image from ROM", "failed to parse FWSEC ucode from VBIOS image"),
     ),
     Family(
         "irq_not_found",
@@ -611,6 +687,7 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_interrupts_unavailable",
         _PCI,
         "NVRM: Can't find an IRQ for your NVIDIA card!",
+        keys=("NVRM: Can't find an IRQ for your NVIDIA card",),
     ),
     Family(
         "no_interrupts",
@@ -621,6 +698,7 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_interrupts_unavailable",
         _NV,
         f"NVRM: GPU {_BUS}: No interrupts of any type are available. Cannot use this GPU.",
+        keys=("No interrupts of any type are available",),
     ),
     Family(
         "request_irq_failed",
@@ -631,6 +709,7 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_interrupts_unavailable",
         _NV,
         "NVRM: Tried to get IRQ 16, but another driver has it and is not sharing it.",
+        keys=("request_irq() failed", "NVRM: Tried to get IRQ "),
     ),
     Family(
         "msix_failed",
@@ -641,6 +720,7 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_interrupts_unavailable",
         "kernel-open/nvidia/nv-msi.c",
         f"NVRM: GPU {_BUS}: Failed to enable MSI-X.",
+        keys=("Failed to enable MSI-X",),
     ),
     Family(
         "pci_enable_failed",
@@ -651,6 +731,7 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_pci_setup_failed",
         _PCI,
         "NVRM: pci_enable_device failed, aborting",
+        keys=("NVRM: pci_enable_device failed",),
     ),
     Family(
         "bar_resize_failed",
@@ -662,6 +743,11 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_pci_setup_failed",
         _PCI,
         "NVRM: No address space to allocate resized BAR1.",
+        keys=(
+            "NVRM: Fatal Error while attempting to resize PCIe BARs",
+            "NVRM: FATAL: Failed to re-allocate BAR1",
+            "NVRM: No address space to allocate resized BAR1",
+        ),
     ),
     Family(
         "dma_setup_failed",
@@ -672,6 +758,7 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_pci_setup_failed",
         _OSINIT,
         f"NVRM: GPU {_BUS}: Cannot configure the device for DMA",
+        keys=("Cannot configure the device for DMA",),
     ),
     Family(
         "registers_claimed",
@@ -683,6 +770,7 @@ FAMILIES: tuple[Family, ...] = (
         _PCI,
         "NVRM: request_mem_region failed for 16M @ 0xfa000000. This can occur when a driver such as rivatv is "
         "loaded and claims ownership of the device's registers.",
+        keys=("NVRM: request_mem_region failed for",),
     ),
     Family(
         "rm_init_failed",
@@ -693,6 +781,7 @@ FAMILIES: tuple[Family, ...] = (
         "driver_init_failed",
         _NV,
         "NVRM: rm_init_rm() failed!",
+        keys=("NVRM: rm_init_rm() failed",),
     ),
     Family(
         "module_setup_failed",
@@ -706,6 +795,17 @@ FAMILIES: tuple[Family, ...] = (
         "driver_init_failed",
         _NV,
         "NVRM: failed to initialize capabilities.",
+        keys=(
+            "NVRM: failed to initialize module",
+            "NVRM: failed to initialize procfs",
+            "NVRM: failed to initialize capabilities",
+            "NVRM: failed to initialize IMEX channels",
+            "NVRM: nvidia_stack_t cache allocation failed",
+            "NVRM: nvidia_p2p_page_t cache allocation failed",
+            "NVRM: register_chrdev_region() failed",
+            "NVRM: cdev_add() failed",
+            "NVRM: nv-cap-drv init failed",
+        ),
     ),
     Family(
         "probe_failed",
@@ -717,6 +817,12 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_probe_failed",
         _NV,
         "NVRM: The NVIDIA probe routine failed for 1 device(s).",
+        keys=(
+            "NVRM: The NVIDIA probe routine failed for",
+            "NVRM: None of the NVIDIA devices were initialized",
+            "NVRM: No NVIDIA devices probed",
+            "NVRM: No NVIDIA GPU found",
+        ),
     ),
     Family(
         "rm_thread_timeout",
@@ -727,6 +833,7 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_hung",
         "src/nvidia/src/kernel/core/thread_state.c",
         "NVRM: GPU0 _threadNodeCheckTimeout: API_GPU_ATTACHED_SANITY_CHECK failed!",
+        keys=("_threadNodeCheckTimeout",),
     ),
     Family(
         "unhandled_interrupts",
@@ -737,6 +844,7 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_hung",
         _NV,
         "NVRM: Going over RM unhandled interrupt threshold for irq 150",
+        keys=("NVRM: Going over RM unhandled interrupt threshold",),
     ),
     Family(
         "modeset_gpu_progress",
@@ -747,6 +855,7 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_hung",
         "src/nvidia-modeset/src/nvkms-dma.c",
         "nvidia-modeset: ERROR: GPU:0: Error while waiting for GPU progress: 0x0000c67d:0 2:0:4048:4040",
+        keys=(": Error while waiting for GPU progress",),
     ),
     Family(
         "drm_kapi_device_failed",
@@ -758,6 +867,7 @@ FAMILIES: tuple[Family, ...] = (
         "display_stack_init_failed",
         "kernel-open/nvidia-drm/nvidia-drm-drv.c",
         "[drm:nv_drm_load [nvidia_drm]] *ERROR* [nvidia-drm] [GPU ID 0x00003b00] Failed to allocate NvKmsKapiDevice",
+        keys=("] Failed to allocate NvKmsKapiDevice", "] Failed to register device"),
     ),
     Family(
         "modeset_register_failed",
@@ -768,6 +878,7 @@ FAMILIES: tuple[Family, ...] = (
         "display_stack_init_failed",
         "kernel-open/nvidia-modeset/nvidia-modeset-linux.c",
         "nvidia-modeset: Failed to register callbacks",
+        keys=("nvidia-modeset: Failed to register callbacks",),
     ),
     Family(
         "uvm_global_fatal",
@@ -779,6 +890,7 @@ FAMILIES: tuple[Family, ...] = (
         "kernel-open/nvidia-uvm/uvm_global.c",
         "nvidia-uvm: uvm_global.c:452 uvm_global_set_fatal_error_impl[pid:0] Encountered a global fatal error: "
         "Unexpected fatal error",
+        keys=("Encountered a global fatal error",),
     ),
     Family(
         "uvm_ats_unsupported",
@@ -789,6 +901,7 @@ FAMILIES: tuple[Family, ...] = (
         "gpu_pci_setup_failed",
         "kernel-open/nvidia-uvm/uvm_va_space.c",
         "nvidia-uvm: uvm_gpu.c:1612 init_gpu[pid:1] GPU VA space requires ATS, but ATS is not supported or enabled",
+        keys=("GPU VA space requires ATS, but",),
     ),
     Family(
         "nvswitch_sxid_fatal",
@@ -799,6 +912,7 @@ FAMILIES: tuple[Family, ...] = (
         "nvswitch_fatal_error",
         "src/common/nvswitch/kernel/inc/common_nvswitch.h",
         "nvidia-nvswitch3: SXid (PCI:0000:07:00.0): 12028, Fatal, Link 44 egress non-posted PRIV error (First)",
+        keys=("nvidia-nvswitch",),
     ),
     Family(
         "nvswitch_soe_failed",
@@ -810,6 +924,7 @@ FAMILIES: tuple[Family, ...] = (
         "nvswitch_init_failed",
         "src/common/nvswitch/kernel/nvswitch.c",
         "nvidia-nvswitch0: SOE init failed.",
+        keys=("nvidia-nvswitch", "SOE allocation failed", "FALCON construct failed"),
     ),
     Family(
         "nvswitch_register_failed",
@@ -820,6 +935,7 @@ FAMILIES: tuple[Family, ...] = (
         "nvswitch_init_failed",
         "kernel-open/nvidia/linux_nvswitch.c",
         "nvidia-nvswitch: Failed to register driver : -16",
+        keys=(": Failed to register driver", ": Unable to create cdev"),
     ),
     Family(
         "peermem_mapping_error",
@@ -830,6 +946,7 @@ FAMILIES: tuple[Family, ...] = (
         "peermem_error",
         "kernel-open/nvidia-peermem/nvidia-peermem.c",
         "nvidia-peermem nv_get_p2p_free_callback:126 ERROR detected invalid context, skipping further processing",
+        keys=("nvidia-peermem ",),
     ),
 )
 
@@ -844,10 +961,9 @@ def might_match(line: str) -> bool:
 
 # Compiling all patterns costs ~20 ms, which --status, run every minute, must not pay on every node
 # with an NVRM line. Each family has keys instead (the longest literal run of each top-level
-# alternative of its pattern, derived on first use): only a family one of whose keys is in the line
-# is compiled (once) and searched.
+# alternative of its pattern, kept as data: deriving them costs more than the rest of the parse):
+# only a family one of whose keys is in the line is compiled (once) and searched.
 _COMPILED: dict[str, re.Pattern[str]] = {}
-_KEYS: list[tuple[Family, tuple[str, ...]]] = []
 _ESCAPED_LITERAL = set("()[]{}.*+?|^$\\/-'\"")
 _QUANTIFIERS = set("*+?{")
 
@@ -907,8 +1023,24 @@ def _literal_key(alternative: str) -> str:
     return max(runs, key=len)
 
 
-def keys(fam: Family) -> tuple[str, ...]:
-    return tuple(_literal_key(alternative) for alternative in _top_level_alternatives(fam.pattern))
+def derive_keys(pattern: str) -> tuple[str, ...]:
+    return tuple(_literal_key(alternative) for alternative in _top_level_alternatives(pattern))
+
+
+_META = set("\\.^$*+?{}[]()|")
+_BY_KEY: list[tuple[str, Family]] = []
+
+
+def _search(fam: Family, line: str) -> int:
+    """Where fam's pattern first matches in line, -1 if nowhere. A pattern with no metacharacter is
+    its own key: found by str.find, never compiled."""
+    if not _META.intersection(fam.pattern):
+        return line.find(fam.pattern)
+    pattern = _COMPILED.get(fam.name)
+    if pattern is None:
+        pattern = _COMPILED[fam.name] = re.compile(fam.pattern)
+    match = pattern.search(line)
+    return match.start() if match else -1
 
 
 def classify(line: str) -> Family | None:
@@ -916,19 +1048,15 @@ def classify(line: str) -> Family | None:
     one whose pattern matches first in the line (the catalogue's order breaks a tie)."""
     if not might_match(line):
         return None
-    if not _KEYS:
-        _KEYS.extend((fam, keys(fam)) for fam in FAMILIES)
-    best: tuple[int, Family] | None = None
-    for fam, fam_keys in _KEYS:
-        if not any(key in line for key in fam_keys):
-            continue
-        pattern = _COMPILED.get(fam.name)
-        if pattern is None:
-            pattern = _COMPILED[fam.name] = re.compile(fam.pattern)
-        match = pattern.search(line)
-        if match and (best is None or match.start() < best[0]):
-            best = (match.start(), fam)
-    return best[1] if best else None
+    if not _BY_KEY:
+        _BY_KEY.extend((key, fam) for fam in FAMILIES for key in fam.keys)
+    best: tuple[int, int, Family] | None = None
+    for order, (key, fam) in enumerate(_BY_KEY):
+        if key in line and (best is None or best[2] is not fam):
+            start = _search(fam, line)
+            if start >= 0 and (best is None or (start, order) < best[:2]):
+                best = (start, order, fam)
+    return best[2] if best else None
 
 
 def family(name: str) -> Family:

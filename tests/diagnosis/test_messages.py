@@ -4,7 +4,6 @@ and docs/driver-messages.md is the catalogue as generated."""
 
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from snapshot_builder import Snapshot
 from nvreload.diagnosis.findings import ACTION_PRIORITY, diagnose
 from nvreload.diagnosis.messages import CODES, markdown
 from nvreload.read import driver_messages
-from nvreload.read.driver_messages import COMPONENTS, FAMILIES, classify, family, keys
+from nvreload.read.driver_messages import COMPONENTS, FAMILIES, classify, derive_keys, family
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD = "[    5.100000] NVRM: loading NVIDIA UNIX Open Kernel Module for x86_64  550.127.08  Release Build"
@@ -134,15 +133,19 @@ def test_a_catalogue_line_adds_to_the_finding_another_rule_already_gave(snapshot
     assert found.evidence["driver_lines"] == [line]
 
 
-def test_a_kernel_log_without_nvidia_lines_compiles_no_pattern_and_one_with_a_banner_one():
+def test_a_kernel_log_compiles_only_the_patterns_of_families_whose_keys_its_lines_hold():
     code = (
         "from nvreload.read import driver_messages\n"
         "from nvreload.read.kernel_log import parse_kernel_log\n"
         "log = '\\n'.join(f'[ {i}.0] e1000e 0000:00:1f.6 eth0: NIC Link is Up' for i in range(2000))\n"
         "parse_kernel_log(log, 'dmesg')\n"
         "assert not driver_messages._COMPILED, driver_messages._COMPILED\n"
-        "parse_kernel_log(log + '\\n[ 1.0] NVRM: loading NVIDIA x', 'dmesg')\n"
-        "assert list(driver_messages._COMPILED) == ['driver_loading'], driver_messages._COMPILED\n"
+        "parsed = parse_kernel_log(log + '\\n[ 1.0] NVRM: loading NVIDIA x', 'dmesg')\n"
+        "assert parsed.last_driver_load and not driver_messages._COMPILED\n"  # a literal pattern: str.find
+        "mismatch = 'nvidia-modeset: Version mismatch: nvidia.ko(1) nvidia-modeset.ko(2)'\n"
+        "parsed = parse_kernel_log(log + '\\n[ 1.0] NVRM: loading NVIDIA x\\n[ 2.0] ' + mismatch, 'dmesg')\n"
+        "assert [m.family for m in parsed.driver_messages] == ['driver_loading', 'modeset_version_mismatch']\n"
+        "assert list(driver_messages._COMPILED) == ['modeset_version_mismatch'], driver_messages._COMPILED\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
@@ -150,21 +153,21 @@ def test_a_kernel_log_without_nvidia_lines_compiles_no_pattern_and_one_with_a_ba
 
 def test_importing_the_catalogue_compiles_nothing():
     assert driver_messages.might_match("e1000e: NIC Link is Up") is False
-    code = "from nvreload.read import driver_messages as m\nassert not m._COMPILED and not m._KEYS\n"
+    code = "from nvreload.read import driver_messages as m\nassert not m._COMPILED\n"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
 
 
 @pytest.mark.parametrize("fam", FAMILIES, ids=lambda f: f.name)
-def test_each_familys_keys_are_literal_text_of_its_pattern_found_in_its_sample(fam):
-    fam_keys = keys(fam)
-    assert all(len(key) >= 5 for key in fam_keys), fam_keys  # a key that short would compile it on most lines
-    assert any(key in fam.sample for key in fam_keys)
+def test_each_familys_keys_are_the_literal_text_of_its_pattern_and_found_in_its_sample(fam):
+    assert fam.keys == derive_keys(fam.pattern)
+    assert all(len(key) >= 5 for key in fam.keys), fam.keys  # a key that short would compile it on most lines
+    assert any(key in fam.sample for key in fam.keys)
 
 
 def test_a_key_is_the_longest_literal_run_outside_groups_classes_and_quantified_characters():
-    fam = replace(family("xid"), pattern=r"NVRM:? .*(?:abc|defghijklmnop)[^)]*\(long literal\)x+|second")
-    assert keys(fam) == ("(long literal)", "second")
+    pattern = r"NVRM:? .*(?:abc|defghijklmnop)[^)]*\(long literal\)x+|second"
+    assert derive_keys(pattern) == ("(long literal)", "second")
 
 
 def test_the_docs_table_is_the_catalogue_as_generated():
