@@ -918,7 +918,7 @@ def _driver_message_findings(node: NodeState, found: list[Finding]) -> list[Find
             continue  # a structured family's (its rule decides), or a summary whose cause is named
         lines = list(dict.fromkeys(m.line for m in messages))[-8:]
         families = sorted({m.family for m in messages})
-        same = next((f for f in found if f.code == code), None)
+        same = next((f for f in found if f.code in (code, *spec.explained_by)), None)
         if same is not None:
             same.evidence["driver_lines"] = lines
             continue

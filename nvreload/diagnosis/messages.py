@@ -18,6 +18,9 @@ class Code:
     action: str
     blocks_reload: bool
     advice: str
+    # findings of other rules that explain the same lines: with one of them present, the lines go
+    # into its evidence and this code is not given
+    explained_by: tuple[str, ...] = ()
 
 
 # Findings drawn from the catalogue (families not `structured`). One finding per code, every line in
@@ -25,17 +28,21 @@ class Code:
 CODES: dict[str, Code] = {
     "client_version_mismatch": Code(
         "critical",
-        "reload",
+        "install_driver",
         False,
-        "a client of another driver version talks to the loaded module (NVRM: API mismatch): load the module of "
-        "the installed driver; a client in a container with its own driver libraries needs that image fixed",
+        "a program with driver libraries of another version than the loaded module opened it (NVRM: API "
+        "mismatch), and the node's own driver agrees with the module: the libraries are the program's own (a "
+        "container image, a second install); give it the driver version of the node",
+        explained_by=("version_mismatch",),
     ),
     "module_version_mismatch": Code(
         "critical",
-        "reload",
+        "rebuild_module",
         False,
-        "NVIDIA modules of two versions met (nvidia-modeset or nvidia-nvswitch refused nvidia.ko's version): "
-        "unload them all and load the installed driver's",
+        "nvidia-modeset.ko of another version than nvidia.ko (nvidia-modeset: Version mismatch), and the "
+        "resident driver is the installed one: a module file is stale (a DKMS build that failed); rebuild the "
+        "modules of the installed driver (dkms install), then load them",
+        explained_by=("version_mismatch",),
     ),
     "gpu_power_cables_missing": Code(
         "critical",
@@ -47,8 +54,8 @@ CODES: dict[str, Code] = {
         "critical",
         "install_driver",
         False,
-        "the GSP firmware files of the loaded driver's version are missing (/lib/firmware/nvidia/<version>): "
-        "install the driver's firmware package of that exact version",
+        "the GSP firmware file of the module's version is missing, or of another version "
+        "(/lib/firmware/nvidia/<version>): install the module, its firmware and userspace of one driver version",
     ),
     "gsp_firmware_failed": Code(
         "critical",

@@ -296,8 +296,8 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family(
         "gpu_legacy_branch",
-        r"NVRM: The NVIDIA GPU \S+ .*is supported through the NVIDIA [\d.x]+ Legacy drivers",
-        "the GPU needs an older (legacy) driver branch; this one ignores it",
+        r"NVRM: The NVIDIA .*supported through the NVIDIA [\d.x]+ Legacy drivers",
+        "the GPU needs an older (legacy) driver branch; this one ignores it (the line names the GPU by model)",
         "module_build",
         "install_driver",
         "gpu_unsupported_by_driver",
@@ -306,7 +306,20 @@ FAMILIES: tuple[Family, ...] = (
         "NVIDIA 470.xx Legacy drivers. Please visit http://www.nvidia.com/object/unix.html for more information. "
         "The 550.54.14 NVIDIA driver will ignore this GPU.  Continuing probe...",
         structured=True,
-        keys=("is supported through the NVIDIA ",),
+        keys=("supported through the NVIDIA ",),
+    ),
+    Family(
+        "gpu_needs_open_modules",
+        r"NVRM: The NVIDIA GPU \S+ .*requires use of the NVIDIA open kernel modules",
+        "the proprietary module cannot drive this GPU (Blackwell and newer): it needs the open modules",
+        "module_build",
+        "install_driver",
+        "gpu_unsupported_by_driver",
+        "proprietary module only (its probe's GPU check; the open module drives these GPUs)",
+        f"NVRM: The NVIDIA GPU {_BUS} (PCI ID: 10de:2b85) installed in this system requires use of the NVIDIA "
+        "open kernel modules.",
+        structured=True,
+        keys=("requires use of the NVIDIA open kernel modules",),
     ),
     Family(
         "gpu_legacy_ignored",
@@ -538,7 +551,7 @@ FAMILIES: tuple[Family, ...] = (
         r"NVRM: API mismatch: the client",
         "a userspace component of another driver version opened the module",
         "module_build",
-        "reload",
+        "install_driver",
         "client_version_mismatch",
         _OSAPI,
         "NVRM: API mismatch: the client 'nvidia-smi' (pid 48211) has the version 570.86.15, but this kernel module has the version "
@@ -551,7 +564,7 @@ FAMILIES: tuple[Family, ...] = (
         r"nvidia-modeset: Version mismatch: nvidia\.ko",
         "nvidia-modeset.ko and nvidia.ko are of different versions",
         "module_build",
-        "reload",
+        "rebuild_module",
         "module_version_mismatch",
         "kernel-open/nvidia-modeset/nvidia-modeset-linux.c",
         "nvidia-modeset: Version mismatch: nvidia.ko(560.35.03) nvidia-modeset.ko(570.86.15)",
@@ -589,6 +602,18 @@ FAMILIES: tuple[Family, ...] = (
         _OSINIT,
         f"NVRM: GPU {_BUS}: RmFetchGspRmImages: No firmware image found",
         keys=("No firmware image found", "need firmware to initialize GSP"),
+    ),
+    Family(
+        "gsp_firmware_version_mismatch",
+        r"NVRM: .*GSP firmware image version mismatch",
+        "the GSP firmware file is of another version than the module",
+        "module_build",
+        "install_driver",
+        "gsp_firmware_missing",
+        _GSP,
+        "NVRM: GPU0 _kgspFwContainerVerifyVersion: GSP firmware image version mismatch: got version 595.71.05, "
+        "expected version 595.58.03",
+        keys=("GSP firmware image version mismatch",),
     ),
     Family(
         "firmware_request_failed",

@@ -35,7 +35,13 @@ _PROBE = (
     ("fallen_off_bus", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*fallen off the bus")),
     ("unsupported", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*is not supported by")),
     # the GPU needs a legacy branch (proprietary module), or the open module ignores it
-    ("unsupported", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*is supported through the NVIDIA")),
+    # (the legacy line names the GPU by model, not by bus)
+    ("unsupported", re.compile(r"NVRM: The NVIDIA .*supported through the NVIDIA [\d.x]+ Legacy drivers")),
+    # the proprietary module and a GPU only the open modules drive (Blackwell and newer)
+    (
+        "unsupported",
+        re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*requires use of the NVIDIA open kernel modules"),
+    ),
     ("unsupported", re.compile(r"NVRM: ignoring the legacy GPU (?P<bus>[0-9A-Fa-f:.]+)")),
     (
         "bar_unassigned",
@@ -118,7 +124,7 @@ def _logical_lines(lines: list[str]) -> list[str]:
             out.append(line)
         elif _PREFIX.match(previous) and (continued := _CONTINUATION.match(line)):
             out[-1] = previous.rstrip() + " " + continued.group("text").strip()
-        elif "NVRM: The NVIDIA GPU" in previous and not previous.rstrip().endswith("."):
+        elif "NVRM: The NVIDIA " in previous and not previous.rstrip().endswith("."):
             out[-1] = previous.rstrip() + " " + line.split("NVRM:", 1)[1].strip()
         else:
             out.append(line)
@@ -178,7 +184,8 @@ def _module_failure(line: str) -> ModuleLoadFailure | None:
 # "Modules linked in:" line lists every loaded module (as "nvidia(POE)") and proves nothing.
 _FAULT_FINDING = "kernel_fault_in_nvidia_module"
 _FAULT_SPAN = 80
-_NVIDIA_FRAME = re.compile(r"\[(nvidia\w*|nvswitch\w*|gdrdrv)\]")
+# (kernels with CONFIG_STACKTRACE_BUILD_ID print the module's build id after its name)
+_NVIDIA_FRAME = re.compile(r"\[(nvidia\w*|nvswitch\w*|gdrdrv)(?: [0-9a-f]+)?\]")
 
 
 def _kernel_fault(lines: list[str], index: int, kind: str) -> tuple[KernelFault | None, int]:

@@ -185,3 +185,27 @@ def test_the_generator_prints_the_table_and_refuses_anything_else():
         [sys.executable, "-m", "nvreload.diagnosis.messages"], capture_output=True, text=True, timeout=60
     )
     assert run.returncode == 2 and run.stderr.startswith("usage:") and "Traceback" not in run.stderr
+
+
+def test_a_clients_api_mismatch_the_version_rule_explains_goes_into_its_finding(snapshot):
+    line = f"[ 900.1] {family('api_mismatch').sample}"
+    snapshot.dmesg([LOAD, line])
+    (found,) = [f for f in diagnose(node_of(snapshot)).findings]
+    assert (found.code, found.action) == ("client_version_mismatch", "install_driver")  # the node agrees with itself
+    snapshot.userspace("550.144.03")  # the node's own userspace moved on: the version rule says it, a reload fixes it
+    codes = {f.code: f for f in diagnose(node_of(snapshot)).findings}
+    assert "client_version_mismatch" not in codes
+    assert codes["version_mismatch"].evidence["driver_lines"] == [line]
+
+
+def test_a_frame_with_the_modules_build_id_is_the_modules_frame():
+    from nvreload.read.kernel_log import parse_kernel_log
+
+    log = [
+        LOAD,
+        "[ 9001.0] BUG: kernel NULL pointer dereference, address: 0000000000000030",
+        "[ 9001.1] Call Trace:",
+        "[ 9001.2]  nvidia_unlocked_ioctl+0x335/0x770 [nvidia a327008b008edacc83cb1b1cb50e0a682b54775d]",
+    ]
+    (fault,) = parse_kernel_log("\n".join(log), "dmesg").kernel_faults
+    assert fault.modules == ("nvidia",)
