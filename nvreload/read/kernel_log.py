@@ -182,6 +182,9 @@ def _module_failure(line: str) -> ModuleLoadFailure | None:
 # A kernel fault report: its first line, then (up to the next report or its "end trace" line) the
 # RIP and call trace lines; a frame in an NVIDIA module ends in "[nvidia]", "[nvidia_uvm]", ... The
 # "Modules linked in:" line lists every loaded module (as "nvidia(POE)") and proves nothing.
+# a driver message is a few hundred characters; a longer line (a hostile snapshot) is classified by
+# its start, so that no pattern ever searches an unbounded line
+_MAX_CLASSIFIED = 2048
 _FAULT_FINDING = "kernel_fault_in_nvidia_module"
 _FAULT_SPAN = 80
 # (kernels with CONFIG_STACKTRACE_BUILD_ID print the module's build id after its name)
@@ -214,12 +217,12 @@ def _kernel_fault(lines: list[str], index: int, kind: str) -> tuple[KernelFault 
 
 
 def _is_fault_header(line: str) -> bool:
-    family = driver_messages.classify(line)
+    family = driver_messages.classify(line[:_MAX_CLASSIFIED])
     return family is not None and family.finding == _FAULT_FINDING
 
 
 def _driver_message(line: str) -> DriverMessage | None:
-    family = driver_messages.classify(line)
+    family = driver_messages.classify(line[:_MAX_CLASSIFIED])
     return DriverMessage(family.name, family.finding, line.strip()) if family is not None else None
 
 

@@ -209,3 +209,15 @@ def test_a_frame_with_the_modules_build_id_is_the_modules_frame():
     ]
     (fault,) = parse_kernel_log("\n".join(log), "dmesg").kernel_faults
     assert fault.modules == ("nvidia",)
+
+
+def test_a_line_longer_than_any_driver_message_is_classified_by_its_start():
+    from nvreload.read.kernel_log import parse_kernel_log
+
+    cables = family("power_cables").sample
+    assert [m.family for m in parse_kernel_log(f"{LOAD}\n[ 9.0] {cables}", "dmesg").driver_messages] == [
+        "driver_loading",
+        "power_cables",
+    ]
+    hostile = "[ 9.0] " + "x" * 3000 + cables  # past the first 2048 characters of its line
+    assert [m.family for m in parse_kernel_log(f"{LOAD}\n{hostile}", "dmesg").driver_messages] == ["driver_loading"]
