@@ -181,7 +181,8 @@ def _module_failure(line: str) -> ModuleLoadFailure | None:
 
 # A kernel fault report: its first line, then (up to the next report or its "end trace" line) the
 # RIP and call trace lines; a frame in an NVIDIA module ends in "[nvidia]", "[nvidia_uvm]", ... The
-# "Modules linked in:" line lists every loaded module (as "nvidia(POE)") and proves nothing.
+# "Modules linked in:" line lists every loaded module as "nvidia(POE)" (never in brackets), so it
+# never makes a report NVIDIA's.
 # a driver message is a few hundred characters; a longer line (a hostile snapshot) is classified by
 # its start, so that no pattern ever searches an unbounded line
 _MAX_CLASSIFIED = 2048
@@ -204,8 +205,6 @@ def _kernel_fault(lines: list[str], index: int, kind: str) -> tuple[KernelFault 
         if position > index and ("---[ end trace" in line or (traced and _is_fault_header(line))):
             end = position
             break
-        if "Modules linked in" in line:
-            continue
         traced = traced or "Call Trace" in line or "RIP:" in line
         found = _NVIDIA_FRAME.findall(line)
         if found:
