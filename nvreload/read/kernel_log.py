@@ -225,6 +225,29 @@ def _driver_message(line: str) -> DriverMessage | None:
     return DriverMessage(family.name, family.finding, line.strip()) if family is not None else None
 
 
+def _driver_lines(lines: list[str], start: int, last_load: int | None) -> tuple[list[DriverMessage], list[KernelFault]]:
+    """The current driver instance's lines of the message catalogue (from its probe on), and the
+    kernel faults since its load whose reports run through an NVIDIA module."""
+    messages: list[DriverMessage] = []
+    faults: list[KernelFault] = []
+    fault_end = 0
+    for index in range(start, len(lines)):
+        line = lines[index]
+        if not driver_messages.might_match(line):
+            continue
+        message = _driver_message(line)
+        if message is None:
+            continue
+        if message.finding != _FAULT_FINDING:
+            messages.append(message)
+        elif (last_load is None or index > last_load) and index >= fault_end:
+            # since the load only, and not a later header of a report already read
+            fault, fault_end = _kernel_fault(lines, index, message.family)
+            if fault is not None:
+                faults.append(fault)
+    return messages, faults
+
+
 def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
     if text is None:
         return KernelLog(source, 0, None, (), (), ())
@@ -240,9 +263,6 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
     fallen = []
     init_failures = []
     module_failures = []
-    messages: list[DriverMessage] = []
-    faults: list[KernelFault] = []
-    fault_end = 0
     for index, line in enumerate(lines):
         since = last_load is not None and index > last_load
         current = last_load is None or since
@@ -273,20 +293,11 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
         if current and any(marker in line for marker in LOAD_ERROR_MARKERS):
             if "nvidia" in line.lower() or "NVRM" in line:
                 load_errors.append(line.strip())
-        if (current or index >= probe_start) and driver_messages.might_match(line):
-            message = _driver_message(line)
-            if message is not None:
-                if message.finding == _FAULT_FINDING:
-                    if current and index >= fault_end:  # not a later header of a report already read
-                        fault, fault_end = _kernel_fault(lines, index, message.family)
-                        if fault is not None:
-                            faults.append(fault)
-                else:
-                    messages.append(message)
         if current and any(word in line for word in _REFUSAL_WORDS) and not _LOAD.search(line):
             refused = _module_failure(line)
             if refused is not None:
                 module_failures.append(refused)
+    messages, faults = _driver_lines(lines, probe_start, last_load)
     return KernelLog(
         source=source,
         lines=len(physical),
