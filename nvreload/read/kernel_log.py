@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 
 from nvreload.model import DriverMessage, GpuInitFailure, KernelFault, KernelLog, ModuleLoadFailure, XidEvent
-from nvreload.read import driver_messages
 from nvreload.read.nvidia_proc import normalize_bus_id
 
 _KMSG_PREFIX = re.compile(r"^\d+,\d+,\d+,[^;]*;")
@@ -186,6 +185,23 @@ def _module_failure(line: str) -> ModuleLoadFailure | None:
 # a driver message is a few hundred characters; a longer line (a hostile snapshot) is classified by
 # its start, so that no pattern ever searches an unbounded line
 _MAX_CLASSIFIED = 2048
+# the words every line of the catalogue holds (driver_messages._PREFIXES and _FAULT_WORDS, held equal
+# by a test): the catalogue itself is imported only once a line of the window holds one, so a log
+# whose NVIDIA lines have left the ring buffer (a node up for weeks) pays a substring test per line
+_DRIVER_WORDS = (
+    "NVRM",
+    "nvidia",
+    "Loading of",
+    "Key was rejected",
+    "unsigned module",
+    "[nvidia-drm]",
+    "BUG: ",
+    "Oops: ",
+    "general protection fault",
+    "blocked for more than",
+    "WARNING: CPU:",
+    "stall",
+)
 _FAULT_FINDING = "kernel_fault_in_nvidia_module"
 _FAULT_SPAN = 80
 # (kernels with CONFIG_STACKTRACE_BUILD_ID print the module's build id after its name)
@@ -216,11 +232,15 @@ def _kernel_fault(lines: list[str], index: int, kind: str) -> tuple[KernelFault 
 
 
 def _is_fault_header(line: str) -> bool:
+    from nvreload.read import driver_messages
+
     family = driver_messages.classify(line[:_MAX_CLASSIFIED])
     return family is not None and family.finding == _FAULT_FINDING
 
 
 def _driver_message(line: str) -> DriverMessage | None:
+    from nvreload.read import driver_messages  # only for a line that holds one of its words
+
     family = driver_messages.classify(line[:_MAX_CLASSIFIED])
     return DriverMessage(family.name, family.finding, line.strip()) if family is not None else None
 
@@ -233,7 +253,7 @@ def _driver_lines(lines: list[str], start: int, last_load: int | None) -> tuple[
     fault_end = 0
     for index in range(start, len(lines)):
         line = lines[index]
-        if not driver_messages.might_match(line):
+        if not any(word in line for word in _DRIVER_WORDS):
             continue
         message = _driver_message(line)
         if message is None:

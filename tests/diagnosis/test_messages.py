@@ -151,6 +151,25 @@ def test_a_kernel_log_compiles_only_the_patterns_of_families_whose_keys_its_line
     assert run.returncode == 0, run.stderr
 
 
+def test_a_kernel_log_without_nvidia_lines_does_not_even_import_the_catalogue():
+    code = (
+        "import sys\n"
+        "from nvreload.read.kernel_log import parse_kernel_log\n"
+        "parse_kernel_log('[ 1.0] e1000e 0000:00:1f.6 eth0: NIC Link is Up', 'dmesg')\n"
+        "assert 'nvreload.read.driver_messages' not in sys.modules\n"
+        "parse_kernel_log('[ 1.0] NVRM: loading NVIDIA x', 'dmesg')\n"
+        "assert 'nvreload.read.driver_messages' in sys.modules\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+
+
+def test_the_kernel_logs_prefilter_holds_every_word_the_catalogue_tests_for():
+    from nvreload.read import kernel_log
+
+    assert set(kernel_log._DRIVER_WORDS) == set(driver_messages._PREFIXES + driver_messages._FAULT_WORDS)
+
+
 def test_importing_the_catalogue_compiles_nothing():
     assert driver_messages.might_match("e1000e: NIC Link is Up") is False
     code = "from nvreload.read import driver_messages as m\nassert not m._COMPILED\n"
