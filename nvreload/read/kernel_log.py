@@ -317,7 +317,10 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
             refused = _module_failure(line)
             if refused is not None:
                 module_failures.append(refused)
-    messages, faults = _driver_lines(lines, probe_start, last_load)
+    # every catalogue line a finding is drawn from names NVRM or nvidia (a fault's trace: "[nvidia]"):
+    # a log that never does is not walked line by line again
+    nvidia = "NVRM" in text or "nvidia" in text
+    messages, faults = _driver_lines(lines, probe_start, last_load) if nvidia else ([], [])
     return KernelLog(
         source=source,
         lines=len(physical),
