@@ -2,7 +2,8 @@
 
 Only the paths below are captured: no environment, no /etc/shadow, no process command lines, no
 library contents (libraries are kept as their names and links; the final file is an empty
-stand-in). The archive is written to a temp file and renamed, so a partial bundle never exists.
+stand-in). What the live consumer scan saw is recorded as consumers.json (program names, not
+command lines: read/recorded_consumers.py). The archive is written to a temp file and renamed, so a partial bundle never exists.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import BinaryIO, TypeVar
 from nvreload import __version__
 from nvreload.host.machine import SNAPSHOT_DIR, Machine
 from nvreload.host.rootfs import RootFS
-from nvreload.read.kernel_modules import MOFED_MODULES, NVIDIA_MODULES, parse_proc_modules
+from nvreload.read.kernel_modules import MOFED_MODULES, NVIDIA_MODULES, parse_proc_modules, read_modules
 from nvreload.read.on_disk import find_module_file
 from nvreload.read.userspace import library_dirs
 
@@ -35,7 +36,14 @@ PROC_FILES = (
 ETC_DIRS = ("etc/modprobe.d", "etc/modules-load.d", "etc/ld.so.conf.d")
 ETC_FILES = ("etc/modules", "etc/ld.so.conf", "etc/os-release")
 PCI_FILES = ("vendor", "device", "class", "subsystem_vendor", "subsystem_device", "revision", "numa_node")
-CAPTURED_OUTPUTS = ("dmesg.txt", "nvidia-smi-q.xml", "nvml.json", "nv-fabricmanager-version.txt", "uname-r.txt")
+CAPTURED_OUTPUTS = (
+    "dmesg.txt",
+    "nvidia-smi-q.xml",
+    "nvml.json",
+    "nv-fabricmanager-version.txt",
+    "uname-r.txt",
+    "consumers.json",
+)
 MAX_FILE = 256 * 1024 * 1024
 R = TypeVar("R")
 
@@ -202,7 +210,25 @@ def _captured(machine: Machine, bundle: Bundle) -> dict:
     fm = machine.fabric_manager_version()
     if fm:
         bundle.add_bytes(f"{SNAPSHOT_DIR}/nv-fabricmanager-version.txt", fm.encode() + b"\n")
+    _record_consumers(machine, bundle, smi.stdout if smi.ok else None)
+    outputs["consumers"] = "scanned"
     return outputs
+
+
+def _record_consumers(machine: Machine, bundle: Bundle, smi_xml: str | None) -> None:
+    """consumers.json: what the live holder scan and the display-server check use, so that --root on
+    the snapshot sees the holders, services and containers --status saw (read/recorded_consumers.py
+    says what is left out: environments, command lines)."""
+    from nvreload.model import NvmlReport
+    from nvreload.read.node import scan_consumers
+    from nvreload.read.recorded_consumers import FILE, to_record
+    from nvreload.read.smi_xml import parse_smi_xml
+
+    fs = machine.fs
+    modules = read_modules(fs, parse_proc_modules(fs.read_text("proc/modules") or ""))
+    nvml = parse_smi_xml(smi_xml) or NvmlReport("unavailable", "none")  # its pids name holders the scan may miss
+    consumers = scan_consumers(machine, modules, nvml, machine.services())
+    bundle.add_bytes(f"{SNAPSHOT_DIR}/{FILE}", json.dumps(to_record(consumers), indent=1).encode())
 
 
 _KINDS = (

@@ -114,6 +114,10 @@ class NvmlDevice:
     mig_mode: bool | None
     compute_pids: tuple[int, ...] = ()
     mig_pending: bool | None = None  # the MIG mode the next GPU reset applies (<pending_mig>)
+    # NVSwitch systems: "Not Started" | "In Progress" | "Completed"; None where the GPU has no fabric
+    # (nvidia-smi's "N/A", NVML's NOT_SUPPORTED). The status says why a setup failed.
+    fabric_state: str | None = None
+    fabric_status: str | None = None
 
 
 @dataclass
@@ -162,6 +166,27 @@ class ModuleLoadFailure:
 
 
 @dataclass
+class DriverMessage:
+    """A kernel log line of a family of nvreload/read/driver_messages.py, from the current driver
+    instance (since its load, or its own probe just before)."""
+
+    family: str
+    finding: str | None  # the family's finding code; None: the line does not mean the stack is broken
+    line: str
+
+
+@dataclass
+class KernelFault:
+    """An oops, BUG, general protection fault, soft lockup, hung task or WARNING whose report (its
+    RIP, WARNING line or call trace) runs through an NVIDIA module, since the driver loaded."""
+
+    kind: str  # the family: kernel_bug | kernel_oops | general_protection_fault | soft_lockup | hung_task | kernel_warning
+    line: str  # the report's first line
+    modules: tuple[str, ...]  # the NVIDIA modules its trace names
+    frames: tuple[str, ...]  # the trace lines that name them (a few)
+
+
+@dataclass
 class KernelLog:
     """The kernel log's NVIDIA lines that matter: the last driver load, XIDs, load errors."""
 
@@ -175,6 +200,8 @@ class KernelLog:
     # lines come just before its "NVRM: loading" line), and what failed to load since
     gpu_init_failures: tuple[GpuInitFailure, ...] = ()
     module_failures: tuple[ModuleLoadFailure, ...] = ()
+    driver_messages: tuple[DriverMessage, ...] = ()
+    kernel_faults: tuple[KernelFault, ...] = ()
 
 
 @dataclass
@@ -302,6 +329,7 @@ class NodeState:
     live: bool = False
     readable: Readability = field(default_factory=Readability)
     next_kernels: tuple[NextKernel, ...] = ()
+    fabric_modules: tuple[str, ...] = ()  # of read/kernel_modules.py's FABRIC_MODULES, those listed in /proc/modules
 
     def module(self, name: str) -> KernelModule | None:
         for module in self.modules:

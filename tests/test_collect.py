@@ -99,3 +99,43 @@ def test_collect_leaves_only_the_archive_readable_by_root_alone(tmp_path, h100_r
     assert proc.returncode == 0, proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["bundle.tgz"]  # no temporary file left
     assert stat.S_IMODE(os.stat(tmp_path / "bundle.tgz").st_mode) == 0o600
+
+
+def test_a_live_collect_records_the_gpu_daemons_it_sees_without_their_arguments_or_environment(tmp_path):
+    """A real process named like a GPU daemon, with a secret in its arguments and its environment:
+    the snapshot records the daemon (what the live scan saw), never the secret."""
+    import subprocess
+    import time
+
+    secret = "hunter2-" + tmp_path.name
+    # a daemon is root's process whose executable is the daemon's (never a name argv gives)
+    sbin = tmp_path / "sbin"
+    sbin.mkdir(mode=0o755)
+    (tmp_path / "daemon.c").write_text("#include <unistd.h>\nint main(void){sleep(30);return 0;}\n")
+    subprocess.run(["gcc", "-o", str(sbin / "nv-hostengine"), str(tmp_path / "daemon.c")], check=True)
+    daemon = subprocess.Popen(
+        [str(sbin / "nv-hostengine"), f"--token={secret}"], env={**os.environ, "NVRELOAD_TEST_SECRET": secret}
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not open(f"/proc/{daemon.pid}/comm", "rb").read().startswith(b"nv-hostengine"):
+            assert time.monotonic() < deadline, "the stand-in daemon did not start"
+            time.sleep(0.02)
+        archive = tmp_path / "live.tgz"
+        proc = run_cli("--collect", str(archive))
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        daemon.kill()
+        daemon.wait()
+    with tarfile.open(archive) as tar:
+        blob = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
+        record = json.loads(tar.extractfile("nvreload-snapshot/consumers.json").read())
+    assert secret.encode() not in blob
+    with open("/proc/1/comm") as comm:
+        systemd = comm.read().strip() == "systemd"
+    if not systemd:  # without systemd the services are the GPU daemons found by name in /proc
+        assert {"name": "nv-hostengine", "active": "active", "enabled": None} in record["services"]
+        assert {"name": "nv-hostengine", "active": "active", "enabled": None} in status_of(archive)["consumers"][
+            "services"
+        ]
+    assert status_of(archive)["consumers"]["scanned"] is True

@@ -782,6 +782,159 @@ def next_kernel_findings(kernels: tuple[NextKernel, ...], userspace_version: str
     return out
 
 
+# NVLink 5 (HGX B200/B300, GB200/GB300): the NVLink Subnet Manager (nvlsm) manages the switches
+# through InfiniBand management datagrams, so the fabric manager needs ib_umad loaded
+_NVLINK5_GPUS = ("B200", "B300")
+_FABRIC_MANAGER = "nvidia-fabricmanager.service"
+
+
+def _fabric_cause(node: NodeState) -> tuple[str, str, str]:
+    """(cause, action, what to do) for a fabric that is not Completed, from what the node shows."""
+    driver = node.resident.version or (m.version if (m := node.module("nvidia")) else None)
+    fm = next((s for s in node.consumers.services if s.name == _FABRIC_MANAGER), None)
+    nvlink5 = any(d.name and any(g in d.name for g in _NVLINK5_GPUS) for d in node.nvml.devices)
+    if node.fabric_manager_version and driver and node.fabric_manager_version != driver:
+        return (
+            "fabric_manager_other_version",
+            "install_driver",
+            f"nv-fabricmanager {node.fabric_manager_version} refuses driver {driver}: install the fabric manager "
+            "of the driver's exact version",
+        )
+    if nvlink5 and node.readable.proc_modules.known and "ib_umad" not in node.fabric_modules:
+        return (
+            "ib_umad_not_loaded",
+            "fix_platform",
+            "ib_umad is not loaded: the NVLink subnet manager (nvlsm) and the fabric manager of an NVLink 5 "
+            "system reach the switches through it; load it (and at boot: modules-load.d), then start them",
+        )
+    if fm is not None and fm.active == "failed":
+        return (
+            "fabric_manager_failed",
+            "reload",
+            "nvidia-fabricmanager failed to start (journalctl -u nvidia-fabricmanager says why): nvreload --reload "
+            "stops it, loads the driver again and starts it for the new instance",
+        )
+    if fm is not None and fm.active in ("inactive", "not-found", "deactivating"):
+        return (
+            "fabric_manager_not_running",
+            "reload",
+            "nvidia-fabricmanager is not running: start it (nvreload --reload starts it for a new driver instance)",
+        )
+    if (
+        fm is not None
+        and fm.active in ("active", "activating")
+        and all((d.fabric_state or "").lower() in ("in progress", "completed") for d in node.nvml.devices)
+    ):
+        return (
+            "fabric_training",
+            "none",
+            "the fabric manager is running and the fabric is being set up (In Progress): it takes about a minute",
+        )
+    return (
+        "unknown",
+        "reload",
+        "the node does not show why (a snapshot records no services): check that nvidia-fabricmanager runs and "
+        "is the driver's version; nvreload --reload starts it for a new driver instance",
+    )
+
+
+def _fabric_findings(node: NodeState) -> list[Finding]:
+    """NVSwitch GPUs whose fabric is not set up (state not Completed) while the driver is loaded:
+    CUDA fails with "system not yet initialized" on them."""
+    if not node.loaded("nvidia"):
+        return []
+    waiting = [d for d in node.nvml.devices if d.fabric_state and d.fabric_state.lower() != "completed"]
+    if not waiting:
+        return []
+    cause, action, advice = _fabric_cause(node)
+    gpus = [
+        {"pci_bus_id": normalize_bus_id(d.pci_bus_id) if d.pci_bus_id else None, "state": d.fabric_state}
+        | ({"status": d.fabric_status} if d.fabric_status else {})
+        for d in waiting
+    ]
+    return [
+        Finding(
+            "fabric_not_ready",
+            "warning" if action == "none" else "critical",
+            f"the NVLink fabric of {len(waiting)} GPU(s) is not set up ("
+            + ", ".join(sorted({str(d.fabric_state) for d in waiting}))
+            + f"): {advice}",
+            action,
+            evidence={
+                "gpus": gpus,
+                "cause": cause,
+                "fabric_manager": next((s.active for s in node.consumers.services if s.name == _FABRIC_MANAGER), None),
+                "fabric_manager_version": node.fabric_manager_version,
+                "fabric_modules": list(node.fabric_modules),
+            },
+        )
+    ]
+
+
+def _kernel_fault_findings(node: NodeState) -> list[Finding]:
+    """A kernel fault whose trace runs through an NVIDIA module since the driver loaded: the
+    module's locks and state are unknown, and unloading it can hang or crash the kernel."""
+    faults = node.kernel_log.kernel_faults
+    if not faults:
+        return []
+    modules = sorted({m for f in faults for m in f.modules})
+    kinds = sorted({f.kind for f in faults})
+    return [
+        Finding(
+            "kernel_fault_in_nvidia_module",
+            "critical",
+            f"the kernel reported {', '.join(k.replace('_', ' ') for k in kinds)} in {', '.join(modules)} since the "
+            "driver loaded: the module's state is unknown after it, and unloading it can hang or crash the kernel; "
+            "reboot (a reload is refused)",
+            "reboot",
+            blocks_reload=True,
+            evidence={
+                "faults": [
+                    {"kind": f.kind, "line": f.line, "modules": list(f.modules), "frames": list(f.frames)}
+                    for f in faults[-4:]
+                ],
+            },
+        )
+    ]
+
+
+def _driver_message_findings(node: NodeState, found: list[Finding]) -> list[Finding]:
+    """Findings the driver's own messages give by themselves (families not read by kernel_log.py's
+    structured rules): one per code, its lines and families in the evidence. A code another rule
+    already gave gets the lines added to its evidence instead."""
+    by_code: dict[str, list] = {}
+    for message in node.kernel_log.driver_messages:
+        if message.finding:
+            by_code.setdefault(message.finding, []).append(message)
+    if not by_code:
+        return []
+    from nvreload.diagnosis.messages import CODES
+
+    explained = bool(node.kernel_log.gpu_init_failures) or any(code != "gpu_probe_failed" for code in by_code)
+    out = []
+    for code, messages in by_code.items():
+        spec = CODES.get(code)
+        if spec is None or (code == "gpu_probe_failed" and explained):
+            continue  # a structured family's (its rule decides), or a summary whose cause is named
+        lines = list(dict.fromkeys(m.line for m in messages))[-8:]
+        families = sorted({m.family for m in messages})
+        same = next((f for f in found if f.code in (code, *spec.explained_by)), None)
+        if same is not None:
+            same.evidence["driver_lines"] = lines
+            continue
+        out.append(
+            Finding(
+                code,
+                spec.severity,
+                spec.advice,
+                spec.action,
+                blocks_reload=spec.blocks_reload,
+                evidence={"families": families, "lines": lines},
+            )
+        )
+    return out
+
+
 def diagnose(node: NodeState) -> Diagnosis:
     findings = (
         _readability_findings(node)
@@ -790,7 +943,10 @@ def diagnose(node: NodeState) -> Diagnosis:
         + next_kernel_findings(node.next_kernels, node.userspace.version)
         + _gpu_findings(node)
         + _consumer_findings(node)
+        + _kernel_fault_findings(node)
+        + _fabric_findings(node)
     )
+    findings += _driver_message_findings(node, findings)
     actions = {f.action for f in findings}
     recommended = next(a for a in ACTION_PRIORITY if a in actions or a == "none")
     blockers = tuple(dict.fromkeys(f.code for f in findings if f.blocks_reload))

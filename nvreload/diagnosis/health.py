@@ -43,6 +43,20 @@ def run_checks(node: NodeState, cuda: Check | None) -> list[Check]:
             else "warning",
         )
     )
+    fabric = [d for d in nvml.devices if d.fabric_state]
+    if fabric:
+        # an NVSwitch node: CUDA fails ("system not yet initialized") on a GPU whose fabric is not set up
+        waiting = [d for d in fabric if d.fabric_state and d.fabric_state.lower() != "completed"]
+        checks.append(
+            Check(
+                "fabric_completed",
+                not waiting,
+                f"NVLink fabric Completed on {len(fabric)} GPU(s)"
+                if not waiting
+                else "NVLink fabric not set up: "
+                + ", ".join(f"{d.pci_bus_id or d.index}: {d.fabric_state}" for d in waiting),
+            )
+        )
     if cuda is not None:
         checks.append(cuda)
     return checks

@@ -14,7 +14,7 @@ import re
 from nvreload.host.commands import CommandRunner
 from nvreload.host.modinfo_cache import ModinfoCache
 from nvreload.host.rootfs import RootFS
-from nvreload.model import ContainerState, GpuProcess, NvmlReport, ServiceState
+from nvreload.model import Consumers, ContainerState, GpuProcess, NvmlReport, ServiceState
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
@@ -152,6 +152,15 @@ class Machine:
             return (engine.gpu_containers(holder_ids), None) if engine is not None else ((), None)
         except HostError as exc:
             return (), exc.message
+
+    def recorded_consumers(self) -> Consumers | None:
+        """A snapshot's record of the live consumer scan (--collect's consumers.json); None live,
+        or where the snapshot has none."""
+        if self.live:
+            return None
+        from nvreload.read.recorded_consumers import FILE, parse_record
+
+        return parse_record(self.fs.read_text(f"{SNAPSHOT_DIR}/{FILE}"))
 
     def fabric_manager_version(self) -> str | None:
         if not self.live:

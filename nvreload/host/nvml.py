@@ -110,6 +110,8 @@ def report_from_result(result: CommandResult, timeout: float) -> NvmlReport:
                 persistence_mode=d.get("persistence_mode"),
                 mig_mode=d.get("mig_mode"),
                 mig_pending=d.get("mig_pending"),
+                fabric_state=d.get("fabric_state") if isinstance(d.get("fabric_state"), str) else None,
+                fabric_status=d.get("fabric_status") if isinstance(d.get("fabric_status"), str) else None,
                 compute_pids=tuple(int(p) for p in d.get("compute_pids", ())),
             )
             for d in data.get("devices", ())

@@ -27,6 +27,22 @@ INIT_STATUS = {
 }
 
 
+# nvmlGpuFabricState_t: 0 not supported (no NVSwitch fabric), 1 not started, 2 in progress, 3 completed;
+# named as nvidia-smi -q prints them, so that a snapshot and the live node read alike
+_FABRIC_STATES = {1: "Not Started", 2: "In Progress", 3: "Completed"}
+
+
+def _fabric(info: object) -> dict:
+    state = _FABRIC_STATES.get(getattr(info, "state", 0)) if info is not None else None
+    if state is None:
+        return {}
+    status = getattr(info, "status", None)
+    return {
+        "fabric_state": state,
+        "fabric_status": "Success" if status == 0 else (f"NVML status {status}" if status is not None else None),
+    }
+
+
 def _text(value: object) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -75,6 +91,16 @@ class NvmlSession:
         except Exception:  # noqa: BLE001 - any NVML call may be unsupported on some GPU
             return None
 
+    def _fabric_info(self, handle: object) -> object:
+        """The GPU's NVSwitch fabric state (NVML fills a structure); None where NVML or the GPU lacks it."""
+        nv = self._pynvml
+        if not hasattr(nv, "c_nvmlGpuFabricInfo_t"):
+            return None
+        import ctypes
+
+        info = nv.c_nvmlGpuFabricInfo_t()
+        return info if self._safe(nv.nvmlDeviceGetGpuFabricInfo, handle, ctypes.byref(info)) is not None else None
+
     def _device(self, index: int) -> dict:
         nv = self._pynvml
         handle = self._safe(nv.nvmlDeviceGetHandleByIndex, index)
@@ -87,6 +113,7 @@ class NvmlSession:
         for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
             for proc in self._safe(getattr(nv, getter), handle) or []:
                 pids.add(int(proc.pid))
+        fabric = self._fabric_info(handle)
         name = self._safe(nv.nvmlDeviceGetName, handle)
         uuid = self._safe(nv.nvmlDeviceGetUUID, handle)
         return {
@@ -98,6 +125,7 @@ class NvmlSession:
             "mig_mode": bool(mig[0]) if mig is not None else None,
             "mig_pending": bool(mig[1]) if mig is not None else None,  # what the next GPU reset applies
             "compute_pids": sorted(pids),
+            **_fabric(fabric),
         }
 
     def read(self) -> dict:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from nvreload.model import GpuInitFailure, KernelLog, ModuleLoadFailure, XidEvent
+from nvreload.model import DriverMessage, GpuInitFailure, KernelFault, KernelLog, ModuleLoadFailure, XidEvent
 from nvreload.read.nvidia_proc import normalize_bus_id
 
 _KMSG_PREFIX = re.compile(r"^\d+,\d+,\d+,[^;]*;")
@@ -33,6 +33,15 @@ _CONTINUATION = re.compile(r"^\s*NVRM:\s?(?P<text>.*)$")
 _PROBE = (
     ("fallen_off_bus", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*fallen off the bus")),
     ("unsupported", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*is not supported by")),
+    # the GPU needs a legacy branch (proprietary module), or the open module ignores it
+    # (the legacy line names the GPU by model, not by bus)
+    ("unsupported", re.compile(r"NVRM: The NVIDIA .*supported through the NVIDIA [\d.x]+ Legacy drivers")),
+    # the proprietary module and a GPU only the open modules drive (Blackwell and newer)
+    (
+        "unsupported",
+        re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*requires use of the NVIDIA open kernel modules"),
+    ),
+    ("unsupported", re.compile(r"NVRM: ignoring the legacy GPU (?P<bus>[0-9A-Fa-f:.]+)")),
     (
         "bar_unassigned",
         re.compile(
@@ -69,6 +78,7 @@ _SIGNATURE = re.compile(
 _KEY_REJECTED = re.compile(
     r"(?:could not insert|Failed to insert module) '(?P<module>[^']+)': Key was rejected by service"
 )
+_INSERTING = re.compile(r"(?:could not insert|Failed to insert module) '(?P<module>[^']+)'")
 _FORMAT = re.compile(r"Invalid module format|Exec format error")
 # a cheap test before the patterns above: most of a kernel log is none of this
 _REFUSAL_WORDS = ("symbol", "module", "Key was rejected", "format error", "version magic", "API mismatch")
@@ -113,7 +123,7 @@ def _logical_lines(lines: list[str]) -> list[str]:
             out.append(line)
         elif _PREFIX.match(previous) and (continued := _CONTINUATION.match(line)):
             out[-1] = previous.rstrip() + " " + continued.group("text").strip()
-        elif "NVRM: The NVIDIA GPU" in previous and not previous.rstrip().endswith("."):
+        elif "NVRM: The NVIDIA " in previous and not previous.rstrip().endswith("."):
             out[-1] = previous.rstrip() + " " + line.split("NVRM:", 1)[1].strip()
         else:
             out.append(line)
@@ -152,7 +162,8 @@ def _module_failure(line: str) -> ModuleLoadFailure | None:
         return ModuleLoadFailure(rejected.group("module").replace("-", "_"), "signature", line.strip())
     if _SIGNATURE.search(text):
         return ModuleLoadFailure(None, "signature", line.strip())
-    named = _MODULE_NAMED.match(text)
+    # modprobe names the module it could not insert in quotes, after its own name
+    named = _INSERTING.search(text) or _MODULE_NAMED.match(text)
     module = named.group("module").replace("-", "_") if named else None
     for kind, pattern in (("symbol_version", _SYMBOL_VERSION), ("unknown_symbol", _UNKNOWN_SYMBOL)):
         match = pattern.search(text)
@@ -165,6 +176,96 @@ def _module_failure(line: str) -> ModuleLoadFailure | None:
     if "NVRM: API mismatch" in text:
         return ModuleLoadFailure("nvidia", "api_mismatch", line.strip())
     return None
+
+
+# A kernel fault report: its first line, then (up to the next report or its "end trace" line) the
+# RIP and call trace lines; a frame in an NVIDIA module ends in "[nvidia]", "[nvidia_uvm]", ... The
+# "Modules linked in:" line lists every loaded module as "nvidia(POE)" (never in brackets), so it
+# never makes a report NVIDIA's.
+# a driver message is a few hundred characters; a longer line (a hostile snapshot) is classified by
+# its start, so that no pattern ever searches an unbounded line
+_MAX_CLASSIFIED = 2048
+# the words every line of the catalogue holds (driver_messages._PREFIXES and _FAULT_WORDS, held equal
+# by a test): the catalogue itself is imported only once a line of the window holds one, so a log
+# whose NVIDIA lines have left the ring buffer (a node up for weeks) pays a substring test per line
+_DRIVER_WORDS = (
+    "NVRM",
+    "nvidia",
+    "Loading of",
+    "Key was rejected",
+    "unsigned module",
+    "[nvidia-drm]",
+    "BUG: ",
+    "Oops: ",
+    "general protection fault",
+    "blocked for more than",
+    "WARNING: CPU:",
+    "stall",
+)
+_FAULT_FINDING = "kernel_fault_in_nvidia_module"
+_FAULT_SPAN = 80
+# (kernels with CONFIG_STACKTRACE_BUILD_ID print the module's build id after its name)
+_NVIDIA_FRAME = re.compile(r"\[(nvidia\w*|nvswitch\w*|gdrdrv)(?: [0-9a-f]+)?\]")
+
+
+def _kernel_fault(lines: list[str], index: int, kind: str) -> tuple[KernelFault | None, int]:
+    """The fault report starting at lines[index] (if a line of it names an NVIDIA module) and where it
+    ends. One report prints several headers ("BUG: ...", then "Oops: ..."): a header ends it only
+    once its RIP or call trace has begun."""
+    frames: list[str] = []
+    modules: dict[str, None] = {}
+    traced = False
+    end = min(len(lines), index + _FAULT_SPAN)
+    for position in range(index, end):
+        line = lines[position]
+        if position > index and ("---[ end trace" in line or (traced and _is_fault_header(line))):
+            end = position
+            break
+        traced = traced or "Call Trace" in line or "RIP:" in line
+        found = _NVIDIA_FRAME.findall(line)
+        if found:
+            modules.update(dict.fromkeys(found))
+            frames.append(line.strip())
+    if not modules:
+        return None, end
+    return KernelFault(kind, lines[index].strip(), tuple(modules), tuple(frames[:6])), end
+
+
+def _is_fault_header(line: str) -> bool:
+    from nvreload.read import driver_messages
+
+    family = driver_messages.classify(line[:_MAX_CLASSIFIED])
+    return family is not None and family.finding == _FAULT_FINDING
+
+
+def _driver_message(line: str) -> DriverMessage | None:
+    from nvreload.read import driver_messages  # only for a line that holds one of its words
+
+    family = driver_messages.classify(line[:_MAX_CLASSIFIED])
+    return DriverMessage(family.name, family.finding, line.strip()) if family is not None else None
+
+
+def _driver_lines(lines: list[str], start: int, last_load: int | None) -> tuple[list[DriverMessage], list[KernelFault]]:
+    """The current driver instance's lines of the message catalogue (from its probe on), and the
+    kernel faults since its load whose reports run through an NVIDIA module."""
+    messages: list[DriverMessage] = []
+    faults: list[KernelFault] = []
+    fault_end = 0
+    for index in range(start, len(lines)):
+        line = lines[index]
+        if not any(word in line for word in _DRIVER_WORDS):
+            continue
+        message = _driver_message(line)
+        if message is None:
+            continue
+        if message.finding != _FAULT_FINDING:
+            messages.append(message)
+        elif (last_load is None or index > last_load) and index >= fault_end:
+            # since the load only, and not a later header of a report already read
+            fault, fault_end = _kernel_fault(lines, index, message.family)
+            if fault is not None:
+                faults.append(fault)
+    return messages, faults
 
 
 def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
@@ -216,6 +317,10 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
             refused = _module_failure(line)
             if refused is not None:
                 module_failures.append(refused)
+    # every catalogue line a finding is drawn from names NVRM or nvidia (a fault's trace: "[nvidia]"):
+    # a log that never does is not walked line by line again
+    nvidia = "NVRM" in text or "nvidia" in text
+    messages, faults = _driver_lines(lines, probe_start, last_load) if nvidia else ([], [])
     return KernelLog(
         source=source,
         lines=len(physical),
@@ -225,4 +330,6 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
         fallen_off_bus=tuple(fallen),
         gpu_init_failures=tuple(init_failures[-64:]),
         module_failures=tuple(module_failures[-64:]),
+        driver_messages=tuple(messages[-256:]),
+        kernel_faults=tuple(faults[-16:]),
     )

@@ -23,6 +23,8 @@ NVIDIA_MODULES = (
     "nouveau",
 )
 MOFED_MODULES = ("ib_core", "mlx5_core")
+# what the NVLink fabric's daemons need besides the driver (NVLink 5: nvlsm reaches the switches through ib_umad)
+FABRIC_MODULES = ("ib_umad",)
 
 
 @dataclass

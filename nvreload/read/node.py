@@ -16,7 +16,7 @@ from nvreload.model import (
     ServiceState,
 )
 from nvreload.read.kernel_log import parse_kernel_log
-from nvreload.read.kernel_modules import mofed_ready, parse_proc_modules, read_kernel, read_modules
+from nvreload.read.kernel_modules import FABRIC_MODULES, mofed_ready, parse_proc_modules, read_kernel, read_modules
 from nvreload.read.nvidia_proc import read_proc_gpus, read_resident
 from nvreload.read.on_disk import newer_kernels, read_dkms, read_on_disk_module
 from nvreload.read.pci import read_pci_gpus
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         def services(self) -> tuple[ServiceState, ...]: ...
         def containers(self, holder_ids: tuple[str, ...] = ()) -> tuple[tuple[ContainerState, ...], str | None]: ...
         def fabric_manager_version(self) -> str | None: ...
+        def recorded_consumers(self) -> Consumers | None: ...
 
 
 def configured_modules(fs: RootFS) -> frozenset[str]:
@@ -70,6 +71,30 @@ def no_open_handles(modules: tuple[KernelModule, ...]) -> bool:
     without module unloading) never allow the shortcut."""
     loaded = [m for m in modules if m.name in DEVICE_MODULES and m.state in ("live", "coming")]
     return bool(loaded) and all(m.refcount is not None and m.refcount <= len(m.holders) for m in loaded)
+
+
+def scan_consumers(
+    machine: ReadableMachine, modules: tuple[KernelModule, ...], nvml: NvmlReport, services: tuple[ServiceState, ...]
+) -> Consumers:
+    """The live node's GPU holders, services and containers (read_node's scan, and what --collect
+    records for a snapshot)."""
+    fs = machine.fs
+    nvml_pids = tuple(sorted({pid for dev in nvml.devices for pid in dev.compute_pids}))
+    from nvreload.read.devices import nvidia_drm_minors, nvidia_majors  # live scans only
+
+    if no_open_handles(modules):
+        majors, drm_minors = frozenset[int](), frozenset[int]()  # nothing to find: only NVML's pids are described
+    else:
+        majors, drm_minors = nvidia_majors(fs.read_text("proc/devices")), nvidia_drm_minors(fs)
+    processes = machine.gpu_processes(majors, drm_minors, nvml_pids)
+    containers, engine_error = machine.containers(tuple(sorted({p.container_id for p in processes if p.container_id})))
+    return Consumers(
+        processes=processes,
+        services=services,
+        containers=containers,
+        scanned=True,
+        container_engine_error=engine_error,
+    )
 
 
 def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeState:
@@ -103,29 +128,15 @@ def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeStat
     fabric_manager_version = machine.fabric_manager_version()
     peermem = by_name.get("nvidia_peermem")
     peermem_wanted = (peermem is not None and peermem.state != "going") or "nvidia_peermem" in configured_modules(fs)
-    scan_consumers = with_consumers and machine.live
-    services = machine.services() if scan_consumers else ()  # systemctl, also beside the probe
+    scan = with_consumers and machine.live
+    services = machine.services() if scan else ()  # systemctl, also beside the probe
     nvml = machine.nvml(module_live, userspace.link is not None)
     consumers = Consumers()
-    if scan_consumers:
-        nvml_pids = tuple(sorted({pid for dev in nvml.devices for pid in dev.compute_pids}))
-        from nvreload.read.devices import nvidia_drm_minors, nvidia_majors  # live scans only
-
-        if no_open_handles(modules):
-            majors, drm_minors = frozenset[int](), frozenset[int]()  # nothing to find: only NVML's pids are described
-        else:
-            majors, drm_minors = nvidia_majors(fs.read_text("proc/devices")), nvidia_drm_minors(fs)
-        processes = machine.gpu_processes(majors, drm_minors, nvml_pids)
-        containers, engine_error = machine.containers(
-            tuple(sorted({p.container_id for p in processes if p.container_id}))
-        )
-        consumers = Consumers(
-            processes=processes,
-            services=services,
-            containers=containers,
-            scanned=True,
-            container_engine_error=engine_error,
-        )
+    if scan:
+        consumers = scan_consumers(machine, modules, nvml, services)
+    elif with_consumers and not machine.live:
+        # what the live scan saw when the snapshot was taken (--collect records it)
+        consumers = machine.recorded_consumers() or Consumers()
     return NodeState(
         hostname=machine.hostname(),
         kernel=kernel,
@@ -142,6 +153,7 @@ def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeStat
         mofed_ready=mofed_ready(fs, modules),
         peermem_wanted=peermem_wanted,
         fabric_manager_version=fabric_manager_version,
+        fabric_modules=tuple(name for name in FABRIC_MODULES if any(line.name == name for line in proc_lines)),
         consumers=consumers,
         unreadable=tuple(dict.fromkeys(fs.denied)),
         live=machine.live,

@@ -18,6 +18,12 @@ def _flag(value: str | None) -> bool | None:
     return None
 
 
+def _fabric(value: str | None) -> str | None:
+    """A <fabric> field as nvidia-smi prints it; None for "N/A" (no NVSwitch fabric) or nothing."""
+    value = (value or "").strip()
+    return value if value and value.lower() != "n/a" else None
+
+
 def _smi_log(text: str | None) -> ET.Element | None:
     """The <nvidia_smi_log> root of `nvidia-smi -q -x` output; None for anything else."""
     if not text:
@@ -48,6 +54,8 @@ def parse_smi_xml(text: str | None) -> NvmlReport | None:
                 mig_mode=_flag(gpu.findtext("mig_mode/current_mig")),
                 compute_pids=pids,
                 mig_pending=_flag(gpu.findtext("mig_mode/pending_mig")),
+                fabric_state=_fabric(gpu.findtext("fabric/state")),
+                fabric_status=_fabric(gpu.findtext("fabric/status")),
             )
         )
     return NvmlReport(

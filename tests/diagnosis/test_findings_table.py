@@ -1,10 +1,12 @@
-"""The README's findings table lists every code the diagnosis can emit, with the action it gives."""
+"""The README's findings table lists every code the diagnosis can emit, with the action it gives
+(and, for the catalogue's codes, whether it blocks a reload)."""
 
 import ast
 import re
 from pathlib import Path
 
 from nvreload.diagnosis import drift, findings
+from nvreload.diagnosis.messages import CODES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +31,8 @@ def emitted() -> dict[str, str | None]:
             and all(isinstance(e, ast.Constant) for e in node.elts[:3])
         ):
             out[node.elts[1].value] = node.elts[2].value
+    # and the codes the driver message catalogue gives by itself
+    out.update({code: spec.action for code, spec in CODES.items()})
     return out
 
 
@@ -53,3 +57,10 @@ def test_every_code_the_diagnosis_emits_is_in_the_readme_with_its_action():
 def test_every_action_in_the_readme_is_one_the_diagnosis_knows():
     for code, action in readme_table().items():
         assert action.split()[0] in findings.ACTION_PRIORITY, code
+
+
+def test_the_readme_says_which_catalogue_codes_block_a_reload():
+    text = (ROOT / "README.md").read_text()
+    for code, spec in CODES.items():
+        (row,) = [line for line in text.splitlines() if line.startswith(f"| `{code}` |")]
+        assert row.rstrip(" |").endswith("yes") == spec.blocks_reload, code

@@ -3,6 +3,7 @@ own kernel log lines; each README.md names the report): the finding that explain
 that fixes it, whether a reload can, and the evidence line that shows why."""
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -26,11 +27,16 @@ def finding(document: dict, code: str) -> dict:
     return found[0]
 
 
-def test_every_incident_snapshot_names_the_report_it_was_built_from():
+def test_every_incident_snapshot_names_the_report_it_was_built_from_and_what_fixed_it():
     kinds = [d for d in INCIDENTS.iterdir() if d.is_dir()]
-    assert len(kinds) >= 8
+    assert len(kinds) >= 20
+    repositories = set()
     for kind in kinds:
-        assert "Report: https://github.com/" in (kind / "README.md").read_text(), kind.name
+        text = (kind / "README.md").read_text()
+        (report,) = re.findall(r"^Report: https://github\.com/([^/\s]+/[^/\s]+)/\S+$", text, re.MULTILINE)
+        repositories.add(report.lower())
+        assert "**What fixed it.**" in text, kind.name
+    assert len(repositories) >= 4, repositories
 
 
 def test_a_gpu_that_fell_off_the_bus_while_this_driver_loaded_needs_a_reboot():
@@ -165,6 +171,92 @@ def test_xid_63_is_a_remap_pending_until_the_next_gpu_reset():
         "63, pid=1896, Row Remapper: New row marked for remapping, reset gpu to activate."
     )
     assert (remap["action"], doc["recommended_action"], doc["reload"]["feasible"]) == ("reset_gpu", "reset_gpu", True)
+
+
+def test_an_api_mismatch_after_an_upgrade_is_the_version_mismatch_a_reload_fixes():
+    doc = diagnosed("api-mismatch-userspace-upgraded")
+    mismatch = finding(doc, "version_mismatch")
+    assert "the client has the version 535.54.03" in mismatch["evidence"]["driver_lines"][0]
+    assert "client_version_mismatch" not in [f["code"] for f in doc["findings"]]  # the node's versions explain it
+    assert (doc["recommended_action"], doc["reload"]["feasible"]) == ("reload", True)
+
+
+def test_a_gpu_the_driver_branch_ignores_needs_the_legacy_branch_not_a_reload():
+    doc = diagnosed("legacy-branch-gpu-ignored")
+    unsupported = finding(doc, "gpu_unsupported_by_driver")
+    assert unsupported["action"] == "install_driver"
+    assert "supported through the NVIDIA 580.xx Legacy drivers" in unsupported["evidence"]["lines"][0]
+    assert "gpu_probe_failed" not in [f["code"] for f in doc["findings"]]  # "No NVIDIA GPU found": its cause is named
+    assert doc["recommended_action"] == "install_driver"
+
+
+def test_missing_gsp_firmware_of_the_modules_version_needs_one_driver_version_installed():
+    doc = diagnosed("gsp-firmware-missing")
+    missing = finding(doc, "gsp_firmware_missing")
+    assert missing["evidence"]["families"] == ["firmware_request_failed", "gsp_no_firmware_image"]
+    assert any("nvidia/570.144/gsp_ga10x.bin" in line for line in missing["evidence"]["lines"])
+    assert len(finding(doc, "version_mismatch")["evidence"]["driver_lines"]) == 3  # the three API mismatch messages
+    assert doc["recommended_action"] == "install_driver"
+
+
+def test_gsp_firmware_of_another_version_than_the_module_needs_one_driver_version_installed():
+    doc = diagnosed("gsp-firmware-version-mismatch")
+    mismatch = finding(doc, "gsp_firmware_missing")
+    assert mismatch["evidence"]["families"] == ["gsp_firmware_version_mismatch"]
+    assert doc["recommended_action"] == "install_driver"
+
+
+def test_a_stale_nvidia_modeset_beside_the_installed_nvidia_needs_the_modules_rebuilt():
+    doc = diagnosed("modeset-version-mismatch")
+    stale = finding(doc, "module_version_mismatch")
+    assert stale["evidence"]["lines"] == [
+        "[    5.300000] nvidia-modeset: Version mismatch: nvidia.ko(378.13) nvidia-modeset(375.26)"
+    ]
+    assert (stale["action"], doc["recommended_action"]) == ("rebuild_module", "rebuild_module")
+
+
+def test_an_oops_in_the_nvidia_module_needs_a_reboot_and_refuses_a_reload():
+    doc = diagnosed("kernel-oops-in-nvidia")
+    fault = finding(doc, "kernel_fault_in_nvidia_module")
+    (report,) = fault["evidence"]["faults"]
+    assert report["line"].endswith("BUG: kernel NULL pointer dereference, address: 0000000000000030")
+    assert report["frames"] == ["Apr 28 10:17:39 nixos kernel: RIP: 0010:nvidia_vma_access+0x1b/0x350 [nvidia]"]
+    assert doc["recommended_action"] == "reboot"
+    assert doc["reload"] == {"feasible": False, "blockers": ["kernel_fault_in_nvidia_module"]}
+
+
+def test_a_fabric_left_in_progress_is_a_finding_and_fails_verify():
+    doc = diagnosed("fabric-manager-failed")
+    fabric = finding(doc, "fabric_not_ready")
+    assert len(fabric["evidence"]["gpus"]) == 8
+    assert {g["state"] for g in fabric["evidence"]["gpus"]} == {"In Progress"}
+    assert (fabric["action"], fabric["evidence"]["cause"]) == ("reload", "unknown")  # a snapshot shows no services
+    # --verify reads only a live node; its checks are the same functions over the snapshot's read model
+    from nvreload.diagnosis.health import run_checks
+    from nvreload.host.machine import Machine
+    from nvreload.host.rootfs import open_root
+    from nvreload.read.node import read_node
+
+    node = read_node(Machine(open_root(str(INCIDENTS / "fabric-manager-failed" / "snapshot.tar.gz"))))
+    (check,) = [c for c in run_checks(node, None) if c.name == "fabric_completed"]
+    assert not check.ok and "In Progress" in check.detail
+
+
+def test_a_gpu_only_the_open_modules_drive_needs_the_other_flavor_not_a_reload():
+    doc = diagnosed("blackwell-needs-open-modules")
+    unsupported = finding(doc, "gpu_unsupported_by_driver")
+    assert unsupported["evidence"]["pci_bus_ids"] == ["0000:01:00.0"]
+    assert "requires use of the NVIDIA open kernel modules" in unsupported["evidence"]["lines"][0]
+    assert doc["recommended_action"] == "install_driver"
+
+
+def test_a_clients_own_libraries_of_another_version_need_the_nodes_version_not_a_reload():
+    doc = diagnosed("container-api-mismatch")
+    client = finding(doc, "client_version_mismatch")
+    assert client["evidence"]["lines"] == [
+        "[ 8957.099615] NVRM: API mismatch: the client has the version 570.148.08, but"
+    ]
+    assert (client["action"], doc["recommended_action"]) == ("install_driver", "install_driver")
 
 
 @pytest.mark.parametrize("kind", sorted(d.name for d in INCIDENTS.iterdir() if d.is_dir()))
