@@ -212,6 +212,22 @@ class ContainerState:
     markers: tuple[str, ...]
     restart_policy: str | None = None
     stop_timeout: int | None = None
+    engine: str = "docker"  # docker, podman, or podman (user NAME, uid N): the socket that runs it
+    unit: str | None = None  # the systemd unit that owns it (Quadlet, podman generate systemd)
+
+    @property
+    def short_name(self) -> str:
+        """As `docker ps` names it: its name, with a short id."""
+        return f"{self.name} ({self.id[:12]})" if self.name else self.id[:12]
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """A container engine found on the node and how many GPU containers it runs."""
+
+    name: str  # docker, podman, podman (user NAME, uid N)
+    url: str
+    gpu_containers: int
 
 
 @dataclass
@@ -223,6 +239,7 @@ class Consumers:
     containers: tuple[ContainerState, ...] = ()
     scanned: bool = False  # False on snapshots: consumers cannot be known there
     container_engine_error: str | None = None  # an engine socket exists but the engine did not answer
+    engines: tuple[EngineState, ...] = ()  # each engine that answered
 
 
 @dataclass

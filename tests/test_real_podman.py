@@ -1,0 +1,98 @@
+"""--stop / --start on a node that runs Docker and Podman side by side: a real dockerd and a real
+rootful Podman API service, each with GPU containers, each reached through its own socket."""
+
+import json
+
+import pytest
+from helpers import run_cli
+
+# TERM is logged, the stop takes half a second, then the exit is logged: stops that overlap in
+# time show as a second TERM before the first exit (the log is one file both engines bind-mount)
+SLOW_STOP = (
+    'trap "echo term $NAME >> /log/stops; sleep 0.5; echo exit $NAME >> /log/stops; exit 0" TERM; sleep 3600 & wait'
+)
+
+
+@pytest.fixture
+def both(dockerd, podman, tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    docker_names = [f"d-gpu{i}" for i in range(2)]
+    for name in docker_names:
+        dockerd.client.containers.run(
+            "busybox:test",
+            ["sh", "-c", SLOW_STOP],
+            detach=True,
+            name=name,
+            environment={"NVIDIA_VISIBLE_DEVICES": "all", "NAME": name},
+            volumes={str(log): {"bind": "/log", "mode": "rw"}},
+        )
+    podman_names = ["p-cdi", "p-dev", "p-hook", "p-always"]
+    options = {
+        "p-cdi": ["--device", "nvidia.com/gpu=0"],
+        "p-dev": ["--device", "/dev/null:/dev/nvidia2"],
+        "p-hook": ["--annotation", "com.nvidia.gpu=true"],
+        "p-always": ["--device", "nvidia.com/gpu=1", "--restart", "always"],
+    }
+    for name in podman_names:
+        podman.remote(
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-e",
+            f"NAME={name}",
+            "-v",
+            f"{log}:/log",
+            *options[name],
+            "busybox:test",
+            "sh",
+            "-c",
+            SLOW_STOP,
+        )
+    podman.run("p-plain")
+    env = {"DOCKER_HOST": dockerd.url, "CONTAINER_HOST": podman.url, "NVRELOAD_STATE_DIR": str(tmp_path / "state")}
+    yield env, docker_names, podman_names, log / "stops"
+    podman.remove_all()
+    for name in docker_names:
+        dockerd.client.containers.get(name).remove(force=True)
+
+
+def cli(env, *args):
+    proc = run_cli(*args, "--json", env=env, timeout=180)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc, json.loads(proc.stdout)
+
+
+def test_status_counts_the_gpu_containers_of_each_engine(both, podman, dockerd):
+    env, docker_names, podman_names, _ = both
+    proc, doc = cli(env, "--status")
+    containers = {c["name"]: c for c in doc["consumers"]["containers"]}
+    assert set(containers) == {*docker_names, *podman_names}
+    assert {containers[n]["engine"] for n in podman_names} == {"podman"}
+    assert containers["p-cdi"]["markers"] == ["device:/dev/nvidia0", "cdi:nvidia.com/gpu=0"]
+    engines = {e["name"]: e for e in doc["consumers"]["engines"]}
+    assert engines["podman"] == {"name": "podman", "url": podman.url, "gpu_containers": 4}
+    assert engines["docker"] == {"name": "docker", "url": dockerd.url, "gpu_containers": 2}
+
+
+def test_stop_then_start_takes_podman_and_docker_containers_down_together_and_back(both, podman, dockerd):
+    env, docker_names, podman_names, stops = both
+    hooks = podman.hook_starts()
+    proc, report = cli(env, "--stop", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert set(report["stopped"]) == {*docker_names, *podman_names}
+    assert {n: podman.inspect(n)["State"]["Status"] for n in podman_names} == dict.fromkeys(podman_names, "exited")
+    assert podman.inspect("p-plain")["State"]["Status"] == "running"
+    lines = stops.read_text().split("\n")
+    # in parallel, across both engines: every TERM came before the first container finished its stop
+    first_exit = next(i for i, line in enumerate(lines) if line.startswith("exit"))
+    assert {line.split()[1] for line in lines[:first_exit]} == {*docker_names, *podman_names}
+
+    proc, report = cli(env, "--start", "--yes")
+    assert proc.returncode == 0, proc.stdout
+    assert report["result"] == "started"
+    assert {n: podman.inspect(n)["State"]["Status"] for n in podman_names} == dict.fromkeys(podman_names, "running")
+    assert {dockerd.client.containers.get(n).status for n in docker_names} == {"running"}
+    assert podman.inspect("p-always")["HostConfig"]["RestartPolicy"]["Name"] == "always"
+    assert podman.hook_starts() == hooks + 1  # the hooked container went through a real start
