@@ -177,6 +177,24 @@ class KernelLog:
     module_failures: tuple[ModuleLoadFailure, ...] = ()
 
 
+@dataclass(frozen=True)
+class KubePod:
+    """The Kubernetes pod a process runs in, as kubelet's cgroup and the runtime's bundle show it."""
+
+    uid: str
+    runtime: str  # containerd | cri-o | docker | unknown
+    container_id: str
+    namespace: str | None = None
+    name: str | None = None
+    container: str | None = None
+
+    def describe(self) -> str:
+        """As an operator finds it: pod NS/NAME container C (containerd 0123456789ab)."""
+        pod = f"pod {self.namespace}/{self.name}" if self.name else f"pod uid {self.uid}"
+        container = f"container {self.container} " if self.container else "container "
+        return f"{pod} {container}({self.runtime} {self.container_id[:12]})"
+
+
 @dataclass
 class GpuProcess:
     """A process holding a GPU device node (or listed by NVML), and what owns it."""
@@ -190,6 +208,7 @@ class GpuProcess:
     systemd_unit: str | None
     source: str  # "procfs" | "nvml" | "procfs+nvml"
     process_group: int | None = None  # what ties a late child to the holder it came from
+    pod: KubePod | None = None  # kubelet's: never stopped behind its back
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nvreload.catalog import FABRIC_SERVICES, GPU_SERVICES, LOGIND_COMM, LOGIND_UNIT
+from nvreload.engine.kube_refusal import refuse_kube_pods
 from nvreload.engine.plan import BOOT_MODULES, OPTIONAL_MODULES, Action, LoadedModule, Plan, ReloadView, Step
 from nvreload.errors import RefusedError
 from nvreload.model import ContainerState, GpuProcess, ServiceState
@@ -143,6 +144,7 @@ def build_plan(
     restart_container_engine: bool = False,
 ) -> Plan:
     configured_parameters = configured_parameters or {}
+    refuse_kube_pods(view, view.processes, "--stop" if stop_only else "reload")
     processes, restart_logind = logind_apart(view, view.processes)
     stop = consumer_stops(view, view.containers, view.services, processes, view.mps_active) + restart_logind
     steps = [Step("stop_consumers", tuple(stop))]

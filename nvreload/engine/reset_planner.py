@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from nvreload.engine.kube_refusal import refuse_kube_pods
 from nvreload.engine.plan import Action, GpuRef, Plan, ReloadView, Step
 from nvreload.engine.planner import consumer_stops, logind_apart, parameters_to_restore, restart_actions
 from nvreload.errors import RefusedError, UsageError
@@ -95,6 +96,7 @@ def build_reset_plan(
         return bool(gpu_minors(process) & minors) or (drm is not None and holds_drm(process))
 
     holders = tuple(p for p in view.processes if uses(p))
+    refuse_kube_pods(view, holders, "--reset")
     restart_logind: list[Action] = []
     if drm is not None:
         holders, restart_logind = logind_apart(view, holders)

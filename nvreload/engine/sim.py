@@ -31,7 +31,7 @@ from importlib import resources
 from nvreload.catalog import FABRIC_SERVICES
 from nvreload.engine.plan import FinalState, GpuRef, LoadedModule, MigInstance, ReloadView, mig_geometry
 from nvreload.errors import HostError, ScenarioError
-from nvreload.model import Check, ContainerState, GpuProcess, ServiceState
+from nvreload.model import Check, ContainerState, GpuProcess, KubePod, ServiceState
 from nvreload.state_files import atomic_write_json
 
 # Which module needs which to be loaded first (the kernel's symbol dependencies).
@@ -258,6 +258,7 @@ class SimulatedNode:
                         unit,
                         "procfs",
                         p.get("pgrp", p["pid"]),
+                        _pod(p.get("pod")),
                     )
                 )
             # an active GPU service or a running GPU container holds its GPUs through a process of
@@ -304,6 +305,8 @@ class SimulatedNode:
                     tuple(c.get("markers", ["NVIDIA_VISIBLE_DEVICES"])),
                     c.get("restart_policy"),
                     c.get("stop_timeout"),
+                    c.get("engine", "docker"),
+                    c.get("unit"),
                 )
                 for c in self.s["containers"]
                 if c.get("running") and c.get("gpu", True)
@@ -350,6 +353,7 @@ class SimulatedNode:
                 mig_pending=tuple(g["pci_bus_id"] for g in self.s["gpus"] if g.get("mig_pending")),
                 fabric_manager_version=self.s.get("fabric_manager_version") if self.s.get("nvswitch") else None,
                 userspace_version=self.s.get("installed_version"),
+                hostname=self.s.get("hostname", "sim-node"),
             )
             return replace(view, recommended_action=self.recommend(view)) if self.recommend else view
 
@@ -369,6 +373,7 @@ class SimulatedNode:
                     p.get("unit"),
                     "procfs",
                     p.get("pgrp", p["pid"]),
+                    _pod(p.get("pod")),
                 )
                 for p in self.s["processes"]
                 if p.get("alive", True) and set(p.get("holds", [])) & set(self.s["loaded"])
@@ -584,6 +589,9 @@ class SimulatedNode:
                         return f"refused: pid {pid} now belongs to another process"
                     self._latency("kill_grace" if p.get("ignores_sigterm") else "terminate")
                     p["alive"] = False
+                    if p.get("pod"):  # kubelet starts the pod's container again, on the same GPUs
+                        again = {k: v for k, v in p.items() if k not in ("alive", "start_time")}
+                        self.s["processes"].append({**again, "pid": pid + 10000, "pgrp": pid + 10000})
                     child = p.pop("spawns_on_kill", None)
                     if child:  # a child forked just before the signal: it inherited the descriptors
                         self.s["processes"].append(
@@ -723,3 +731,17 @@ class SimulatedNode:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(min(seconds, 0.01))
+
+
+def _pod(pod: dict | None) -> KubePod | None:
+    """A scenario process's pod (kubelet's cgroup and the runtime's names, as the live scan reads them)."""
+    if not pod:
+        return None
+    return KubePod(
+        pod["uid"],
+        pod.get("runtime", "containerd"),
+        pod.get("container_id", "0" * 64),
+        pod.get("namespace"),
+        pod.get("name"),
+        pod.get("container"),
+    )

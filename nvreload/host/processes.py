@@ -18,6 +18,7 @@ from nvreload.catalog import GPU_DAEMONS
 from nvreload.errors import HostError
 from nvreload.model import GpuProcess
 from nvreload.read.devices import DeviceMatcher, ProcessIdentity, classify_cgroup, parse_proc_stat
+from nvreload.read.kube import kube_pod
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
@@ -173,11 +174,14 @@ def _scan_forked(pids: list[int], matcher: DeviceMatcher, proc: str, workers: in
     return found
 
 
-def describe(pid: int, devices: tuple[str, ...], source: str, proc: str = "/proc") -> GpuProcess | None:
+def describe(
+    pid: int, devices: tuple[str, ...], source: str, proc: str = "/proc", runtime_root: str = "/"
+) -> GpuProcess | None:
     ident = read_identity(pid, proc)
     if ident is None:
         return None
-    container, unit = classify_cgroup(_read(f"{proc}/{pid}/cgroup"))
+    cgroup = _read(f"{proc}/{pid}/cgroup")
+    container, unit = classify_cgroup(cgroup)
     cmdline = _read(f"{proc}/{pid}/cmdline").replace("\0", " ").strip()
     return GpuProcess(
         pid=pid,
@@ -189,6 +193,7 @@ def describe(pid: int, devices: tuple[str, ...], source: str, proc: str = "/proc
         systemd_unit=unit,
         source=source,
         process_group=ident.process_group,
+        pod=kube_pod(cgroup, runtime_root) if "kubepods" in cgroup else None,
     )
 
 
@@ -197,8 +202,10 @@ def scan_gpu_holders(
     proc: str = "/proc",
     extra_pids: tuple[int, ...] = (),
     workers: int | None = None,
+    runtime_root: str = "/",
 ) -> tuple[GpuProcess, ...]:
-    """Every process holding a matching device, merged with pids another source (NVML) named."""
+    """Every process holding a matching device, merged with pids another source (NVML) named;
+    `runtime_root` is where the container runtimes' state is (/run/containerd...): a test's own."""
     own = os.getpid()
     found: dict[int, GpuProcess] = {}
     if matcher:
@@ -207,14 +214,14 @@ def scan_gpu_holders(
             workers = min(os.cpu_count() or 1, 8) if len(pids) >= PARALLEL_SCAN_MIN_PROCESSES else 1
         held = _scan_forked(pids, matcher, proc, workers) if workers > 1 else _scan_pids(pids, matcher, proc)
         for pid, devices in sorted(held.items()):
-            described = describe(pid, tuple(devices), "procfs", proc)
+            described = describe(pid, tuple(devices), "procfs", proc, runtime_root)
             if described is not None:
                 found[pid] = described
     for pid in extra_pids:
         if pid in found:
             found[pid] = GpuProcess(**{**found[pid].__dict__, "source": "procfs+nvml"})
         elif pid != own:
-            described = describe(pid, (), "nvml", proc)
+            described = describe(pid, (), "nvml", proc, runtime_root)
             if described is not None:
                 found[pid] = described
     return tuple(found[pid] for pid in sorted(found))
