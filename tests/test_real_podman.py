@@ -96,3 +96,94 @@ def test_stop_then_start_takes_podman_and_docker_containers_down_together_and_ba
     assert {dockerd.client.containers.get(n).status for n in docker_names} == {"running"}
     assert podman.inspect("p-always")["HostConfig"]["RestartPolicy"]["Name"] == "always"
     assert podman.hook_starts() == hooks + 1  # the hooked container went through a real start
+
+
+# What `podman generate systemd --new` and Quadlet write, reduced to what this systemd box can run:
+# the unit's podman (the host's /usr/bin/podman, remote, through the session's Podman socket linked
+# into the box's /ctl) runs the container in the foreground, labelled with its unit.
+OWNED_UNIT = """[Unit]
+Description=GPU trainer in a Podman container owned by this unit
+StartLimitIntervalSec=0
+
+[Service]
+Environment=PODMAN_SYSTEMD_UNIT=%n
+ExecStartPre=-/usr/bin/podman --remote --url unix:///ctl/podman.sock rm --force --time 0 q-train
+ExecStart=/usr/bin/podman --remote --url unix:///ctl/podman.sock run --rm --name q-train \\
+    --label PODMAN_SYSTEMD_UNIT=%n --device nvidia.com/gpu=0 busybox:test sh -c 'trap "exit 0" TERM; sleep 3600 & wait'
+ExecStop=/usr/bin/podman --remote --url unix:///ctl/podman.sock stop --time 5 q-train
+Restart=always
+RestartSec=0.2
+TimeoutStopSec=15
+"""
+
+
+@pytest.fixture
+def owned(podman, systemd_container, tmp_path):
+    import os
+    import time
+
+    link = systemd_container.ctl / "podman.sock"
+    if link.exists():
+        link.unlink()
+    os.link(podman.socket, link)  # the same socket, reachable in the box
+    units = systemd_container.run_systemd / "system"
+    units.mkdir(exist_ok=True)
+    (units / "q-train.service").write_text(OWNED_UNIT)
+    systemd_container.systemctl("daemon-reload")
+    systemd_container.systemctl("start", "q-train.service")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and podman.remote("inspect", "q-train", check=False).returncode != 0:
+        time.sleep(0.2)
+    env = {
+        "CONTAINER_HOST": podman.url,
+        "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock",
+        "NVRELOAD_SYSTEMCTL": str(systemd_container.wrapper),
+        "NVRELOAD_STATE_DIR": str(tmp_path / "state"),
+    }
+    yield env
+    systemd_container.systemctl("stop", "q-train.service")
+    (units / "q-train.service").unlink()
+    systemd_container.systemctl("daemon-reload")
+    link.unlink()
+    podman.remove_all()
+
+
+def test_a_container_its_unit_owns_is_stopped_and_started_through_the_unit_once(owned, podman, systemd_container):
+    env = owned
+    first = podman.inspect("q-train")
+    assert first["Config"]["Labels"]["PODMAN_SYSTEMD_UNIT"] == "q-train.service"
+    proc, plan = cli(env, "--stop", "--dry-run")
+    stops = [a for a in plan["plan"] if a["action"] == "stop_container" or a["target"] == "q-train.service"]
+    assert [(a["action"], a["target"]) for a in stops] == [("stop_service", "q-train.service")]
+    assert stops[0]["detail"]["owns_containers"] == [f"q-train ({first['Id'][:12]})"]
+
+    proc, report = cli(env, "--stop", "--yes")
+    assert proc.returncode == 0, proc.stdout
+    assert "q-train.service" in report["stopped"] and not any("q-train (" in n for n in report["stopped"])
+    # stopped through its unit: systemd did not start it again behind the stop, the unit is not failed
+    assert systemd_container.active("q-train.service") == "inactive"
+    assert podman.remote("inspect", "q-train", check=False).returncode != 0  # --rm: gone with the unit
+
+    proc, report = cli(env, "--start", "--yes")
+    assert proc.returncode == 0, proc.stdout
+    assert systemd_container.active("q-train.service") == "active"
+    again = podman.inspect("q-train")
+    assert again["State"]["Status"] == "running" and again["Id"] != first["Id"]
+    assert systemd_container.systemctl("show", "-p", "NRestarts", "q-train.service").stdout.strip() == "NRestarts=0"
+
+
+def test_the_reason_stopping_an_owned_container_behind_its_unit_makes_systemd_start_it_again(
+    owned, podman, systemd_container
+):
+    import time
+
+    first = podman.inspect("q-train")["Id"]
+    podman.remote("stop", "--time", "5", "q-train")
+    deadline = time.monotonic() + 30
+    again = first
+    while time.monotonic() < deadline and again == first:
+        time.sleep(0.2)
+        done = podman.remote("inspect", "--format", "{{.Id}}", "q-train", check=False)
+        again = done.stdout.decode().strip() or first
+    assert again != first  # a new container, started by systemd while the GPU would be out
+    assert systemd_container.systemctl("show", "-p", "NRestarts", "q-train.service").stdout.strip() == "NRestarts=1"

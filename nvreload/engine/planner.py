@@ -71,7 +71,18 @@ def consumer_stops(
     """What stops these consumers, in order: containers, MPS, services (fabric manager last), then
     each holder process by what owns it (its container, its unit) or, owned by nothing, by signal."""
     stop: list[Action] = []
+    # A container its systemd unit owns (Quadlet, podman generate systemd) is stopped and started
+    # through the unit, once: stopped behind its back, systemd would start it again or fail the unit.
+    owned: dict[str, list[ContainerState]] = {}
     for container in containers:
+        if container.unit and container.unit != view.own_unit:
+            owned.setdefault(container.unit, []).append(container)
+    for unit, boxes in owned.items():
+        names = [c.short_name for c in boxes]
+        stop.append(Action("stop_service", unit, {"owns_containers": names}))
+    for container in containers:
+        if container.unit in owned:
+            continue
         stop.append(
             Action(
                 "stop_container",
@@ -83,13 +94,13 @@ def consumer_stops(
         stop.append(Action("quit_mps", "nvidia-cuda-mps-control"))
     # Never the unit nvreload itself runs in (a post-upgrade hook's, an operator's transient unit):
     # stopping it would kill this run halfway. Its GPU holders are ended one by one instead.
-    services = tuple(s for s in services if s.name != view.own_unit)
+    services = tuple(s for s in services if s.name != view.own_unit and s.name not in owned)
     commands = {s.name: s.command for s in services}
     for name in service_stop_order([s.name for s in services]):
         command = commands[name]
         stop.append(Action("stop_service", name, {"command": list(command)} if command else {}))
     stopped_containers = {c.id for c in containers}
-    stopped_units = {s.name for s in services}
+    stopped_units = {s.name for s in services} | set(owned)
     for proc in processes:
         if proc.container_id and any(
             cid.startswith(proc.container_id) or proc.container_id.startswith(cid) for cid in stopped_containers

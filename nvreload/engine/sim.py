@@ -414,6 +414,11 @@ class SimulatedNode:
         c = self._container(container_id)
         self._latency("stop_container")
         with self._lock:
+            if c.get("unit") and any(sv["name"] == c["unit"] and sv.get("active") for sv in self.s["services"]):
+                # stopped behind its unit's back: systemd (Restart=) starts it again at once
+                c["starts"] = c.get("starts", 0) + 1
+                self._save()
+                return
             c["running"] = False
             for p in self.s["processes"]:
                 if p.get("container") == c["id"]:
@@ -457,8 +462,12 @@ class SimulatedNode:
         self._latency("stop_service")
         with self._lock:
             sv["active"] = False
+            owned = {c["id"] for c in self.s["containers"] if c.get("unit") == name}
+            for c in self.s["containers"]:
+                if c["id"] in owned:
+                    c["running"] = False  # the unit's ExecStop stops its container
             for p in self.s["processes"]:
-                if p.get("unit") == name:
+                if p.get("unit") == name or p.get("container") in owned:
                     p["alive"] = False
             if name == FABRIC_MANAGER:
                 self.s["fabric_up"] = False
@@ -484,6 +493,10 @@ class SimulatedNode:
         with self._lock:
             sv["active"] = True
             sv["starts"] = sv.get("starts", 0) + 1
+            for c in self.s["containers"]:
+                if c.get("unit") == name:  # its ExecStart runs its container
+                    c["running"] = True
+                    c["starts"] = c.get("starts", 0) + 1
             if name == FABRIC_MANAGER and self.s.get("nvswitch"):
                 self.s["fabric_up"] = True
                 self.s["fabric_polls_left"] = int(self.s.get("fabric_training_polls", 0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 
 from nvreload.host.commands import CommandRunner
 from nvreload.host.modinfo_cache import ModinfoCache
@@ -176,6 +177,9 @@ class Machine:
                 found += engine.gpu_containers(holder_ids)
             except HostError as exc:
                 errors.append(exc.message)
+        if found and not self.systemd_is_pid1():
+            # a unit's label with no systemd to run the unit: the container is stopped by itself
+            found = [replace(c, unit=None) if c.unit else c for c in found]
         return tuple(found), ("; ".join(errors) if errors else None)
 
     def engine_states(self, containers: tuple[ContainerState, ...]) -> tuple[EngineState, ...]:
