@@ -1,3 +1,4 @@
+import shutil
 import sys
 from pathlib import Path
 
@@ -73,6 +74,27 @@ def podman(tmp_path_factory):
         yield service
     finally:
         service.teardown()
+
+
+@pytest.fixture(scope="session")
+def rootless_podman():
+    """User nobody's rootless Podman API service, its socket where pam_systemd puts a user's
+    (<runtime root>/65534/podman/podman.sock); skipped with the reason when it cannot run here."""
+    import tempfile
+
+    from realengine import podman as real
+
+    reason = real.why_not() or (None if shutil.which("setpriv") else "setpriv (util-linux) is not installed")
+    if reason:
+        pytest.skip(reason)
+    service = real.RootlessPodman(Path(tempfile.mkdtemp(prefix="nvr-rl-", dir="/tmp")))
+    try:
+        service.start()
+        service.busybox_image()
+        yield service
+    finally:
+        service.teardown()
+        shutil.rmtree(service.base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

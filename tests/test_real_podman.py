@@ -187,3 +187,34 @@ def test_the_reason_stopping_an_owned_container_behind_its_unit_makes_systemd_st
         again = done.stdout.decode().strip() or first
     assert again != first  # a new container, started by systemd while the GPU would be out
     assert systemd_container.systemctl("show", "-p", "NRestarts", "q-train.service").stdout.strip() == "NRestarts=1"
+
+
+@pytest.fixture
+def users(rootless_podman, tmp_path):
+    rootless_podman.run("r-gpu", "--device", "/dev/null:/dev/nvidia0")
+    rootless_podman.run("r-plain")
+    env = {
+        "NVRELOAD_USER_RUNTIME_ROOT": str(rootless_podman.run_root),
+        "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock",
+        "CONTAINER_HOST": f"unix://{tmp_path}/no-podman.sock",
+        "NVRELOAD_STATE_DIR": str(tmp_path / "state"),
+    }
+    yield env
+    rootless_podman.remove_all()
+
+
+def test_another_user_s_rootless_gpu_container_is_found_and_handled_through_that_user_s_socket(users, rootless_podman):
+    env = users
+    proc, doc = cli(env, "--status")
+    engine = "podman (user nobody, uid 65534)"
+    assert doc["consumers"]["engines"] == [{"name": engine, "url": rootless_podman.url, "gpu_containers": 1}]
+    assert [(c["name"], c["engine"]) for c in doc["consumers"]["containers"]] == [("r-gpu", engine)]
+
+    proc, report = cli(env, "--stop", "--yes")
+    assert proc.returncode == 0, proc.stdout
+    assert report["stopped"] == ["r-gpu"]
+    assert rootless_podman.inspect("r-gpu")["State"]["Status"] == "exited"
+    assert rootless_podman.inspect("r-plain")["State"]["Status"] == "running"
+    proc, report = cli(env, "--start", "--yes")
+    assert proc.returncode == 0, proc.stdout
+    assert rootless_podman.inspect("r-gpu")["State"]["Status"] == "running"

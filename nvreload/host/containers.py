@@ -168,6 +168,11 @@ def podman_markers(attrs: dict) -> tuple[str, ...]:
         if previous == "--device" or token.startswith("--device="):
             if value.startswith("nvidia.com/gpu="):
                 markers.append(f"cdi:{value}")
+            else:  # a rootless Podman bind-mounts devices and lists none in HostConfig.Devices
+                host, _, inside = value.partition(":")
+                path = inside.split(":", 1)[0] or host
+                if host.startswith("/dev/nvidia") or path.startswith("/dev/nvidia"):
+                    markers.append(f"device:{path}")
         elif previous == "--gpus" or token.startswith("--gpus="):
             markers.append(f"gpus:{value}")  # Podman 5 turns --gpus into CDI devices
     for key, value in sorted((config.get("Annotations") or {}).items()):

@@ -53,3 +53,35 @@ def test_a_stopped_podman_container_stays_down_and_comes_back_with_its_restart_p
     after = boxes.inspect("p-policy")
     assert after["State"]["Status"] == "running" and after["State"]["StartedAt"] != started
     assert after["HostConfig"]["RestartPolicy"]["Name"] == policy
+
+
+def test_a_user_socket_is_taken_only_where_the_directory_and_socket_are_that_user_s(tmp_path):
+    import os
+    import socket
+
+    from nvreload.host.containers import user_sockets
+
+    def make(uid, owner_dir, owner_sock, link=False):
+        directory = tmp_path / str(uid) / "podman"
+        directory.mkdir(parents=True)
+        path = directory / "podman.sock"
+        if link:
+            path.symlink_to("/run/docker.sock")
+        else:
+            server = socket.socket(socket.AF_UNIX)
+            server.bind(str(path))
+            server.close()
+            os.chown(path, owner_sock, owner_sock, follow_symlinks=False)
+        os.chown(directory.parent, owner_dir, owner_dir)
+        os.chown(directory, owner_dir, owner_dir)
+
+    make(65534, 65534, 65534)  # nobody's own: taken
+    make(65533, 0, 65533)  # a directory root owns, named for another UID: not that user's
+    make(65532, 65532, 0)  # a socket another user (root) owns in the user's directory
+    make(65531, 65531, 65531, link=True)  # a link the user made, to anywhere
+    make(0, 0, 0)  # root's own runtime dir is not another user's
+    (tmp_path / "not-a-uid").mkdir()
+    found = user_sockets(str(tmp_path))
+    assert [(s.owner_uid, s.owner, s.url) for s in found] == [
+        (65534, "nobody", f"unix://{tmp_path}/65534/podman/podman.sock")
+    ]

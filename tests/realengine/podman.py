@@ -208,3 +208,94 @@ class PodmanService:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class RootlessPodman:
+    """Another user's rootless Podman API service, as pam_systemd and podman.socket leave it: the
+    socket at <runtime root>/<UID>/podman/podman.sock, the directory the user's own (0700). The user
+    is nobody (no subuid range here: Podman falls back to mapping that one UID, enough for a busybox
+    image); everything is under a 0755 temp dir of /tmp so that nobody can reach it."""
+
+    def __init__(self, base: Path, uid: int = 65534) -> None:
+        self.base = base
+        self.uid = uid
+        self.run_root = base / "run-user"
+        self.runtime = self.run_root / str(uid)
+        self.socket = self.runtime / "podman" / "podman.sock"
+        self.url = f"unix://{self.socket}"
+        self.home = base / "home"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> RootlessPodman:
+        self.base.chmod(0o755)
+        (self.runtime / "podman").mkdir(parents=True)
+        self.run_root.chmod(0o755)
+        self.home.mkdir()
+        for path in (self.runtime, self.runtime / "podman", self.home):
+            os.chown(path, self.uid, self.uid)
+        self.runtime.chmod(0o700)
+        conf = self.base / "containers.conf"
+        conf.write_text(
+            '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]\nnetns = "none"\n'
+            '[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+        )
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "HOME": str(self.home),
+            "XDG_RUNTIME_DIR": str(self.runtime),
+            "CONTAINERS_CONF": str(conf),
+        }
+        command = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "podman"]
+        # Podman refuses a rootless runroot over 50 characters
+        command += ["--root", f"{self.home}/storage", "--runroot", f"{self.runtime}/c"]
+        log = open(self.base / "podman.log", "wb")
+        self.proc = subprocess.Popen(
+            [*command, "system", "service", "--time=0", self.url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            cwd=self.home,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("rootless podman service exited: " + (self.base / "podman.log").read_text()[-2000:])
+            if self.socket.exists():
+                ping = subprocess.run(
+                    ["podman", "--remote", "--url", self.url, "version"], capture_output=True, timeout=30
+                )
+                if ping.returncode == 0:
+                    return self
+            time.sleep(0.1)
+        raise RuntimeError("rootless podman service did not answer within 30 s")
+
+    remote = PodmanService.remote
+    run = PodmanService.run
+    inspect = PodmanService.inspect
+    remove_all = PodmanService.remove_all
+
+    def busybox_image(self) -> None:
+        PodmanService.busybox_image(self)  # type: ignore[arg-type]
+
+    def teardown(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.remove_all()
+        # the service, its re-exec in the user namespace, and the pause process that holds the
+        # namespace: all started here (the first two in this session; the third by pid file)
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for pause in self.runtime.rglob("pause.pid"):
+            try:
+                os.kill(int(pause.read_text().strip()), signal.SIGKILL)
+            except (ValueError, ProcessLookupError):
+                pass
