@@ -209,6 +209,7 @@ class GpuProcess:
     source: str  # "procfs" | "nvml" | "procfs+nvml"
     process_group: int | None = None  # what ties a late child to the holder it came from
     pod: KubePod | None = None  # kubelet's: never stopped behind its back
+    uid: int | None = None  # who runs it (a rootless container's user)
 
 
 @dataclass

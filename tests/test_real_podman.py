@@ -218,3 +218,41 @@ def test_another_user_s_rootless_gpu_container_is_found_and_handled_through_that
     proc, report = cli(env, "--start", "--yes")
     assert proc.returncode == 0, proc.stdout
     assert rootless_podman.inspect("r-gpu")["State"]["Status"] == "running"
+
+
+def test_a_rootless_container_on_a_gpu_whose_socket_is_not_running_is_refused_before_anything_stops(
+    rootless_podman,
+):
+    import os
+
+    from nvreload.engine.plan import LoadedModule, ReloadView
+    from nvreload.engine.planner import build_plan
+    from nvreload.errors import RefusedError
+    from nvreload.host.processes import scan_gpu_holders
+    from nvreload.read.devices import DeviceMatcher
+
+    holding = 'exec 3</dev/nvidia0; trap "exit 0" TERM; sleep 3600 & wait'
+    rootless_podman.remote(
+        "run", "-d", "--name", "r-held", "--device", "/dev/zero:/dev/nvidia0", "busybox:test", "sh", "-c", holding
+    )
+    try:
+        box = rootless_podman.inspect("r-held")
+        zero = os.stat("/dev/zero").st_rdev
+        # the real scan: /dev/zero's device number stands for a GPU's; the container is found by its conmon
+        holders = tuple(
+            p
+            for p in scan_gpu_holders(DeviceMatcher(exact=frozenset({(os.major(zero), os.minor(zero))})))
+            if p.container_id == box["Id"]
+        )
+        assert box["State"]["Pid"] in {p.pid for p in holders}
+        assert {p.uid for p in holders} == {65534}
+        # no engine lists it (nvreload was not shown this user's socket): refused, nothing stopped
+        view = ReloadView(modules=(LoadedModule("nvidia", ()),), processes=holders, services=(), containers=())
+        with pytest.raises(RefusedError) as refused:
+            build_plan(view)
+        message = refused.value.message
+        assert f"pid {box['State']['Pid']} (sh, uid 65534) in container {box['Id'][:12]} holds /dev/nvidia0" in message
+        assert "podman.socket" in message
+        assert rootless_podman.inspect("r-held")["State"]["Status"] == "running"
+    finally:
+        rootless_podman.remove_all()

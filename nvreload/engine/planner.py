@@ -137,6 +137,33 @@ def consumer_stops(
     return stop
 
 
+def refuse_unlisted_containers(view: ReloadView, holders: tuple[GpuProcess, ...], command: str = "reload") -> None:
+    """A GPU holder in a container no engine here lists (another user's rootless Podman whose socket
+    is not running, an engine that did not answer) can be stopped by nobody: a signal would only
+    make its engine restart it, and a stop by id would fail halfway through the run. Refused first."""
+    known = [c.id for c in view.containers]
+    unlisted = [
+        p
+        for p in holders
+        if p.container_id
+        and p.pod is None
+        and not any(k.startswith(p.container_id) or p.container_id.startswith(k) for k in known)
+    ]
+    if not unlisted:
+        return
+    named = "; ".join(
+        f"pid {p.pid} ({p.comm}{'' if p.uid is None else f', uid {p.uid}'}) in container {(p.container_id or '')[:12]} "
+        f"holds {', '.join(d.split(' ', 1)[-1] for d in p.devices) or 'a GPU'}"
+        for p in unlisted
+    )
+    engine_error = f" ({view.container_engine_error})" if view.container_engine_error else ""
+    raise RefusedError(
+        f"{command} refused: GPU holders in containers that no container engine here lists{engine_error}: {named}. "
+        "Stop each as the user who runs it (podman stop ID; for a rootless Podman, start that user's "
+        "podman.socket and nvreload stops them through it), then run nvreload again"
+    )
+
+
 def logind_apart(view: ReloadView, processes: tuple[GpuProcess, ...]) -> tuple[tuple[GpuProcess, ...], list[Action]]:
     """logind holds the DRM nodes of its sessions: it is restarted, which releases them, never
     stopped as a holder. The holders without it, and the restart where it holds them."""
@@ -156,6 +183,7 @@ def build_plan(
 ) -> Plan:
     configured_parameters = configured_parameters or {}
     refuse_kube_pods(view, view.processes, "--stop" if stop_only else "reload")
+    refuse_unlisted_containers(view, view.processes, "--stop" if stop_only else "reload")
     processes, restart_logind = logind_apart(view, view.processes)
     stop = consumer_stops(view, view.containers, view.services, processes, view.mps_active) + restart_logind
     steps = [Step("stop_consumers", tuple(stop))]

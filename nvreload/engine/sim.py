@@ -309,7 +309,8 @@ class SimulatedNode:
                     c.get("unit"),
                 )
                 for c in self.s["containers"]
-                if c.get("running") and c.get("gpu", True)
+                # as the live engine lists them: a GPU marker, or a process of its own on a GPU
+                if c.get("running") and (c.get("gpu", True) or c["id"] in {p.container_id for p in processes})
             )
             blockers = []
             if not self.s["kernel"].get("module_unload_supported", True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ def read_identity(pid: int, proc: str = "/proc") -> ProcessIdentity | None:
     except OSError:
         return None
     return parse_proc_stat(pid, raw)
+
+
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def _read(path: str) -> str:
@@ -182,6 +186,10 @@ def describe(
         return None
     cgroup = _read(f"{proc}/{pid}/cgroup")
     container, unit = classify_cgroup(cgroup)
+    if container is None:
+        # Podman without cgroups of its own (rootless where systemd is not PID 1, cgroups=disabled)
+        # leaves no trace in the cgroup: the container is the one its conmon ancestor monitors
+        container = conmon_container(pid, proc)
     cmdline = _read(f"{proc}/{pid}/cmdline").replace("\0", " ").strip()
     return GpuProcess(
         pid=pid,
@@ -194,7 +202,36 @@ def describe(
         source=source,
         process_group=ident.process_group,
         pod=kube_pod(cgroup, runtime_root) if "kubepods" in cgroup else None,
+        uid=_owner(pid, proc),
     )
+
+
+def _owner(pid: int, proc: str) -> int | None:
+    try:
+        return os.stat(f"{proc}/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def conmon_container(pid: int, proc: str = "/proc", depth: int = 16) -> str | None:
+    """The container id of the conmon (Podman's container monitor) above `pid`, if any: conmon
+    is started with `--cid <id>` (or `-c <id>`), and the container's processes descend from it."""
+    for _ in range(depth):
+        raw = _read(f"{proc}/{pid}/stat")
+        close = raw.rfind(")")
+        fields = raw[close + 2 :].split() if close >= 0 else []
+        if len(fields) < 2 or not fields[1].isdigit():
+            return None
+        if raw[raw.find("(") + 1 : close] == "conmon":
+            argv = _argv(pid, proc)
+            for flag, value in zip(argv, argv[1:], strict=False):
+                if flag in ("-c", "--cid") and _CONTAINER_ID.fullmatch(value):
+                    return value
+            return None
+        pid = int(fields[1])  # the parent
+        if pid <= 1:
+            return None
+    return None
 
 
 def scan_gpu_holders(

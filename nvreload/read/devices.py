@@ -38,6 +38,7 @@ _CONTAINER_PATTERNS = (
     r"cri-containerd-([0-9a-f]{12,64})\.scope",
     r"crio-([0-9a-f]{12,64})\.scope",
     r"libpod-([0-9a-f]{12,64})\.scope",
+    r"/libpod_parent/libpod-([0-9a-f]{64})(?![0-9a-f])",  # Podman's cgroupfs manager (systemd not PID 1)
     r"/kubepods[^\n]*/([0-9a-f]{64})",
 )
 _UNIT = r"/system\.slice/(?:[^/]+\.slice/)*([^/]+\.service)(?:/|$)"
