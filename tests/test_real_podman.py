@@ -74,6 +74,11 @@ def test_status_counts_the_gpu_containers_of_each_engine(both, podman, dockerd):
     engines = {e["name"]: e for e in doc["consumers"]["engines"]}
     assert engines["podman"] == {"name": "podman", "url": podman.url, "gpu_containers": 4}
     assert engines["docker"] == {"name": "docker", "url": dockerd.url, "gpu_containers": 2}
+    human = run_cli("--status", env=env).stdout
+    assert "container engines: docker 2 GPU container(s), podman 4 GPU container(s)" in human
+    metrics = run_cli("--status", "--format", "prometheus", env=env).stdout
+    assert f'nvreload_container_engine_gpu_containers{{engine="podman",url="{podman.url}"}} 4' in metrics
+    assert f'nvreload_container_engine_gpu_containers{{engine="docker",url="{dockerd.url}"}} 2' in metrics
 
 
 def test_stop_then_start_takes_podman_and_docker_containers_down_together_and_back(both, podman, dockerd):
