@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,7 @@ def main() -> None:
     finally:
         podman.teardown()
         docker.teardown()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
