@@ -46,3 +46,13 @@ def test_a_reload_stops_an_owned_container_through_its_unit_once_and_brings_both
     (unit,) = [s for s in state["services"] if s["name"] == "q-train.service"]
     (box,) = [c for c in state["containers"] if c["name"] == "q-train"]
     assert unit["starts"] == 1 and box["starts"] == 1  # once, through the unit
+
+
+def test_simulated_status_counts_the_gpu_containers_of_each_engine(tmp_path):
+    env = {"NVRELOAD_STATE_DIR": str(tmp_path / "state")}
+    proc = run_cli("--status", "--simulate", scenario(tmp_path), "--json", env=env)
+    engines = json.loads(proc.stdout)["consumers"]["engines"]
+    assert engines == [
+        {"name": "docker", "url": "simulated://docker", "gpu_containers": 2},
+        {"name": "podman", "url": "simulated://podman", "gpu_containers": 1},
+    ]
