@@ -261,3 +261,68 @@ def test_a_rootless_container_on_a_gpu_whose_socket_is_not_running_is_refused_be
         assert rootless_podman.inspect("r-held")["State"]["Status"] == "running"
     finally:
         rootless_podman.remove_all()
+
+
+# A `docker run` in a service: the unit's docker client (the host's /usr/bin/docker, through the
+# session dockerd's socket linked into the box's /ctl) runs the container in the foreground. Docker
+# records no unit on the container: the unit is the one whose docker client runs it.
+DOCKER_UNIT = """[Unit]
+Description=GPU trainer in a Docker container run by this unit
+StartLimitIntervalSec=0
+
+[Service]
+ExecStartPre=-/usr/bin/docker -H unix:///ctl/docker.sock rm --force d-train
+ExecStart=/usr/bin/docker -H unix:///ctl/docker.sock run --rm --name d-train \\
+    -e NVIDIA_VISIBLE_DEVICES=all busybox:test sh -c 'trap "exit 0" TERM; sleep 3600 & wait'
+ExecStop=/usr/bin/docker -H unix:///ctl/docker.sock stop --time 5 d-train
+Restart=always
+RestartSec=0.2
+TimeoutStopSec=15
+"""
+
+
+@pytest.fixture
+def docker_unit(dockerd, systemd_container, tmp_path):
+    import os
+    import time
+
+    link = systemd_container.ctl / "docker.sock"
+    if link.exists():
+        link.unlink()
+    os.link(dockerd.socket, link)
+    units = systemd_container.run_systemd / "system"
+    units.mkdir(exist_ok=True)
+    (units / "d-train.service").write_text(DOCKER_UNIT)
+    systemd_container.systemctl("daemon-reload")
+    systemd_container.systemctl("start", "d-train.service")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not dockerd.client.containers.list(filters={"name": "d-train"}):
+        time.sleep(0.2)
+    env = {
+        "DOCKER_HOST": dockerd.url,
+        "CONTAINER_HOST": f"unix://{tmp_path}/no-podman.sock",
+        "NVRELOAD_SYSTEMCTL": str(systemd_container.wrapper),
+        "NVRELOAD_STATE_DIR": str(tmp_path / "state"),
+    }
+    yield env
+    systemd_container.systemctl("stop", "d-train.service")
+    (units / "d-train.service").unlink()
+    systemd_container.systemctl("daemon-reload")
+    link.unlink()
+
+
+def test_a_docker_run_in_a_service_is_stopped_and_started_through_its_unit(docker_unit, dockerd, systemd_container):
+    env = docker_unit
+    first = dockerd.client.containers.get("d-train").id
+    proc, doc = cli(env, "--status")
+    assert {c["name"]: c["unit"] for c in doc["consumers"]["containers"]}["d-train"] == "d-train.service"
+    proc, report = cli(env, "--stop", "--yes")
+    assert proc.returncode == 0, proc.stdout
+    assert "d-train.service" in report["stopped"] and "d-train" not in report["stopped"]
+    assert systemd_container.active("d-train.service") == "inactive"
+    assert not dockerd.client.containers.list(all=True, filters={"name": "d-train"})  # --rm: gone with the unit
+    proc, report = cli(env, "--start", "--yes")
+    assert proc.returncode == 0, proc.stdout
+    assert systemd_container.active("d-train.service") == "active"
+    assert dockerd.client.containers.get("d-train").id != first
+    assert systemd_container.systemctl("show", "-p", "NRestarts", "d-train.service").stdout.strip() == "NRestarts=0"

@@ -180,6 +180,11 @@ class Machine:
         if found and not self.systemd_is_pid1():
             # a unit's label with no systemd to run the unit: the container is stopped by itself
             found = [replace(c, unit=None) if c.unit else c for c in found]
+        elif any(c.unit is None and c.engine == "docker" for c in found):
+            from nvreload.host.processes import docker_client_units
+
+            clients = docker_client_units()
+            found = [replace(c, unit=_client_unit(c, clients)) if c.engine == "docker" else c for c in found]
         return tuple(found), ("; ".join(errors) if errors else None)
 
     def engine_states(self, containers: tuple[ContainerState, ...]) -> tuple[EngineState, ...]:
@@ -204,6 +209,15 @@ class Machine:
             text = self.runner.run(["nv-fabricmanager", "--version"], timeout=10).stdout
         match = _FM_VERSION.search(text or "")
         return match.group(1) if match else None
+
+
+def _client_unit(container: ContainerState, clients: dict[str, str]) -> str | None:
+    """The unit whose docker client runs this container: named by its name, or by its id (12+ hex)."""
+    if container.unit is not None or container.name in clients:
+        return container.unit or clients[container.name]
+    return next(
+        (unit for key, unit in clients.items() if len(key) >= 12 and container.id.startswith(key.lower())), None
+    )
 
 
 def _read_kmsg() -> str | None:

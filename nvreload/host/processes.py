@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from nvreload.catalog import GPU_DAEMONS
 from nvreload.errors import HostError
 from nvreload.model import GpuProcess
-from nvreload.read.devices import DeviceMatcher, ProcessIdentity, classify_cgroup, parse_proc_stat
+from nvreload.read.devices import (
+    DeviceMatcher,
+    ProcessIdentity,
+    cgroup_unit,
+    classify_cgroup,
+    docker_client_containers,
+    parse_proc_stat,
+)
 from nvreload.read.kube import kube_pod
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
@@ -55,6 +62,21 @@ def _argv(pid: int, proc: str) -> tuple[str, ...]:
 def own_unit(proc: str = "/proc") -> str | None:
     """The systemd service this process runs in, if any (from its own cgroup)."""
     return classify_cgroup(_read(f"{proc}/self/cgroup"))[1]
+
+
+def docker_client_units(proc: str = "/proc") -> dict[str, str]:
+    """Container name or id -> the systemd service whose `docker run`/`docker start -a` client runs
+    it in the foreground (a `docker run` in a service's ExecStart): the container is the unit's.
+    Only root's clients count: anyone may name a process docker and give it such arguments."""
+    owned: dict[str, str] = {}
+    for name in os.listdir(proc):
+        if not name.isdigit() or _read(f"{proc}/{name}/comm").strip() != "docker" or _owner(int(name), proc) != 0:
+            continue
+        containers = docker_client_containers(_argv(int(name), proc))
+        unit = cgroup_unit(_read(f"{proc}/{name}/cgroup")) if containers else None
+        if unit:
+            owned.update(dict.fromkeys(containers, unit))
+    return owned
 
 
 # the holder scan ---------------------------------------------------------------------------------

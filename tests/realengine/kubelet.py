@@ -62,6 +62,12 @@ class KubeletNode:
         (path / "cgroup.procs").write_text(str(proc.pid))
         return proc.pid
 
+    def place(self, pid: int, path: str) -> None:
+        """Move a process the test started into a cgroup of its own layout (e.g. system.slice/x.service)."""
+        directory = self.mount / self.parent / path
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "cgroup.procs").write_text(str(pid))
+
     def bundle(self, runtime: str, container_id: str, annotations: dict[str, str], owner: int = 0) -> Path:
         """The OCI config.json the runtime keeps for the container, as root writes it (or `owner`)."""
         where = {
