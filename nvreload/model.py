@@ -234,6 +234,7 @@ class ContainerState:
     stop_timeout: int | None = None
     engine: str = "docker"  # docker, podman, or podman (user NAME, uid N): the socket that runs it
     unit: str | None = None  # the systemd unit that owns it (Quadlet, podman generate systemd)
+    pod: KubePod | None = None  # a Kubernetes pod's container (cri-dockerd's labels): kubelet's
 
     @property
     def short_name(self) -> str:

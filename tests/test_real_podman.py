@@ -326,3 +326,34 @@ def test_a_docker_run_in_a_service_is_stopped_and_started_through_its_unit(docke
     assert systemd_container.active("d-train.service") == "active"
     assert dockerd.client.containers.get("d-train").id != first
     assert systemd_container.systemctl("show", "-p", "NRestarts", "d-train.service").stdout.strip() == "NRestarts=0"
+
+
+def test_a_pod_s_container_that_cri_dockerd_runs_in_docker_is_refused_and_left_running(dockerd, tmp_path):
+    labels = {
+        "io.kubernetes.pod.uid": "6f1c2d3e-4a5b-4c6d-8e9f-0a1b2c3d4e5f",
+        "io.kubernetes.pod.namespace": "ml",
+        "io.kubernetes.pod.name": "train-7d9f",
+        "io.kubernetes.container.name": "trainer",
+    }
+    box = dockerd.client.containers.run(
+        "busybox:test",
+        ["sh", "-c", 'trap "exit 0" TERM; sleep 3600 & wait'],
+        detach=True,
+        name="k8s_trainer_train-7d9f_ml_6f1c2d3e_0",
+        labels=labels,
+        environment={"NVIDIA_VISIBLE_DEVICES": "0"},
+    )
+    try:
+        env = {
+            "DOCKER_HOST": dockerd.url,
+            "CONTAINER_HOST": f"unix://{tmp_path}/no-podman.sock",
+            "NVRELOAD_STATE_DIR": str(tmp_path / "state"),
+        }
+        proc = run_cli("--stop", "--yes", env=env, timeout=120)
+        assert proc.returncode == 77, proc.stdout + proc.stderr
+        assert f"pod ml/train-7d9f container trainer (docker {box.id[:12]}) holds a GPU" in proc.stderr
+        assert "kubectl delete pod --namespace ml train-7d9f" in proc.stderr
+        box.reload()
+        assert box.status == "running"
+    finally:
+        box.remove(force=True)

@@ -48,6 +48,9 @@ def refuse_kube_pods(view: ReloadView, holders: tuple[GpuProcess, ...], command:
         if process.pod is not None:
             entry = pods.setdefault(process.pod.container_id, (process.pod, set()))
             entry[1].update(_gpu_names(view, process))
+    for container in view.containers:  # a pod's GPU container as cri-dockerd runs it, holding or not
+        if container.pod is not None:
+            pods.setdefault(container.pod.container_id, (container.pod, set()))
     if not pods:
         return
     node = view.hostname or "NODE"

@@ -307,6 +307,7 @@ class SimulatedNode:
                     c.get("stop_timeout"),
                     c.get("engine", "docker"),
                     c.get("unit"),
+                    _pod({**c["pod"], "runtime": "docker", "container_id": c["id"]} if c.get("pod") else None),
                 )
                 for c in self.s["containers"]
                 # as the live engine lists them: a GPU marker, or a process of its own on a GPU

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from nvreload.errors import HostError
-from nvreload.model import ContainerState
+from nvreload.model import ContainerState, KubePod
 
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 PODMAN_SOCKET = "/run/podman/podman.sock"
@@ -269,6 +269,7 @@ class ContainerEngine:
                     engine=self.label,
                     # Quadlet and `podman generate systemd --new` units label their container so
                     unit=labels.get("PODMAN_SYSTEMD_UNIT") or None,
+                    pod=_pod_of_labels(container_id, labels),
                 )
             )
         return tuple(found)
@@ -343,6 +344,21 @@ class ContainerEngine:
                 pass
             time.sleep(0.2)
         raise HostError(f"container engine at {self.url} did not answer within {seconds:g} s")
+
+
+def _pod_of_labels(container_id: str, labels: dict) -> KubePod | None:
+    """The pod of a container kubelet made through cri-dockerd (or dockershim): its labels say so."""
+    uid = labels.get("io.kubernetes.pod.uid")
+    if not uid:
+        return None
+    return KubePod(
+        str(uid),
+        "docker",
+        container_id,
+        labels.get("io.kubernetes.pod.namespace"),
+        labels.get("io.kubernetes.pod.name"),
+        labels.get("io.kubernetes.container.name"),
+    )
 
 
 def _short(exc: Exception) -> str:

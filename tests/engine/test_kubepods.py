@@ -203,3 +203,24 @@ def test_the_simulated_kubelet_starts_a_killed_pod_process_again_on_its_gpus(tmp
     assert node.terminate_process(7001, None).startswith("terminated")
     (again,) = node.gpu_holders()
     assert again.pid == 17001 and again.pod.name == "train-7d9f"
+
+
+def test_a_simulated_pod_container_run_by_cri_dockerd_refuses_the_reload(tmp_path):
+    from helpers import run_cli
+    from sim_helpers import write_scenario
+
+    from nvreload.engine.sim import default_scenario
+
+    containers = default_scenario()["containers"] + [
+        {
+            "id": "e" * 64,
+            "name": "k8s_trainer_train-7d9f_ml",
+            "running": True,
+            "markers": ["env:NVIDIA_VISIBLE_DEVICES=0"],
+            "pod": {"uid": TRAIN_UID, "namespace": "ml", "name": "train-7d9f", "container": "trainer"},
+        }
+    ]
+    scenario = write_scenario(tmp_path, containers=containers)
+    proc = run_cli("--reload", "--simulate", scenario, "--yes", env={"NVRELOAD_STATE_DIR": str(tmp_path / "s")})
+    assert proc.returncode == ExitCode.REFUSED, proc.stderr
+    assert f"pod ml/train-7d9f container trainer (docker {'e' * 12}) holds a GPU" in proc.stderr
