@@ -61,6 +61,17 @@ def service_stop_order(active: list[str]) -> list[str]:
     return sorted(active, key=lambda n: (rank.get(n, -1), n))
 
 
+def units_owning(view: ReloadView, containers: tuple[ContainerState, ...]) -> dict[str, list[str]]:
+    """The systemd units that own containers (Quadlet, podman generate systemd, a `docker run` in a
+    service), with the containers each owns: such a container is stopped and started through its
+    unit, once; stopped behind its back, systemd would start it again or fail the unit."""
+    owned: dict[str, list[str]] = {}
+    for container in containers:
+        if container.unit and container.unit != view.own_unit:
+            owned.setdefault(container.unit, []).append(container.short_name)
+    return owned
+
+
 def consumer_stops(
     view: ReloadView,
     containers: tuple[ContainerState, ...],
@@ -68,18 +79,11 @@ def consumer_stops(
     processes: tuple[GpuProcess, ...],
     mps_active: bool,
 ) -> list[Action]:
-    """What stops these consumers, in order: containers, MPS, services (fabric manager last), then
-    each holder process by what owns it (its container, its unit) or, owned by nothing, by signal."""
-    stop: list[Action] = []
-    # A container its systemd unit owns (Quadlet, podman generate systemd) is stopped and started
-    # through the unit, once: stopped behind its back, systemd would start it again or fail the unit.
-    owned: dict[str, list[ContainerState]] = {}
-    for container in containers:
-        if container.unit and container.unit != view.own_unit:
-            owned.setdefault(container.unit, []).append(container)
-    for unit, boxes in owned.items():
-        names = [c.short_name for c in boxes]
-        stop.append(Action("stop_service", unit, {"owns_containers": names}))
+    """What stops these consumers, in order: the units that own containers, the other containers, MPS,
+    services (fabric manager last), then each holder process by what owns it (its container, its
+    unit) or, owned by nothing, by signal."""
+    owned = units_owning(view, containers)
+    stop = [Action("stop_service", unit, {"owns_containers": names}) for unit, names in owned.items()]
     for container in containers:
         if container.unit in owned:
             continue
