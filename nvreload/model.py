@@ -204,6 +204,24 @@ class KernelLog:
     kernel_faults: tuple[KernelFault, ...] = ()
 
 
+@dataclass(frozen=True)
+class KubePod:
+    """The Kubernetes pod a process runs in, as kubelet's cgroup and the runtime's bundle show it."""
+
+    uid: str
+    runtime: str  # containerd | cri-o | docker | unknown
+    container_id: str
+    namespace: str | None = None
+    name: str | None = None
+    container: str | None = None
+
+    def describe(self) -> str:
+        """As an operator finds it: pod NS/NAME container C (containerd 0123456789ab)."""
+        pod = f"pod {self.namespace}/{self.name}" if self.name else f"pod uid {self.uid}"
+        container = f"container {self.container} " if self.container else "container "
+        return f"{pod} {container}({self.runtime} {self.container_id[:12]})"
+
+
 @dataclass
 class GpuProcess:
     """A process holding a GPU device node (or listed by NVML), and what owns it."""
@@ -217,6 +235,8 @@ class GpuProcess:
     systemd_unit: str | None
     source: str  # "procfs" | "nvml" | "procfs+nvml"
     process_group: int | None = None  # what ties a late child to the holder it came from
+    pod: KubePod | None = None  # kubelet's: never stopped behind its back
+    uid: int | None = None  # who runs it (a rootless container's user)
 
 
 @dataclass
@@ -239,6 +259,23 @@ class ContainerState:
     markers: tuple[str, ...]
     restart_policy: str | None = None
     stop_timeout: int | None = None
+    engine: str = "docker"  # docker, podman, or podman (user NAME, uid N): the socket that runs it
+    unit: str | None = None  # the systemd unit that owns it (Quadlet, podman generate systemd)
+    pod: KubePod | None = None  # a Kubernetes pod's container (cri-dockerd's labels): kubelet's
+
+    @property
+    def short_name(self) -> str:
+        """As `docker ps` names it: its name, with a short id."""
+        return f"{self.name} ({self.id[:12]})" if self.name else self.id[:12]
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """A container engine found on the node and how many GPU containers it runs."""
+
+    name: str  # docker, podman, podman (user NAME, uid N)
+    url: str
+    gpu_containers: int
 
 
 @dataclass
@@ -250,6 +287,7 @@ class Consumers:
     containers: tuple[ContainerState, ...] = ()
     scanned: bool = False  # False on snapshots: consumers cannot be known there
     container_engine_error: str | None = None  # an engine socket exists but the engine did not answer
+    engines: tuple[EngineState, ...] = ()  # each engine that answered
 
 
 @dataclass

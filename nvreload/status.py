@@ -107,8 +107,18 @@ def status_document(node: NodeState, diagnosis: Diagnosis | None = None) -> dict
             ],
             "services": [{"name": s.name, "active": s.active, "enabled": s.enabled} for s in node.consumers.services],
             "containers": [
-                {"id": c.id, "name": c.name, "running": c.running, "markers": list(c.markers)}
+                {
+                    "id": c.id,
+                    "name": c.name,
+                    "running": c.running,
+                    "markers": list(c.markers),
+                    "engine": c.engine,
+                    "unit": c.unit,
+                }
                 for c in node.consumers.containers
+            ],
+            "engines": [
+                {"name": e.name, "url": e.url, "gpu_containers": e.gpu_containers} for e in node.consumers.engines
             ],
         },
         "xid_events": [

@@ -61,6 +61,45 @@ def dockerd(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def podman(tmp_path_factory):
+    """A real rootful Podman API service for the whole session, with a busybox image and a CDI spec
+    of two GPUs; skipped with the reason when it cannot run here (.ci/run installs podman)."""
+    from realengine import podman as real
+
+    reason = real.why_not()
+    if reason:
+        pytest.skip(reason)
+    service = real.PodmanService(tmp_path_factory.mktemp("podman", numbered=True))
+    try:
+        service.start()
+        service.busybox_image()
+        yield service
+    finally:
+        service.teardown()
+
+
+@pytest.fixture(scope="session")
+def rootless_podman():
+    """User nobody's rootless Podman API service, its socket where pam_systemd puts a user's
+    (<runtime root>/65534/podman/podman.sock); skipped with the reason when it cannot run here."""
+    import tempfile
+
+    from realengine import podman as real
+
+    reason = real.why_not() or (None if shutil.which("setpriv") else "setpriv (util-linux) is not installed")
+    if reason:
+        pytest.skip(reason)
+    service = real.RootlessPodman(Path(tempfile.mkdtemp(prefix="nvr-rl-", dir="/tmp")))
+    try:
+        service.start()
+        service.busybox_image()
+        yield service
+    finally:
+        service.teardown()
+        shutil.rmtree(service.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """A real slurmctld + slurmd for the whole session (one node: this host's short name); skipped with
     the reason when they cannot run here (.ci/run installs slurm-wlm so that CI runs these)."""

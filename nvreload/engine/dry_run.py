@@ -4,7 +4,7 @@ The engine runs exactly as it would; the recorded actions are the plan."""
 from __future__ import annotations
 
 from nvreload.engine.plan import Action, FinalState, MigInstance, ReloadView
-from nvreload.model import Check, GpuProcess
+from nvreload.model import Check, ContainerState, GpuProcess
 
 
 class RecordingTarget:
@@ -13,12 +13,28 @@ class RecordingTarget:
     def __init__(self, inner) -> None:
         self.inner = inner
         self.recorded: list[Action] = []
+        # what the plan names a container by (its name, as `docker ps` does, with a short id), and
+        # the containers each unit owns: the target is handed ids and unit names only
+        self._containers: dict[str, ContainerState] = {}
+        self._owned: dict[str, list[str]] = {}
 
     def _rec(self, action: str, target: str, **detail: object) -> None:
         self.recorded.append(Action(action, target, dict(detail)))
 
     def observe(self) -> ReloadView:
-        return self.inner.observe()
+        view = self.inner.observe()
+        self._containers = {c.id: c for c in view.containers}
+        self._owned = {}
+        for c in view.containers:
+            if c.unit:
+                self._owned.setdefault(c.unit, []).append(c.short_name)
+        return view
+
+    def _container(self, container_id: str) -> tuple[str, dict]:
+        known = self._containers.get(container_id)
+        if known is None:
+            return container_id[:12], {"id": container_id}
+        return known.short_name, {"id": container_id, "engine": known.engine}
 
     def configured_parameters(self) -> dict[str, dict[str, str]]:
         return self.inner.configured_parameters()
@@ -36,19 +52,24 @@ class RecordingTarget:
         return ()  # nothing was stopped for real: the holders seen are the ones the plan ends
 
     def stop_container(self, container_id: str, timeout: int | None) -> None:
-        self._rec("stop_container", container_id, timeout=timeout)
+        name, detail = self._container(container_id)
+        self._rec("stop_container", name, timeout=timeout, **detail)
 
     def start_container(self, container_id: str, restart_policy: str | None = None) -> None:
-        self._rec("start_container", container_id)
+        name, detail = self._container(container_id)
+        self._rec("start_container", name, **detail)
 
     def restart_container_engine(self) -> None:
         self._rec("restart_container_engine", "docker")
 
     def stop_service(self, name: str) -> None:
-        self._rec("stop_service", name)
+        self._rec("stop_service", name, **({"owns_containers": self._owned[name]} if name in self._owned else {}))
 
     def start_service(self, name: str, command: list[str] | None = None) -> None:
-        self._rec("start_service", name, **({"command": command} if command else {}))
+        detail: dict = {"command": command} if command else {}
+        if name in self._owned:
+            detail["owns_containers"] = self._owned[name]
+        self._rec("start_service", name, **detail)
 
     def restart_service(self, name: str) -> None:
         self._rec("restart_service", name)

@@ -128,12 +128,26 @@ class LiveTarget:
             raise HostError("no container engine socket on this node")
         return engine
 
+    def _engine_of(self, container_id: str):
+        """The engine that runs this container (Docker, rootful or a user's rootless Podman): asked
+        of each, as a run resumed from its journal knows only the id."""
+        engines = self.machine.container_engines()
+        if not engines:
+            raise HostError("no container engine socket on this node")
+        if len(engines) == 1:
+            return engines[0]
+        for engine in engines:
+            if engine.has(container_id):
+                return engine
+        raise HostError(f"container {container_id[:12]}: no container engine on this node knows it")
+
     def stop_container(self, container_id: str, timeout: int | None) -> None:
-        self._engine().stop(container_id, timeout)
+        self._engine_of(container_id).stop(container_id, timeout)
 
     def start_container(self, container_id: str, restart_policy: str | None = None) -> None:
         # stop() relaxed `always` to `unless-stopped` for the window; put it back once started
-        self._engine().start(container_id, restore_policy=restart_policy if restart_policy == "always" else None)
+        policy = restart_policy if restart_policy == "always" else None
+        self._engine_of(container_id).start(container_id, restore_policy=policy)
 
     def restart_container_engine(self) -> None:
         """For toolkits that need it (nvidia-container-toolkit issue 169): restart dockerd through

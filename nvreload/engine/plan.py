@@ -112,6 +112,8 @@ class ReloadView:
     # the diagnosis's: a package hook reloads only a node whose diagnosis asks for a reload
     recommended_action: str = "reload"
     userspace_version: str | None = None
+    container_engine_error: str | None = None  # why an engine's containers could not be listed
+    hostname: str | None = None  # kubelet's node name, as a rule: the commands of a pod refusal name it
 
 
 def reload_view(
@@ -151,6 +153,8 @@ def reload_view(
         fabric_manager_version=node.fabric_manager_version,
         recommended_action=diagnosis.recommended_action,
         userspace_version=node.userspace.version,
+        hostname=node.hostname,
+        container_engine_error=node.consumers.container_engine_error,
         gpus=_gpu_refs(node),
         nvml_status=node.nvml.status,
         mig_pending=tuple(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nvreload.catalog import FABRIC_SERVICES, GPU_SERVICES, LOGIND_COMM, LOGIND_UNIT
+from nvreload.engine.kube_refusal import refuse_kube_pods
 from nvreload.engine.plan import BOOT_MODULES, OPTIONAL_MODULES, Action, LoadedModule, Plan, ReloadView, Step
 from nvreload.errors import RefusedError
 from nvreload.model import ContainerState, GpuProcess, ServiceState
@@ -60,6 +61,17 @@ def service_stop_order(active: list[str]) -> list[str]:
     return sorted(active, key=lambda n: (rank.get(n, -1), n))
 
 
+def units_owning(view: ReloadView, containers: tuple[ContainerState, ...]) -> dict[str, list[str]]:
+    """The systemd units that own containers (Quadlet, podman generate systemd, a `docker run` in a
+    service), with the containers each owns: such a container is stopped and started through its
+    unit, once; stopped behind its back, systemd would start it again or fail the unit."""
+    owned: dict[str, list[str]] = {}
+    for container in containers:
+        if container.unit and container.unit != view.own_unit:
+            owned.setdefault(container.unit, []).append(container.short_name)
+    return owned
+
+
 def consumer_stops(
     view: ReloadView,
     containers: tuple[ContainerState, ...],
@@ -67,10 +79,14 @@ def consumer_stops(
     processes: tuple[GpuProcess, ...],
     mps_active: bool,
 ) -> list[Action]:
-    """What stops these consumers, in order: containers, MPS, services (fabric manager last), then
-    each holder process by what owns it (its container, its unit) or, owned by nothing, by signal."""
-    stop: list[Action] = []
+    """What stops these consumers, in order: the units that own containers, the other containers, MPS,
+    services (fabric manager last), then each holder process by what owns it (its container, its
+    unit) or, owned by nothing, by signal."""
+    owned = units_owning(view, containers)
+    stop = [Action("stop_service", unit, {"owns_containers": names}) for unit, names in owned.items()]
     for container in containers:
+        if container.unit in owned:
+            continue
         stop.append(
             Action(
                 "stop_container",
@@ -82,13 +98,13 @@ def consumer_stops(
         stop.append(Action("quit_mps", "nvidia-cuda-mps-control"))
     # Never the unit nvreload itself runs in (a post-upgrade hook's, an operator's transient unit):
     # stopping it would kill this run halfway. Its GPU holders are ended one by one instead.
-    services = tuple(s for s in services if s.name != view.own_unit)
+    services = tuple(s for s in services if s.name != view.own_unit and s.name not in owned)
     commands = {s.name: s.command for s in services}
     for name in service_stop_order([s.name for s in services]):
         command = commands[name]
         stop.append(Action("stop_service", name, {"command": list(command)} if command else {}))
     stopped_containers = {c.id for c in containers}
-    stopped_units = {s.name for s in services}
+    stopped_units = {s.name for s in services} | set(owned)
     for proc in processes:
         if proc.container_id and any(
             cid.startswith(proc.container_id) or proc.container_id.startswith(cid) for cid in stopped_containers
@@ -125,6 +141,33 @@ def consumer_stops(
     return stop
 
 
+def refuse_unlisted_containers(view: ReloadView, holders: tuple[GpuProcess, ...], command: str = "reload") -> None:
+    """A GPU holder in a container no engine here lists (another user's rootless Podman whose socket
+    is not running, an engine that did not answer) can be stopped by nobody: a signal would only
+    make its engine restart it, and a stop by id would fail halfway through the run. Refused first."""
+    known = [c.id for c in view.containers]
+    unlisted = [
+        p
+        for p in holders
+        if p.container_id
+        and p.pod is None
+        and not any(k.startswith(p.container_id) or p.container_id.startswith(k) for k in known)
+    ]
+    if not unlisted:
+        return
+    named = "; ".join(
+        f"pid {p.pid} ({p.comm}{'' if p.uid is None else f', uid {p.uid}'}) in container {(p.container_id or '')[:12]} "
+        f"holds {', '.join(d.split(' ', 1)[-1] for d in p.devices) or 'a GPU'}"
+        for p in unlisted
+    )
+    engine_error = f" ({view.container_engine_error})" if view.container_engine_error else ""
+    raise RefusedError(
+        f"{command} refused: GPU holders in containers that no container engine here lists{engine_error}: {named}. "
+        "Stop each as the user who runs it (podman stop ID; for a rootless Podman, start that user's "
+        "podman.socket and nvreload stops them through it), then run nvreload again"
+    )
+
+
 def logind_apart(view: ReloadView, processes: tuple[GpuProcess, ...]) -> tuple[tuple[GpuProcess, ...], list[Action]]:
     """logind holds the DRM nodes of its sessions: it is restarted, which releases them, never
     stopped as a holder. The holders without it, and the restart where it holds them."""
@@ -143,6 +186,8 @@ def build_plan(
     restart_container_engine: bool = False,
 ) -> Plan:
     configured_parameters = configured_parameters or {}
+    refuse_kube_pods(view, view.processes, "--stop" if stop_only else "reload")
+    refuse_unlisted_containers(view, view.processes, "--stop" if stop_only else "reload")
     processes, restart_logind = logind_apart(view, view.processes)
     stop = consumer_stops(view, view.containers, view.services, processes, view.mps_active) + restart_logind
     steps = [Step("stop_consumers", tuple(stop))]

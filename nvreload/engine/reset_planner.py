@@ -13,8 +13,15 @@ from __future__ import annotations
 
 import re
 
+from nvreload.engine.kube_refusal import refuse_kube_pods
 from nvreload.engine.plan import Action, GpuRef, Plan, ReloadView, Step
-from nvreload.engine.planner import consumer_stops, logind_apart, parameters_to_restore, restart_actions
+from nvreload.engine.planner import (
+    consumer_stops,
+    logind_apart,
+    parameters_to_restore,
+    refuse_unlisted_containers,
+    restart_actions,
+)
 from nvreload.errors import RefusedError, UsageError
 from nvreload.model import GpuProcess
 from nvreload.read.nvidia_proc import normalize_bus_id
@@ -95,6 +102,8 @@ def build_reset_plan(
         return bool(gpu_minors(process) & minors) or (drm is not None and holds_drm(process))
 
     holders = tuple(p for p in view.processes if uses(p))
+    refuse_kube_pods(view, holders, "--reset")
+    refuse_unlisted_containers(view, holders, "--reset")
     restart_logind: list[Action] = []
     if drm is not None:
         holders, restart_logind = logind_apart(view, holders)

@@ -31,7 +31,7 @@ from importlib import resources
 from nvreload.catalog import FABRIC_SERVICES
 from nvreload.engine.plan import FinalState, GpuRef, LoadedModule, MigInstance, ReloadView, mig_geometry
 from nvreload.errors import BadInputError, HostError, ScenarioError
-from nvreload.model import Check, ContainerState, GpuProcess, ServiceState
+from nvreload.model import Check, ContainerState, GpuProcess, KubePod, ServiceState
 from nvreload.state_files import atomic_write_json
 from nvreload.trusted_paths import open_trusted_file
 
@@ -280,6 +280,7 @@ class SimulatedNode:
                         unit,
                         "procfs",
                         p.get("pgrp", p["pid"]),
+                        _pod(p.get("pod")),
                     )
                 )
             # an active GPU service or a running GPU container holds its GPUs through a process of
@@ -326,9 +327,13 @@ class SimulatedNode:
                     tuple(c.get("markers", ["NVIDIA_VISIBLE_DEVICES"])),
                     c.get("restart_policy"),
                     c.get("stop_timeout"),
+                    c.get("engine", "docker"),
+                    c.get("unit"),
+                    _pod({**c["pod"], "runtime": "docker", "container_id": c["id"]} if c.get("pod") else None),
                 )
                 for c in self.s["containers"]
-                if c.get("running") and c.get("gpu", True)
+                # as the live engine lists them: a GPU marker, or a process of its own on a GPU
+                if c.get("running") and (c.get("gpu", True) or c["id"] in {p.container_id for p in processes})
             )
             blockers = []
             if not self.s["kernel"].get("module_unload_supported", True):
@@ -372,6 +377,7 @@ class SimulatedNode:
                 mig_pending=tuple(g["pci_bus_id"] for g in self.s["gpus"] if g.get("mig_pending")),
                 fabric_manager_version=self.s.get("fabric_manager_version") if self.s.get("nvswitch") else None,
                 userspace_version=self.s.get("installed_version"),
+                hostname=self.s.get("hostname", "sim-node"),
             )
             return replace(view, recommended_action=self.recommend(view)) if self.recommend else view
 
@@ -391,6 +397,7 @@ class SimulatedNode:
                     p.get("unit"),
                     "procfs",
                     p.get("pgrp", p["pid"]),
+                    _pod(p.get("pod")),
                 )
                 for p in self.s["processes"]
                 if p.get("alive", True) and set(p.get("holds", [])) & set(self.s["loaded"])
@@ -431,6 +438,11 @@ class SimulatedNode:
         c = self._container(container_id)
         self._latency("stop_container")
         with self._lock:
+            if c.get("unit") and any(sv["name"] == c["unit"] and sv.get("active") for sv in self.s["services"]):
+                # stopped behind its unit's back: systemd (Restart=) starts it again at once
+                c["starts"] = c.get("starts", 0) + 1
+                self._save()
+                return
             c["running"] = False
             if c.get("restart_policy") == "always":
                 # as the container door does: a dockerd restart must not start it while the modules
@@ -480,8 +492,12 @@ class SimulatedNode:
         self._latency("stop_service")
         with self._lock:
             sv["active"] = False
+            owned = {c["id"] for c in self.s["containers"] if c.get("unit") == name}
+            for c in self.s["containers"]:
+                if c["id"] in owned:
+                    c["running"] = False  # the unit's ExecStop stops its container
             for p in self.s["processes"]:
-                if p.get("unit") == name:
+                if p.get("unit") == name or p.get("container") in owned:
                     p["alive"] = False
             if name == FABRIC_MANAGER:
                 self.s["fabric_up"] = False
@@ -507,6 +523,10 @@ class SimulatedNode:
         with self._lock:
             sv["active"] = True
             sv["starts"] = sv.get("starts", 0) + 1
+            for c in self.s["containers"]:
+                if c.get("unit") == name:  # its ExecStart runs its container
+                    c["running"] = True
+                    c["starts"] = c.get("starts", 0) + 1
             if name == FABRIC_MANAGER and self.s.get("nvswitch"):
                 self.s["fabric_up"] = True
                 self.s["fabric_polls_left"] = int(self.s.get("fabric_training_polls", 0))
@@ -612,6 +632,9 @@ class SimulatedNode:
                         return f"refused: pid {pid} now belongs to another process"
                     self._latency("kill_grace" if p.get("ignores_sigterm") else "terminate")
                     p["alive"] = False
+                    if p.get("pod"):  # kubelet starts the pod's container again, on the same GPUs
+                        again = {k: v for k, v in p.items() if k not in ("alive", "start_time")}
+                        self.s["processes"].append({**again, "pid": pid + 10000, "pgrp": pid + 10000})
                     child = p.pop("spawns_on_kill", None)
                     if child:  # a child forked just before the signal: it inherited the descriptors
                         self.s["processes"].append(
@@ -751,3 +774,17 @@ class SimulatedNode:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(min(seconds, 0.01))
+
+
+def _pod(pod: dict | None) -> KubePod | None:
+    """A scenario process's pod (kubelet's cgroup and the runtime's names, as the live scan reads them)."""
+    if not pod:
+        return None
+    return KubePod(
+        pod["uid"],
+        pod.get("runtime", "containerd"),
+        pod.get("container_id", "0" * 64),
+        pod.get("namespace"),
+        pod.get("name"),
+        pod.get("container"),
+    )

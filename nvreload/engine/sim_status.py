@@ -8,6 +8,7 @@ from nvreload.engine.plan import ReloadView
 from nvreload.engine.sim import SimulatedNode
 from nvreload.model import (
     Consumers,
+    EngineState,
     KernelInfo,
     KernelLog,
     KernelModule,
@@ -112,5 +113,15 @@ def simulated_node_state(node: SimulatedNode, view: ReloadView | None = None) ->
         mofed_ready=bool(s.get("mofed_ready", True)),
         peermem_wanted="nvidia_peermem" in s["loaded"] or "nvidia_peermem" in s.get("modules_load_d", []),
         fabric_manager_version=s.get("fabric_manager_version") if s.get("nvswitch") else None,
-        consumers=Consumers(processes=view.processes, services=view.services, containers=view.containers, scanned=True),
+        consumers=Consumers(
+            processes=view.processes,
+            services=view.services,
+            containers=view.containers,
+            scanned=True,
+            # each engine the simulated containers name, with its GPU containers (no socket: a URL of its own)
+            engines=tuple(
+                EngineState(name, f"simulated://{name}", sum(1 for c in view.containers if c.engine == name))
+                for name in sorted({c.engine for c in view.containers})
+            ),
+        ),
     )

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 
 from nvreload.host.commands import CommandRunner
 from nvreload.host.modinfo_cache import ModinfoCache
 from nvreload.host.rootfs import RootFS
-from nvreload.model import Consumers, ContainerState, GpuProcess, NvmlReport, ServiceState
+from nvreload.model import Consumers, ContainerState, EngineState, GpuProcess, NvmlReport, ServiceState
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ class Machine:
         self.fs = fs
         self.live = fs.is_live
         self.runner = runner or CommandRunner()
-        self._container_engine: ContainerEngine | None = None
+        self._container_engines: tuple[ContainerEngine, ...] | None = None
+        self._engine_errors: tuple[str, ...] = ()
         # started by the caller before the heavy imports, so NVML answers while we read files;
         # used by the first nvml() call only (a later read must see the driver as it is then)
         self._nvml_probe = nvml_probe
@@ -129,29 +131,74 @@ class Machine:
             seen.setdefault(daemon.name, ServiceState(daemon.name, "active", None, daemon.command))
         return tuple(seen.values())
 
+    def container_engines(self) -> tuple[ContainerEngine, ...]:
+        """A client of each container engine whose socket exists here (Docker, rootful Podman, each
+        user's rootless Podman), made once; none where no socket exists (then the docker SDK is
+        never imported). One that cannot even be made is left out and named by containers()."""
+        if self._container_engines is None:
+            self._container_engines, self._engine_errors = (), ()
+            if self.live:
+                from nvreload.errors import HostError
+                from nvreload.host.containers import ContainerEngine, engine_sockets
+
+                engines, errors = [], []
+                for socket in engine_sockets():
+                    try:
+                        # 30 s per request; a stop adds the container's own stop timeout to it
+                        engines.append(ContainerEngine(socket.url, 30, socket.owner_uid, socket.owner))
+                    except HostError as exc:
+                        errors.append(exc.message)
+                self._container_engines, self._engine_errors = tuple(engines), tuple(errors)
+        return self._container_engines
+
     def container_engine(self) -> ContainerEngine | None:
-        """The one client of this node's container engine, or None where no engine socket exists
-        (then the docker SDK is never imported)."""
-        if self._container_engine is None and self.live:
-            from nvreload.host.containers import engine_url
-
-            url = engine_url()
-            if url is not None:
-                from nvreload.host.containers import ContainerEngine
-
-                # 30 s per request; a stop adds the container's own stop timeout to it
-                self._container_engine = ContainerEngine(url, timeout=30)
-        return self._container_engine
-
-    def containers(self, holder_ids: tuple[str, ...] = ()) -> tuple[tuple[ContainerState, ...], str | None]:
-        """(GPU containers, why they could not be listed). No engine socket: none."""
+        """Docker's engine where there is one, else the first (--restart-docker, the journal's record
+        of live-restore)."""
         from nvreload.errors import HostError
 
-        try:
-            engine = self.container_engine()
-            return (engine.gpu_containers(holder_ids), None) if engine is not None else ((), None)
-        except HostError as exc:
-            return (), exc.message
+        engines = self.container_engines()
+        for engine in engines:
+            try:
+                if engine.info().name == "docker":
+                    return engine
+            except HostError:
+                continue
+        return engines[0] if engines else None
+
+    def containers(self, holder_ids: tuple[str, ...] = ()) -> tuple[tuple[ContainerState, ...], str | None]:
+        """(GPU containers of every engine, why an engine's could not be listed). No socket: none."""
+        from nvreload.errors import HostError
+
+        found: list[ContainerState] = []
+        engines = self.container_engines()
+        errors = list(self._engine_errors)
+        for engine in engines:
+            try:
+                found += engine.gpu_containers(holder_ids)
+            except HostError as exc:
+                errors.append(exc.message)
+        if found and not self.systemd_is_pid1():
+            # a unit's label with no systemd to run the unit: the container is stopped by itself
+            found = [replace(c, unit=None) if c.unit else c for c in found]
+        elif any(c.unit is None and c.engine == "docker" for c in found):
+            from nvreload.host.processes import docker_client_units
+
+            clients = docker_client_units()
+            found = [replace(c, unit=_client_unit(c, clients)) if c.engine == "docker" else c for c in found]
+        return tuple(found), ("; ".join(errors) if errors else None)
+
+    def engine_states(self, containers: tuple[ContainerState, ...]) -> tuple[EngineState, ...]:
+        """Each engine that answered, with how many of these GPU containers it runs (--status)."""
+        from nvreload.errors import HostError
+
+        states = []
+        for engine in self.container_engines():
+            try:
+                label = engine.label
+            except HostError:
+                continue
+            states.append(EngineState(label, engine.url, sum(1 for c in containers if c.engine == label)))
+        return tuple(states)
 
     def recorded_consumers(self) -> Consumers | None:
         """A snapshot's record of the live consumer scan (--collect's consumers.json); None live,
@@ -171,6 +218,15 @@ class Machine:
             text = self.runner.run(["nv-fabricmanager", "--version"], timeout=10).stdout
         match = _FM_VERSION.search(text or "")
         return match.group(1) if match else None
+
+
+def _client_unit(container: ContainerState, clients: dict[str, str]) -> str | None:
+    """The unit whose docker client runs this container: named by its name, or by its id (12+ hex)."""
+    if container.unit is not None or container.name in clients:
+        return container.unit or clients[container.name]
+    return next(
+        (unit for key, unit in clients.items() if len(key) >= 12 and container.id.startswith(key.lower())), None
+    )
 
 
 def _read_kmsg() -> str | None:

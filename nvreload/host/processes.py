@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -18,7 +19,15 @@ from nvreload.catalog import GPU_DAEMONS
 from nvreload.errors import HostError
 from nvreload.model import GpuProcess
 from nvreload.names import printable
-from nvreload.read.devices import DeviceMatcher, ProcessIdentity, classify_cgroup, parse_proc_stat
+from nvreload.read.devices import (
+    DeviceMatcher,
+    ProcessIdentity,
+    cgroup_unit,
+    classify_cgroup,
+    docker_client_containers,
+    parse_proc_stat,
+)
+from nvreload.read.kube import kube_pod
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
@@ -36,6 +45,9 @@ def read_identity(pid: int, proc: str = "/proc") -> ProcessIdentity | None:
     return parse_proc_stat(pid, raw)
 
 
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+
+
 def _read(path: str) -> str:
     try:
         with open(path, "rb") as handle:
@@ -51,6 +63,21 @@ def _argv(pid: int, proc: str) -> tuple[str, ...]:
 def own_unit(proc: str = "/proc") -> str | None:
     """The systemd service this process runs in, if any (from its own cgroup)."""
     return classify_cgroup(_read(f"{proc}/self/cgroup"))[1]
+
+
+def docker_client_units(proc: str = "/proc") -> dict[str, str]:
+    """Container name or id -> the systemd service whose `docker run`/`docker start -a` client runs
+    it in the foreground (a `docker run` in a service's ExecStart): the container is the unit's.
+    Only root's clients count: anyone may name a process docker and give it such arguments."""
+    owned: dict[str, str] = {}
+    for name in os.listdir(proc):
+        if not name.isdigit() or _read(f"{proc}/{name}/comm").strip() != "docker" or _owner(int(name), proc) != 0:
+            continue
+        containers = docker_client_containers(_argv(int(name), proc))
+        unit = cgroup_unit(_read(f"{proc}/{name}/cgroup")) if containers else None
+        if unit:
+            owned.update(dict.fromkeys(containers, unit))
+    return owned
 
 
 # the holder scan ---------------------------------------------------------------------------------
@@ -174,11 +201,18 @@ def _scan_forked(pids: list[int], matcher: DeviceMatcher, proc: str, workers: in
     return found
 
 
-def describe(pid: int, devices: tuple[str, ...], source: str, proc: str = "/proc") -> GpuProcess | None:
+def describe(
+    pid: int, devices: tuple[str, ...], source: str, proc: str = "/proc", runtime_root: str = "/"
+) -> GpuProcess | None:
     ident = read_identity(pid, proc)
     if ident is None:
         return None
-    container, unit = classify_cgroup(_read(f"{proc}/{pid}/cgroup"))
+    cgroup = _read(f"{proc}/{pid}/cgroup")
+    container, unit = classify_cgroup(cgroup)
+    if container is None:
+        # Podman without cgroups of its own (rootless where systemd is not PID 1, cgroups=disabled)
+        # leaves no trace in the cgroup: the container is the one its conmon ancestor monitors
+        container = conmon_container(pid, proc)
     cmdline = printable(_read(f"{proc}/{pid}/cmdline").replace("\0", " ").strip())
     return GpuProcess(
         pid=pid,
@@ -190,7 +224,37 @@ def describe(pid: int, devices: tuple[str, ...], source: str, proc: str = "/proc
         systemd_unit=unit,
         source=source,
         process_group=ident.process_group,
+        pod=kube_pod(cgroup, runtime_root) if "kubepods" in cgroup else None,
+        uid=_owner(pid, proc),
     )
+
+
+def _owner(pid: int, proc: str) -> int | None:
+    try:
+        return os.stat(f"{proc}/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def conmon_container(pid: int, proc: str = "/proc", depth: int = 16) -> str | None:
+    """The container id of the conmon (Podman's container monitor) above `pid`, if any: conmon
+    is started with `--cid <id>` (or `-c <id>`), and the container's processes descend from it."""
+    for _ in range(depth):
+        raw = _read(f"{proc}/{pid}/stat")
+        close = raw.rfind(")")
+        fields = raw[close + 2 :].split() if close >= 0 else []
+        if len(fields) < 2 or not fields[1].isdigit():
+            return None
+        if raw[raw.find("(") + 1 : close] == "conmon":
+            argv = _argv(pid, proc)
+            for flag, value in zip(argv, argv[1:], strict=False):
+                if flag in ("-c", "--cid") and _CONTAINER_ID.fullmatch(value):
+                    return value
+            return None
+        pid = int(fields[1])  # the parent
+        if pid <= 1:
+            return None
+    return None
 
 
 def scan_gpu_holders(
@@ -198,8 +262,10 @@ def scan_gpu_holders(
     proc: str = "/proc",
     extra_pids: tuple[int, ...] = (),
     workers: int | None = None,
+    runtime_root: str = "/",
 ) -> tuple[GpuProcess, ...]:
-    """Every process holding a matching device, merged with pids another source (NVML) named."""
+    """Every process holding a matching device, merged with pids another source (NVML) named;
+    `runtime_root` is where the container runtimes' state is (/run/containerd...): a test's own."""
     own = os.getpid()
     found: dict[int, GpuProcess] = {}
     if matcher:
@@ -208,14 +274,14 @@ def scan_gpu_holders(
             workers = min(os.cpu_count() or 1, 8) if len(pids) >= PARALLEL_SCAN_MIN_PROCESSES else 1
         held = _scan_forked(pids, matcher, proc, workers) if workers > 1 else _scan_pids(pids, matcher, proc)
         for pid, devices in sorted(held.items()):
-            described = describe(pid, tuple(devices), "procfs", proc)
+            described = describe(pid, tuple(devices), "procfs", proc, runtime_root)
             if described is not None:
                 found[pid] = described
     for pid in extra_pids:
         if pid in found:
             found[pid] = GpuProcess(**{**found[pid].__dict__, "source": "procfs+nvml"})
         elif pid != own:
-            described = describe(pid, (), "nvml", proc)
+            described = describe(pid, (), "nvml", proc, runtime_root)
             if described is not None:
                 found[pid] = described
     return tuple(found[pid] for pid in sorted(found))

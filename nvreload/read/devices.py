@@ -39,6 +39,7 @@ _CONTAINER_PATTERNS = (
     r"cri-containerd-([0-9a-f]{12,64})\.scope",
     r"crio-([0-9a-f]{12,64})\.scope",
     r"libpod-([0-9a-f]{12,64})\.scope",
+    r"/libpod_parent/libpod-([0-9a-f]{64})(?![0-9a-f])",  # Podman's cgroupfs manager (systemd not PID 1)
     r"/kubepods[^\n]*/([0-9a-f]{64})",
 )
 _UNIT = r"/system\.slice/(?:[^/]+\.slice/)*([^/]+\.service)(?:/|$)"
@@ -158,6 +159,67 @@ def classify_cgroup(cgroup_text: str) -> tuple[str | None, str | None]:
         if match:
             return None, match.group(1)
     return None, None
+
+
+def cgroup_unit(cgroup_text: str) -> str | None:
+    """The systemd service a cgroup path is in, whatever container encloses it (a unit of a
+    containerised systemd is under its container's cgroup)."""
+    unit = _cgroup_patterns()[1]
+    for line in cgroup_text.splitlines():
+        match = unit.search(line.rsplit(":", 1)[-1] + "/")
+        if match:
+            return match.group(1)
+    return None
+
+
+# the Docker CLI's global options that take a value (before its subcommand)
+_DOCKER_GLOBAL_VALUES = frozenset({"-H", "--host", "-c", "--context", "--config", "-l", "--log-level"})
+_DOCKER_GLOBAL_VALUES |= frozenset({"--tlscacert", "--tlscert", "--tlskey"})
+
+
+# `docker run` options that take no value (every other option does, unless written --opt=value)
+_DOCKER_RUN_FLAGS = frozenset(
+    {"--detach", "--interactive", "--tty", "--rm", "--init", "--privileged", "--publish-all", "--read-only"}
+    | {"--no-healthcheck", "--oom-kill-disable", "--sig-proxy", "--quiet", "--help"}
+)
+_SHORT_FLAGS = re.compile(r"-[ditPq]+")  # -d, -it, -dit ...
+
+
+def docker_client_containers(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """The containers a `docker run --name X` / `docker start -a X` client process runs in the
+    foreground (what a service's ExecStart does): names or ids, from its argv."""
+    args = list(argv[1:])
+    while args and args[0].startswith("-"):
+        option = args.pop(0)
+        if option in _DOCKER_GLOBAL_VALUES and args:
+            args.pop(0)
+    if args[:1] == ["container"]:
+        args = args[1:]
+    if not args or args[0] not in ("run", "start"):
+        return ()
+    command, rest = args[0], args[1:]
+    if command == "run":
+        # its options up to the image; past it the words are the container's own command
+        index = 0
+        while index < len(rest) and rest[index].startswith("-") and rest[index] != "--":
+            arg = rest[index]
+            if arg.startswith("--name="):
+                return (arg.split("=", 1)[1],)
+            if arg == "--name":
+                return (rest[index + 1],) if index + 1 < len(rest) else ()
+            takes_value = "=" not in arg and arg not in _DOCKER_RUN_FLAGS and not _SHORT_FLAGS.fullmatch(arg)
+            index += 2 if takes_value else 1
+        return ()
+    # start: its options take no values but --detach-keys; the rest are the containers
+    names, skip = [], False
+    for arg in rest:
+        if skip:
+            skip = False
+        elif arg == "--detach-keys":
+            skip = True
+        elif not arg.startswith("-"):
+            names.append(arg)
+    return tuple(names)
 
 
 def character_major(proc_devices: str | None, name: str) -> int | None:

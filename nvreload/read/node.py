@@ -8,6 +8,7 @@ from nvreload.host.rootfs import RootFS
 from nvreload.model import (
     Consumers,
     ContainerState,
+    EngineState,
     GpuProcess,
     KernelModule,
     NextKernel,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
         ) -> tuple[GpuProcess, ...]: ...
         def services(self) -> tuple[ServiceState, ...]: ...
         def containers(self, holder_ids: tuple[str, ...] = ()) -> tuple[tuple[ContainerState, ...], str | None]: ...
+        def engine_states(self, containers: tuple[ContainerState, ...]) -> tuple[EngineState, ...]: ...
         def fabric_manager_version(self) -> str | None: ...
         def recorded_consumers(self) -> Consumers | None: ...
 
@@ -94,6 +96,7 @@ def scan_consumers(
         containers=containers,
         scanned=True,
         container_engine_error=engine_error,
+        engines=machine.engine_states(containers),
     )
 
 

@@ -83,6 +83,12 @@ def render_status(doc: dict, verbose: bool = False) -> None:
             f"{sum(1 for s in consumers['services'] if s['active'] == 'active')} active service(s), "
             f"{len(consumers['containers'])} GPU container(s)"
         )
+        engines = consumers.get("engines") or []
+        if engines:
+            out.print(
+                "container engines: "
+                + ", ".join(f"{text(e['name'])} {e['gpu_containers']} GPU container(s)" for e in engines)
+            )
         if verbose:
             for proc in consumers["processes"]:
                 out.print(f"  pid {proc['pid']} {text(proc['comm'])}: {text(', '.join(proc['devices']) or 'via NVML')}")

@@ -209,5 +209,14 @@ def render_prometheus(document: dict, journal: JournalView | None) -> str:
             ({"seen_by": "nvml"}, sum(1 for g in gpus if g.get("in_nvml"))),
         ],
     )
+    out.family(
+        "nvreload_container_engine_gpu_containers",
+        "Running GPU containers of each container engine found on the node (docker, podman, or a user's "
+        "rootless podman), by engine and socket.",
+        [
+            ({"engine": e["name"], "url": e["url"]}, e["gpu_containers"])
+            for e in document["consumers"].get("engines", [])
+        ],
+    )
     _journal(out, journal)
     return out.text()

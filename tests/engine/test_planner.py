@@ -167,3 +167,27 @@ def test_without_nvidia_drm_the_pending_mig_mode_is_applied_after_the_last_modul
     )
     load = [(a.kind, a.target) for a in build_plan(view).step("load_modules").actions]
     assert load == [("load_module", "nvidia"), ("load_module", "nvidia_uvm"), ("apply_mig_mode", "0000:2a:00.0")]
+
+
+def test_containers_a_unit_owns_are_stopped_and_started_through_the_unit_once():
+    view = ReloadView(
+        modules=(LoadedModule("nvidia", ()),),
+        processes=(),
+        services=(ServiceState("q-train.service", "active"),),
+        containers=(
+            ContainerState(
+                "a" * 64, "q-train", True, ("cdi:nvidia.com/gpu=0",), engine="podman", unit="q-train.service"
+            ),
+            ContainerState(
+                "b" * 64, "q-sidecar", True, ("cdi:nvidia.com/gpu=1",), engine="podman", unit="q-train.service"
+            ),
+            ContainerState("c" * 64, "loose", True, ("cdi:nvidia.com/gpu=1",), engine="podman"),
+        ),
+    )
+    plan = build_plan(view)
+    stop = [(a.kind, a.target) for a in plan.step("stop_consumers").actions]
+    assert stop == [("stop_service", "q-train.service"), ("stop_container", "loose")]
+    owns = plan.step("stop_consumers").actions[0].detail["owns_containers"]
+    assert owns == [f"q-train ({'a' * 12})", f"q-sidecar ({'b' * 12})"]
+    restart = [(a.kind, a.target) for a in plan.step("restart_consumers").actions]
+    assert restart == [("start_service", "q-train.service"), ("start_container", "loose")]

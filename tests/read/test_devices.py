@@ -1,6 +1,14 @@
 """The parsers behind the holder scan: /proc/devices majors, /proc/<pid>/stat, cgroup paths."""
 
-from nvreload.read.devices import classify_cgroup, nvidia_majors, parse_proc_stat
+import pytest
+
+from nvreload.read.devices import (
+    cgroup_unit,
+    classify_cgroup,
+    docker_client_containers,
+    nvidia_majors,
+    parse_proc_stat,
+)
 
 
 def test_cgroup_paths_classify_containers_and_units():
@@ -35,3 +43,24 @@ def test_a_kernel_thread_is_told_by_its_flags():
 def test_a_major_in_superscript_digits_is_not_a_major_nor_a_crash():
     # found by tests/fuzz: str.isdigit() accepts '²', int() refuses it
     assert nvidia_majors("Character devices:\n² nvidia-uvm\n195 nvidia\n") == frozenset({195})
+
+
+@pytest.mark.parametrize(
+    "argv, containers",
+    [
+        (("docker", "-H", "unix:///run/docker.sock", "run", "--rm", "--name", "train", "img"), ("train",)),
+        (("/usr/bin/docker", "container", "run", "--name=train", "img", "sh"), ("train",)),
+        (("docker", "start", "-a", "--detach-keys", "ctrl-x", "train", "infer"), ("train", "infer")),
+        (("docker", "run", "-dit", "-e", "A=1", "--rm", "--name", "a", "img"), ("a",)),
+        (("docker", "run", "-e", "A=1", "img", "--name", "inside"), ()),  # past the image: the command's
+        (("docker", "ps"), ()),
+        (("docker", "run", "--", "--name", "x"), ()),
+    ],
+)
+def test_a_docker_client_names_the_containers_it_runs_in_the_foreground(argv, containers):
+    assert docker_client_containers(argv) == containers
+
+
+def test_the_unit_of_a_cgroup_is_found_inside_a_containerised_systemd():
+    text = "0::/docker/" + "a" * 64 + "/system.slice/d-train.service\n"
+    assert cgroup_unit(text) == "d-train.service"
