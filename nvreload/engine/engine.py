@@ -7,8 +7,9 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 from nvreload.catalog import FABRIC_SERVICES, LOGIND_COMM
 from nvreload.engine.journal import Journal, UndoRecord
@@ -79,6 +80,23 @@ class Engine:
     def _defer_signal(self, signum: int, _frame: object) -> None:
         # rollback must finish; the signal is acted on once the journal and the report are out
         self._deferred_signal = signum
+
+    @contextmanager
+    def _signals_held(self) -> Iterator[None]:
+        """Hold SIGINT, SIGTERM and SIGHUP for the block, then act on the first that came (as
+        Interrupted), once the block is done."""
+        held: list[int] = []
+        previous = self._install(lambda signum, _frame: held.append(signum))
+        try:
+            yield
+        except BaseException:
+            if held:  # the block failed anyway, and its undo runs: the signal is acted on after it
+                self._deferred_signal = held[0]
+            raise
+        finally:
+            self._restore(previous)
+        if held:
+            raise Interrupted(held[0])
 
     def _install(self, handler) -> dict:
         previous = {}
@@ -160,8 +178,10 @@ class Engine:
                 self.reporter.action(action, "done")
 
         # Containers stop in parallel with each other and with the service chain: the critical
-        # path is the slowest container, not their sum.
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+        # path is the slowest container, not their sum. A signal waits until every stop under way
+        # is done and journaled: raised inside the pool (a Thread.start() it waits on), it would
+        # leave a worker to stop a container after the rollback had restarted the rest.
+        with self._signals_held(), ThreadPoolExecutor(max_workers=self.workers) as pool:
             futures = [pool.submit(stop_container, a) for a in containers]
             if services:
                 futures.append(pool.submit(stop_services))

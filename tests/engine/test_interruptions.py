@@ -247,3 +247,37 @@ def test_a_reserve_that_cannot_be_taken_is_a_refusal(tmp_path, small_disk):
     with pytest.raises(RefusedError, match="has no room for the run's journal"):
         Journal.start(str(small_disk / "journal.json"), "reload", [], JournalContext("simulated"))
     assert not (small_disk / "journal.json").exists() and not (small_disk / "journal.json.reserve").exists()
+
+
+def test_a_signal_while_the_stops_start_their_threads_waits_for_every_stop_under_way(tmp_path, monkeypatch):
+    """SIGTERM delivered inside ThreadPoolExecutor.submit (right after a worker thread starts, before
+    the pool records it): raised there, the pool would not wait for that worker, which then stopped
+    a container after the rollback had restarted the others (the harness's case 88, under load)."""
+    import threading
+
+    real_start = threading.Thread.start
+    sent = []
+
+    def start_then_signal(thread):
+        real_start(thread)
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)  # to this test's own process: the engine's handler
+
+    scenario = default_scenario()
+    scenario["latency"] = {"stop_container": 0.3}
+    node = SimulatedNode(scenario, str(tmp_path / "node"))
+    view = node.observe()
+    plan = build_plan(view, node.configured_parameters())
+    journal = Journal.start(
+        str(tmp_path / "journal.json"), "reload", [], JournalContext(node.name, None, None, view.loaded_version)
+    )
+    monkeypatch.setattr(threading.Thread, "start", start_then_signal)
+    report = Engine(node, journal).reload(plan)
+    monkeypatch.undo()
+    time.sleep(0.5)  # a worker left behind would stop its container now
+    assert (report.result, report.error) == ("rolled_back", "interrupted by SIGTERM")
+    assert_consistent(node.s)
+    assert [c["running"] for c in node_state(tmp_path / "node")["containers"]] == [True, True, True]
+    undo = Journal.load(str(tmp_path / "journal.json")).undo
+    assert {r.state for r in undo if r.kind == "stop_container"} == {"undone"}
