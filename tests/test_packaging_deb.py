@@ -163,15 +163,6 @@ def help_options() -> set[str]:
     return {opt for head in heads for opt in re.findall(r"(?<![\w-])--?[a-z][\w-]*", head)}
 
 
-def test_the_man_page_generator_lists_exactly_the_options_of_the_cli_and_its_help():
-    manpage = manpage_module()
-    page = manpage.page()
-    assert manpage.option_names(page) == cli_options() == help_options()
-    for heading in ('.SH "EXIT STATUS"', ".SH ENVIRONMENT", ".SH EXAMPLES", ".SH FILES"):
-        assert heading in page
-    assert ".TP\n\\fB77\\fR\n" in page and "NVRELOAD_STATE_DIR" in page
-
-
 def test_the_packaged_man_page_is_the_generators_for_the_command_it_ships_with(unpacked):
     shipped = gzip.decompress((unpacked / "usr/share/man/man8/nvreload.8.gz").read_bytes()).decode()
     assert shipped.startswith('.TH NVRELOAD 8 "')
@@ -194,13 +185,6 @@ def test_the_man_page_renders_without_a_groff_warning(unpacked):
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 
-def test_a_man_page_generator_fails_on_an_epilog_section_it_does_not_place(monkeypatch):
-    manpage = manpage_module()
-    monkeypatch.setattr(manpage, "HELP_EPILOG", manpage.HELP_EPILOG + "\n\b\nSee also:\n  nvidia-smi  the tool\n")
-    with pytest.raises(SystemExit, match="'See also'"):
-        manpage.page()
-
-
 def systemd_lines(unpacked: Path, script: str) -> list[str]:
     text = (unpacked / "DEBIAN" / script).read_text()
     return [line.strip() for line in text.splitlines() if "deb-systemd-" in line and "'" in line]
@@ -214,20 +198,6 @@ def test_the_package_starts_and_enables_only_the_metrics_timer_never_the_reload_
     assert "deb-systemd-helper enable 'nvreload-metrics.timer'" in postinst
     assert "deb-systemd-invoke $_dh_action 'nvreload-metrics.timer'" in postinst
     assert "systemctl --system daemon-reload" in postinst
-
-
-def unfinished_patterns(script: str) -> set[str]:
-    """The states a maintainer script treats as an unfinished run (its `case` line for them)."""
-    text = (PACKAGING / "debian" / script).read_text()
-    (line,) = [line for line in text.splitlines() if "rolling_back" in line]
-    return {state.strip() for state in line.strip().rstrip(")").split("|")}
-
-
-def test_the_maintainer_scripts_keep_every_state_the_journal_calls_unfinished_and_an_unreadable_one():
-    from nvreload.engine.journal import UNFINISHED
-
-    for script in ("nvreload.postinst", "nvreload.postrm"):
-        assert unfinished_patterns(script) == {*UNFINISHED, "unknown"}, script
 
 
 def test_lintian_finds_nothing_that_is_not_overridden_and_every_override_says_why(deb):

@@ -86,9 +86,6 @@ def test_the_rpms_configuration_files_are_the_debs_conffiles_with_dnfs_hooks_for
         deb_conf = {line.lstrip("/") for line in member.read().decode().split()}
     rpm_conf = {line.lstrip("/") for line in rpm_query(rpm, "-c").split()}
     assert rpm_conf == (deb_conf - ONLY_DEB) | {p for p in ONLY_RPM if p.startswith("etc/")}
-    # noreplace: an edited file is kept across an upgrade, as dpkg keeps a conffile
-    spec = (REPO / "packaging" / "nvreload.spec").read_text()
-    assert [line for line in spec.splitlines() if line.startswith("%config") and "(noreplace)" not in line] == []
 
 
 def scriptlets(rpm: Path) -> dict[str, str]:

@@ -184,6 +184,8 @@ def test_the_deb_installs_offline_works_upgrades_and_removes_without_leftovers(r
     upgrade = apt_ok(run, "upgrade")
     assert "Unpacking nvreload (" + current.name.split("_")[1] + ") over (" + PREVIOUS + ")" in upgrade, upgrade
     assert "holds an unfinished run (state stopped), left as it is" in upgrade, upgrade
+    # the apt hook ran the new nvreload, which refused (77: the unfinished run): said, and apt succeeded
+    assert "nvreload: nvreload --after-upgrade apt exited 77" in upgrade, upgrade
     assert run.text("journal.before") == run.text("journal.after")
     assert run.text("conf.after").endswith("# node-17: kept on report until the fleet moves (edited by hand)\n")
     assert "Configuration file '/etc/nvreload/nvreload.conf'" not in upgrade  # no prompt
