@@ -193,7 +193,8 @@ def systemd_lines(unpacked: Path, script: str) -> list[str]:
 def test_the_package_starts_and_enables_only_the_metrics_timer_never_the_reload_service(unpacked):
     for script in ("postinst", "prerm", "postrm"):
         lines = systemd_lines(unpacked, script)
-        assert lines and all("'nvreload-metrics.timer'" in line for line in lines), (script, lines)
+        units = {unit for line in lines for unit in re.findall(r"'([\w.@-]+)'", line)}
+        assert lines and units == {"nvreload-metrics.timer"}, (script, lines)
     postinst = (unpacked / "DEBIAN" / "postinst").read_text()
     assert "deb-systemd-helper enable 'nvreload-metrics.timer'" in postinst
     assert "deb-systemd-invoke $_dh_action 'nvreload-metrics.timer'" in postinst
