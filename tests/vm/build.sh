@@ -17,6 +17,8 @@ if [ -z "$KVER" ]; then apt-get update -qq; KVER=$(stock_kernel); fi
 VERSIONS=(580.95.05 580.105.08 580.119.02)
 BROKEN=580.126.09  # its nvidia.ko refuses to load (probe fails: "RmInitAdapter failed")
 GUEST_PACKAGES=systemd,systemd-sysv,udev,kmod,python3,python3-click,python3-rich,python3-psutil,python3-zstandard,procps,psmisc,util-linux,e2fsprogs
+# what the package cases use beside apt: man(1) for nvreload(8), bash-completion's loader for the TAB
+GUEST_PACKAGES+=,man-db,bash-completion
 NVML_PY=nvidia-ml-py==13.615.71
 
 stamp() {
@@ -90,6 +92,8 @@ mmdebstrap --quiet --variant=minbase --mode=root --include="$GUEST_PACKAGES" \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     bookworm "$ROOT" ${mirror:+"$mirror"}
+# the documentation left out above kept the image small; the packages the cases install are whole
+rm -f "$ROOT/etc/dpkg/dpkg.cfg.d/99mmdebstrap"
 # nvidia-ml-py is not packaged by Debian: its wheel (pure Python) unpacked into the guest
 python3 -m pip download -q --no-deps --only-binary=:all: -d "$WORK/wheels" "$NVML_PY"
 python3 -m zipfile -e "$WORK"/wheels/nvidia_ml_py-*.whl "$ROOT/usr/local/lib/python3.11/dist-packages/"
