@@ -31,10 +31,18 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 60) -> subproc
     )
 
 
+# SIGINT as a terminal delivers it: a test run started in the background by a non-interactive shell
+# (.ci/run's `pytest ... &`) inherits SIGINT ignored, and Python keeps it ignored in its children, so
+# a Ctrl-C a test sends would do nothing. coreutils' env puts it back to the default before the exec
+# (the pid stays the child's: env execs it).
+WITH_SIGINT = ["env", "--default-signal=INT"]
+
+
 def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
-    """The real console entry point started in the background (the test signals or waits on it)."""
+    """The real console entry point started in the background (the test signals or waits on it),
+    with SIGINT delivered as from a terminal."""
     return subprocess.Popen(
-        [sys.executable, "-m", "nvreload", *args],
+        [*WITH_SIGINT, sys.executable, "-m", "nvreload", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from engine.sim_helpers import node_state, write_scenario
-from helpers import as_nobody, run_cli
+from helpers import WITH_SIGINT, as_nobody, run_cli
 
 from nvreload.engine.sim import default_scenario
 from nvreload.errors import ExitCode
@@ -251,7 +251,7 @@ def test_sigint_while_python_still_imports_is_one_line_and_exit_130():
         "from nvreload.entry import main\n"
         "main(['--reload', '--simulate', '--dry-run'])\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([*WITH_SIGINT, sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 130
     assert one_line(proc) == "nvreload: interrupted before anything was changed"
 
