@@ -99,6 +99,20 @@ def rootless_podman():
         shutil.rmtree(service.base, ignore_errors=True)
 
 
+@pytest.fixture
+def kubelet(tmp_path):
+    """Real cgroup v2 directories laid out as kubelet (and systemd) lay them out, in a hierarchy the
+    test mounts (tests/realengine/kubelet.py); skipped with the reason where it cannot be mounted."""
+    from realengine import kubelet as real
+
+    reason = real.why_not()
+    if reason:
+        pytest.skip(reason)
+    node = real.KubeletNode(tmp_path / "node").start()
+    yield node
+    node.teardown()
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
     """A real slurmctld + slurmd for the whole session (one node: this host's short name); skipped with

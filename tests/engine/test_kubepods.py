@@ -25,18 +25,6 @@ GPUS = (GpuRef(0, "0000:3b:00.0", 0), GpuRef(1, "0000:5e:00.0", 1))
 
 
 @pytest.fixture
-def kubelet(tmp_path):
-    from realengine import kubelet as real
-
-    reason = real.why_not()
-    if reason:
-        pytest.skip(reason)
-    node = real.KubeletNode(tmp_path / "node").start()
-    yield node
-    node.teardown()
-
-
-@pytest.fixture
 def gpu_nodes(tmp_path):
     """/dev/nvidia0 and /dev/nvidia1 stand-ins: real character devices (those of /dev/zero)."""
     directory = tmp_path / "dev"

@@ -9,18 +9,6 @@ from nvreload.host.processes import docker_client_units
 
 
 @pytest.fixture
-def cgroups(tmp_path):
-    from realengine import kubelet as real
-
-    reason = real.why_not()
-    if reason:
-        pytest.skip(reason)
-    node = real.KubeletNode(tmp_path / "node").start()
-    yield node
-    node.teardown()
-
-
-@pytest.fixture
 def docker_binary(tmp_path):
     """A binary named docker (its comm is 'docker'), which waits: the argv is what counts."""
     source = tmp_path / "docker.c"
@@ -39,14 +27,14 @@ def start(node, command, unit):
     return proc
 
 
-def test_root_s_docker_run_in_a_service_names_its_unit_and_nobody_s_is_not_believed(cgroups, docker_binary):
+def test_root_s_docker_run_in_a_service_names_its_unit_and_nobody_s_is_not_believed(kubelet, docker_binary):
     start(
-        cgroups,
+        kubelet,
         [str(docker_binary), "-H", "unix:///run/docker.sock", "run", "--rm", "--name", "train", "img"],
         "train.service",
     )
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    start(cgroups, [*nobody, str(docker_binary), "run", "--name", "victim", "img"], "forged.service")
+    start(kubelet, [*nobody, str(docker_binary), "run", "--name", "victim", "img"], "forged.service")
     import time
 
     time.sleep(0.2)  # setpriv has exec'd the stand-in
