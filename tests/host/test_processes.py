@@ -208,8 +208,11 @@ def test_a_device_node_deleted_while_open_is_still_found(procs, tmp_path):
 # A name no other process on this machine has: stop_daemon signals every process of the name it is
 # given, and a test must never signal a real nvidia-persistenced (or anyone else's process).
 NAME = f"nvreload-test-daemon-{uuid.uuid4().hex[:8]}"
+# ignores SIGTERM, then says so by creating the file named by its argument (the test waits for it:
+# found in /proc right after exec, it has not yet set its handler)
 IGNORES_SIGTERM_C = (
-    "#include <signal.h>\n#include <unistd.h>\nint main(void){signal(SIGTERM,SIG_IGN);for(;;)pause();}\n"
+    "#include <fcntl.h>\n#include <signal.h>\n#include <unistd.h>\n"
+    "int main(int c, char **v){signal(SIGTERM,SIG_IGN);if(c>1)close(open(v[1],O_CREAT|O_WRONLY,0600));for(;;)pause();}\n"
 )
 
 
@@ -298,8 +301,9 @@ def test_stop_then_start_by_recorded_command_brings_the_daemon_back(cleanup, tmp
 
 def test_a_daemon_that_ignores_sigterm_is_killed_after_the_grace(cleanup, tmp_path):
     binary = daemon_binary(tmp_path, IGNORES_SIGTERM_C)
-    proc = subprocess.Popen([str(binary)], stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen([str(binary), str(tmp_path / "ready")], stdin=subprocess.DEVNULL)
     cleanup.append(proc)
+    assert wait_for(lambda: (tmp_path / "ready").exists())
     assert wait_for(lambda: any(d.pid == proc.pid for d in find_daemons((NAME,))))
     stop_daemon(NAME, grace=0.5)
     assert proc.wait(timeout=5) == -9
