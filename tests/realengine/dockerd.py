@@ -46,7 +46,6 @@ class Dockerd:
         return bindir
 
     def start(self) -> Dockerd:
-        import docker
 
         bindir = self._hook()
         env = {**os.environ, "PATH": f"{bindir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
@@ -78,19 +77,8 @@ class Dockerd:
             env=env,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("dockerd exited: " + (self.base / "dockerd.log").read_text()[-2000:])
-            if self.socket.exists():
-                try:
-                    self.client = docker.DockerClient(base_url=self.url, timeout=60)
-                    if self.client.ping():
-                        return self
-                except Exception:  # noqa: BLE001 - not up yet
-                    pass
-            time.sleep(0.1)
-        raise RuntimeError("dockerd did not answer within 30 s")
+        self.client = answering_client(self.proc, self.socket, self.url, self.base / "dockerd.log", "dockerd")
+        return self
 
     def stop(self) -> None:
         """Stop dockerd only (with live-restore its containers keep running)."""
@@ -161,3 +149,23 @@ class Dockerd:
 # A PID 1 that exits on SIGTERM (busybox sleep as PID 1 ignores it).
 SLEEPER = ["sh", "-c", 'trap "exit 0" TERM; sleep 3600 & wait']
 STUBBORN = ["sh", "-c", 'trap "" TERM; sleep 3600 & wait; sleep 3600']
+
+
+def answering_client(proc, socket, url: str, log, what: str):
+    """A docker SDK client of the engine `proc` serves on `socket` (dockerd, or Podman's compatible
+    API), once it answers a ping; RuntimeError with the log's tail when it exits or stays silent 30 s."""
+    import docker
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: " + log.read_text()[-2000:])
+        if socket.exists():
+            try:
+                client = docker.DockerClient(base_url=url, timeout=60)
+                if client.ping():
+                    return client
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer within 30 s")

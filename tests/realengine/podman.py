@@ -22,6 +22,8 @@ import tarfile
 import time
 from pathlib import Path
 
+from realengine.dockerd import answering_client
+
 CDI_SPEC = """cdiVersion: "0.5.0"
 kind: nvidia.com/gpu
 devices:
@@ -107,7 +109,6 @@ class PodmanService:
         }
 
     def start(self) -> PodmanService:
-        import docker
 
         env = self.env = self._configure()
         b = self.base
@@ -129,19 +130,8 @@ class PodmanService:
             env=env,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("podman system service exited: " + (b / "podman.log").read_text()[-2000:])
-            if self.socket.exists():
-                try:
-                    self.client = docker.DockerClient(base_url=self.url, timeout=60)
-                    if self.client.ping():
-                        return self
-                except Exception:  # noqa: BLE001 - not up yet
-                    pass
-            time.sleep(0.1)
-        raise RuntimeError("podman system service did not answer within 30 s")
+        self.client = answering_client(self.proc, self.socket, self.url, b / "podman.log", "podman system service")
+        return self
 
     def remote(self, *args: str, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
         """The podman command line, through this service (CreateCommand records it as given)."""
