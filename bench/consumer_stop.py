@@ -53,7 +53,7 @@ def main() -> None:
         from nvreload.engine.live_target import LiveTarget
         from nvreload.engine.planner import build_plan
         from nvreload.host.machine import Machine
-        from nvreload.host.rootfs import DirRoot
+        from nvreload.rootfs import DirRoot
 
         target = LiveTarget(Machine(DirRoot("/")))
         view = target.observe()

@@ -23,8 +23,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from nvreload.host.modinfo_cache import ModinfoCache  # noqa: E402
-from nvreload.host.rootfs import open_root  # noqa: E402
 from nvreload.read.on_disk import read_on_disk_module  # noqa: E402
+from nvreload.rootfs import open_root  # noqa: E402
 
 RELEASE = "6.1.0-26-amd64"
 COMPRESSORS = {"": None, ".xz": ["xz", "-c"], ".gz": ["gzip", "-c"], ".zst": ["zstd", "-q", "-c"]}

@@ -100,7 +100,7 @@ def _target(request: ActionRequest, paths: StatePaths) -> ReloadTarget:
         return simulated_node(request.simulate, paths, persist=not request.dry_run)
     from nvreload.engine.live_target import LiveTarget
     from nvreload.host.machine import Machine
-    from nvreload.host.rootfs import open_root
+    from nvreload.rootfs import open_root
 
     return LiveTarget(Machine(open_root(request.root), modinfo_cache_path=paths.modinfo_cache))
 

@@ -50,7 +50,7 @@ class App:
         if self._machine is None:
             from nvreload.host.commands import CommandRunner
             from nvreload.host.nvml import configured_timeout
-            from nvreload.host.rootfs import open_root
+            from nvreload.rootfs import open_root
 
             configured_timeout()  # a bad NVRELOAD_NVML_TIMEOUT is refused whether or not NVML gets probed
 

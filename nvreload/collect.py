@@ -20,10 +20,10 @@ from typing import BinaryIO, TypeVar
 
 from nvreload import __version__
 from nvreload.host.machine import SNAPSHOT_DIR, Machine
-from nvreload.host.rootfs import RootFS
 from nvreload.read.kernel_modules import MOFED_MODULES, NVIDIA_MODULES, parse_proc_modules, read_modules
 from nvreload.read.on_disk import find_module_file
 from nvreload.read.userspace import library_dirs
+from nvreload.rootfs import RootFS
 
 PROC_FILES = (
     "proc/modules",

@@ -12,8 +12,8 @@ def status_of(root) -> dict:
 def node_of(snapshot):
     """The read model of a built snapshot, for tests that change one fact of it (dataclasses.replace)."""
     from nvreload.host.machine import Machine
-    from nvreload.host.rootfs import open_root
     from nvreload.read.node import read_node
+    from nvreload.rootfs import open_root
 
     return read_node(Machine(open_root(str(snapshot.root))))
 

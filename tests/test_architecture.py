@@ -19,7 +19,7 @@ LAYERS = (
         "nvreload.pending",
         "nvreload.policy",
         "nvreload.requests",
-        "nvreload.host.rootfs",
+        "nvreload.rootfs",
     ),
     ("nvreload.read",),
     ("nvreload.host",),

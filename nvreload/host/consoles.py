@@ -4,7 +4,7 @@ fbcon on nvidia-drmdrmfb holds nvidia_drm until its consoles are unbound."""
 from __future__ import annotations
 
 from nvreload.errors import HostError
-from nvreload.host.rootfs import RootFS
+from nvreload.rootfs import RootFS
 
 
 def framebuffer_consoles(fs: RootFS) -> tuple[str, ...]:

@@ -4,7 +4,7 @@ the module options modprobe would apply (modprobe.d and the kernel command line)
 from __future__ import annotations
 
 from nvreload.host.commands import CommandRunner
-from nvreload.host.rootfs import RootFS
+from nvreload.rootfs import RootFS
 
 MODPROBE_D = ("etc/modprobe.d", "usr/lib/modprobe.d", "lib/modprobe.d", "run/modprobe.d")
 

@@ -14,8 +14,8 @@ from dataclasses import replace
 
 from nvreload.host.commands import CommandRunner
 from nvreload.host.modinfo_cache import ModinfoCache
-from nvreload.host.rootfs import RootFS
 from nvreload.model import Consumers, ContainerState, EngineState, GpuProcess, NvmlReport, ServiceState
+from nvreload.rootfs import RootFS
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:

@@ -14,8 +14,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from nvreload.host.rootfs import RootFS
 from nvreload.names import printable
+from nvreload.rootfs import RootFS
 
 NVIDIA_DEVICE_NAMES = (
     "nvidia",

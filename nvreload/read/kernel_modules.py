@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from nvreload.host.rootfs import RootFS
 from nvreload.model import KernelInfo, KernelModule
+from nvreload.rootfs import RootFS
 
 _STATES = {"Live": "live", "Loading": "coming", "Unloading": "going"}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from nvreload.host.rootfs import RootFS
 from nvreload.model import ProcGpu, ResidentDriver
+from nvreload.rootfs import RootFS
 
 # a bus id as normalize_bus_id writes it (and the status schema requires)
 _NORMAL_BUS_ID = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from nvreload.errors import ModuleFileError
-from nvreload.host.rootfs import RootFS
 from nvreload.model import DkmsEntry, OnDiskModule
 from nvreload.read.elf_modinfo import read_modinfo_file
+from nvreload.rootfs import RootFS
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import posixpath
 
-from nvreload.host.rootfs import RootFS
 from nvreload.model import PciGpu
+from nvreload.rootfs import RootFS
 
 NVIDIA_VENDOR = "0x10de"
 # 0x0300 VGA controller, 0x0302 3D controller: GPUs. Not audio functions (0x0403) or NVSwitches (0x0680).

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import posixpath
 
-from nvreload.host.rootfs import RootFS
 from nvreload.model import NodeInput, Readability
+from nvreload.rootfs import RootFS
 
 
 def _why_missing(fs: RootFS, rel: str, kernel_answers: bool) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import posixpath
 import re
 
-from nvreload.host.rootfs import RootFS
 from nvreload.model import UserspaceLibrary
+from nvreload.rootfs import RootFS
 
 SONAME = "libnvidia-ml.so.1"
 _VERSIONED = re.compile(r"^libnvidia-ml\.so\.(\d+\.\d+(?:\.\d+)?)$")

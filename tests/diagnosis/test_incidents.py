@@ -234,8 +234,8 @@ def test_a_fabric_left_in_progress_is_a_finding_and_fails_verify():
     # --verify reads only a live node; its checks are the same functions over the snapshot's read model
     from nvreload.diagnosis.health import run_checks
     from nvreload.host.machine import Machine
-    from nvreload.host.rootfs import open_root
     from nvreload.read.node import read_node
+    from nvreload.rootfs import open_root
 
     node = read_node(Machine(open_root(str(INCIDENTS / "fabric-manager-failed" / "snapshot.tar.gz"))))
     (check,) = [c for c in run_checks(node, None) if c.name == "fabric_completed"]

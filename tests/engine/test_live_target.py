@@ -2,7 +2,7 @@
 
 from nvreload.engine.live_target import LiveTarget
 from nvreload.host.machine import Machine
-from nvreload.host.rootfs import open_root
+from nvreload.rootfs import open_root
 
 
 def test_the_reload_set_is_the_nvidia_modules_not_mofed_or_nouveau(tmp_path):

@@ -16,8 +16,8 @@ from nvreload.errors import HostError
 from nvreload.host.commands import CommandRunner
 from nvreload.host.kmod import ModuleLoader
 from nvreload.host.machine import Machine
-from nvreload.host.rootfs import open_root
 from nvreload.model import Check
+from nvreload.rootfs import open_root
 
 STUB = textwrap.dedent("""\
     #!/bin/sh

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from nvreload.errors import ModuleFileError, NvreloadError
-from nvreload.host.rootfs import RootFS
+from nvreload.rootfs import RootFS
 
 # derandomize: CI sees the same examples on every run (a failure is reproducible, never flaky);
 # no database: nothing is written into the checkout. The budget keeps the whole fuzz set near 30 s.

@@ -5,7 +5,7 @@ from snapshot_builder import Snapshot
 
 from nvreload.errors import HostError
 from nvreload.host.consoles import bind_console, framebuffer_consoles
-from nvreload.host.rootfs import open_root
+from nvreload.rootfs import open_root
 
 
 def console_tree(snap, fb_name="nvidia-drmdrmfb"):

@@ -3,7 +3,7 @@
 from snapshot_builder import Snapshot
 
 from nvreload.host.kmod import modprobe_options
-from nvreload.host.rootfs import open_root
+from nvreload.rootfs import open_root
 
 
 def test_modprobe_d_and_the_kernel_command_line_give_the_configured_parameters(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from nvreload.host.machine import Machine
 from nvreload.host.nvml import NvmlProbe
-from nvreload.host.rootfs import open_root
+from nvreload.rootfs import open_root
 
 
 def live_host(snapshot, probe=None) -> Machine:

@@ -8,8 +8,8 @@ from snapshot_builder import healthy_node
 
 import nvreload.read.on_disk as on_disk
 from nvreload.host.modinfo_cache import ModinfoCache
-from nvreload.host.rootfs import open_root
 from nvreload.read.on_disk import read_on_disk_module
+from nvreload.rootfs import open_root
 
 
 @pytest.fixture

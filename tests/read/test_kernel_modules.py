@@ -1,7 +1,7 @@
 from snapshot_builder import Snapshot
 
-from nvreload.host.rootfs import open_root
 from nvreload.read.kernel_modules import parse_proc_modules, read_kernel, read_modules
+from nvreload.rootfs import open_root
 
 
 def test_refcount_dash_means_the_kernel_cannot_unload():
@@ -106,8 +106,8 @@ def test_an_empty_osrelease_names_no_kernel_release(tmp_path):
 
 def test_a_damaged_sysfs_module_version_is_no_version(tmp_path):
     # found by fuzzing: "\n⣰²" reached the status document's kernel_module_version, outside its schema
-    from nvreload.host.rootfs import DirRoot
     from nvreload.read.kernel_modules import read_module
+    from nvreload.rootfs import DirRoot
 
     for text, expected in (("580.95.05\n", "580.95.05"), ("\n⣰²", None), ("580.9x", None), ("５８０.１", None)):
         (tmp_path / "sys/module/nvidia").mkdir(parents=True, exist_ok=True)

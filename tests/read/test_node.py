@@ -3,8 +3,8 @@
 from helpers import node_of
 
 from nvreload.host.machine import Machine
-from nvreload.host.rootfs import open_root
 from nvreload.read.node import read_node
+from nvreload.rootfs import open_root
 
 
 def test_the_h100_capture_reads_every_input(h100_root):

@@ -2,7 +2,6 @@
 
 import pytest
 
-from nvreload.host.rootfs import open_root
 from nvreload.read.nvidia_proc import (
     normalize_bus_id,
     parse_gpu_information,
@@ -10,6 +9,7 @@ from nvreload.read.nvidia_proc import (
     read_proc_gpus,
     read_resident,
 )
+from nvreload.rootfs import open_root
 
 
 def test_the_h100_capture_has_the_open_580_module_resident(h100_root):

@@ -1,8 +1,8 @@
 import pytest
 from snapshot_builder import Snapshot
 
-from nvreload.host.rootfs import open_root
 from nvreload.read.on_disk import read_dkms, read_on_disk_module
+from nvreload.rootfs import open_root
 
 
 @pytest.mark.parametrize("compression", [None, "xz", "gz", "zst"])

@@ -1,7 +1,7 @@
 """NVIDIA GPUs on the PCI bus, and the functions that are not GPUs."""
 
-from nvreload.host.rootfs import open_root
 from nvreload.read.pci import read_pci_gpus
+from nvreload.rootfs import open_root
 
 
 def test_the_h100_capture_has_one_3d_controller_bound_to_nvidia(h100_root):

@@ -2,8 +2,8 @@
 
 from snapshot_builder import Snapshot, healthy_node
 
-from nvreload.host.rootfs import DirRoot, RootFS
 from nvreload.read.readability import kernel_release_input, read_readability, release_from_proc_version
+from nvreload.rootfs import DirRoot, RootFS
 
 
 class DeniedRoot(DirRoot):

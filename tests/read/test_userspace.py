@@ -1,7 +1,7 @@
 """The userspace driver version, from the file libnvidia-ml.so.1 resolves to (never from NVML)."""
 
-from nvreload.host.rootfs import open_root
 from nvreload.read.userspace import read_userspace
+from nvreload.rootfs import open_root
 
 
 def test_the_h100_capture_resolves_through_usr_local_nvidia(h100_root):

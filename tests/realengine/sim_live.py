@@ -16,7 +16,7 @@ from nvreload.engine.live_target import LiveTarget
 from nvreload.engine.plan import ReloadView
 from nvreload.engine.sim import SimulatedNode
 from nvreload.host.machine import Machine
-from nvreload.host.rootfs import DirRoot
+from nvreload.rootfs import DirRoot
 
 
 class SimulatedModulesLiveConsumers(SimulatedNode):

@@ -5,7 +5,7 @@ import tarfile
 import pytest
 
 from nvreload.errors import SnapshotError
-from nvreload.host.rootfs import open_root
+from nvreload.rootfs import open_root
 
 
 def make_tree(tmp_path):
@@ -78,7 +78,7 @@ def test_fixture_stand_in_files_act_as_links(h100_root):
 
 from hostile_builder import DMESG, fifo_dmesg, gzip_bomb_tgz, sparse_dmesg, status_capped, zero_device_dmesg  # noqa: E402
 
-import nvreload.host.rootfs as rootfs  # noqa: E402
+import nvreload.rootfs as rootfs  # noqa: E402
 
 
 def assert_named_unreadable(result, path):
