@@ -11,11 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nvreload.engine.dry_run import RecordedAction
 from nvreload.engine.engine import Engine, Reporter
 from nvreload.engine.journal import DetachedJournal, Journal, JournalContext, NullJournal, move_aside
+from nvreload.engine.kinds import Plan
 from nvreload.engine.lock import NodeLock, NullLock
 from nvreload.engine.outcome import RunReport
-from nvreload.engine.plan import Action, Plan, ReloadView, mig_documents
+from nvreload.engine.plan import ReloadView, mig_documents
 from nvreload.engine.planner import build_plan
 from nvreload.engine.reset_planner import ALL, build_reset_plan, select_gpus
 from nvreload.errors import BadInputError, ExitCode, JournalError, RefusedError
@@ -61,7 +63,7 @@ class ActionResult:
 
     exit_code: int
     report: RunReport | None = None
-    plan: list[Action] = field(default_factory=list)
+    plan: list[RecordedAction] = field(default_factory=list)
     dry_run: bool = False
     nothing_to_do: str | None = None  # the state the last run ended in, when there was nothing to do
     refusal: str | None = None  # a dry run of what the real run would refuse: the plan, and why
@@ -82,10 +84,7 @@ class ActionResult:
         if self.dry_run:
             document = {
                 "schema_version": 1,
-                "plan": [
-                    {"action": a.kind, "target": a.target, **({"detail": a.detail} if a.detail else {})}
-                    for a in self.plan
-                ],
+                "plan": [a.document() for a in self.plan],
             }
             if self.refusal:
                 document["refused"] = self.refusal

@@ -3,8 +3,23 @@ The engine runs exactly as it would; the recorded actions are the plan."""
 
 from __future__ import annotations
 
-from nvreload.engine.plan import Action, FinalState, MigInstance, ReloadView
+from dataclasses import dataclass, field
+
+from nvreload.engine.plan import FinalState, MigInstance, ReloadView
+from nvreload.host.processes import Termination
 from nvreload.model import Check, ContainerState, GpuProcess
+
+
+@dataclass(frozen=True)
+class RecordedAction:
+    """One write the engine asked of the node, as the --json plan shows it."""
+
+    kind: str
+    target: str
+    detail: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def document(self) -> dict:
+        return {"action": self.kind, "target": self.target, **({"detail": self.detail} if self.detail else {})}
 
 
 class RecordingTarget:
@@ -12,14 +27,14 @@ class RecordingTarget:
 
     def __init__(self, inner) -> None:
         self.inner = inner
-        self.recorded: list[Action] = []
+        self.recorded: list[RecordedAction] = []
         # what the plan names a container by (its name, as `docker ps` does, with a short id), and
         # the containers each unit owns: the target is handed ids and unit names only
         self._containers: dict[str, ContainerState] = {}
         self._owned: dict[str, list[str]] = {}
 
     def _rec(self, action: str, target: str, **detail: object) -> None:
-        self.recorded.append(Action(action, target, dict(detail)))
+        self.recorded.append(RecordedAction(action, target, dict(detail)))
 
     def observe(self) -> ReloadView:
         view = self.inner.observe()
@@ -80,9 +95,9 @@ class RecordingTarget:
     def start_mps(self) -> None:
         self._rec("start_mps", "nvidia-cuda-mps-control")
 
-    def terminate_process(self, pid: int, start_time: int | None) -> str:
+    def terminate_process(self, pid: int, start_time: int | None) -> Termination:
         self._rec("kill_process", str(pid), start_time=start_time)
-        return "planned: SIGTERM, grace, SIGKILL"
+        return Termination(pid, "planned", "SIGTERM, grace, SIGKILL")
 
     def bind_console(self, vtcon: str, bind: bool) -> None:
         self._rec("rebind_console" if bind else "unbind_console", vtcon)

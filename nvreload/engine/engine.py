@@ -8,14 +8,35 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 from nvreload.catalog import FABRIC_SERVICES, LOGIND_COMM
-from nvreload.engine.journal import Journal, UndoRecord
-from nvreload.engine.outcome import Outcome, RunReport
-from nvreload.engine.plan import OPTIONAL_MODULES, Action, Plan, Step, mig_geometry
-from nvreload.engine.planner import restart_actions
+from nvreload.engine.journal import Journal
+from nvreload.engine.kinds import (
+    STOP_KINDS,
+    STOPS,
+    Action,
+    ApplyMigMode,
+    KillProcess,
+    LoadModule,
+    Plan,
+    QuitMps,
+    RebindConsole,
+    RecreateMig,
+    ResetGpu,
+    StartService,
+    Step,
+    StopContainer,
+    StopService,
+    UnbindConsole,
+    UnloadModule,
+    Verify,
+    restart_actions,
+    undo_key,
+)
+from nvreload.engine.outcome import Outcome, RunReport, settle
+from nvreload.engine.plan import OPTIONAL_MODULES, mig_geometry
 from nvreload.engine.reset_planner import gpu_minors, holds_drm
 from nvreload.engine.target import ReloadTarget
 from nvreload.errors import HostError, Interrupted, JournalWriteError, StepFailed
@@ -23,8 +44,6 @@ from nvreload.model import Check, GpuProcess
 
 MODULE_STEPS = ("unload_modules", "install_driver", "load_modules", "verify")
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-# what a consumer stop leaves in the undo log, and the action that puts it back
-STOP_KINDS = ("stop_container", "quit_mps", "stop_service")
 # The fabric manager trains every NVLink and programs the switches: about a minute on an 8-GPU HGX.
 FABRIC_WAIT_S = 180.0
 # rescans for children that inherited a killed holder's descriptors (each forks at most one more)
@@ -36,17 +55,6 @@ class Reporter:
 
     def step(self, name: str, status: str, seconds: float | None = None, detail: str = "") -> None: ...
     def action(self, action: Action, status: str, detail: str = "") -> None: ...
-
-
-def _undo_key(action: Action) -> tuple[str, str] | None:
-    """The undo record a restart action puts back: (kind, target)."""
-    if action.kind == "start_container":
-        return "stop_container", action.detail.get("id", action.target)
-    if action.kind == "start_service":
-        return "stop_service", action.target
-    if action.kind == "start_mps":
-        return "quit_mps", action.target
-    return None
 
 
 class Engine:
@@ -141,48 +149,31 @@ class Engine:
     ) -> None:
         """`relevant`: a --reset's test of a holder (of its GPUs, of nvidia_drm where it goes out);
         only those matter after the stops (None: every holder of every GPU)."""
-        containers = [a for a in actions if a.kind == "stop_container"]
-        services = [a for a in actions if a.kind == "stop_service"]
+        containers = [a for a in actions if isinstance(a, StopContainer)]
+        services = [a for a in actions if isinstance(a, StopService)]
         errors: list[str] = []
 
-        def stop_container(action: Action) -> None:
-            container_id = action.detail.get("id", action.target)
-            record = self.journal.intend(
-                "stop_container",
-                container_id,
-                {"name": action.target, "restart_policy": action.detail.get("restart_policy"), "was_running": True},
-            )
+        def stop(action: StopContainer | StopService, what: str) -> bool:
             try:
-                self.target.stop_container(container_id, action.detail.get("timeout"))
+                self._journaled(action)
             except HostError as exc:
-                errors.append(f"container {action.target}: {exc.message}")
+                errors.append(f"{what} {action.target}: {exc.message}")
                 self.reporter.action(action, "failed", exc.message)
-                return
-            self.journal.mark(record, "done")
+                return False
             self.reporter.action(action, "done")
+            return True
 
         def stop_services() -> None:
             for action in services:
-                record = self.journal.intend(
-                    "stop_service",
-                    action.target,
-                    {"command": action.detail["command"]} if action.detail.get("command") else {},
-                )
-                try:
-                    self.target.stop_service(action.target)
-                except HostError as exc:
-                    errors.append(f"service {action.target}: {exc.message}")
-                    self.reporter.action(action, "failed", exc.message)
+                if not stop(action, "service"):
                     return  # the order matters: do not stop what depends on a unit still running
-                self.journal.mark(record, "done")
-                self.reporter.action(action, "done")
 
         # Containers stop in parallel with each other and with the service chain: the critical
         # path is the slowest container, not their sum. A signal waits until every stop under way
         # is done and journaled: raised inside the pool (a Thread.start() it waits on), it would
         # leave a worker to stop a container after the rollback had restarted the rest.
         with self._signals_held(), ThreadPoolExecutor(max_workers=self.workers) as pool:
-            futures = [pool.submit(stop_container, a) for a in containers]
+            futures: list[Future[object]] = [pool.submit(stop, a, "container") for a in containers]
             if services:
                 futures.append(pool.submit(stop_services))
             for future in futures:
@@ -190,25 +181,29 @@ class Engine:
         if errors:
             raise StepFailed("stop_consumers", "; ".join(errors))
         for action in actions:
-            if action.kind == "quit_mps":
-                record = self.journal.intend("quit_mps", action.target)
-                self.target.quit_mps()
-                self.journal.mark(record, "done")
-            elif action.kind == "restart_service":
-                self.target.restart_service(action.target)
-            elif action.kind == "kill_process":
-                outcome = self.target.terminate_process(action.detail["pid"], action.detail.get("start_time"))
-                self.journal.add_killed(
-                    {"pid": action.detail["pid"], "comm": action.detail.get("comm"), "outcome": outcome}
-                )
-                self.reporter.action(action, outcome)
-                # A process that moved on (exited, released the GPU, pid reused) is fine; one we may
-                # not signal, or one that survived SIGKILL, will keep the module busy.
-                if outcome.startswith(("survived", "refused: never")) or "kernel thread" in outcome:
-                    raise StepFailed(
-                        "stop_consumers", f"pid {action.detail['pid']} ({action.detail.get('comm')}): {outcome}"
-                    )
+            if isinstance(action, QuitMps):
+                self._journaled(action)
+            elif isinstance(action, KillProcess):
+                self._kill(action)
+            elif not isinstance(action, (StopContainer, StopService)):
+                action.perform(self.target)  # logind's restart
         self._end_late_holders(actions, relevant)
+
+    def _journaled(self, action: Action) -> None:
+        """An action that leaves an undo record: intended before it acts, done once it has."""
+        assert action.undo_kind is not None
+        record = self.journal.intend(action.undo_kind, *action.undo_record())
+        action.perform(self.target)
+        self.journal.mark(record, "done")
+
+    def _kill(self, action: KillProcess) -> None:
+        result = action.perform(self.target)
+        self.journal.add_killed(action.killed_record(result))
+        self.reporter.action(action, result.text)
+        # A process that moved on (exited, released the GPU, pid reused) is fine; one we may not
+        # signal, or one that survived SIGKILL, will keep the module busy.
+        if result.holds_on:
+            raise StepFailed("stop_consumers", f"pid {action.pid} ({action.comm}): {result.text}")
 
     def _gpu_holders(self, relevant: Callable[[GpuProcess], bool] | None) -> tuple[GpuProcess, ...]:
         holders = self.target.gpu_holders()
@@ -224,13 +219,9 @@ class Engine:
         in a unit or container this run stopped, and is ended the same way. Anything else started
         using the GPU after the plan was shown: it is not signalled, and the step fails before any
         module is touched, so the rollback restores everything."""
-        groups = {
-            a.detail["process_group"]
-            for a in actions
-            if a.kind == "kill_process" and (a.detail.get("process_group") or 0) > 1
-        }
-        units = {a.target for a in actions if a.kind == "stop_service"}
-        containers = [a.detail.get("id", a.target) for a in actions if a.kind == "stop_container"]
+        groups = {a.process_group for a in actions if isinstance(a, KillProcess) and (a.process_group or 0) > 1}
+        units = {a.target for a in actions if isinstance(a, StopService)}
+        containers = [a.id for a in actions if isinstance(a, StopContainer)]
 
         def ours(holder: GpuProcess) -> bool:
             if holder.process_group in groups or (holder.systemd_unit and holder.systemd_unit in units):
@@ -250,14 +241,12 @@ class Engine:
                     + ", ".join(f"pid {h.pid} ({h.comm})" for h in strangers),
                 )
             for holder in late:
-                action = Action(
-                    "kill_process",
-                    str(holder.pid),
-                    {"pid": holder.pid, "start_time": holder.start_time, "comm": holder.comm, "late": True},
+                action = KillProcess(
+                    str(holder.pid), pid=holder.pid, start_time=holder.start_time, comm=holder.comm, late=True
                 )
-                outcome = self.target.terminate_process(holder.pid, holder.start_time)
-                self.journal.add_killed({"pid": holder.pid, "comm": holder.comm, "outcome": outcome, "late": True})
-                self.reporter.action(action, outcome)
+                result = action.perform(self.target)
+                self.journal.add_killed(action.killed_record(result))
+                self.reporter.action(action, result.text)
         left = self._gpu_holders(relevant)
         if left:
             raise StepFailed(
@@ -269,13 +258,7 @@ class Engine:
     def _unload(self, actions: tuple[Action, ...]) -> None:
         self._unload_started = time.monotonic()
         for action in actions:
-            if action.kind == "unbind_console":
-                record = self.journal.intend("unbind_console", action.target)
-                self.target.bind_console(action.target, False)
-            else:
-                record = self.journal.intend("unload_module", action.target)
-                self.target.unload_module(action.target)
-            self.journal.mark(record, "done")
+            self._journaled(action)
             self.reporter.action(action, "done")
 
     def _load_one(self, name: str, parameters: dict[str, str]) -> None:
@@ -295,7 +278,7 @@ class Engine:
             self._load_one(name, parameters)
         except HostError as exc:
             report.warnings.append({"module": name, "warning": f"{name} not loaded: {exc.message}"})
-            self.reporter.action(Action("load_module", name), "warning", exc.message)
+            self.reporter.action(LoadModule(name), "warning", exc.message)
             return False
         report.warnings[:] = [w for w in report.warnings if w["module"] != name]  # an earlier try's warning
         return True
@@ -313,13 +296,13 @@ class Engine:
 
     def _load(self, actions: tuple[Action, ...], report: RunReport) -> None:
         for action in actions:
-            if action.kind == "apply_mig_mode":
+            if isinstance(action, ApplyMigMode):
                 self._apply_mig_mode(action, report)
                 continue
-            if action.kind == "rebind_console":
-                self.target.bind_console(action.target, True)
-                self._put_back("unbind_console", action.target)
-            elif not self._load_module(action.target, action.detail.get("parameters", {}), report):
+            if isinstance(action, RebindConsole):
+                action.perform(self.target)
+                self._put_back(*action.undoes())
+            elif isinstance(action, LoadModule) and not self._load_module(action.target, action.parameters, report):
                 continue  # reported as a warning
             self.reporter.action(action, "done")
 
@@ -331,17 +314,17 @@ class Engine:
     def _failed_checks(self, persistence: dict[str, bool]) -> list[Check]:
         return [c for c in self.target.verify(persistence) if not c.ok and c.severity == "critical"]
 
-    def _verify(self, action: Action) -> None:
-        failed = self._failed_checks(action.detail.get("persistence", {}))
+    def _verify(self, action: Verify) -> None:
+        failed = self._failed_checks(action.persistence)
         if failed:
             raise StepFailed("verify", "; ".join(f"{c.name}: {c.detail}" for c in failed))
         self._gpu_back = time.monotonic()
 
-    def _apply_mig_mode(self, action: Action, report: RunReport) -> None:
+    def _apply_mig_mode(self, action: ApplyMigMode, report: RunReport) -> None:
         """Reset a GPU whose MIG mode change is pending: the change takes effect at a reset. One the
         GPU refuses is a warning: the driver works, in the mode it had."""
         try:
-            self.target.reset_gpu(action.target)
+            action.perform(self.target)
             self.reporter.action(action, "done")
         except HostError as exc:
             report.warnings.append(
@@ -354,9 +337,9 @@ class Engine:
             self.reporter.action(action, "warning", exc.message)
 
     def _verify_step(self, actions: tuple[Action, ...], report: RunReport) -> None:
-        self._bring_up_fabric([a for a in actions if a.kind == "start_service"], report)
-        self._recreate_mig({a.target: a.detail["instances"] for a in actions if a.kind == "recreate_mig"}, report)
-        self._verify(next(a for a in actions if a.kind == "verify"))
+        self._bring_up_fabric([a for a in actions if isinstance(a, StartService)], report)
+        self._recreate_mig({a.target: list(a.instances) for a in actions if isinstance(a, RecreateMig)}, report)
+        self._verify(next(a for a in actions if isinstance(a, Verify)))
 
     def _recreate_mig(self, wanted: dict[str, list[dict]], report: RunReport) -> None:
         """Bring back the MIG instances the GPUs had before the unload (a module reload loses them
@@ -377,7 +360,7 @@ class Engine:
                     }
                 )
                 continue
-            action = Action("recreate_mig", bus, {"instances": documents})
+            action = RecreateMig(bus, instances=tuple(documents))
             try:
                 self.target.create_mig(bus, instances)
             except HostError as exc:
@@ -426,23 +409,12 @@ class Engine:
 
     def _restart(self, actions: tuple[Action, ...] | list[Action], report: RunReport) -> None:
         for action in actions:
-            key = _undo_key(action)
+            key = undo_key(action)
             record = self.journal.find(*key) if key else None
             if record is not None and not record.outstanding:
                 continue  # an earlier attempt brought it back
             try:
-                if action.kind == "start_service":
-                    self.target.start_service(action.target, action.detail.get("command"))
-                elif action.kind == "start_mps":
-                    self.target.start_mps()
-                elif action.kind == "start_container":
-                    self.target.start_container(
-                        action.detail.get("id", action.target), action.detail.get("restart_policy")
-                    )
-                elif action.kind == "restart_container_engine":
-                    self.target.restart_container_engine()
-                else:
-                    continue
+                action.perform(self.target)
             except HostError as exc:
                 report.restart_failures.append({"action": action.kind, "target": action.target, "error": exc.message})
                 self.reporter.action(action, "failed", exc.message)
@@ -468,13 +440,11 @@ class Engine:
     def reload(self, plan: Plan) -> RunReport:
         report = RunReport(Outcome.RELOADED, steps=self._steps)
         verify = plan.step("verify")
-        checked = next((a for a in verify.actions if a.kind == "verify"), None) if verify else None
-        self._persistence = dict(checked.detail.get("persistence", {})) if checked else {}
+        checked = next((a for a in verify.actions if isinstance(a, Verify)), None) if verify else None
+        self._persistence = dict(checked.persistence) if checked else {}
         load = plan.step("load_modules")
         if load is not None:
-            self.journal.set_modules(
-                [(a.target, a.detail.get("parameters", {})) for a in load.actions if a.kind == "load_module"]
-            )
+            self.journal.set_modules([(a.target, a.parameters) for a in load.actions if isinstance(a, LoadModule)])
 
         def restart(step: Step) -> None:
             self._restore_persistence(report)
@@ -487,9 +457,7 @@ class Engine:
             {
                 "stop_consumers": lambda step: self._stop_consumers(step.actions),
                 "unload_modules": lambda step: self._unload(step.actions),
-                "install_driver": lambda step: self.target.install_driver(
-                    step.actions[0].target, step.actions[0].detail.get("module_type")
-                ),
+                "install_driver": lambda step: self._install_driver(step.actions[0]),
                 "load_modules": lambda step: self._load(step.actions, report),
                 "verify": lambda step: self._verify_step(step.actions, report),
                 "restart_consumers": restart,
@@ -500,6 +468,9 @@ class Engine:
         if self._unload_started is not None:
             report.gpu_unavailable_seconds = round((self._gpu_back or time.monotonic()) - self._unload_started, 3)
         return self._finish(report)
+
+    def _install_driver(self, action: Action) -> None:
+        action.perform(self.target)
 
     def _run_plan(
         self,
@@ -538,8 +509,8 @@ class Engine:
     def _summarize_undo(self, report: RunReport) -> None:
         """What the journal says was stopped and killed, for the report."""
         stopped = [r for r in self.journal.undo if r.state != "intended"]
-        report.stopped = [r.detail.get("name", r.target) for r in stopped if r.kind == "stop_container"] + [
-            r.target for r in stopped if r.kind == "stop_service"
+        report.stopped = [StopContainer.from_record(r).target for r in stopped if r.kind == StopContainer.undo_kind] + [
+            r.target for r in stopped if r.kind == StopService.undo_kind
         ]
         report.killed = self.journal.killed
 
@@ -576,14 +547,11 @@ class Engine:
             # After a failed restart we do not retry in the same breath: what did not come back is
             # reported, and `--start` (or `--rollback`) retries it from the journal.
             self._restart(restart_actions(self._stopped_as_actions()), report)
-        if needs_reboot or verify_failed:
-            report.outcome, report.remaining_action = Outcome.NEEDS_REBOOT, "reboot"
-        elif report.restart_failures:
-            report.outcome, report.remaining_action = Outcome.PARTIAL, "nvreload --start"
-        elif rolled_forward or failed_step == "restart_consumers":
-            report.outcome = Outcome.RELOADED
-        else:
-            report.outcome = Outcome.ROLLED_BACK
+        settle(
+            report,
+            broken=needs_reboot or verify_failed,
+            reached=Outcome.RELOADED if rolled_forward or failed_step == "restart_consumers" else None,
+        )
 
     def _roll_forward(self, report: RunReport) -> bool:
         """The unload stopped halfway (a late holder, a crash) and the modules on disk are of another
@@ -671,10 +639,7 @@ class Engine:
 
     def _stopped_as_actions(self) -> list[Action]:
         """The stop actions whose undo records are outstanding, as the planner would have made them."""
-        actions = []
-        for record in self.journal.outstanding(*STOP_KINDS):
-            actions.append(_as_stop_action(record))
-        return actions
+        return [STOPS[record.kind].from_record(record) for record in self.journal.outstanding(*STOP_KINDS)]
 
     # --reset ------------------------------------------------------------------------------
     def reset(self, plan: Plan) -> RunReport:
@@ -685,12 +650,10 @@ class Engine:
         report = RunReport(Outcome.RESET, steps=self._steps)
         resets = plan.step("reset_gpus")
         actions = resets.actions if resets else ()
-        minors = frozenset(a.detail["minor"] for a in actions if a.detail.get("minor") is not None)
-        drm_out = any(a.kind == "unload_module" for a in actions)  # nvidia_drm goes out for the resets
+        minors = frozenset(a.minor for a in actions if isinstance(a, ResetGpu) and a.minor is not None)
+        drm_out = any(isinstance(a, UnloadModule) for a in actions)  # nvidia_drm goes out for the resets
         # what must come back if the run stops halfway: nvidia_drm, with its parameters
-        self.journal.set_modules(
-            [(a.target, a.detail.get("parameters", {})) for a in actions if a.kind == "load_module"]
-        )
+        self.journal.set_modules([(a.target, a.parameters) for a in actions if isinstance(a, LoadModule)])
 
         def relevant(holder: GpuProcess) -> bool:
             if gpu_minors(holder) & minors:
@@ -707,7 +670,7 @@ class Engine:
             {
                 "stop_consumers": lambda step: self._stop_consumers(step.actions, relevant),
                 "reset_gpus": lambda step: self._reset_gpus(step.actions, report),
-                "verify": lambda step: self._verify(step.actions[0]),
+                "verify": lambda step: self._verify(next(a for a in step.actions if isinstance(a, Verify))),
                 "restart_consumers": restart,
             },
             lambda failed_step, interrupted: self._finish_reset(failed_step, report, interrupted),
@@ -717,17 +680,17 @@ class Engine:
 
     def _reset_gpus(self, actions: tuple[Action, ...], report: RunReport) -> None:
         for action in actions:
-            if action.kind in ("unbind_console", "unload_module"):  # nvidia_drm out for the resets
+            if isinstance(action, (UnbindConsole, UnloadModule)):  # nvidia_drm out for the resets
                 self._unload((action,))
                 continue
-            if action.kind in ("load_module", "rebind_console"):  # and back
+            if isinstance(action, (LoadModule, RebindConsole)):  # and back
                 self._after_reset(action, report)
                 continue
-            if action.detail.get("persistence"):
+            if isinstance(action, ResetGpu) and action.persistence:
                 record = self.journal.intend("disable_persistence", action.target)
                 self.target.disable_persistence(action.target)
                 self.journal.mark(record, "done")
-            self.target.reset_gpu(action.target)
+            action.perform(self.target)
             self.reporter.action(action, "done")
 
     def _persistence_back(self, report: RunReport) -> None:
@@ -751,7 +714,7 @@ class Engine:
     def _after_reset(self, action: Action, report: RunReport) -> None:
         """nvidia_drm back, or a console on it, once the GPUs are reset: one that fails is a restart
         failure (the GPUs are reset and work; `--start` tries again), not a failed reset."""
-        if action.kind == "rebind_console" and self.journal.outstanding("unload_module"):
+        if isinstance(action, RebindConsole) and self.journal.outstanding("unload_module"):
             return  # nvidia_drm is not back: its console cannot be either (the failure is named)
         try:
             self._load((action,), report)
@@ -782,14 +745,11 @@ class Engine:
         self._persistence_back(report)
         if failed_step != "restart_consumers":
             self._restart(restart_actions(self._stopped_as_actions()), report)
-        if failed_step == "verify":
-            report.outcome, report.remaining_action = Outcome.NEEDS_REBOOT, "reboot"
-        elif report.restart_failures:
-            report.outcome, report.remaining_action = Outcome.PARTIAL, "nvreload --start"
-        elif failed_step == "restart_consumers":
-            report.outcome = Outcome.RESET
-        else:
-            report.outcome = Outcome.ROLLED_BACK
+        settle(
+            report,
+            broken=failed_step == "verify",
+            reached=Outcome.RESET if failed_step == "restart_consumers" else None,
+        )
 
     def _resume_reset(self, last: str, report: RunReport, resets_done: bool) -> None:
         """A --reset that was killed or interrupted: a reset cannot be undone, so bring back
@@ -801,16 +761,12 @@ class Engine:
         self._persistence_back(report)
         self._restart(restart_actions(self._stopped_as_actions()), report)
         gpus_ok = last == "stop_consumers" or not self._failed_checks({})
-        if not gpus_ok:
-            report.outcome, report.remaining_action = Outcome.NEEDS_REBOOT, "reboot"
-        elif report.restart_failures:
-            report.outcome, report.remaining_action = Outcome.PARTIAL, "nvreload --start"
-        elif resets_done:
-            report.outcome = Outcome.RESET
-        else:
-            report.outcome = Outcome.ROLLED_BACK
-            if last != "stop_consumers":
-                report.remaining_action = "nvreload --reset"
+        settle(
+            report,
+            broken=not gpus_ok,
+            reached=Outcome.RESET if resets_done else None,
+            again="nvreload --reset" if last != "stop_consumers" else None,
+        )
 
     # --stop / --start / --rollback --------------------------------------------------------
     def stop(self, plan: Plan) -> RunReport:
@@ -818,7 +774,7 @@ class Engine:
 
         def undo(_failed_step: str, _interrupted: bool) -> None:
             self._restart(restart_actions(self._stopped_as_actions()), report)
-            report.outcome = Outcome.ROLLED_BACK if not report.restart_failures else Outcome.PARTIAL
+            settle(report, broken=False, reached=None)
 
         self._run_plan(plan, report, {"stop_consumers": lambda step: self._stop_consumers(step.actions)}, undo)
         self._summarize_undo(report)
@@ -833,7 +789,7 @@ class Engine:
         try:
             if self.journal.action == "stop":
                 self._restart(restart_actions(self._stopped_as_actions()), report)
-                report.outcome = Outcome.STARTED if not report.restart_failures else Outcome.PARTIAL
+                settle(report, broken=False, reached=Outcome.STARTED)
             elif self.journal.action == "reset":
                 done = last in ("verify", "restart_consumers") or (last == "reset_gpus" and last_status == "done")
                 self._resume_reset(last, report, resets_done=done)
@@ -842,23 +798,9 @@ class Engine:
                 self._restore_persistence(report)
                 self._refresh_cdi(report)
                 self._restart(restart_actions(self._stopped_as_actions()), report)
-                report.outcome = Outcome.RELOADED if not report.restart_failures else Outcome.PARTIAL
+                settle(report, broken=False, reached=Outcome.RELOADED)
             else:
                 self._rollback(last, report, interrupted=last_status in ("running", "interrupted"))
         finally:
             self._restore(previous)
         return self._finish(report)
-
-
-def _as_stop_action(record: UndoRecord) -> Action:
-    if record.kind == "stop_container":
-        return Action(
-            "stop_container",
-            record.detail.get("name", record.target),
-            {"id": record.target, "restart_policy": record.detail.get("restart_policy")},
-        )
-    if record.kind == "quit_mps":
-        return Action("quit_mps", record.target)
-    return Action(
-        "stop_service", record.target, {"command": record.detail["command"]} if record.detail.get("command") else {}
-    )

@@ -30,8 +30,9 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from nvreload.catalog import GPU_DAEMONS
+from nvreload.engine.kinds import UNDO_TARGET_SHAPES
 from nvreload.errors import BadInputError, JournalError, JournalWriteError
-from nvreload.names import is_bus_id, is_container_id, is_module_name, is_parameter, is_unit_name, is_vt_console
+from nvreload.names import is_bus_id, is_module_name, is_parameter
 from nvreload.state_files import atomic_write_json
 from nvreload.trusted_paths import read_own_file
 
@@ -39,7 +40,7 @@ JOURNAL_SCHEMA_VERSION = 2
 # A stopped run is unfinished on purpose: --start (or --rollback) brings its consumers back.
 UNFINISHED = ("running", "rolling_back", "failed", "stopped")
 FINISHED = ("reloaded", "rolled_back", "started", "reset")
-UNDO_KINDS = ("stop_container", "stop_service", "quit_mps", "unbind_console", "unload_module", "disable_persistence")
+UNDO_KINDS = tuple(UNDO_TARGET_SHAPES)  # each defined with its action kind (engine/kinds.py)
 RECORD_STATES = ("intended", "done", "undone")
 # A journal is kilobytes; a run of thousands of containers, a few megabytes. Anything far larger
 # was not written by nvreload and is not read into memory.
@@ -521,27 +522,13 @@ def _mig_problem(mig: object) -> bool:
     return False
 
 
-# What each undo kind's target must look like: the rollback hands it to rmmod/modprobe, systemctl,
-# the container engine's API or sysfs, so a journal (a file in a directory someone could have
-# written) names nothing a scenario could not.
-_TARGET_SHAPES = {
-    "stop_container": is_container_id,
-    "stop_service": is_unit_name,
-    "quit_mps": lambda target: target == MPS_CONTROL,
-    "unbind_console": is_vt_console,
-    "unload_module": is_module_name,
-    "disable_persistence": is_bus_id,
-}
-MPS_CONTROL = "nvidia-cuda-mps-control"
-
-
 def _record_problem(record: object) -> bool:
     return not (
         isinstance(record, dict)
         and set(record) == {"seq", "kind", "target", "detail", "state"}
         and isinstance(record["seq"], int)
         and record["kind"] in UNDO_KINDS
-        and _TARGET_SHAPES[record["kind"]](record["target"])
+        and UNDO_TARGET_SHAPES[record["kind"]](record["target"])
         and isinstance(record["detail"], dict)
         and not (record["kind"] == "stop_service" and _command_problem(record["target"], record["detail"]))
         and record["state"] in RECORD_STATES

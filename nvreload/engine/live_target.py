@@ -33,7 +33,15 @@ from nvreload.host.installer import run_installer
 from nvreload.host.kmod import ModuleLoader, modprobe_options
 from nvreload.host.machine import Machine
 from nvreload.host.mig import create_geometry, read_geometry
-from nvreload.host.processes import ProcessReaper, find_daemons, own_unit, scan_gpu_holders, start_daemon, stop_daemon
+from nvreload.host.processes import (
+    ProcessReaper,
+    Termination,
+    find_daemons,
+    own_unit,
+    scan_gpu_holders,
+    start_daemon,
+    stop_daemon,
+)
 from nvreload.host.systemd import Systemd
 from nvreload.model import Check, GpuProcess
 from nvreload.read.devices import DeviceMatcher, node_gpu_matcher
@@ -178,10 +186,9 @@ class LiveTarget:
     def start_mps(self) -> None:
         nvidia_tools.start_mps(self.runner)
 
-    def terminate_process(self, pid: int, start_time: int | None) -> str:
+    def terminate_process(self, pid: int, start_time: int | None) -> Termination:
         matcher = self._matcher if self._matcher is not None else node_gpu_matcher(self.fs)
-        result = ProcessReaper(matcher, grace=self.grace).terminate(pid, start_time)
-        return f"{result.outcome}: {result.reason}"
+        return ProcessReaper(matcher, grace=self.grace).terminate(pid, start_time)
 
     def bind_console(self, vtcon: str, bind: bool) -> None:
         bind_console(self.fs, vtcon, bind)

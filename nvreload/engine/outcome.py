@@ -32,6 +32,25 @@ class Outcome(Enum):
         return self.value[2]
 
 
+def settle(report: RunReport, broken: bool, reached: Outcome | None, again: str | None = None) -> None:
+    """How a run ended, decided in this one place for every run (reload, reset, stop, start,
+    rollback): its result word, exit code and journal state, and what is left to do.
+
+    `broken`: the driver or a GPU did not come back (a reboot is the way out); otherwise anything
+    that did not come back makes it partial (`--start` retries it); otherwise the run `reached` its
+    goal, or, where it did not, it was rolled back (`again`: the command to run it again)."""
+    if broken:
+        report.outcome, report.remaining_action = Outcome.NEEDS_REBOOT, "reboot"
+    elif report.restart_failures:
+        report.outcome, report.remaining_action = Outcome.PARTIAL, "nvreload --start"
+    elif reached is not None:
+        report.outcome = reached
+    else:
+        report.outcome = Outcome.ROLLED_BACK
+        if again is not None:
+            report.remaining_action = again
+
+
 @dataclass
 class RunReport:
     """What a run did and how it ended."""

@@ -1,5 +1,5 @@
-"""What the engine knows of a node and what it will do to it: the ReloadView (read once, before the
-run), the Plan of Steps of Actions, and the FinalState asked after it (typed, target-agnostic)."""
+"""What the engine knows of a node: the ReloadView (read once, before the run) and the FinalState
+asked after it (typed, target-agnostic). What it does to the node, the Plan, is in engine/kinds.py."""
 
 from __future__ import annotations
 
@@ -193,33 +193,3 @@ class FinalState:
             "services_active": list(self.services_active),
             "containers_running": list(self.containers_running),
         }
-
-
-@dataclass(frozen=True)
-class Action:
-    """One thing the engine does to the node, with what it needs to undo it."""
-
-    kind: str  # stop_container, stop_service, quit_mps, kill_process, restart_logind, unload_module, ...
-    target: str
-    detail: dict = field(default_factory=dict, compare=False, hash=False)
-
-
-@dataclass(frozen=True)
-class Step:
-    """A named step of the state machine: its actions run together."""
-
-    name: str
-    actions: tuple[Action, ...]
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The ordered steps of a run."""
-
-    steps: tuple[Step, ...]
-
-    def actions(self) -> list[Action]:
-        return [a for step in self.steps for a in step.actions]
-
-    def step(self, name: str) -> Step | None:
-        return next((s for s in self.steps if s.name == name), None)

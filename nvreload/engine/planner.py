@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 from nvreload.catalog import FABRIC_SERVICES, GPU_SERVICES, LOGIND_COMM, LOGIND_UNIT
+from nvreload.engine.kinds import (
+    Action,
+    ApplyMigMode,
+    InstallDriver,
+    KillProcess,
+    LoadModule,
+    Plan,
+    QuitMps,
+    RebindConsole,
+    RecreateMig,
+    RestartContainerEngine,
+    RestartService,
+    StartContainer,
+    StartService,
+    Step,
+    StopContainer,
+    StopService,
+    UnbindConsole,
+    UnloadModule,
+    Verify,
+    restart_actions,
+)
 from nvreload.engine.kube_refusal import refuse_kube_pods
-from nvreload.engine.plan import BOOT_MODULES, OPTIONAL_MODULES, Action, LoadedModule, Plan, ReloadView, Step
+from nvreload.engine.plan import BOOT_MODULES, OPTIONAL_MODULES, LoadedModule, ReloadView
 from nvreload.errors import RefusedError
 from nvreload.model import ContainerState, GpuProcess, ServiceState
 
@@ -83,26 +105,27 @@ def consumer_stops(
     services (fabric manager last), then each holder process by what owns it (its container, its
     unit) or, owned by nothing, by signal."""
     owned = units_owning(view, containers)
-    stop = [Action("stop_service", unit, {"owns_containers": names}) for unit, names in owned.items()]
+    stop: list[Action] = [StopService(unit, owns_containers=tuple(names)) for unit, names in owned.items()]
     for container in containers:
         if container.unit in owned:
             continue
         stop.append(
-            Action(
-                "stop_container",
+            StopContainer(
                 container.name or container.id,
-                {"id": container.id, "timeout": container.stop_timeout, "restart_policy": container.restart_policy},
+                id=container.id,
+                timeout=container.stop_timeout,
+                restart_policy=container.restart_policy,
             )
         )
     if mps_active:
-        stop.append(Action("quit_mps", "nvidia-cuda-mps-control"))
+        stop.append(QuitMps())
     # Never the unit nvreload itself runs in (a post-upgrade hook's, an operator's transient unit):
     # stopping it would kill this run halfway. Its GPU holders are ended one by one instead.
     services = tuple(s for s in services if s.name != view.own_unit and s.name not in owned)
     commands = {s.name: s.command for s in services}
     for name in service_stop_order([s.name for s in services]):
         command = commands[name]
-        stop.append(Action("stop_service", name, {"command": list(command)} if command else {}))
+        stop.append(StopService(name, command=tuple(command) if command else None))
     stopped_containers = {c.id for c in containers}
     stopped_units = {s.name for s in services} | set(owned)
     for proc in processes:
@@ -114,28 +137,21 @@ def consumer_stops(
             continue
         if proc.systemd_unit and proc.systemd_unit != view.own_unit:
             stopped_units.add(proc.systemd_unit)
-            stop.append(Action("stop_service", proc.systemd_unit, {"reason": f"pid {proc.pid} holds the GPU"}))
+            stop.append(StopService(proc.systemd_unit, reason=f"pid {proc.pid} holds the GPU"))
             continue
         if proc.container_id:
             stop.append(
-                Action(
-                    "stop_container",
-                    proc.container_id[:12],
-                    {"id": proc.container_id, "reason": f"pid {proc.pid} holds the GPU"},
-                )
+                StopContainer(proc.container_id[:12], id=proc.container_id, reason=f"pid {proc.pid} holds the GPU")
             )
             stopped_containers.add(proc.container_id)
             continue
         stop.append(
-            Action(
-                "kill_process",
+            KillProcess(
                 str(proc.pid),
-                {
-                    "pid": proc.pid,
-                    "start_time": proc.start_time,
-                    "comm": proc.comm,
-                    "process_group": proc.process_group,
-                },
+                pid=proc.pid,
+                start_time=proc.start_time,
+                comm=proc.comm,
+                process_group=proc.process_group,
             )
         )
     return stop
@@ -174,7 +190,7 @@ def logind_apart(view: ReloadView, processes: tuple[GpuProcess, ...]) -> tuple[t
     if not view.logind_holds_drm:
         return processes, []
     return tuple(p for p in processes if p.comm != LOGIND_COMM), [
-        Action("restart_service", LOGIND_UNIT, {"reason": "holds /dev/dri of nvidia_drm"})
+        RestartService(LOGIND_UNIT, reason="holds /dev/dri of nvidia_drm")
     ]
 
 
@@ -197,19 +213,19 @@ def build_plan(
     order = unload_order(view.modules)
     by_name = {m.name: m for m in view.modules}
     # A VT console on nvidia_drm's framebuffer holds the module: unbind it first, rebind it last.
-    unbind = tuple(Action("unbind_console", vtcon) for vtcon in view.consoles)
-    steps.append(Step("unload_modules", unbind + tuple(Action("unload_module", name) for name in order)))
+    unbind: tuple[Action, ...] = tuple(UnbindConsole(vtcon) for vtcon in view.consoles)
+    steps.append(Step("unload_modules", unbind + tuple(UnloadModule(name) for name in order)))
     if driver:
         module_type = {"open": "open", "proprietary": "proprietary"}.get(view.driver_flavor or "")
-        steps.append(Step("install_driver", (Action("install_driver", driver, {"module_type": module_type}),)))
-    load = []
+        steps.append(Step("install_driver", (InstallDriver(driver, module_type=module_type),)))
+    load: list[Action] = []
     for name in reversed(order):
         params = parameters_to_restore(name, by_name[name].parameters, configured_parameters.get(name, {}))
-        load.append(Action("load_module", name, {"parameters": params}))
+        load.append(LoadModule(name, parameters=params))
     if "nvidia" not in by_name:
         # Nothing of the driver is loaded (a node booted without it, a failed earlier load): load
         # what a boot would, from what is on disk; the optional ones only where configured.
-        load += [Action("load_module", name, {"parameters": {}}) for name in boot_set(view) if name not in by_name]
+        load += [LoadModule(name) for name in boot_set(view) if name not in by_name]
     # A pending MIG mode change takes effect at the GPU's next reset: during the load the GPU is free
     # (every consumer stopped, persistence not yet back), so it is applied there, before nvidia_drm
     # loads: the driver refuses a reset while nvidia_drm is loaded ("In use by another client",
@@ -217,28 +233,28 @@ def build_plan(
     # NVSwitch node single GPUs are never reset.
     pending = () if view.nvswitch else view.mig_pending
     load = with_mig_mode_applied(load, pending)
-    load += [Action("rebind_console", vtcon) for vtcon in view.consoles]
+    load += [RebindConsole(vtcon) for vtcon in view.consoles]
     steps.append(Step("load_modules", tuple(load)))
     restart = restart_actions(stop)
     # the fabric comes up before verify: without it an NVSwitch node fails its CUDA check
-    fabric = [a for a in restart if a.kind == "start_service" and a.target in FABRIC_SERVICES]
+    fabric = [a for a in restart if isinstance(a, StartService) and a.target in FABRIC_SERVICES]
     restart = [a for a in restart if a not in fabric]
     # a reload loses every MIG instance: they come back (after the fabric) before the CUDA check
-    mig = [
-        Action("recreate_mig", bus, {"instances": [i.document() for i in instances]})
+    mig: list[Action] = [
+        RecreateMig(bus, instances=tuple(i.document() for i in instances))
         for bus, instances in sorted(view.mig.items())
         if bus not in pending
     ]
     steps.append(
         Step(
             "verify",
-            tuple(fabric) + tuple(mig) + (Action("verify", "driver", {"persistence": dict(view.persistence)}),),
+            tuple(fabric) + tuple(mig) + (Verify(persistence=dict(view.persistence)),),
         )
     )
     if restart_container_engine:
         # before any container starts: the toolkit re-reads the driver's libraries on daemon start
-        first_container = next((i for i, a in enumerate(restart) if a.kind == "start_container"), len(restart))
-        restart.insert(first_container, Action("restart_container_engine", "docker"))
+        first_container = next((i for i, a in enumerate(restart) if isinstance(a, StartContainer)), len(restart))
+        restart.insert(first_container, RestartContainerEngine())
     steps.append(Step("restart_consumers", tuple(restart)))
     return Plan(tuple(steps))
 
@@ -248,7 +264,7 @@ def with_mig_mode_applied(load: list[Action], pending: tuple[str, ...]) -> list[
     in and before nvidia_drm (with it loaded the driver refuses the reset)."""
     if not pending or not any(a.target == "nvidia" for a in load):
         return load
-    apply = [Action("apply_mig_mode", bus) for bus in pending]
+    apply: list[Action] = [ApplyMigMode(bus) for bus in pending]
     drm = next((i for i, a in enumerate(load) if a.target == "nvidia_drm"), len(load))
     return load[:drm] + apply + load[drm:]
 
@@ -258,15 +274,3 @@ def boot_set(view: ReloadView) -> list[str]:
     wanted = [m for m in BOOT_MODULES if m in view.available_modules]
     wanted += [m for m in OPTIONAL_MODULES if m in view.available_modules and m in view.configured_modules]
     return wanted if "nvidia" in wanted else []
-
-
-def restart_actions(stop_actions: list[Action] | tuple[Action, ...]) -> list[Action]:
-    """What brings back what `stop_actions` stopped: services in reverse (fabric manager first), then
-    containers in their original order. Killed processes cannot be restarted and are reported."""
-    services = [a for a in stop_actions if a.kind == "stop_service"]
-    containers = [a for a in stop_actions if a.kind == "stop_container"]
-    restart = [Action("start_service", a.target, a.detail) for a in reversed(services)]
-    if any(a.kind == "quit_mps" for a in stop_actions):
-        restart.append(Action("start_mps", "nvidia-cuda-mps-control"))
-    restart += [Action("start_container", a.target, a.detail) for a in containers]
-    return restart

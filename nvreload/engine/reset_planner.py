@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import re
 
-from nvreload.engine.kube_refusal import refuse_kube_pods
-from nvreload.engine.plan import Action, GpuRef, Plan, ReloadView, Step
-from nvreload.engine.planner import (
-    consumer_stops,
-    logind_apart,
-    parameters_to_restore,
-    refuse_unlisted_containers,
+from nvreload.engine.kinds import (
+    Action,
+    LoadModule,
+    Plan,
+    RebindConsole,
+    ResetGpu,
+    Step,
+    UnbindConsole,
+    UnloadModule,
+    Verify,
     restart_actions,
 )
+from nvreload.engine.kube_refusal import refuse_kube_pods
+from nvreload.engine.plan import GpuRef, ReloadView
+from nvreload.engine.planner import consumer_stops, logind_apart, parameters_to_restore, refuse_unlisted_containers
 from nvreload.errors import RefusedError, UsageError
 from nvreload.model import GpuProcess
 from nvreload.read.nvidia_proc import normalize_bus_id
@@ -119,20 +125,17 @@ def build_reset_plan(
     stop = consumer_stops(view, running, services, holders, mps_active=False) + restart_logind
     persistence = {normalize_bus_id(bus): on for bus, on in view.persistence.items()}
     resets: tuple[Action, ...] = tuple(
-        Action(
-            "reset_gpu", g.bus_id, {"index": g.index, "minor": g.minor, "persistence": persistence.get(g.bus_id, False)}
-        )
-        for g in gpus
+        ResetGpu(g.bus_id, index=g.index, minor=g.minor, persistence=persistence.get(g.bus_id, False)) for g in gpus
     )
     if drm is not None:
         configured = (configured_parameters or {}).get("nvidia_drm", {})
         parameters = parameters_to_restore("nvidia_drm", drm.parameters, configured)
         resets = (
-            tuple(Action("unbind_console", vtcon) for vtcon in view.consoles)
-            + (Action("unload_module", "nvidia_drm"),)
+            tuple(UnbindConsole(vtcon) for vtcon in view.consoles)
+            + (UnloadModule("nvidia_drm"),)
             + resets
-            + (Action("load_module", "nvidia_drm", {"parameters": parameters}),)
-            + tuple(Action("rebind_console", vtcon) for vtcon in view.consoles)
+            + (LoadModule("nvidia_drm", parameters=parameters),)
+            + tuple(RebindConsole(vtcon) for vtcon in view.consoles)
         )
     return Plan(
         (
@@ -140,11 +143,7 @@ def build_reset_plan(
             Step("reset_gpus", resets),
             Step(
                 "verify",
-                (
-                    Action(
-                        "verify", "driver", {"persistence": {g.bus_id: persistence.get(g.bus_id, False) for g in gpus}}
-                    ),
-                ),
+                (Verify(persistence={g.bus_id: persistence.get(g.bus_id, False) for g in gpus}),),
             ),
             Step("restart_consumers", tuple(restart_actions(stop))),
         )

@@ -31,6 +31,7 @@ from importlib import resources
 from nvreload.catalog import FABRIC_SERVICES
 from nvreload.engine.plan import FinalState, GpuRef, LoadedModule, MigInstance, ReloadView, mig_geometry
 from nvreload.errors import BadInputError, HostError, ScenarioError
+from nvreload.host.processes import Termination
 from nvreload.model import Check, ContainerState, GpuProcess, KubePod, ServiceState
 from nvreload.state_files import atomic_write_json
 from nvreload.trusted_paths import open_trusted_file
@@ -621,15 +622,15 @@ class SimulatedNode:
             self.s["mps_active"] = True
             self._save()
 
-    def terminate_process(self, pid: int, start_time: int | None) -> str:
+    def terminate_process(self, pid: int, start_time: int | None) -> Termination:
         self._fault("stop_consumers")
         if pid <= 1:
-            return "refused: never signal PID 1 (or lower)"
+            return Termination(pid, "refused", "never signal PID 1 (or lower)", holds_on=True)
         with self._lock:
             for p in self.s["processes"]:
                 if p["pid"] == pid and p.get("alive", True):
                     if start_time is not None and p.get("start_time", 1000 + pid) != start_time:
-                        return f"refused: pid {pid} now belongs to another process"
+                        return Termination(pid, "refused", f"pid {pid} now belongs to another process")
                     self._latency("kill_grace" if p.get("ignores_sigterm") else "terminate")
                     p["alive"] = False
                     if p.get("pod"):  # kubelet starts the pod's container again, on the same GPUs
@@ -641,12 +642,10 @@ class SimulatedNode:
                             {"holds": list(p.get("holds", [])), "pgrp": p.get("pgrp", pid), "comm": "child", **child}
                         )
                     self._save()
-                    return (
-                        "killed: ignored SIGTERM; SIGKILL"
-                        if p.get("ignores_sigterm")
-                        else "terminated: exited after SIGTERM"
-                    )
-        return "gone: exited before SIGTERM"
+                    if p.get("ignores_sigterm"):
+                        return Termination(pid, "killed", "ignored SIGTERM; SIGKILL")
+                    return Termination(pid, "terminated", "exited after SIGTERM")
+        return Termination(pid, "gone", "exited before SIGTERM")
 
     def bind_console(self, vtcon: str, bind: bool) -> None:
         with self._lock:

@@ -293,8 +293,17 @@ class Termination:
     """What signalling one process came to, and why."""
 
     pid: int
-    outcome: str  # "terminated" | "killed" | "gone" | "refused" | "survived"
+    outcome: str  # "terminated" | "killed" | "gone" | "refused" | "survived" | "planned"
     reason: str
+    # the process may still hold the GPU: it survived SIGKILL, or it was one never to signal (PID
+    # 1, nvreload itself, a kernel thread). One that moved on (exited, let go of the GPU, its pid
+    # reused) is not: the unload can go on.
+    holds_on: bool = False
+
+    @property
+    def text(self) -> str:
+        """How the journal and the progress lines say it."""
+        return f"{self.outcome}: {self.reason}"
 
 
 def refusal(pid: int, proc: str = "/proc") -> str | None:
@@ -364,7 +373,7 @@ class ProcessReaper:
     def terminate(self, pid: int, start_time: int | None) -> Termination:
         refused = refusal(pid, self.proc)
         if refused:
-            return Termination(pid, "refused", refused)
+            return Termination(pid, "refused", refused, holds_on=True)
         holds, why = self._same_holder(pid, start_time)
         if not holds:
             return Termination(pid, "gone" if why == "gone" else "refused", why or "gone")
@@ -379,7 +388,9 @@ class ProcessReaper:
             return Termination(pid, "terminated", "exited before SIGKILL")
         if not _wait_gone([(pid, start_time)], 5.0, self.proc, self.poll):
             return Termination(pid, "killed", f"ignored SIGTERM for {self.grace:g} s; SIGKILL")
-        return Termination(pid, "survived", "still there after SIGKILL (uninterruptible sleep in the driver?)")
+        return Termination(
+            pid, "survived", "still there after SIGKILL (uninterruptible sleep in the driver?)", holds_on=True
+        )
 
 
 # daemons without systemd -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from nvreload.actions import ActionResult
-    from nvreload.engine.plan import Action
+    from nvreload.engine.kinds import Action
 
 
 class ConsoleReporter(Reporter):

@@ -14,6 +14,7 @@ from nvreload.engine.journal import Journal, JournalContext
 from nvreload.engine.planner import build_plan
 from nvreload.engine.sim import SimulatedNode, default_scenario
 from nvreload.errors import ExitCode
+from nvreload.host.processes import Termination
 from nvreload.model import Check
 
 
@@ -77,7 +78,7 @@ def test_a_gpu_holder_that_may_not_be_signalled_fails_the_step_with_the_reason_a
 class KernelThreadHolder(SimulatedNode):
     def terminate_process(self, pid, start_time):
         if pid == 4242:
-            return "refused: pid 4242 (nv_queue) is a kernel thread"
+            return Termination(4242, "refused", "pid 4242 (nv_queue) is a kernel thread", holds_on=True)
         return super().terminate_process(pid, start_time)
 
 

@@ -104,6 +104,22 @@ def test_a_crash_inside_a_step_after_the_undo_record_is_finished_by_rollback(tmp
     assert json.loads((state / "journal.json").read_text())["state"] == expected
 
 
+def test_a_container_stopped_by_a_killed_run_gets_its_always_restart_policy_back_from_rollback(tmp_path):
+    # the stop lowers "always" to "unless-stopped" (so the engine does not start it again at once);
+    # the rollback rebuilds the stop from its journal record, which must carry the policy it had
+    scenario = write_scenario(tmp_path, faults=[{"at": "stop_consumers", "crash": "after"}])
+    env = {"NVRELOAD_STATE_DIR": str(tmp_path / "s")}
+    always = [c["name"] for c in default_scenario()["containers"] if c.get("restart_policy") == "always"]
+    assert always
+    assert run_cli("--reload", "--simulate", scenario, "--yes", env=env).returncode == -9
+    lowered = {c["name"]: c.get("restart_policy") for c in node_state(tmp_path / "s")["containers"]}
+    assert all(lowered[name] != "always" for name in always), lowered
+    back = run_cli("--rollback", "--simulate", "--json", env=env)
+    assert json.loads(back.stdout)["result"] == "rolled_back", back.stdout
+    policies = {c["name"]: c.get("restart_policy") for c in node_state(tmp_path / "s")["containers"]}
+    assert all(policies[name] == "always" for name in always), policies
+
+
 # 8. persistence mode on every path that loads the modules ---------------------------------------
 def test_a_fault_at_load_modules_finished_forward_leaves_persistence_as_it_was(tmp_path):
     scenario = write_scenario(tmp_path, faults=[{"at": "load_modules", "error": "modprobe: ERROR", "times": 1}])

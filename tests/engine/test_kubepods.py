@@ -188,7 +188,7 @@ def test_the_simulated_kubelet_starts_a_killed_pod_process_again_on_its_gpus(tmp
 
     processes = [{"pid": 7001, "comm": "python3", "holds": ["nvidia"], "gpus": [0], "pod": POD}]
     node = SimulatedNode(load_scenario(write_scenario(tmp_path, processes=processes)), str(tmp_path / "state"))
-    assert node.terminate_process(7001, None).startswith("terminated")
+    assert node.terminate_process(7001, None).outcome == "terminated"
     (again,) = node.gpu_holders()
     assert again.pid == 17001 and again.pod.name == "train-7d9f"
 

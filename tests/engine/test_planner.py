@@ -187,7 +187,7 @@ def test_containers_a_unit_owns_are_stopped_and_started_through_the_unit_once():
     plan = build_plan(view)
     stop = [(a.kind, a.target) for a in plan.step("stop_consumers").actions]
     assert stop == [("stop_service", "q-train.service"), ("stop_container", "loose")]
-    owns = plan.step("stop_consumers").actions[0].detail["owns_containers"]
+    owns = list(plan.step("stop_consumers").actions[0].owns_containers)
     assert owns == [f"q-train ({'a' * 12})", f"q-sidecar ({'b' * 12})"]
     restart = [(a.kind, a.target) for a in plan.step("restart_consumers").actions]
     assert restart == [("start_service", "q-train.service"), ("start_container", "loose")]

@@ -112,6 +112,7 @@ def test_a_reused_pid_is_never_signalled(procs):
     wrong_start = read_identity(holder.pid).start_time - 1  # what we saw belonged to an earlier process
     result = ProcessReaper(ZERO, grace=0.5).terminate(holder.pid, wrong_start)
     assert result.outcome == "refused" and "another process" in result.reason
+    assert not result.holds_on  # what we meant to end is gone: the unload can go on
     assert holder.poll() is None
 
 
@@ -119,6 +120,7 @@ def test_a_process_that_no_longer_holds_the_device_is_left_alone(procs):
     unrelated = procs(UNRELATED)
     result = ProcessReaper(ZERO, grace=0.5).terminate(unrelated.pid, read_identity(unrelated.pid).start_time)
     assert result.outcome == "refused" and "no longer holds" in result.reason
+    assert not result.holds_on
     assert unrelated.poll() is None
 
 
@@ -146,6 +148,7 @@ def test_pid_1_holding_the_gpu_is_refused_with_its_reason_and_never_signalled(tm
     assert held_devices(1, ZERO, proc)  # it does hold the device: only the PID-1 rule stops the reaper
     result = ProcessReaper(ZERO, proc=proc, grace=0.01, poll=0.001).terminate(1, 4242)
     assert (result.outcome, result.reason) == ("refused", "never signal PID 1 (or lower)")
+    assert result.holds_on  # it still holds the GPU: the engine must not go on to the unload
     assert refusal(1, proc) == "never signal PID 1 (or lower)"
     assert no_real_signals == []
 
@@ -161,6 +164,7 @@ def test_a_kernel_thread_is_refused_with_its_reason_and_never_signalled(tmp_path
     proc = fake_proc(tmp_path, 4000, "nv_queue", flags=pf_kthread)
     result = ProcessReaper(ZERO, proc=proc, grace=0.01, poll=0.001).terminate(4000, 4242)
     assert (result.outcome, result.reason) == ("refused", "pid 4000 (nv_queue) is a kernel thread")
+    assert result.holds_on
     assert no_real_signals == []
 
 
