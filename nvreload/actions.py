@@ -11,50 +11,27 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nvreload.action_request import ActionRequest
 from nvreload.engine.dry_run import RecordedAction
 from nvreload.engine.engine import Engine, Reporter
-from nvreload.engine.journal import DetachedJournal, Journal, JournalContext, NullJournal, move_aside
+from nvreload.engine.journal import Journal
 from nvreload.engine.kinds import Plan
-from nvreload.engine.lock import NodeLock, NullLock
 from nvreload.engine.outcome import RunReport
-from nvreload.engine.plan import ReloadView, mig_documents
+from nvreload.engine.plan import ReloadView
 from nvreload.engine.planner import build_plan
 from nvreload.engine.reset_planner import ALL, build_reset_plan, select_gpus
-from nvreload.errors import BadInputError, ExitCode, JournalError, RefusedError
-from nvreload.host.installer import check_archive, installer_version, take_installer
-from nvreload.pending import PendingReload, clear_pending, pending_path, record_pending
-from nvreload.state_files import StatePaths, check_writable_dirs
+from nvreload.errors import BadInputError, ExitCode, RefusedError
+from nvreload.host.installer import check_archive, take_installer
+from nvreload.pending import PendingReload
+from nvreload.preconditions import AFTER_READING, BEFORE_READING, Facts, first_refusal
+from nvreload.session import RunSession, journal_context, plan_document, session_for
+from nvreload.state_files import StatePaths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from nvreload.engine.dry_run import RecordingTarget
     from nvreload.engine.sim import SimulatedNode
     from nvreload.engine.target import ReloadTarget
     from nvreload.slurm_drain import SlurmDrain
-
-
-@dataclass
-class ActionRequest:
-    """--reload, --reset, --stop, --start, --rollback, with what modifies them."""
-
-    action: str
-    simulate: str | None = None  # None: the live node; "": the built-in scenario; else a scenario file
-    root: str | None = None  # only with --dry-run: plan against a snapshot
-    driver: str | None = None
-    dry_run: bool = False
-    yes: bool = False
-    force_display: bool = False
-    restart_docker: bool = False
-    peermem_wait: float = 300.0  # seconds nvidia_peermem waits for MOFED, once per run
-    gpus: str | None = None  # --reset: "all", or nvidia-smi indexes, PCI addresses, UUIDs (comma list)
-    when_idle: bool = False  # --reload only while nothing but the known GPU services uses the GPUs
-    # --after-upgrade: a package hook ran nvreload (apt, dnf, manual): reload only if the diagnosis asks
-    # for it, and then only as the policy allows ("report" or "when-idle")
-    trigger: str | None = None
-    on_upgrade: str | None = None
-    drain: str | None = None  # "slurm": drain the node in Slurm first, resume it after
-    slurm_node: str | None = None  # the node's Slurm name, when it is not the short host name
-    drain_timeout: float = 3600.0  # seconds the node's jobs may take to end
 
 
 @dataclass
@@ -145,20 +122,16 @@ def run_action(
     request: ActionRequest, paths: StatePaths, reporter: Reporter, confirm: Callable[[str], bool] | None
 ) -> ActionResult:
     """`confirm` asks a person; None when no terminal can ask (then --yes is required)."""
-    action = request.action
-    dry_run = request.dry_run
+    session = session_for(request, paths.for_run(simulated=request.simulate is not None))
     # A dry run shows the plan even where the real run would refuse, then the refusal and its exit code.
-    refusal = None
-    if request.simulate is None and request.root is None and os.geteuid() != 0:
-        refusal = f"--{action} needs root (it stops services{' and resets GPUs' if action == 'reset' else ' and unloads kernel modules'}); run it with sudo"
-        if not dry_run:
-            raise RefusedError(refusal)
+    refusal = first_refusal(BEFORE_READING, Facts(request))
+    session.refuse(refusal)
     installer, private = request.driver, None
     try:
         if request.driver is not None:  # before anything is stopped: a .run that is unsafe or damaged is refused here
             from nvreload.host.commands import CommandRunner
 
-            live = not dry_run and request.simulate is None
+            live = not session.dry_run and request.simulate is None
             # The archive's --check runs only on a copy taken through the one descriptor that was
             # checked, in a directory of our own (mkdtemp: 0700), never on the path, which a user
             # may point elsewhere once it is checked. The live run executes that copy too (under
@@ -171,160 +144,98 @@ def run_action(
             check_archive(CommandRunner(), copy)
             if live:
                 installer = copy
-        return _act(request, paths, reporter, confirm, refusal, installer)
+        return _act(session, reporter, confirm, refusal, installer)
     finally:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
 
 
 def _act(
-    request: ActionRequest,
-    paths: StatePaths,
+    session: RunSession,
     reporter: Reporter,
     confirm: Callable[[str], bool] | None,
     refusal: str | None,
     installer: str | None,
 ) -> ActionResult:
-    action, dry_run = request.action, request.dry_run
-    paths = paths.for_run(simulated=request.simulate is not None)
-    if not dry_run:  # before anything is written there (the simulated node's own file included)
-        check_writable_dirs(paths)
-    target = _target(request, paths)
-    recorder = None
-    if dry_run:
-        from nvreload.engine.dry_run import RecordingTarget
-
-        recorder = target = RecordingTarget(target)
-    with NullLock() if dry_run else NodeLock(paths.lock):
-        if action in ("start", "rollback"):
-            return _resume_with_slurm(action, target, paths, reporter, recorder, request.peermem_wait)
-        previous = None if dry_run else _previous_run(paths.journal)
-        if previous is not None and previous.unfinished:
-            raise RefusedError(
-                f"an unfinished run ({previous.action}, state {previous.state}) is in {previous.path}: "
-                f"run nvreload --rollback{' --simulate' if request.simulate is not None else ''} first"
-            )
+    request = session.request
+    session.prepare()
+    target = session.target(_target(request, session.paths))
+    with session.lock():
+        if request.action in ("start", "rollback"):
+            return _resume(session, target, reporter)
+        session.refuse_unfinished_run()
         view = target.observe()
-        if action == "reload" and request.trigger is not None and view.recommended_action != "reload":
+        if request.action == "reload" and request.trigger is not None and view.recommended_action != "reload":
             # a package hook on a node that needs no reload (most upgrades touch no driver): nothing
             # to do, and whatever was pending is not any more (a reboot, a person did it)
-            if not dry_run:
-                clear_pending(pending_path(paths.state_dir))
+            session.clear_pending()
             return ActionResult(ExitCode.OK, not_needed=view.recommended_action)
-        blockers = [b for b in view.blockers if not (b == "display_server_active" and request.force_display)]
-        if view.display_processes and not request.force_display and "display_server_active" not in blockers:
-            blockers.append("display_server_active")
-        if blockers and action == "reload":
-            refusal = refusal or "reload refused: " + ", ".join(blockers) + " (nvreload --status explains)"
-            if not dry_run:
-                raise RefusedError(refusal)
-        if installer and view.fabric_manager_version and action == "reload":
-            refusal = refusal or _fabric_refusal(installer, view.fabric_manager_version)
-            if refusal and not dry_run:
-                raise RefusedError(refusal)
-        if action == "reload" and (request.when_idle or request.trigger is not None):
-            deferred = _deferred(request, view, pending_path(paths.state_dir), dry_run)
+        refusal = refusal or first_refusal(AFTER_READING, Facts(request, view, installer))
+        session.refuse(refusal)
+        if request.action == "reload" and (request.when_idle or request.trigger is not None):
+            deferred = _deferred(session, view)
             if deferred is not None:
                 return deferred
-
-        def make_plan(view: ReloadView) -> Plan:
-            if action == "reset":
-                return build_reset_plan(view, select_gpus(view, request.gpus or ALL), target.configured_parameters())
-            return build_plan(
-                view,
-                target.configured_parameters(),
-                driver=installer,
-                stop_only=action == "stop",
-                restart_container_engine=request.restart_docker,
-            )
-
-        plan = make_plan(view)
-        if not dry_run and not request.yes and request.trigger is None:
-            if confirm is None:
-                raise RefusedError(f"--{action} acts on the node: confirm with --yes when no terminal can ask")
-            if not confirm(f"{action}: {len(plan.actions())} actions on this node. Go ahead?"):
-                raise RefusedError("not confirmed")
-        drain = None
-        if request.drain == "slurm" and not dry_run:
-            drain = _drained(request, paths, reporter)  # after the jobs ended (RefusedError: they did not)
-        journal_started = False
-        try:
-            if drain is not None:  # the jobs have ended: plan from the node as it is now
-                view = target.observe()
-                plan = make_plan(view)
-            journal = _start_journal(request, paths, target, view, plan)
-            journal_started = True
-            engine = Engine(target, journal, reporter, peermem_wait=request.peermem_wait)
-            report = {"stop": engine.stop, "reset": engine.reset}.get(action, engine.reload)(plan)
-        except BaseException:
-            # before the run began nothing changed: the node goes back to Slurm. After (a crash of
-            # nvreload itself), it stays drained and --rollback resumes it from slurm-drain.json.
-            if drain is not None and not journal_started:
-                drain.finish(ExitCode.REFUSED)
-            raise
+        plan = _plan(request, target, view, installer)
+        session.confirm(f"{request.action}: {len(plan.actions())} actions on this node. Go ahead?", confirm)
+        journal = session.start_journal(target, view, plan)
+        drain = session.drain(journal, reporter)
         if drain is not None:
-            finished = drain.finish(report.exit_code)
-            report.slurm = finished.document() if finished else None
+            view, plan = _drained(session, drain, target, journal)
+        engine = Engine(
+            target,
+            journal,
+            reporter,
+            peermem_wait=request.peermem_wait,
+            epilogue=drain.settle if drain is not None else None,
+        )
+        report = {"stop": engine.stop, "reset": engine.reset}.get(request.action, engine.reload)(plan)
         report.container_engine = view.container_engine
         report.left_alone = [
             {"service": name, "why": "enabled but already failed before the run; not started"}
             for name in view.failed_services
         ]
-        if action == "reload" and not dry_run and report.exit_code == ExitCode.OK:
-            clear_pending(pending_path(paths.state_dir))  # done: nothing is pending any more
-        if recorder is not None:
-            return ActionResult(
-                ExitCode.REFUSED if refusal else ExitCode.OK,
-                report,
-                list(recorder.recorded),
-                dry_run=True,
-                refusal=refusal,
-            )
+        if request.action == "reload" and report.exit_code == ExitCode.OK:
+            session.clear_pending()  # done: nothing is pending any more
+        if session.recorder is not None:
+            code = ExitCode.REFUSED if refusal else ExitCode.OK
+            return ActionResult(code, report, list(session.recorder.recorded), dry_run=True, refusal=refusal)
         return ActionResult(report.exit_code, report)
 
 
-def _drained(request: ActionRequest, paths: StatePaths, reporter: Reporter) -> SlurmDrain:
-    """--drain slurm: the node drained in Slurm and its jobs ended (or RefusedError, the node resumed)."""
-    from nvreload.host.slurm import SlurmNode, local_node_name
-    from nvreload.slurm_drain import SlurmDrain
-
-    drain = SlurmDrain(
-        SlurmNode(request.slurm_node or local_node_name()), paths.state_dir, reporter, request.drain_timeout
+def _plan(request: ActionRequest, target: ReloadTarget, view: ReloadView, installer: str | None) -> Plan:
+    if request.action == "reset":
+        return build_reset_plan(view, select_gpus(view, request.gpus or ALL), target.configured_parameters())
+    return build_plan(
+        view,
+        target.configured_parameters(),
+        driver=installer,
+        stop_only=request.action == "stop",
+        restart_container_engine=request.restart_docker,
     )
+
+
+def _drained(session: RunSession, drain: SlurmDrain, target: ReloadTarget, journal: Journal) -> tuple[ReloadView, Plan]:
+    """--drain slurm, the run's first journaled step: the node drained and its jobs ended (or
+    RefusedError: the node resumed). The plan is made again from the node as it is now, without
+    the jobs; a failure before the engine starts gives the node back."""
     drain.drain_and_wait()
-    return drain
+    try:
+        view = target.observe()
+        plan = _plan(session.request, target, view, session.request.driver)
+        journal.replan(plan_document(plan), journal_context(session.request, target, view))
+    except BaseException as exc:
+        drain.give_back_unstarted(getattr(exc, "message", None) or repr(exc))
+        raise
+    return view, plan
 
 
-def _start_journal(
-    request: ActionRequest, paths: StatePaths, target: ReloadTarget, view: ReloadView, plan: Plan
-) -> Journal | NullJournal:
-    action = request.action
-    return (
-        NullJournal()
-        if request.dry_run
-        else Journal.start(
-            paths.journal,
-            action,
-            [{"step": s.name, "action": a.kind, "target": a.target} for s in plan.steps for a in s.actions],
-            JournalContext(
-                target.name,
-                request.driver,
-                view.container_engine,
-                view.loaded_version,
-                mig_documents({bus: i for bus, i in view.mig.items() if bus not in view.mig_pending})
-                if view.mig and action == "reload"
-                else None,
-                dict(view.persistence) if action == "reload" else None,
-            ),
-        )
-    )
-
-
-def _deferred(request: ActionRequest, view: ReloadView, pending_file: str, dry_run: bool) -> ActionResult | None:
+def _deferred(session: RunSession, view: ReloadView) -> ActionResult | None:
     """A reload that is due and not done now (None: go ahead and reload): the upgrade policy says
     report, or GPU work is running. A dry run says so and writes nothing."""
     from nvreload.engine.idle import busy_consumers
 
+    request = session.request
     busy = busy_consumers(view)
     report_only = request.trigger is not None and request.on_upgrade != "when-idle"
     if not report_only and not busy:
@@ -339,88 +250,29 @@ def _deferred(request: ActionRequest, view: ReloadView, pending_file: str, dry_r
         loaded_version=view.loaded_version,
         userspace_version=view.userspace_version,
     )
-    return ActionResult(ExitCode.RELOAD_PENDING, pending=due if dry_run else record_pending(pending_file, due))
+    return ActionResult(ExitCode.RELOAD_PENDING, pending=session.record_pending(due))
 
 
-def _fabric_refusal(driver: str, fabric_manager_version: str) -> str | None:
-    """Why a --driver reload must not start on an NVSwitch node: the fabric manager starts only for
-    a driver of its exact version, and without it the new driver's GPUs have no NVLink fabric."""
-    version = installer_version(driver)
-    if version is None or version == fabric_manager_version:
-        return None
-    return (
-        f"reload refused: {os.path.basename(driver)} installs driver {version}, but nvidia-fabricmanager is "
-        f"{fabric_manager_version} and starts only with its own version: install nvidia-fabricmanager {version} "
-        "first (the NVLink fabric would stay down)"
-    )
+def _resume(session: RunSession, target: ReloadTarget, reporter: Reporter) -> ActionResult:
+    """--start, --rollback: finish the journal's run, the Slurm drain it left included (after the
+    consumers: jobs land on a node whose services are up again); with a recorder (a dry run), say
+    how."""
+    from nvreload.slurm_drain import resume_from_journal
 
-
-def _previous_run(path: str) -> Journal | None:
-    """The journal a new run would replace. One that cannot be read may record consumers an
-    earlier run stopped: it is moved aside (never overwritten), and this run stops there."""
-    try:
-        return Journal.load_if_any(path)
-    except JournalError as exc:
-        try:
-            aside = move_aside(path)
-        except OSError as move:
-            raise JournalError(
-                f"{exc.message}; it could not be moved aside ({move.strerror}): remove it by hand"
-            ) from None
-        raise JournalError(
-            f"{exc.message}; moved to {aside}: check whether it names consumers still stopped, then run again"
-        ) from None
-
-
-def _resume_with_slurm(
-    action: str,
-    target: ReloadTarget,
-    paths: StatePaths,
-    reporter: Reporter,
-    recorder: RecordingTarget | None,
-    peermem_wait: float,
-) -> ActionResult:
-    """_resume, then the Slurm node a killed --drain slurm run left drained goes back to Slurm (after
-    the consumers: jobs land on a node whose services are up again)."""
-    from nvreload.slurm_drain import read_record, record_path, resume_after_crash
-
-    drained = read_record(record_path(paths.state_dir)) if recorder is None else None
-    try:
-        result = _resume(action, target, paths, reporter, recorder, peermem_wait)
-    except BadInputError:  # no journal: the run was killed before it began, while it waited for jobs
-        if drained is None:
-            raise
-        result = ActionResult(ExitCode.OK, nothing_to_do="none")
-    if drained is not None and result.exit_code in (ExitCode.OK, ExitCode.ROLLED_BACK, ExitCode.PARTIAL):
-        resumed = resume_after_crash(paths.state_dir)  # None: the node was not drained for nvreload
-        if resumed is None:
-            return result
-        result.slurm_resumed = resumed
-        if result.report is not None:
-            from nvreload.slurm_drain import DrainReport
-
-            result.report.slurm = DrainReport(drained, drained=True, resumed=True).document()
-    return result
-
-
-def _resume(
-    action: str,
-    target: ReloadTarget,
-    paths: StatePaths,
-    reporter: Reporter,
-    recorder: RecordingTarget | None,
-    peermem_wait: float,
-) -> ActionResult:
-    """--start, --rollback: finish the journal's run; with a recorder (a dry run), say how."""
-    journal = Journal.load_if_any(paths.journal)
+    action = session.request.action
+    journal = Journal.load_if_any(session.paths.journal)
     if journal is None:
-        raise BadInputError(f"no journal in {os.path.dirname(paths.journal)}: nothing to {action}")
+        raise BadInputError(f"no journal in {os.path.dirname(session.paths.journal)}: nothing to {action}")
     if not journal.unfinished:
         return ActionResult(ExitCode.OK, nothing_to_do=journal.state)
-    if recorder is not None:
-        # the real resume, on the recording target and a journal that is never written: its
-        # recorded actions are what the real run would do
-        report = Engine(target, DetachedJournal.load(paths.journal), reporter, peermem_wait=peermem_wait).resume()
-        return ActionResult(ExitCode.OK, report, list(recorder.recorded), dry_run=True)
-    report = Engine(target, journal, reporter, peermem_wait=peermem_wait).resume()
-    return ActionResult(report.exit_code, report)
+    journal = session.resume_journal(journal)
+    resumed: list[str] = []
+
+    def epilogue(report: RunReport) -> None:
+        if not session.dry_run:
+            resumed.extend(filter(None, [resume_from_journal(journal, report)]))
+
+    report = Engine(target, journal, reporter, peermem_wait=session.request.peermem_wait, epilogue=epilogue).resume()
+    if session.recorder is not None:
+        return ActionResult(ExitCode.OK, report, list(session.recorder.recorded), dry_run=True)
+    return ActionResult(report.exit_code, report, slurm_resumed=resumed[0] if resumed else None)

@@ -85,8 +85,8 @@ class TrustedWalk:
         pending = [p for p in os.path.abspath(self.path).split("/") if p]
         if not pending:
             raise BadInputError(f"{self.path}: not a file name")
-        stack = [os.open("/", _DIR_FLAGS)]
-        real: list[str] = []
+        stack = [os.open("/", _DIR_FLAGS)]  # the open directories from / down to where the walk is
+        real: list[str] = []  # their names
         links = 0
         try:
             self._check_dir(stack[0], "/")
@@ -100,47 +100,60 @@ class TrustedWalk:
                 if part == ".":
                     continue
                 where = "/" + "/".join(real + [part])
-                try:
-                    st = os.stat(part, dir_fd=stack[-1], follow_symlinks=False)
-                except FileNotFoundError:
-                    st = None
-                except OSError as exc:
-                    raise self._fail(where, f": {exc.strerror}") from None
+                st = self._lstat(part, stack[-1], where)
                 if st is not None and stat.S_ISLNK(st.st_mode) and (pending or self.follow_last):
                     links += 1
                     if links > MAX_LINKS:
                         raise self._fail(where, "has too many levels of symbolic links")
-                    problem = _link_problem(st, os.fstat(stack[-1]), self.owners)
-                    if problem:
-                        raise self._fail(where, problem)
-                    target = os.readlink(part, dir_fd=stack[-1])
-                    if target.startswith("/"):
-                        while len(stack) > 1:
-                            os.close(stack.pop())
-                        real.clear()
-                    pending[:0] = [p for p in target.split("/") if p]
-                    if not pending:
-                        pending = ["."]
+                    pending[:0] = self._link_target(part, st, stack, real, where) or ["."]
                     continue
                 if not pending:
                     return stack.pop(), part, "/" + "/".join(real)
-                if st is None and not self.create:
-                    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), where)
-                if st is None:
-                    try:
-                        os.mkdir(part, 0o755, dir_fd=stack[-1])
-                    except OSError as exc:
-                        raise self._fail(where, f"cannot be made: {exc.strerror}") from None
-                try:
-                    fd = os.open(part, _DIR_FLAGS, dir_fd=stack[-1])
-                except OSError as exc:
-                    raise self._fail(where, f": {exc.strerror}") from None
-                stack.append(fd)
+                stack.append(self._enter(part, st, stack[-1], where))
                 real.append(part)
-                self._check_dir(fd, where)
         finally:
             for fd in stack:
                 os.close(fd)
+
+    def _lstat(self, part: str, directory: int, where: str) -> os.stat_result | None:
+        try:
+            return os.stat(part, dir_fd=directory, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._fail(where, f": {exc.strerror}") from None
+
+    def _link_target(self, part: str, st: os.stat_result, stack: list[int], real: list[str], where: str) -> list[str]:
+        """The names a trusted link leads to; an absolute one takes the walk back to /."""
+        problem = _link_problem(st, os.fstat(stack[-1]), self.owners)
+        if problem:
+            raise self._fail(where, problem)
+        target = os.readlink(part, dir_fd=stack[-1])
+        if target.startswith("/"):
+            while len(stack) > 1:
+                os.close(stack.pop())
+            real.clear()
+        return [p for p in target.split("/") if p]
+
+    def _enter(self, part: str, st: os.stat_result | None, directory: int, where: str) -> int:
+        """The next directory of the walk, opened (made first where asked to) and checked."""
+        if st is None and not self.create:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), where)
+        if st is None:
+            try:
+                os.mkdir(part, 0o755, dir_fd=directory)
+            except OSError as exc:
+                raise self._fail(where, f"cannot be made: {exc.strerror}") from None
+        try:
+            fd = os.open(part, _DIR_FLAGS, dir_fd=directory)
+        except OSError as exc:
+            raise self._fail(where, f": {exc.strerror}") from None
+        try:
+            self._check_dir(fd, where)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _check_dir(self, fd: int, where: str) -> None:
         if self.check_dirs:

@@ -19,6 +19,7 @@ LAYERS = (
         "nvreload.pending",
         "nvreload.policy",
         "nvreload.requests",
+        "nvreload.action_request",
         "nvreload.rootfs",
     ),
     ("nvreload.read",),
@@ -26,7 +27,15 @@ LAYERS = (
     ("nvreload.diagnosis",),
     ("nvreload.status", "nvreload.collect"),
     ("nvreload.engine",),
-    ("nvreload.actions", "nvreload.app", "nvreload.render", "nvreload.frontend", "nvreload.slurm_drain"),
+    (
+        "nvreload.actions",
+        "nvreload.preconditions",
+        "nvreload.session",
+        "nvreload.app",
+        "nvreload.render",
+        "nvreload.frontend",
+        "nvreload.slurm_drain",
+    ),
     ("nvreload.cli", "nvreload.entry", "nvreload.__main__"),
 )
 

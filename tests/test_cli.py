@@ -119,7 +119,10 @@ def test_status_works_unprivileged_and_says_what_it_could_not_read(tmp_path, sna
 def test_reload_as_an_unprivileged_user_is_refused_with_one_line():
     proc = unprivileged("--reload", "--yes")
     assert proc.returncode == ExitCode.REFUSED
-    assert "needs root" in one_clean_line(proc)
+    # refused as not root, before anything else is looked at (not by a state directory it cannot write)
+    assert one_clean_line(proc).endswith(
+        "--reload needs root (it stops services and unloads kernel modules); run it with sudo"
+    ), proc.stderr
 
 
 def test_help_lists_every_exit_code_the_environment_and_examples():

@@ -60,8 +60,8 @@ POSTRM = PACKAGING / "debian" / "nvreload.postrm"
 
 
 def run_postrm(tmp_path, action: str, journal: str | None) -> tuple[str, set[str], str]:
-    """postrm ACTION over a state directory holding `journal` (None: no journal), a pending record,
-    a Slurm drain record, the metrics file and a /run/nvreload: (its stderr, what is left under
+    """postrm ACTION over a state directory holding `journal` (None: no journal) with its record log,
+    a pending record, the metrics file and a /run/nvreload: (its stderr, what is left under
     /var/lib, what is left in /run)."""
     import shutil
     import subprocess
@@ -76,7 +76,7 @@ mount -t tmpfs tmpfs /run
 mkdir -p /var/lib/nvreload /run/nvreload /var/lib/prometheus/node-exporter
 {"cp " + str(tmp_path / "journal.json") + " /var/lib/nvreload/journal.json" if journal is not None else ":"}
 echo '{{}}' > /var/lib/nvreload/reload-pending.json
-echo '{{}}' > /var/lib/nvreload/slurm-drain.json
+{"echo > /var/lib/nvreload/journal.json.records" if journal is not None else ":"}
 echo 'nvreload_status 0' > /var/lib/prometheus/node-exporter/nvreload.prom
 echo lock > /run/nvreload/lock
 set +e
@@ -109,12 +109,13 @@ def test_purge_removes_the_state_directory_and_the_run_directory_when_no_run_is_
 
 
 @pytest.mark.parametrize("state", ["running", "rolling_back", "failed", "stopped"])
-def test_purge_keeps_and_names_the_journal_of_an_unfinished_run_and_its_drain_record(tmp_path, state):
+def test_purge_keeps_and_names_the_journal_of_an_unfinished_run_with_its_record_log(tmp_path, state):
     said, left, _ = run_postrm(tmp_path, "purge", json.dumps({"state": state, "action": "reload"}))
     assert left - PROMETHEUS - {"prometheus/node-exporter/nvreload.prom"} == {
         "nvreload",
         "nvreload/journal.json",
-        "nvreload/slurm-drain.json",  # a killed --drain run left the node drained: --rollback resumes it
+        # its appended records: a killed --drain run's drain among them (--rollback resumes the node)
+        "nvreload/journal.json.records",
     }
     assert said == (
         f"nvreload: purge kept /var/lib/nvreload/journal.json: it holds an unfinished run (state {state}); "

@@ -1,7 +1,8 @@
 """--drain slurm against a real slurmctld + slurmd (tests/realengine/slurm.py), the reload itself on
 the simulated node: the node is drained, the reload waits for its jobs, and the node is resumed
 after a reload or a rollback, left drained when a reboot is needed, left as an admin left it, and
-resumed by --rollback after a run killed while it waited."""
+resumed by --rollback after a run killed while it waited. The drain is a step of the run's journal
+with its own undo record: the journal alone says what a rollback must put back."""
 
 import json
 import os
@@ -15,6 +16,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 from helpers import run_cli
+
+from nvreload.engine.journal import Journal
 
 pytestmark = pytest.mark.realengine
 
@@ -32,6 +35,15 @@ def scenario(tmp_path: Path, faults: list | None = None) -> str:
 
 def env_of(slurm, tmp_path: Path) -> dict:
     return {"SLURM_CONF": str(slurm.conf), "NVRELOAD_STATE_DIR": str(tmp_path / "state")}
+
+
+def journal_of(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "state" / "journal.json").read_text())
+
+
+def drain_records(tmp_path: Path) -> list[dict]:
+    """The drain's undo records, with the appended ones folded in (as nvreload reads them)."""
+    return [r.as_dict() for r in Journal.load(str(tmp_path / "state" / "journal.json")).undo if r.kind == "drain_slurm"]
 
 
 def reload_json(slurm, tmp_path, *extra: str, scenario_file: str | None = None, exit_code: int = 0) -> dict:
@@ -68,7 +80,10 @@ def test_the_reload_waits_for_the_running_job_while_new_jobs_wait_then_resumes_t
         slurm.wait_state(lambda s: "DRAIN" in s, "nvreload to drain the node")
         queued = slurm.submit(1)  # a new job does not start on a draining node
         assert slurm.job_state(queued) == "PENDING"
-        assert not (tmp_path / "state" / "journal.json").exists()  # nothing stopped while the job runs
+        # nothing stopped while the job runs: the journal holds the drain step and nothing else
+        journal = journal_of(tmp_path)
+        assert [s["name"] for s in journal["steps"]] == ["drain_slurm"] and journal["steps"][0]["status"] == "running"
+        assert [r.kind for r in Journal.load(str(tmp_path / "state" / "journal.json")).undo] == ["drain_slurm"]
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -127,7 +142,11 @@ def test_jobs_that_outlast_the_timeout_refuse_the_reload_and_give_the_node_back(
         proc.stderr
     )
     assert "DRAIN" not in slurm.node_state()[0] and slurm.job_state(long) == "RUNNING"
-    assert not (tmp_path / "state" / "journal.json").exists()
+    # the journal says the run ended before it began, its drain undone
+    journal = journal_of(tmp_path)
+    assert journal["state"] == "rolled_back" and "still running" in journal["result"]["error"]
+    assert [s["name"] for s in journal["steps"]] == ["drain_slurm"]
+    assert [(r["target"], r["state"]) for r in drain_records(tmp_path)] == [(slurm.node, "undone")]
 
 
 def test_a_run_killed_while_it_waits_leaves_the_node_drained_and_rollback_resumes_it(slurm, tmp_path):
@@ -139,22 +158,24 @@ def test_a_run_killed_while_it_waits_leaves_the_node_drained_and_rollback_resume
     try:
         slurm.wait_state(lambda s: "DRAIN" in s, "nvreload to drain the node")
         deadline = time.monotonic() + 30
-        while not (tmp_path / "state" / "slurm-drain.json").exists() and time.monotonic() < deadline:
+        while not (
+            (tmp_path / "state" / "journal.json").exists() and [r["state"] for r in drain_records(tmp_path)] == ["done"]
+        ):
+            assert time.monotonic() < deadline, "nvreload did not journal its drain"
             time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGKILL)  # our own child: nvreload killed mid-wait
         proc.wait(timeout=30)
-    assert "DRAIN" in slurm.node_state()[0]
+    state, reason = slurm.node_state()
+    assert "DRAIN" in state and reason.startswith("nvreload: driver reload (run ")
+    assert journal_of(tmp_path)["run_id"] in reason  # the reason names the run whose journal says the rest
     rollback = run_cli("--rollback", "--simulate", "--json", env=env_of(slurm, tmp_path), timeout=120)
-    assert rollback.returncode == 0, rollback.stderr
-    assert json.loads(rollback.stdout) == {
-        "schema_version": 1,
-        "result": "nothing_to_do",
-        "journal_state": "none",
-        "slurm_resumed": slurm.node,
-    }
+    assert rollback.returncode == 10, rollback.stdout + rollback.stderr
+    document = json.loads(rollback.stdout)
+    assert document["result"] == "rolled_back" and document["slurm"]["resumed"] is True, document
     assert "DRAIN" not in slurm.node_state()[0]
-    assert not (tmp_path / "state" / "slurm-drain.json").exists()
+    assert [r["state"] for r in drain_records(tmp_path)] == ["undone"]
+    assert journal_of(tmp_path)["state"] == "rolled_back"
 
 
 def test_a_node_slurm_does_not_know_is_one_line_and_nothing_is_drained(slurm, tmp_path):
@@ -219,17 +240,18 @@ def test_a_run_killed_between_its_drain_record_and_the_drain_leaves_the_node_as_
         deadline = time.monotonic() + 30
         while not (bin_dir / "scontrol.hung").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert (tmp_path / "state" / "slurm-drain.json").exists()
+        assert [r["state"] for r in drain_records(tmp_path)] == ["intended"]
     finally:
         proc.send_signal(signal.SIGKILL)  # our own child, killed inside the window
         proc.wait(timeout=30)
     slurm.scontrol("update", f"nodename={slurm.node}", "state=drain", "reason=admin: bad fan")  # an admin, since
     rollback = run_cli("--rollback", "--simulate", "--json", env=env_of(slurm, tmp_path), timeout=120)
-    assert rollback.returncode == 0, rollback.stderr
-    assert json.loads(rollback.stdout) == {"schema_version": 1, "result": "nothing_to_do", "journal_state": "none"}
+    assert rollback.returncode == 10, rollback.stdout + rollback.stderr
+    document = json.loads(rollback.stdout)
+    assert document["result"] == "rolled_back" and "slurm" not in document  # nothing of Slurm's was touched
     state, reason = slurm.node_state()
     assert "DRAIN" in state and reason.startswith("admin: bad fan")  # the admin's drain stays
-    assert not (tmp_path / "state" / "slurm-drain.json").exists()
+    assert [r["state"] for r in drain_records(tmp_path)] == ["undone"]  # the record is settled all the same
 
 
 def test_the_reboot_needed_drain_is_lifted_by_the_rollback_after_the_reboot(slurm, tmp_path):
@@ -243,7 +265,7 @@ def test_the_reboot_needed_drain_is_lifted_by_the_rollback_after_the_reboot(slur
     document = json.loads(rollback.stdout)
     assert document["slurm"] == {**document["slurm"], "node": slurm.node, "resumed": True}
     assert "DRAIN" not in slurm.node_state()[0]
-    assert not (tmp_path / "state" / "slurm-drain.json").exists()
+    assert [r["state"] for r in drain_records(tmp_path)] == ["undone"]
 
 
 def test_a_rollback_that_still_needs_a_reboot_leaves_the_node_drained(slurm, tmp_path):
@@ -253,4 +275,5 @@ def test_a_rollback_that_still_needs_a_reboot_leaves_the_node_drained(slurm, tmp
     assert rollback.returncode == 11, rollback.stdout + rollback.stderr
     state, reason = slurm.node_state()
     assert "DRAIN" in state and reason.startswith("nvreload: driver reload failed, reboot needed")
-    assert (tmp_path / "state" / "slurm-drain.json").exists()  # for the rollback after the reboot
+    # outstanding still, for the rollback after the reboot
+    assert [r["state"] for r in drain_records(tmp_path)] == ["done"]

@@ -21,7 +21,6 @@ from nvreload.engine.kinds import (
     KillProcess,
     LoadModule,
     Plan,
-    QuitMps,
     RebindConsole,
     RecreateMig,
     ResetGpu,
@@ -66,8 +65,12 @@ class Engine:
         peermem_wait: float = 300.0,
         workers: int = 16,
         fabric_wait: float = FABRIC_WAIT_S,
+        epilogue: Callable[[RunReport], None] | None = None,
     ) -> None:
         self.fabric_wait = fabric_wait
+        # the run's last journaled step once its outcome is known (the Slurm drain's resume): before
+        # the journal is finished, so a run killed before it is done leaves it for --rollback
+        self.epilogue = epilogue
         self.target = target
         self.journal = journal
         self.reporter = reporter or Reporter()
@@ -181,11 +184,13 @@ class Engine:
         if errors:
             raise StepFailed("stop_consumers", "; ".join(errors))
         for action in actions:
-            if isinstance(action, QuitMps):
-                self._journaled(action)
-            elif isinstance(action, KillProcess):
+            if isinstance(action, (StopContainer, StopService)):
+                continue  # stopped above, side by side
+            if isinstance(action, KillProcess):
                 self._kill(action)
-            elif not isinstance(action, (StopContainer, StopService)):
+            elif action.undo_kind is not None:
+                self._journaled(action)  # MPS, and any other stop with an undo
+            else:
                 action.perform(self.target)  # logind's restart
         self._end_late_holders(actions, relevant)
 
@@ -430,6 +435,8 @@ class Engine:
     def _finish(self, report: RunReport) -> RunReport:
         report.final = self.target.final_state().document()
         report.deferred_signal = self._deferred_signal
+        if self.epilogue is not None:
+            self.epilogue(report)
         self.journal.best_effort = True  # the node is as the report says: a journal write cannot undo that
         self.journal.finish(report.outcome.journal_state, report.document())
         if self.journal.write_error:

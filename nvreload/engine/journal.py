@@ -215,6 +215,12 @@ class Journal:
             if not isinstance(event.get("entry"), dict):
                 return f"a killed process of the wrong shape: {event!r}"
             self._data["killed"].append(event["entry"])
+        elif kind == "plan":
+            candidate = {**self._data, "plan": event.get("plan"), "context": event.get("context")}
+            problem = _shape_problem(candidate)
+            if problem:
+                return f"a plan of the wrong shape ({problem})"
+            self._data["plan"], self._data["context"] = candidate["plan"], candidate["context"]
         elif kind == "modules":
             modules = event.get("modules")
             if not isinstance(modules, list) or any(_module_problem(m) for m in modules):
@@ -366,6 +372,13 @@ class Journal:
                     step.update(status=status, finished=time.time(), error=error)
                     break
             self.save()
+
+    def replan(self, plan: list[dict], context: JournalContext) -> None:
+        """The plan made again once the run's first step is over (the node drained: the jobs that
+        held the GPUs are gone), with what it relied on then."""
+        with self._lock:
+            self._data["plan"], self._data["context"] = plan, asdict(context)
+            self._append("plan", plan=plan, context=self._data["context"])
 
     def set_modules(self, modules: list[tuple[str, dict[str, str]]]) -> None:
         with self._lock:

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from nvreload.host.processes import Termination
-from nvreload.names import is_bus_id, is_container_id, is_module_name, is_unit_name, is_vt_console
+from nvreload.names import (
+    is_bus_id,
+    is_container_id,
+    is_module_name,
+    is_slurm_node_name,
+    is_unit_name,
+    is_vt_console,
+)
 
 if TYPE_CHECKING:
     from nvreload.engine.target import ReloadTarget
@@ -362,8 +369,9 @@ class Verify(Action):
         return {"persistence": dict(self.persistence)}
 
 
-# Every undo record a journal may hold, with the shape of its target: the journaled kinds', and the
-# persistence mode a --reset turns off before a GPU's reset (put back after it, not an action of its own).
+# Every undo record a journal may hold, with the shape of its target: the journaled kinds', the
+# persistence mode a --reset turns off before a GPU's reset (put back after it, not an action of its
+# own), and the Slurm drain around a run.
 UNDO_TARGET_SHAPES: dict[str, Callable[[str], bool]] = {
     **{
         k.undo_kind: k.undo_target_shape
@@ -371,6 +379,8 @@ UNDO_TARGET_SHAPES: dict[str, Callable[[str], bool]] = {
         if k.undo_kind and k.undo_target_shape
     },
     "disable_persistence": is_bus_id,
+    # --drain slurm: the node nvreload drained for the run (slurm_drain.py), resumed after it
+    "drain_slurm": is_slurm_node_name,
 }
 
 # the stops a consumer step leaves in the undo log, by their undo kind: how a crashed run's stops

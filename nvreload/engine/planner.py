@@ -126,8 +126,16 @@ def consumer_stops(
     for name in service_stop_order([s.name for s in services]):
         command = commands[name]
         stop.append(StopService(name, command=tuple(command) if command else None))
-    stopped_containers = {c.id for c in containers}
-    stopped_units = {s.name for s in services} | set(owned)
+    stop += holder_stops(view, processes, {c.id for c in containers}, {s.name for s in services} | set(owned))
+    return stop
+
+
+def holder_stops(
+    view: ReloadView, processes: tuple[GpuProcess, ...], stopped_containers: set[str], stopped_units: set[str]
+) -> list[Action]:
+    """Each holder process by what owns it: nothing where its container or unit stops anyway, its
+    unit, its container, or, owned by nothing, a signal."""
+    stop: list[Action] = []
     for proc in processes:
         if proc.container_id and any(
             cid.startswith(proc.container_id) or proc.container_id.startswith(cid) for cid in stopped_containers
@@ -235,6 +243,15 @@ def build_plan(
     load = with_mig_mode_applied(load, pending)
     load += [RebindConsole(vtcon) for vtcon in view.consoles]
     steps.append(Step("load_modules", tuple(load)))
+    steps += verify_and_restart(view, stop, pending, restart_container_engine)
+    return Plan(tuple(steps))
+
+
+def verify_and_restart(
+    view: ReloadView, stop: list[Action], pending: tuple[str, ...], restart_container_engine: bool
+) -> list[Step]:
+    """The reload's last two steps: the fabric and the MIG instances back, the check; then what
+    stopped comes back."""
     restart = restart_actions(stop)
     # the fabric comes up before verify: without it an NVSwitch node fails its CUDA check
     fabric = [a for a in restart if isinstance(a, StartService) and a.target in FABRIC_SERVICES]
@@ -245,18 +262,13 @@ def build_plan(
         for bus, instances in sorted(view.mig.items())
         if bus not in pending
     ]
-    steps.append(
-        Step(
-            "verify",
-            tuple(fabric) + tuple(mig) + (Verify(persistence=dict(view.persistence)),),
-        )
-    )
+    steps = [Step("verify", tuple(fabric) + tuple(mig) + (Verify(persistence=dict(view.persistence)),))]
     if restart_container_engine:
         # before any container starts: the toolkit re-reads the driver's libraries on daemon start
         first_container = next((i for i, a in enumerate(restart) if isinstance(a, StartContainer)), len(restart))
         restart.insert(first_container, RestartContainerEngine())
     steps.append(Step("restart_consumers", tuple(restart)))
-    return Plan(tuple(steps))
+    return steps
 
 
 def with_mig_mode_applied(load: list[Action], pending: tuple[str, ...]) -> list[Action]:

@@ -77,9 +77,8 @@ def holds_drm(process: GpuProcess) -> bool:
     return any(device.split(" ", 1)[-1].startswith("/dev/dri/") for device in process.devices)
 
 
-def build_reset_plan(
-    view: ReloadView, gpus: tuple[GpuRef, ...], configured_parameters: dict[str, dict[str, str]] | None = None
-) -> Plan:
+def refuse_reset(view: ReloadView, gpus: tuple[GpuRef, ...]) -> None:
+    """RefusedError where these GPUs cannot be reset one by one on this node."""
     if view.nvml_status != "ok":
         hint = "; nvreload --reload fixes a version mismatch" if view.nvml_status == "version_mismatch" else ""
         raise RefusedError(
@@ -90,8 +89,7 @@ def build_reset_plan(
             "--reset refused: on an NVSwitch (HGX) node the GPUs and NVSwitches are reset together "
             "with the fabric manager stopped, never one GPU alone; use nvreload --reload"
         )
-    minors = {g.minor for g in gpus}
-    if None in minors:
+    if any(g.minor is None for g in gpus):
         raise RefusedError(
             "--reset refused: the device minor of "
             + ", ".join(g.bus_id for g in gpus if g.minor is None)
@@ -103,6 +101,14 @@ def build_reset_plan(
             "--reset refused: the driver refuses a GPU reset while nvidia_drm is loaded, and "
             f"{', '.join(drm.holders)} holds it; use nvreload --reload"
         )
+
+
+def build_reset_plan(
+    view: ReloadView, gpus: tuple[GpuRef, ...], configured_parameters: dict[str, dict[str, str]] | None = None
+) -> Plan:
+    refuse_reset(view, gpus)
+    minors = {g.minor for g in gpus}
+    drm = next((m for m in view.modules if m.name == "nvidia_drm"), None)
 
     def uses(process: GpuProcess) -> bool:
         return bool(gpu_minors(process) & minors) or (drm is not None and holds_drm(process))

@@ -48,3 +48,19 @@ def test_the_steps_of_a_dry_run_are_planned_never_done(tmp_path):
     ]
     assert steps == [["stop_consumers", "planned"], ["unload_modules", "planned"]]
     assert " done (" not in proc.stderr
+
+
+def test_a_dry_run_neither_takes_nor_waits_for_the_node_lock(tmp_path):
+    """A real run holds the lock for minutes; a dry run beside it reads and plans, and never writes
+    the lock file of a state directory it was pointed at."""
+    import fcntl
+
+    held, fresh = tmp_path / "held", tmp_path / "fresh"
+    held.mkdir()
+    with open(held / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a real run's, in our own process
+        proc = run_cli("--reload", "--simulate", "--dry-run", "--json", env={"NVRELOAD_STATE_DIR": str(held)})
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["plan"]
+    assert run_cli("--reload", "--simulate", "--dry-run", env={"NVRELOAD_STATE_DIR": str(fresh)}).returncode == 0
+    assert not (fresh / "lock").exists()
