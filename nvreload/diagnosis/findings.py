@@ -12,6 +12,7 @@ from nvreload.read.nvidia_proc import normalize_bus_id
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path 3-4 ms
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 # The one recommended action is the most drastic one any finding needs. Seeing the node comes first:
@@ -130,7 +131,8 @@ def _version_findings(node: NodeState) -> list[Finding]:
     return out
 
 
-def _module_findings(node: NodeState) -> list[Finding]:
+def _module_presence_findings(node: NodeState) -> list[Finding]:
+    """No driver loaded, or no module for the running kernel to load."""
     out = []
     release = node.kernel.release
     # "not loaded" is only known from a /proc/modules that was read (or that the live kernel lacks):
@@ -174,6 +176,14 @@ def _module_findings(node: NodeState) -> list[Finding]:
                 },
             )
         )
+    return out
+
+
+def _module_file_findings(node: NodeState) -> list[Finding]:
+    """The module on disk: unreadable, built for another kernel, or refused by the kernel."""
+    out = []
+    release = node.kernel.release
+    listed = node.readable.proc_modules.known
     if node.on_disk is not None and node.on_disk.error:
         out.append(
             Finding(
@@ -208,8 +218,13 @@ def _module_findings(node: NodeState) -> list[Finding]:
                 evidence={"lines": nvidia_errors[-5:]},
             )
         )
-    out += _signature_findings(node, listed)
-    out += _dependent_module_findings(node)
+    return out
+
+
+def _module_switch_findings(node: NodeState) -> list[Finding]:
+    """The kernel's module switches: no unloading, or no loading at all, until a reboot."""
+    out = []
+    listed = node.readable.proc_modules.known
     if listed and not node.kernel.module_unload_supported:
         out.append(
             Finding(
@@ -246,8 +261,9 @@ def _module_findings(node: NodeState) -> list[Finding]:
     return out
 
 
-def _signature_findings(node: NodeState, listed: bool) -> list[Finding]:
+def _signature_findings(node: NodeState) -> list[Finding]:
     """Secure Boot (or lockdown) refused an NVIDIA module: loading it again fails the same way."""
+    listed = node.readable.proc_modules.known
     refused = [
         f
         for f in node.kernel_log.module_failures
@@ -550,7 +566,8 @@ def _xid_action_findings(node: NodeState) -> list[Finding]:
     return out
 
 
-def _gpu_findings(node: NodeState) -> list[Finding]:
+def _fallen_off_bus_findings(node: NodeState) -> list[Finding]:
+    """A GPU that left the bus: only a reboot brings it back."""
     out = []
     pci = {g.bus_id for g in node.pci_gpus}
     # a GPU the driver lists has left the bus only when the bus could be listed
@@ -578,6 +595,12 @@ def _gpu_findings(node: NodeState) -> list[Finding]:
                 evidence={"lines": lines[-5:], "vanished": vanished, "pci_bus_ids": gpus},
             )
         )
+    return out
+
+
+def _xid_reset_findings(node: NodeState) -> list[Finding]:
+    """XIDs since the driver loaded that a GPU reset clears: rows to remap, faults that need a reset."""
+    out = []
     remap = [x for x in node.kernel_log.xids if x.since_driver_load and x.xid in xid_catalog.REMAP_XIDS]
     if remap:
         out.append(
@@ -621,7 +644,11 @@ def _gpu_findings(node: NodeState) -> list[Finding]:
                 },
             )
         )
-    out += _xid_action_findings(node)
+    return out
+
+
+def _xid_application_findings(node: NodeState) -> list[Finding]:
+    out = []
     app = [
         x
         for x in node.kernel_log.xids
@@ -637,7 +664,11 @@ def _gpu_findings(node: NodeState) -> list[Finding]:
                 evidence={"lines": [x.line for x in app[-5:]]},
             )
         )
-    out += _init_failure_findings(node)
+    return out
+
+
+def _unbound_gpu_findings(node: NodeState) -> list[Finding]:
+    out = []
     explained = {f.pci_bus_id for f in node.kernel_log.gpu_init_failures}
     unbound = [g for g in node.pci_gpus if g.driver is None and g.bus_id not in explained]
     if node.loaded("nvidia") and unbound:
@@ -654,7 +685,11 @@ def _gpu_findings(node: NodeState) -> list[Finding]:
                 },
             )
         )
-    out += _other_driver_findings(node)
+    return out
+
+
+def _mig_enabled_findings(node: NodeState) -> list[Finding]:
+    out = []
     if any(d.mig_mode for d in node.nvml.devices):
         out.append(
             Finding(
@@ -668,7 +703,6 @@ def _gpu_findings(node: NodeState) -> list[Finding]:
                 evidence={"gpus": [d.pci_bus_id for d in node.nvml.devices if d.mig_mode]},
             )
         )
-    out += _mig_pending_findings(node)
     return out
 
 
@@ -935,17 +969,47 @@ def _driver_message_findings(node: NodeState, found: list[Finding]) -> list[Find
     return out
 
 
+@dataclass(frozen=True)
+class Rule:
+    """One kind of finding: what it looks at is the node; what it gives, its findings."""
+
+    name: str
+    find: Callable[[NodeState], list[Finding]]
+
+
+def _next_kernel_rule(node: NodeState) -> list[Finding]:
+    return next_kernel_findings(node.next_kernels, node.userspace.version)
+
+
+# Every rule, in the order their findings are listed (the status document's order). A new kind of
+# finding is one rule here, its code in the status schema and its row in the README's table.
+RULES: tuple[Rule, ...] = (
+    Rule("readability", _readability_findings),
+    Rule("versions", _version_findings),
+    Rule("module presence", _module_presence_findings),
+    Rule("module file", _module_file_findings),
+    Rule("module signature", _signature_findings),
+    Rule("dependent modules", _dependent_module_findings),
+    Rule("module switches", _module_switch_findings),
+    Rule("next kernel", _next_kernel_rule),
+    Rule("fallen off the bus", _fallen_off_bus_findings),
+    Rule("xid reset", _xid_reset_findings),
+    Rule("xid action", _xid_action_findings),
+    Rule("xid application", _xid_application_findings),
+    Rule("gpu init failures", _init_failure_findings),
+    Rule("unbound gpus", _unbound_gpu_findings),
+    Rule("other drivers", _other_driver_findings),
+    Rule("mig enabled", _mig_enabled_findings),
+    Rule("mig pending", _mig_pending_findings),
+    Rule("consumers", _consumer_findings),
+    Rule("kernel faults", _kernel_fault_findings),
+    Rule("fabric", _fabric_findings),
+)
+
+
 def diagnose(node: NodeState) -> Diagnosis:
-    findings = (
-        _readability_findings(node)
-        + _version_findings(node)
-        + _module_findings(node)
-        + next_kernel_findings(node.next_kernels, node.userspace.version)
-        + _gpu_findings(node)
-        + _consumer_findings(node)
-        + _kernel_fault_findings(node)
-        + _fabric_findings(node)
-    )
+    findings = [finding for rule in RULES for finding in rule.find(node)]
+    # the driver's own messages last: only those no rule above explained already
     findings += _driver_message_findings(node, findings)
     actions = {f.action for f in findings}
     recommended = next(a for a in ACTION_PRIORITY if a in actions or a == "none")
