@@ -11,10 +11,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import stat
 import tarfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import BinaryIO, TypeVar
 
@@ -24,6 +22,7 @@ from nvreload.read.kernel_modules import MOFED_MODULES, NVIDIA_MODULES, parse_pr
 from nvreload.read.on_disk import find_module_file
 from nvreload.read.userspace import library_dirs
 from nvreload.rootfs import RootFS
+from nvreload.state_files import write_user_file
 
 PROC_FILES = (
     "proc/modules",
@@ -231,76 +230,6 @@ def _record_consumers(machine: Machine, bundle: Bundle, smi_xml: str | None) -> 
     bundle.add_bytes(f"{SNAPSHOT_DIR}/{FILE}", json.dumps(to_record(consumers), indent=1).encode())
 
 
-_KINDS = (
-    (stat.S_ISLNK, "a symlink"),
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def _refuse_destination(dir_fd: int, name: str, destination: str, flag: str) -> None:
-    """nvreload runs as root: DEST is a new file or a regular file it replaces, never a link that
-    another user planted (root would write where it points), a device or a directory."""
-    from nvreload.errors import BadInputError
-
-    try:
-        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise BadInputError(f"cannot write {destination}: {exc.strerror or exc}") from None
-    for test, kind in _KINDS:
-        if test(mode):
-            raise BadInputError(f"{destination} is {kind}: {flag} writes a regular file (give a new path)")
-
-
-def write_new_file(
-    destination: str, write: Callable[[BinaryIO], R], flag: str, mode: int = 0o600, suffix: str = ".tmp"
-) -> R:
-    """Write DEST the one safe way (--collect's archive, --output's metrics). The directory is
-    reached one component at a time without following a link another user owns (root would write
-    into whatever directory it points to), and everything after happens relative to that one open
-    directory: a DEST that is a link, a device or a directory is refused; `write` fills a new file
-    of its own there (O_EXCL|O_NOFOLLOW, a hidden name that a textfile collector reading *.prom
-    skips), which is then given `mode` and renamed over DEST, so a reader sees the old file or the
-    whole new one. Returns what `write` returns; BadInputError naming DEST when it cannot be
-    written, and no temp file left."""
-    import secrets
-
-    from nvreload.errors import BadInputError
-    from nvreload.trusted_paths import TrustedWalk
-
-    try:
-        dir_fd, name, _ = TrustedWalk(destination, follow_last=False).parent()
-    except FileNotFoundError as exc:
-        raise BadInputError(f"cannot write {destination}: {exc.filename}: {exc.strerror}") from None
-    except OSError as exc:
-        raise BadInputError(f"cannot write {destination}: {exc.strerror or exc}") from None
-    tmp = None
-    try:
-        _refuse_destination(dir_fd, name, destination, flag)
-        tmp = f".nvreload-{secrets.token_hex(6)}{suffix}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
-        with os.fdopen(fd, "wb") as raw:
-            value = write(raw)
-            os.fchmod(raw.fileno(), mode)
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        tmp = None
-        return value
-    except OSError as exc:
-        raise BadInputError(f"cannot write {destination}: {exc.strerror or exc}") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp, dir_fd=dir_fd)
-            except OSError:
-                pass
-        os.close(dir_fd)
-
-
 def collect(machine: Machine, destination: str) -> dict:
     """Write the snapshot; returns the manifest (also stored in the archive). The archive goes to DEST
     through write_new_file (mode 0600: a snapshot names the node's modules, GPUs and paths)."""
@@ -332,4 +261,4 @@ def collect(machine: Machine, destination: str) -> dict:
             bundle.add_bytes(f"{SNAPSHOT_DIR}/manifest.json", json.dumps(manifest, indent=1).encode())
         return manifest
 
-    return write_new_file(destination, write, "--collect", mode=0o600, suffix=".tgz")
+    return write_user_file(destination, write, "--collect", mode=0o600, suffix=".tgz")

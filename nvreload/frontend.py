@@ -73,10 +73,10 @@ def _metrics(app: App, document: dict, output: str | None, exit_code: int) -> in
 
     text = render_prometheus(document, _journal_view(app))
     if output is not None:
-        from nvreload.collect import write_new_file
+        from nvreload.state_files import write_user_file
 
         # 0644: node_exporter reads it as its own user
-        write_new_file(output, lambda raw: raw.write(text.encode()), "--output", mode=0o644)
+        write_user_file(output, lambda raw: raw.write(text.encode()), "--output", mode=0o644)
         return exit_code
     from nvreload.render.output import reader_may_leave
 

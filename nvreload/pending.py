@@ -9,12 +9,11 @@ never acted on.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 from nvreload.errors import BadInputError
-from nvreload.state_files import atomic_write_json
+from nvreload.state_files import UnreadableFile, atomic_write_json, read_json
 
 SCHEMA_VERSION = 1
 FILE_NAME = "reload-pending.json"
@@ -50,19 +49,17 @@ def pending_path(state_dir: str) -> str:
     return os.path.join(state_dir, FILE_NAME)
 
 
+MAX_RECORD_BYTES = 1 << 20
+
+
 def read_pending(path: str) -> PendingReload | None:
     """The record, None when there is none; BadInputError when one is there but is not a record."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            raw = handle.read(1 << 20)
-    except FileNotFoundError:
+        data = read_json(path, MAX_RECORD_BYTES)
+    except UnreadableFile as exc:
+        raise BadInputError(f"{path}: not a reload-pending record ({exc.why})") from None
+    if data is None:
         return None
-    except OSError as exc:
-        raise BadInputError(f"{path}: {exc.strerror}") from None
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise BadInputError(f"{path}: not a reload-pending record (not JSON)") from None
     problem = _problem(data)
     if problem:
         raise BadInputError(f"{path}: not a reload-pending record ({problem})")

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nvreload.errors import BadInputError
+from nvreload.state_files import UnreadableFile, read_capped
 
 CONFIG_VARIABLE = "NVRELOAD_CONFIG"
 DEFAULT_CONFIG = "/etc/nvreload/nvreload.conf"
@@ -35,25 +36,15 @@ def config_path(environ: Mapping[str, str] = os.environ) -> str:
 
 def load_policy(path: str) -> UpgradePolicy:
     """The policy in `path`; the default (report) when there is no such file."""
-    import stat
-
     try:
-        # O_NONBLOCK: a FIFO named as the configuration must not hang a package hook
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
+        raw = read_capped(path, _MAX_BYTES)
+        text = None if raw is None else raw.decode("utf-8")
+    except UnreadableFile as exc:
+        raise BadInputError(f"{path}: {exc.why}: not an nvreload configuration") from None
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path}: cannot be read ({exc})") from None
+    if text is None:
         return UpgradePolicy()
-    except OSError as exc:
-        raise BadInputError(f"{path}: cannot be read ({exc.strerror})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BadInputError(f"{path}: not a regular file: not an nvreload configuration")
-        text = os.read(fd, _MAX_BYTES + 1).decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
-    finally:
-        os.close(fd)
-    if len(text) > _MAX_BYTES:
-        raise BadInputError(f"{path}: larger than {_MAX_BYTES} bytes: not an nvreload configuration")
     return parse_policy(text, path)
 
 

@@ -58,12 +58,13 @@ class FillsTheDisk:
 
 
 def test_a_write_that_fails_half_way_leaves_the_old_journal_intact_and_no_temporary_file(tmp_path, monkeypatch):
-    import nvreload.state_files as state_files
+    import os
 
     journal = tmp_path / "journal.json"
     atomic_write_json(str(journal), {"state": "running", "undo": [{"seq": 1}]})
     before = journal.read_bytes()
-    monkeypatch.setattr(state_files, "open", lambda path, mode="r": FillsTheDisk(open(path, mode)), raising=False)
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode="r": FillsTheDisk(real_fdopen(fd, mode)))
     with pytest.raises(OSError, match="No space left"):
         atomic_write_json(str(journal), {"state": "rolling_back", "undo": [{"seq": n} for n in range(100)]})
     assert journal.read_bytes() == before
@@ -89,9 +90,10 @@ def test_a_durable_write_fsyncs_the_new_file_before_the_rename_and_the_directory
         events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
         real_fsync(fd)
 
-    def replace(source, destination):
+    def replace(source, destination, **dir_fds):
+        # names relative to the one directory opened for the write (write_new_file)
         events.append(("replace", str(source), str(destination)))
-        real_replace(source, destination)
+        real_replace(source, destination, **dir_fds)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
@@ -99,8 +101,8 @@ def test_a_durable_write_fsyncs_the_new_file_before_the_rename_and_the_directory
     atomic_write_json(journal, {"state": "running"})
     assert [e[0] for e in events] == ["fsync", "replace", "fsync"], events
     (_, synced_file), (_, temporary, destination), (_, synced_directory) = events
-    assert synced_file == temporary != journal and temporary.startswith(journal + ".tmp-")
-    assert destination == journal and synced_directory == str(tmp_path)
+    assert synced_file == str(tmp_path / temporary) and temporary.startswith(".nvreload-")
+    assert destination == "journal.json" and synced_directory == str(tmp_path)
     events.clear()
     atomic_write_json(journal, {"state": "running"}, durable=False)  # the simulated node's: no fsync asked
     assert [e[0] for e in events] == ["replace"]

@@ -28,6 +28,7 @@ from dataclasses import replace
 
 from nvreload.diagnosis.findings import ACTION_PRIORITY, Diagnosis, Finding
 from nvreload.errors import BadInputError
+from nvreload.state_files import UnreadableFile, read_json
 
 MAX_BASELINE_BYTES = 16 << 20
 _SECTIONS = ("driver", "modules", "gpus")
@@ -36,25 +37,12 @@ _SECTIONS = ("driver", "modules", "gpus")
 def load_baseline(path: str) -> dict:
     """The baseline document at `path`: a JSON object with at least one key drift is judged on.
     BadInputError (one line, exit 66) for anything else."""
-    import os
-    import stat
-
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise BadInputError(f"--baseline {path}: {exc.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise BadInputError(f"--baseline {path}: not a regular file")
-        raw = os.read(fd, MAX_BASELINE_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(raw) > MAX_BASELINE_BYTES:
-        raise BadInputError(f"--baseline {path}: larger than {MAX_BASELINE_BYTES >> 20} MiB: not a status document")
-    try:
-        baseline = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise BadInputError(f"--baseline {path}: not JSON ({exc})") from None
+        baseline = read_json(path, MAX_BASELINE_BYTES)
+    except UnreadableFile as exc:
+        raise BadInputError(f"--baseline {path}: {exc.why}") from None
+    if baseline is None:
+        raise BadInputError(f"--baseline {path}: No such file or directory")
     if not isinstance(baseline, dict) or not any(isinstance(baseline.get(k), (dict, list)) for k in _SECTIONS):
         raise BadInputError(
             f"--baseline {path}: no driver, modules or gpus to compare (write one with nvreload --status --json)"

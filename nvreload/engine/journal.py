@@ -33,7 +33,7 @@ from nvreload.catalog import GPU_DAEMONS
 from nvreload.engine.kinds import UNDO_TARGET_SHAPES
 from nvreload.errors import BadInputError, JournalError, JournalWriteError
 from nvreload.names import is_bus_id, is_module_name, is_parameter
-from nvreload.state_files import atomic_write_json
+from nvreload.state_files import UnreadableFile, atomic_write_json, read_json
 from nvreload.trusted_paths import read_own_file
 
 JOURNAL_SCHEMA_VERSION = 2
@@ -144,16 +144,11 @@ class Journal:
         """The journal at `path` with its appended records replayed, validated whole before anything
         acts on it: JournalError (bad input) when any part of it is not a journal of this version."""
         try:
-            raw = read_own_file(path, MAX_JOURNAL_BYTES)
-            if raw is None:
-                raise JournalError(f"no journal at {path}: nothing was interrupted")
-            if len(raw) > MAX_JOURNAL_BYTES:
-                raise ValueError(f"larger than {MAX_JOURNAL_BYTES // 2**20} MiB")
-            data = json.loads(raw)
-        except BadInputError as exc:  # a link, or a file another user owns or can write
-            raise JournalError(exc.message) from None
-        except (OSError, ValueError, RecursionError) as exc:
-            raise JournalError(f"{path} is not a readable journal ({exc})") from None
+            data = read_json(path, MAX_JOURNAL_BYTES, own=True)
+        except UnreadableFile as exc:  # a link, a file another user owns or can write, not JSON
+            raise JournalError(f"{path} is not a readable journal ({exc.why})") from None
+        if data is None:
+            raise JournalError(f"no journal at {path}: nothing was interrupted")
         problem = _shape_problem(data)
         if problem:
             raise JournalError(

@@ -33,7 +33,7 @@ from nvreload.engine.plan import FinalState, GpuRef, LoadedModule, MigInstance, 
 from nvreload.errors import BadInputError, HostError, ScenarioError
 from nvreload.host.processes import Termination
 from nvreload.model import Check, ContainerState, GpuProcess, KubePod, ServiceState
-from nvreload.state_files import atomic_write_json
+from nvreload.state_files import UnreadableFile, atomic_write_json, read_json
 from nvreload.trusted_paths import open_trusted_file
 
 # Which module needs which to be loaded first (the kernel's symbol dependencies).
@@ -114,15 +114,13 @@ def scenario_digest(scenario: dict) -> str:
 def _read_node_file(path: str) -> dict | None:
     """The simulated node's state as a run left it; None when there is none yet."""
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_SCENARIO_BYTES + 1)
-        data = json.loads(raw) if len(raw) <= MAX_SCENARIO_BYTES else None
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, RecursionError) as exc:
+        data = read_json(path, MAX_SCENARIO_BYTES)
+    except UnreadableFile as exc:
         raise ScenarioError(
-            f"{path}: not a simulated node's state ({exc}); remove it or use another NVRELOAD_STATE_DIR"
+            f"{path}: not a simulated node's state ({exc.why}); remove it or use another NVRELOAD_STATE_DIR"
         ) from None
+    if data is None:
+        return None
     required = ("loaded", "processes", "services", "containers", "gpus", "faults", "kernel", "consoles_bound")
     if not isinstance(data, dict) or not all(key in data for key in required):
         raise ScenarioError(f"{path}: not a simulated node's state; remove it or use another NVRELOAD_STATE_DIR")

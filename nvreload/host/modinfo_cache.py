@@ -13,11 +13,9 @@ run that may write the directory adds to it.
 
 from __future__ import annotations
 
-import json
 import os
-import stat
 
-from nvreload.state_files import atomic_write_json
+from nvreload.state_files import UnreadableFile, atomic_write_json, read_json
 
 FIELDS = ("version", "vermagic", "license")
 # An entry is ~200 bytes, one per module file read: a node's cache is a few KB. A file past this
@@ -42,11 +40,9 @@ class ModinfoCache:
         if self._entries is None:
             self._entries = {}
             try:
-                with os.fdopen(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
-                    raw = handle.read(MAX_CACHE_BYTES + 1) if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) else b""
-                data = json.loads(raw) if 0 < len(raw) <= MAX_CACHE_BYTES else None
+                data = read_json(self.path, MAX_CACHE_BYTES)
                 self._entries = data if isinstance(data, dict) else {}
-            except (OSError, ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python goes
+            except UnreadableFile:  # a cache: one that cannot be read is rebuilt
                 pass
         return self._entries
 
