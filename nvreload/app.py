@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from nvreload.errors import BadInputError, ExitCode, UsageError
+from nvreload.records import record
 from nvreload.state_files import StatePaths
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
     from nvreload.host.machine import Machine
 
 
-@dataclass
+@record
 class Result:
     """A command's outcome: a JSON-able document and the exit code it implies."""
 

@@ -1,17 +1,16 @@
 """Typed values that cross the seams: what the read model found on a node.
 
 Treat them as immutable: readers build them and nothing changes them afterwards (a changed copy is
-made with dataclasses.replace). They are not `frozen=True` because that makes dataclasses compile
-three more methods per class at import on Python 3.11 and 3.12: about 10 ms for these classes on
-every `nvreload --status --json`, which monitoring runs on every node.
+made with dataclasses.replace). They are records (nvreload.records), dataclasses as a type checker
+sees them, built without dataclasses' cost on every `nvreload --status --json`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from nvreload.records import field, fields, record
 
 
-@dataclass
+@record
 class KernelModule:
     """One kernel module as /proc/modules and /sys/module/<name> describe it."""
 
@@ -24,7 +23,7 @@ class KernelModule:
     size: int | None = None
 
 
-@dataclass
+@record
 class KernelInfo:
     """The running kernel: its release and whether it lets modules load and unload at all."""
 
@@ -35,7 +34,7 @@ class KernelInfo:
     modules_tree_present: bool = True  # lib/modules/<release> exists
 
 
-@dataclass
+@record
 class ResidentDriver:
     """What /proc/driver/nvidia/version says about the module in memory."""
 
@@ -44,7 +43,7 @@ class ResidentDriver:
     banner: str | None
 
 
-@dataclass
+@record
 class OnDiskModule:
     """The nvidia module modprobe would load for the running kernel, read from its ELF .modinfo."""
 
@@ -61,7 +60,7 @@ class OnDiskModule:
         return "open" if "GPL" in self.license else "proprietary"
 
 
-@dataclass
+@record
 class DkmsEntry:
     """One DKMS build (var/lib/dkms): which module version is built, and installed, for which kernel."""
 
@@ -72,7 +71,7 @@ class DkmsEntry:
     installed: bool
 
 
-@dataclass
+@record
 class UserspaceLibrary:
     """The userspace driver, as the file libnvidia-ml.so.1 resolves to."""
 
@@ -81,7 +80,7 @@ class UserspaceLibrary:
     link: str | None  # the libnvidia-ml.so.1 that was found
 
 
-@dataclass
+@record
 class PciGpu:
     """One NVIDIA display-class PCI function (/sys/bus/pci/devices) and the driver bound to it."""
 
@@ -92,7 +91,7 @@ class PciGpu:
     driver: str | None
 
 
-@dataclass
+@record
 class ProcGpu:
     """One entry of /proc/driver/nvidia/gpus/<bdf>/information."""
 
@@ -102,7 +101,7 @@ class ProcGpu:
     minor: int | None
 
 
-@dataclass
+@record
 class NvmlDevice:
     """One GPU as NVML enumerates it."""
 
@@ -120,7 +119,7 @@ class NvmlDevice:
     fabric_status: str | None = None
 
 
-@dataclass
+@record
 class NvmlReport:
     """What NVML said: its status (the classified init failure, or ok) and the GPUs it sees."""
 
@@ -132,7 +131,7 @@ class NvmlReport:
     error: str | None = None
 
 
-@dataclass
+@record
 class XidEvent:
     """One NVRM XID line from the kernel log."""
 
@@ -143,7 +142,7 @@ class XidEvent:
     line: str
 
 
-@dataclass
+@record
 class GpuInitFailure:
     """A GPU the driver's probe or initialisation gave up on, and the log line that says why."""
 
@@ -154,7 +153,7 @@ class GpuInitFailure:
     line: str
 
 
-@dataclass
+@record
 class ModuleLoadFailure:
     """A module the kernel refused to load, and why, from the kernel log."""
 
@@ -165,7 +164,7 @@ class ModuleLoadFailure:
     symbol: str | None = None
 
 
-@dataclass
+@record
 class DriverMessage:
     """A kernel log line of a family of nvreload/read/driver_messages.py, from the current driver
     instance (since its load, or its own probe just before)."""
@@ -175,7 +174,7 @@ class DriverMessage:
     line: str
 
 
-@dataclass
+@record
 class KernelFault:
     """An oops, BUG, general protection fault, soft lockup, hung task or WARNING whose report (its
     RIP, WARNING line or call trace) runs through an NVIDIA module, since the driver loaded."""
@@ -186,7 +185,7 @@ class KernelFault:
     frames: tuple[str, ...]  # the trace lines that name them (a few)
 
 
-@dataclass
+@record
 class KernelLog:
     """The kernel log's NVIDIA lines that matter: the last driver load, XIDs, load errors."""
 
@@ -204,7 +203,7 @@ class KernelLog:
     kernel_faults: tuple[KernelFault, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class KubePod:
     """The Kubernetes pod a process runs in, as kubelet's cgroup and the runtime's bundle show it."""
 
@@ -222,7 +221,7 @@ class KubePod:
         return f"{pod} {container}({self.runtime} {self.container_id[:12]})"
 
 
-@dataclass
+@record
 class GpuProcess:
     """A process holding a GPU device node (or listed by NVML), and what owns it."""
 
@@ -239,7 +238,7 @@ class GpuProcess:
     uid: int | None = None  # who runs it (a rootless container's user)
 
 
-@dataclass
+@record
 class ServiceState:
     """A GPU service (systemd unit, or a daemon by name where systemd is not PID 1)."""
 
@@ -249,7 +248,7 @@ class ServiceState:
     command: tuple[str, ...] | None = None  # without systemd: the command line that started it
 
 
-@dataclass
+@record
 class ContainerState:
     """A container that uses a GPU, with the markers that say so."""
 
@@ -269,7 +268,7 @@ class ContainerState:
         return f"{self.name} ({self.id[:12]})" if self.name else self.id[:12]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EngineState:
     """A container engine found on the node and how many GPU containers it runs."""
 
@@ -278,7 +277,7 @@ class EngineState:
     gpu_containers: int
 
 
-@dataclass
+@record
 class Consumers:
     """Everything that holds or uses the GPUs: processes, services, containers."""
 
@@ -290,7 +289,7 @@ class Consumers:
     engines: tuple[EngineState, ...] = ()  # each engine that answered
 
 
-@dataclass
+@record
 class NodeInput:
     """One file or directory of the node that findings are drawn from, and whether it was read."""
 
@@ -314,7 +313,7 @@ def _input(*paths: str) -> NodeInput:
     return field(default_factory=lambda: NodeInput(paths))
 
 
-@dataclass
+@record
 class Readability:
     """What of the node could be read. A finding is drawn only from inputs that were read (an absent
     file proves nothing about the node when the snapshot or the permissions left it out), and without
@@ -335,7 +334,7 @@ class Readability:
         return tuple(i for i in (self.proc_modules, self.kernel_release) if not i.known)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class NextKernel:
     """An installed kernel newer than the running one (it has a boot image): what boots next, and
     the nvidia module modprobe would load there (None: there is none, the GPUs would come up dark)."""
@@ -344,7 +343,7 @@ class NextKernel:
     module: OnDiskModule | None
 
 
-@dataclass
+@record
 class NodeState:
     """The whole read model of one node, live or from a snapshot."""
 
@@ -385,7 +384,7 @@ class NodeState:
         return module is not None and module.state in ("live", "coming")
 
 
-@dataclass
+@record
 class Check:
     """One health check (--verify, and the engine's verify step) and whether it passed."""
 

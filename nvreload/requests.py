@@ -3,12 +3,12 @@ actions.ActionRequest: kept off the status path, where every class definition co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from nvreload.records import record
 
 FORMATS = ("human", "json", "prometheus")
 
 
-@dataclass
+@record
 class StatusRequest:
     """A command line that asks for status and nothing else."""
 

@@ -20,9 +20,9 @@ import os
 import posixpath
 import re
 import stat
-from dataclasses import dataclass
 
 from nvreload.errors import SnapshotError
+from nvreload.records import record
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def _norm(rel: str) -> str:
     return "/".join(parts)
 
 
-@dataclass
+@record
 class _Entry:
     """One member of a .tar.gz snapshot: where its bytes lie in the inflated archive."""
 

@@ -20,6 +20,7 @@ LAYERS = (
         "nvreload.policy",
         "nvreload.requests",
         "nvreload.action_request",
+        "nvreload.records",
         "nvreload.rootfs",
     ),
     ("nvreload.read",),

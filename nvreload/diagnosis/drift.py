@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import replace
 
 from nvreload.diagnosis.findings import ACTION_PRIORITY, Diagnosis, Finding
 from nvreload.errors import BadInputError
+from nvreload.records import replace
 from nvreload.state_files import UnreadableFile, read_json
 
 MAX_BASELINE_BYTES = 16 << 20

@@ -3,12 +3,11 @@ it, and the evidence (the strings read off the node) that produced it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from nvreload.catalog import DISPLAY_SERVERS
 from nvreload.diagnosis import xid_catalog
 from nvreload.model import NextKernel, NodeState
 from nvreload.read.nvidia_proc import normalize_bus_id
+from nvreload.records import field, record
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path 3-4 ms
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ ACTION_PRIORITY = (
 )
 
 
-@dataclass
+@record
 class Finding:
     """One thing wrong (or worth knowing) about a node, with the evidence that shows it."""
 
@@ -44,7 +43,7 @@ class Finding:
     evidence: dict = field(default_factory=dict, compare=False)
 
 
-@dataclass
+@record
 class Diagnosis:
     """All findings of a node and the one action recommended for them."""
 
@@ -969,7 +968,7 @@ def _driver_message_findings(node: NodeState, found: list[Finding]) -> list[Find
     return out
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rule:
     """One kind of finding: what it looks at is the node; what it gives, its findings."""
 

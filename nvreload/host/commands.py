@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+
+from nvreload.records import record
 
 
-@dataclass
+@record
 class CommandResult:
     """How a command ended: its exit status (124 timed out, 127 not found) and its output."""
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import replace
 
 from nvreload.host.commands import CommandRunner
 from nvreload.host.modinfo_cache import ModinfoCache
 from nvreload.model import Consumers, ContainerState, EngineState, GpuProcess, NvmlReport, ServiceState
+from nvreload.records import replace
 from nvreload.rootfs import RootFS
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True

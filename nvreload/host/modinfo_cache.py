@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 
+from nvreload.errors import BadInputError
 from nvreload.state_files import UnreadableFile, atomic_write_json, read_json
 
 FIELDS = ("version", "vermagic", "license")
@@ -67,5 +68,5 @@ class ModinfoCache:
         entries[module_path] = {"identity": identity, **{field: values.get(field) for field in FIELDS}}
         try:
             atomic_write_json(self.path, entries, durable=False)  # tmpfs: nothing to make durable
-        except OSError:
-            pass  # unprivileged, or a read-only /run: the next run reads the module again
+        except (OSError, BadInputError):
+            pass  # unprivileged, a read-only /run, a path that is no directory: the next run reads the module again

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from nvreload.model import KernelInfo, KernelModule
+from nvreload.records import record
 from nvreload.rootfs import RootFS
 
 _STATES = {"Live": "live", "Loading": "coming", "Unloading": "going"}
@@ -27,7 +27,7 @@ MOFED_MODULES = ("ib_core", "mlx5_core")
 FABRIC_MODULES = ("ib_umad",)
 
 
-@dataclass
+@record
 class ProcModulesLine:
     """One parsed line of /proc/modules."""
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from nvreload.model import (
     Consumers,
     ContainerState,
@@ -22,6 +20,7 @@ from nvreload.read.on_disk import newer_kernels, read_dkms, read_on_disk_module
 from nvreload.read.pci import read_pci_gpus
 from nvreload.read.readability import kernel_release_input, read_readability
 from nvreload.read.userspace import read_userspace
+from nvreload.records import replace
 from nvreload.rootfs import RootFS
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
