@@ -45,8 +45,6 @@ def _gpus(node: NodeState) -> list[dict]:
 
 def status_document(node: NodeState, diagnosis: Diagnosis | None = None) -> dict:
     diagnosis = diagnosis or diagnose(node)
-    nvidia = node.module("nvidia")
-    kernel_module_version = node.resident.version or (nvidia.version if nvidia and node.loaded("nvidia") else None)
     # what the kernel allows is told by /proc/modules and modules_disabled: null, not a guess, unless known
     listed = node.readable.proc_modules.known
     return {
@@ -59,25 +57,7 @@ def status_document(node: NodeState, diagnosis: Diagnosis | None = None) -> dict
             ),
             "modules_supported": node.kernel.modules_supported if listed else None,
         },
-        "driver": {
-            "loaded": node.loaded("nvidia"),
-            "kernel_module_version": kernel_module_version,
-            "kernel_module_flavor": node.resident.flavor if node.loaded("nvidia") else None,
-            "on_disk_module_version": node.on_disk.version if node.on_disk else None,
-            "on_disk_module_path": node.on_disk.path if node.on_disk else None,
-            "on_disk_module_vermagic": node.on_disk.vermagic if node.on_disk else None,
-            "on_disk_module_flavor": node.on_disk.flavor if node.on_disk else None,
-            "userspace_version": node.userspace.version,
-            "userspace_library": node.userspace.path,
-            "nvml": node.nvml.status,
-            "nvml_source": node.nvml.source,
-            "nvml_error": node.nvml.error,
-            "fabric_manager_version": node.fabric_manager_version,
-            "dkms": [
-                {"module": e.module, "version": e.version, "kernel": e.kernel, "arch": e.arch, "installed": e.installed}
-                for e in node.dkms
-            ],
-        },
+        "driver": _driver(node),
         "modules": [
             {
                 "name": m.name,
@@ -90,37 +70,7 @@ def status_document(node: NodeState, diagnosis: Diagnosis | None = None) -> dict
             for m in node.modules
         ],
         "gpus": _gpus(node),
-        "consumers": {
-            "scanned": node.consumers.scanned,
-            "container_engine_error": node.consumers.container_engine_error,
-            "processes": [
-                {
-                    "pid": p.pid,
-                    "comm": p.comm,
-                    "cmdline": p.cmdline,
-                    "devices": list(p.devices),
-                    "container_id": p.container_id,
-                    "systemd_unit": p.systemd_unit,
-                    "source": p.source,
-                }
-                for p in node.consumers.processes
-            ],
-            "services": [{"name": s.name, "active": s.active, "enabled": s.enabled} for s in node.consumers.services],
-            "containers": [
-                {
-                    "id": c.id,
-                    "name": c.name,
-                    "running": c.running,
-                    "markers": list(c.markers),
-                    "engine": c.engine,
-                    "unit": c.unit,
-                }
-                for c in node.consumers.containers
-            ],
-            "engines": [
-                {"name": e.name, "url": e.url, "gpu_containers": e.gpu_containers} for e in node.consumers.engines
-            ],
-        },
+        "consumers": _consumers(node),
         "xid_events": [
             {"xid": x.xid, "pci_bus_id": x.pci_bus_id, "message": x.message, "since_driver_load": x.since_driver_load}
             for x in node.kernel_log.xids
@@ -134,6 +84,62 @@ def status_document(node: NodeState, diagnosis: Diagnosis | None = None) -> dict
         "reload": {"feasible": not diagnosis.reload_blockers, "blockers": list(diagnosis.reload_blockers)},
         "unreadable": list(node.unreadable),
         "inputs": {name: {"paths": list(i.paths), "state": i.state} for name, i in node.readable.inputs().items()},
+    }
+
+
+def _driver(node: NodeState) -> dict:
+    nvidia = node.module("nvidia")
+    kernel_module_version = node.resident.version or (nvidia.version if nvidia and node.loaded("nvidia") else None)
+    return {
+        "loaded": node.loaded("nvidia"),
+        "kernel_module_version": kernel_module_version,
+        "kernel_module_flavor": node.resident.flavor if node.loaded("nvidia") else None,
+        "on_disk_module_version": node.on_disk.version if node.on_disk else None,
+        "on_disk_module_path": node.on_disk.path if node.on_disk else None,
+        "on_disk_module_vermagic": node.on_disk.vermagic if node.on_disk else None,
+        "on_disk_module_flavor": node.on_disk.flavor if node.on_disk else None,
+        "userspace_version": node.userspace.version,
+        "userspace_library": node.userspace.path,
+        "nvml": node.nvml.status,
+        "nvml_source": node.nvml.source,
+        "nvml_error": node.nvml.error,
+        "fabric_manager_version": node.fabric_manager_version,
+        "dkms": [
+            {"module": e.module, "version": e.version, "kernel": e.kernel, "arch": e.arch, "installed": e.installed}
+            for e in node.dkms
+        ],
+    }
+
+
+def _consumers(node: NodeState) -> dict:
+    return {
+        "scanned": node.consumers.scanned,
+        "container_engine_error": node.consumers.container_engine_error,
+        "processes": [
+            {
+                "pid": p.pid,
+                "comm": p.comm,
+                "cmdline": p.cmdline,
+                "devices": list(p.devices),
+                "container_id": p.container_id,
+                "systemd_unit": p.systemd_unit,
+                "source": p.source,
+            }
+            for p in node.consumers.processes
+        ],
+        "services": [{"name": s.name, "active": s.active, "enabled": s.enabled} for s in node.consumers.services],
+        "containers": [
+            {
+                "id": c.id,
+                "name": c.name,
+                "running": c.running,
+                "markers": list(c.markers),
+                "engine": c.engine,
+                "unit": c.unit,
+            }
+            for c in node.consumers.containers
+        ],
+        "engines": [{"name": e.name, "url": e.url, "gpu_containers": e.gpu_containers} for e in node.consumers.engines],
     }
 
 

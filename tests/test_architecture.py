@@ -177,3 +177,18 @@ def test_each_side_effect_has_one_door(needle, door):
         else set()
     )
     assert set(users) <= allowed and door in users, users
+
+
+LONGEST_FUNCTION = 60
+
+
+def test_no_function_in_the_package_is_longer_than_sixty_lines():
+    """A function a maintainer cannot see whole on one screen does several jobs: split it into named parts."""
+    long = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1  # type: ignore[operator]
+                if length > LONGEST_FUNCTION:
+                    long.append(f"{name}.{node.name}: {length} lines")
+    assert long == []

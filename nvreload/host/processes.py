@@ -90,6 +90,19 @@ def _label(rdev: int, mode: int, majors: frozenset[int], exact: frozenset[int]) 
     return None
 
 
+def _namespace_verdicts(
+    pid: int, proc: str, cache: dict[str, dict[str, str | None]] | None
+) -> dict[str, str | None] | None:
+    """The bulk scan's verdicts per path in pid's mount namespace (a path names another file in
+    another namespace); None without a cache, or where the namespace cannot be told."""
+    if cache is None:
+        return None
+    try:
+        return cache.setdefault(os.readlink(f"{proc}/{pid}/ns/mnt"), {})
+    except OSError:
+        return None  # cannot tell namespaces apart: stat everything
+
+
 def held_devices(
     pid: int, matcher: DeviceMatcher, proc: str = "/proc", cache: dict[str, dict[str, str | None]] | None = None
 ) -> list[str]:
@@ -110,12 +123,7 @@ def held_devices(
     held = []
     stat_fn, readlink = os.stat, os.readlink
     majors, exact = matcher.majors, matcher.exact_rdevs
-    verdicts: dict[str, str | None] | None = None
-    if cache is not None:
-        try:
-            verdicts = cache.setdefault(readlink(f"{proc}/{pid}/ns/mnt"), {})
-        except OSError:
-            verdicts = None  # cannot tell namespaces apart: stat everything
+    verdicts = _namespace_verdicts(pid, proc, cache)
     try:
         for fd in os.listdir(dir_fd):
             target = None

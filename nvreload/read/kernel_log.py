@@ -268,6 +268,20 @@ def _driver_lines(lines: list[str], start: int, last_load: int | None) -> tuple[
     return messages, faults
 
 
+def _xid_event(match: re.Match[str], line: str, since_driver_load: bool) -> XidEvent | None:
+    try:
+        xid = int(match.group("xid"))
+    except ValueError:
+        return None
+    return XidEvent(
+        xid=xid,
+        pci_bus_id=normalize_bus_id(match.group("bus")),
+        message=match.group("msg").strip(),
+        since_driver_load=since_driver_load,
+        line=line.strip(),
+    )
+
+
 def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
     if text is None:
         return KernelLog(source, 0, None, (), (), ())
@@ -288,19 +302,9 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
         current = last_load is None or since
         match = _XID.search(line)
         if match:
-            try:
-                xid = int(match.group("xid"))
-            except ValueError:
-                continue
-            xids.append(
-                XidEvent(
-                    xid=xid,
-                    pci_bus_id=normalize_bus_id(match.group("bus")),
-                    message=match.group("msg").strip(),
-                    since_driver_load=since if last_load is not None else True,
-                    line=line.strip(),
-                )
-            )
+            event = _xid_event(match, line, since if last_load is not None else True)
+            if event is not None:
+                xids.append(event)
             continue
         if current and _FALLEN.search(line):
             fallen.append(line.strip())

@@ -7,8 +7,10 @@ from nvreload.model import (
     ContainerState,
     EngineState,
     GpuProcess,
+    KernelInfo,
     KernelModule,
     NextKernel,
+    NodeInput,
     NodeState,
     NvmlReport,
     ServiceState,
@@ -99,16 +101,22 @@ def scan_consumers(
     )
 
 
-def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeState:
-    fs = machine.fs
-    proc_modules_text = fs.read_text("proc/modules")
-    proc_lines = parse_proc_modules(proc_modules_text or "")
-    kernel = read_kernel(fs, proc_lines, proc_modules_text is not None)
+def _kernel(fs: RootFS, proc_lines: list, proc_modules_read: bool) -> tuple[KernelInfo, NodeInput]:
+    """The kernel's switches and release, and where the release was read."""
+    kernel = read_kernel(fs, proc_lines, proc_modules_read)
     release_input, release = kernel_release_input(fs)
     if kernel.release is None and release:
         # a snapshot that kept /proc/version but not osrelease
         tree = fs.is_dir(f"lib/modules/{release}") or fs.is_dir(f"usr/lib/modules/{release}")
         kernel = replace(kernel, release=release, modules_tree_present=tree)
+    return kernel, release_input
+
+
+def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeState:
+    fs = machine.fs
+    proc_modules_text = fs.read_text("proc/modules")
+    proc_lines = parse_proc_modules(proc_modules_text or "")
+    kernel, release_input = _kernel(fs, proc_lines, proc_modules_text is not None)
     readable = read_readability(fs, proc_modules_text, release_input)
     modules = read_modules(fs, proc_lines)
     by_name = {m.name: m for m in modules}
@@ -136,7 +144,7 @@ def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeStat
     consumers = Consumers()
     if scan:
         consumers = scan_consumers(machine, modules, nvml, services)
-    elif with_consumers and not machine.live:
+    elif with_consumers:
         # what the live scan saw when the snapshot was taken (--collect records it)
         consumers = machine.recorded_consumers() or Consumers()
     return NodeState(

@@ -62,6 +62,13 @@ def render_status(doc: dict, verbose: bool = False) -> None:
                 )
             )
         )
+    _gpu_table(out, doc)
+    _consumer_lines(out, doc, verbose)
+    _finding_lines(out, doc, verbose)
+    _reload_lines(out, doc)
+
+
+def _gpu_table(out, doc: dict) -> None:
     if doc["gpus"]:
         table = Table(show_edge=False, box=None, pad_edge=False)
         for column in ("bus id", "name", "uuid", "driver", "persistence", "MIG"):
@@ -76,6 +83,9 @@ def render_status(doc: dict, verbose: bool = False) -> None:
                 _flag(gpu.get("mig_mode")),
             )
         out.print(table)
+
+
+def _consumer_lines(out, doc: dict, verbose: bool) -> None:
     consumers = doc["consumers"]
     if consumers.get("scanned"):
         out.print(
@@ -94,6 +104,9 @@ def render_status(doc: dict, verbose: bool = False) -> None:
                 out.print(f"  pid {proc['pid']} {text(proc['comm'])}: {text(', '.join(proc['devices']) or 'via NVML')}")
     else:
         out.print("consumers: not scanned (snapshot)")
+
+
+def _finding_lines(out, doc: dict, verbose: bool) -> None:
     if doc["findings"]:
         for finding in doc["findings"]:
             style = _SEVERITY_STYLE[finding["severity"]]
@@ -103,6 +116,9 @@ def render_status(doc: dict, verbose: bool = False) -> None:
                     out.print(f"           {key}: {escape(str(value))}")
     else:
         out.print("[green]no findings[/]")
+
+
+def _reload_lines(out, doc: dict) -> None:
     reload = doc["reload"]
     feasible = "[green]feasible[/]" if reload["feasible"] else f"[red]blocked[/] by {', '.join(reload['blockers'])}"
     out.print(f"recommended action: [bold]{doc['recommended_action']}[/]; reload {feasible}")

@@ -125,6 +125,15 @@ def _journal(out: _Exposition, journal: JournalView | None) -> None:
 def render_prometheus(document: dict, journal: JournalView | None) -> str:
     """The status document (and the journal's last run, None for a snapshot) as Prometheus text exposition."""
     out = _Exposition()
+    _node_families(out, document)
+    _finding_families(out, document)
+    _reload_families(out, document)
+    _gpu_families(out, document)
+    _journal(out, journal)
+    return out.text()
+
+
+def _node_families(out: _Exposition, document: dict) -> None:
     node, driver = document["node"], document["driver"]
     out.family(
         "nvreload_node_info",
@@ -154,6 +163,9 @@ def render_prometheus(document: dict, journal: JournalView | None) -> str:
         "The status exit code: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
         [({}, status_exit_code(document))],
     )
+
+
+def _finding_families(out: _Exposition, document: dict) -> None:
     # Only the codes present: an alert rule fires on the series existing (`nvreload_finding{severity="critical"}`)
     # and resolves when the next run's file no longer has it. A 0 for each known code would have to carry
     # a severity label for a finding that is not there, and the code list grows with the diagnosis;
@@ -174,6 +186,9 @@ def render_prometheus(document: dict, journal: JournalView | None) -> str:
         "The one recommended action; always 1.",
         [({"action": document["recommended_action"]}, 1)],
     )
+
+
+def _reload_families(out: _Exposition, document: dict) -> None:
     out.family(
         "nvreload_reload_feasible", "1 when no finding blocks a reload.", [({}, bool(document["reload"]["feasible"]))]
     )
@@ -195,6 +210,9 @@ def render_prometheus(document: dict, journal: JournalView | None) -> str:
         "A finding code that blocks a reload; always 1.",
         [({"code": code}, 1) for code in sorted(set(document["reload"]["blockers"]))],
     )
+
+
+def _gpu_families(out: _Exposition, document: dict) -> None:
     out.family(
         "nvreload_xid_events_since_driver_load",
         "XID events in the kernel log since the loaded driver instance started, by XID number.",
@@ -218,5 +236,3 @@ def render_prometheus(document: dict, journal: JournalView | None) -> str:
             for e in document["consumers"].get("engines", [])
         ],
     )
-    _journal(out, journal)
-    return out.text()
