@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from importlib import resources
 
-from nvreload.catalog import FABRIC_SERVICES
+from nvreload.catalog import DISPLAY_SERVERS, FABRIC_SERVICES
 from nvreload.engine.plan import FinalState, GpuRef, LoadedModule, MigInstance, ReloadView, mig_geometry
 from nvreload.errors import BadInputError, HostError, ScenarioError
 from nvreload.host.processes import Termination
@@ -256,99 +256,9 @@ class SimulatedNode:
             modules = tuple(
                 LoadedModule(n, tuple(self._holders(n)), dict(p)) for n, p in self.s["loaded"].items() if n in DEPENDS
             )
-            processes = []
-            for p in self.s["processes"]:
-                if not p.get("alive", True) or not p.get("holds"):
-                    continue
-                container = p.get("container")
-                if container and not any(c["id"] == container and c.get("running") for c in self.s["containers"]):
-                    continue
-                unit = p.get("unit")
-                if unit and not any(sv["name"] == unit and sv.get("active") for sv in self.s["services"]):
-                    continue
-                if not set(p["holds"]) & set(self.s["loaded"]):
-                    continue
-                processes.append(
-                    GpuProcess(
-                        p["pid"],
-                        p.get("start_time", 1000 + p["pid"]),
-                        p.get("comm", "proc"),
-                        p.get("cmdline", p.get("comm", "")),
-                        _module_devices(p["holds"]) + self._gpu_nodes(p),
-                        container,
-                        unit,
-                        "procfs",
-                        p.get("pgrp", p["pid"]),
-                        _pod(p.get("pod")),
-                    )
-                )
-            # an active GPU service or a running GPU container holds its GPUs through a process of
-            # its own, listed in the scenario or not
-            listed_units = {p.systemd_unit for p in processes if p.systemd_unit}
-            listed_containers = {p.container_id for p in processes if p.container_id}
-            for number, sv in enumerate(self.s["services"]):
-                if sv.get("active") and sv.get("holds") and sv["name"] not in listed_units:
-                    comm = sv["name"].removesuffix(".service")[:15]
-                    processes.append(
-                        GpuProcess(
-                            3000 + number,
-                            3000 + number,
-                            comm,
-                            comm,
-                            self._gpu_nodes(sv),
-                            None,
-                            sv["name"],
-                            "procfs",
-                            3000 + number,
-                        )
-                    )
-            for number, c in enumerate(self.s["containers"]):
-                if c.get("running") and c.get("holds") and c["id"] not in listed_containers:
-                    processes.append(
-                        GpuProcess(
-                            3500 + number,
-                            3500 + number,
-                            "python3",
-                            f"python3 ({c['name']})",
-                            self._gpu_nodes(c),
-                            c["id"],
-                            None,
-                            "procfs",
-                            3500 + number,
-                        )
-                    )
-            services = tuple(ServiceState(sv["name"], "active") for sv in self.s["services"] if sv.get("active"))
-            containers = tuple(
-                ContainerState(
-                    c["id"],
-                    c["name"],
-                    True,
-                    tuple(c.get("markers", ["NVIDIA_VISIBLE_DEVICES"])),
-                    c.get("restart_policy"),
-                    c.get("stop_timeout"),
-                    c.get("engine", "docker"),
-                    c.get("unit"),
-                    _pod({**c["pod"], "runtime": "docker", "container_id": c["id"]} if c.get("pod") else None),
-                )
-                for c in self.s["containers"]
-                # as the live engine lists them: a GPU marker, or a process of its own on a GPU
-                if c.get("running") and (c.get("gpu", True) or c["id"] in {p.container_id for p in processes})
-            )
-            blockers = []
-            if not self.s["kernel"].get("module_unload_supported", True):
-                blockers.append("module_unload_unsupported")
-            if self.s["kernel"].get("modules_disabled"):
-                blockers.append("module_loading_disabled")
-            if any(g.get("mig_unreadable") for g in self.s["gpus"]):
-                blockers.append("mig_geometry_unreadable")  # instances that could not be recorded cannot come back
-            if self.s.get("nvswitch") and self.s.get("fabric_manager_version") not in (
-                None,
-                self.s["installed_version"],
-            ):
-                blockers.append("fabric_manager_version_mismatch")  # the diagnosis's rule: it would not start
-            display = tuple(p for p in processes if p.comm in ("Xorg", "gnome-shell", "Xwayland", "gdm", "sddm"))
-            if display:
-                blockers.append("display_server_active")
+            processes = self._gpu_processes()
+            services, containers = self._gpu_units_and_containers(processes)
+            blockers, display = self._blockers(processes)
             consoles = tuple(self.s["consoles_bound"]) if "nvidia_drm" in self.s["loaded"] else ()
             nothing_loaded = "nvidia" not in self.s["loaded"]
             view = ReloadView(
@@ -379,6 +289,117 @@ class SimulatedNode:
                 hostname=self.s.get("hostname", "sim-node"),
             )
             return replace(view, recommended_action=self.recommend(view)) if self.recommend else view
+
+    def _gpu_processes(self) -> list[GpuProcess]:
+        """What a scan of /proc would find holding the GPUs: the scenario's processes that are alive
+        and hold a loaded module, and a process of its own for each GPU service or container that
+        holds GPUs without one listed."""
+        processes = []
+        for p in self.s["processes"]:
+            if not p.get("alive", True) or not p.get("holds"):
+                continue
+            container = p.get("container")
+            if container and not any(c["id"] == container and c.get("running") for c in self.s["containers"]):
+                continue
+            unit = p.get("unit")
+            if unit and not any(sv["name"] == unit and sv.get("active") for sv in self.s["services"]):
+                continue
+            if not set(p["holds"]) & set(self.s["loaded"]):
+                continue
+            processes.append(
+                GpuProcess(
+                    p["pid"],
+                    p.get("start_time", 1000 + p["pid"]),
+                    p.get("comm", "proc"),
+                    p.get("cmdline", p.get("comm", "")),
+                    _module_devices(p["holds"]) + self._gpu_nodes(p),
+                    container,
+                    unit,
+                    "procfs",
+                    p.get("pgrp", p["pid"]),
+                    _pod(p.get("pod")),
+                )
+            )
+        return processes + self._unit_and_container_processes(processes)
+
+    def _unit_and_container_processes(self, processes: list[GpuProcess]) -> list[GpuProcess]:
+        """An active GPU service or a running GPU container holds its GPUs through a process of its
+        own, listed in the scenario or not."""
+        listed_units = {p.systemd_unit for p in processes if p.systemd_unit}
+        listed_containers = {p.container_id for p in processes if p.container_id}
+        own: list[GpuProcess] = []
+        for number, sv in enumerate(self.s["services"]):
+            if sv.get("active") and sv.get("holds") and sv["name"] not in listed_units:
+                comm = sv["name"].removesuffix(".service")[:15]
+                own.append(
+                    GpuProcess(
+                        3000 + number,
+                        3000 + number,
+                        comm,
+                        comm,
+                        self._gpu_nodes(sv),
+                        None,
+                        sv["name"],
+                        "procfs",
+                        3000 + number,
+                    )
+                )
+        for number, c in enumerate(self.s["containers"]):
+            if c.get("running") and c.get("holds") and c["id"] not in listed_containers:
+                own.append(
+                    GpuProcess(
+                        3500 + number,
+                        3500 + number,
+                        "python3",
+                        f"python3 ({c['name']})",
+                        self._gpu_nodes(c),
+                        c["id"],
+                        None,
+                        "procfs",
+                        3500 + number,
+                    )
+                )
+        return own
+
+    def _gpu_units_and_containers(
+        self, processes: list[GpuProcess]
+    ) -> tuple[tuple[ServiceState, ...], tuple[ContainerState, ...]]:
+        services = tuple(ServiceState(sv["name"], "active") for sv in self.s["services"] if sv.get("active"))
+        containers = tuple(
+            ContainerState(
+                c["id"],
+                c["name"],
+                True,
+                tuple(c.get("markers", ["NVIDIA_VISIBLE_DEVICES"])),
+                c.get("restart_policy"),
+                c.get("stop_timeout"),
+                c.get("engine", "docker"),
+                c.get("unit"),
+                _pod({**c["pod"], "runtime": "docker", "container_id": c["id"]} if c.get("pod") else None),
+            )
+            for c in self.s["containers"]
+            # as the live engine lists them: a GPU marker, or a process of its own on a GPU
+            if c.get("running") and (c.get("gpu", True) or c["id"] in {p.container_id for p in processes})
+        )
+        return services, containers
+
+    def _blockers(self, processes: list[GpuProcess]) -> tuple[list[str], tuple[GpuProcess, ...]]:
+        blockers = []
+        if not self.s["kernel"].get("module_unload_supported", True):
+            blockers.append("module_unload_unsupported")
+        if self.s["kernel"].get("modules_disabled"):
+            blockers.append("module_loading_disabled")
+        if any(g.get("mig_unreadable") for g in self.s["gpus"]):
+            blockers.append("mig_geometry_unreadable")  # instances that could not be recorded cannot come back
+        if self.s.get("nvswitch") and self.s.get("fabric_manager_version") not in (
+            None,
+            self.s["installed_version"],
+        ):
+            blockers.append("fabric_manager_version_mismatch")  # the diagnosis's rule: it would not start
+        display = tuple(p for p in processes if p.comm in DISPLAY_SERVERS)
+        if display:
+            blockers.append("display_server_active")
+        return blockers, display
 
     def configured_parameters(self) -> dict[str, dict[str, str]]:
         return {k: dict(v) for k, v in self.s.get("modprobe_d", {}).items()}

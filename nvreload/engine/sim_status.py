@@ -52,23 +52,6 @@ def simulated_node_state(node: SimulatedNode, view: ReloadView | None = None) ->
         for m in view.modules
     )
     gpus = s["gpus"]
-    status = node.nvml_status()
-    devices = (
-        tuple(
-            NvmlDevice(
-                index,
-                g.get("name"),
-                g.get("uuid"),
-                g["pci_bus_id"],
-                bool(g.get("persistence_now")),
-                bool(g.get("mig")),
-                mig_pending=bool(g.get("mig")) != bool(g.get("mig_pending")),
-            )
-            for index, g in enumerate(gpus)
-        )
-        if status == "ok"
-        else ()
-    )
     return NodeState(
         hostname="simulated",
         kernel=KernelInfo(
@@ -83,14 +66,7 @@ def simulated_node_state(node: SimulatedNode, view: ReloadView | None = None) ->
             flavor if loaded_version else None,
             _banner(loaded_version, flavor) if loaded_version else None,
         ),
-        on_disk=OnDiskModule(
-            f"/lib/modules/{release}/updates/dkms/nvidia.ko",
-            installed,
-            f"{release} SMP preempt mod_unload modversions",
-            "Dual MIT/GPL",
-        )
-        if installed
-        else None,
+        on_disk=_on_disk(release, installed),
         dkms=(),
         userspace=UserspaceLibrary(
             installed,
@@ -103,25 +79,58 @@ def simulated_node_state(node: SimulatedNode, view: ReloadView | None = None) ->
         proc_gpus=tuple(ProcGpu(g["pci_bus_id"], g.get("name"), g.get("uuid"), index) for index, g in enumerate(gpus))
         if loaded_version
         else (),
-        nvml=NvmlReport(
-            status=status,
-            source="simulated",
-            driver_version=loaded_version if status == "ok" else None,
-            devices=devices,
-        ),
+        nvml=_nvml(node, loaded_version),
         kernel_log=KernelLog(source=None, lines=0, last_driver_load=None, xids=(), load_errors=(), fallen_off_bus=()),
         mofed_ready=bool(s.get("mofed_ready", True)),
         peermem_wanted="nvidia_peermem" in s["loaded"] or "nvidia_peermem" in s.get("modules_load_d", []),
         fabric_manager_version=s.get("fabric_manager_version") if s.get("nvswitch") else None,
-        consumers=Consumers(
-            processes=view.processes,
-            services=view.services,
-            containers=view.containers,
-            scanned=True,
-            # each engine the simulated containers name, with its GPU containers (no socket: a URL of its own)
-            engines=tuple(
-                EngineState(name, f"simulated://{name}", sum(1 for c in view.containers if c.engine == name))
-                for name in sorted({c.engine for c in view.containers})
-            ),
+        consumers=_consumers(view),
+    )
+
+
+def _on_disk(release: str, installed: str | None) -> OnDiskModule | None:
+    if not installed:
+        return None
+    return OnDiskModule(
+        f"/lib/modules/{release}/updates/dkms/nvidia.ko",
+        installed,
+        f"{release} SMP preempt mod_unload modversions",
+        "Dual MIT/GPL",
+    )
+
+
+def _nvml(node: SimulatedNode, loaded_version: str | None) -> NvmlReport:
+    """What NVML answers: the GPUs only while it works (the driver loaded, of the library's version)."""
+    status = node.nvml_status()
+    devices = tuple(
+        NvmlDevice(
+            index,
+            g.get("name"),
+            g.get("uuid"),
+            g["pci_bus_id"],
+            bool(g.get("persistence_now")),
+            bool(g.get("mig")),
+            mig_pending=bool(g.get("mig")) != bool(g.get("mig_pending")),
+        )
+        for index, g in enumerate(node.s["gpus"])
+    )
+    return NvmlReport(
+        status=status,
+        source="simulated",
+        driver_version=loaded_version if status == "ok" else None,
+        devices=devices if status == "ok" else (),
+    )
+
+
+def _consumers(view: ReloadView) -> Consumers:
+    return Consumers(
+        processes=view.processes,
+        services=view.services,
+        containers=view.containers,
+        scanned=True,
+        # each engine the simulated containers name, with its GPU containers (no socket: a URL of its own)
+        engines=tuple(
+            EngineState(name, f"simulated://{name}", sum(1 for c in view.containers if c.engine == name))
+            for name in sorted({c.engine for c in view.containers})
         ),
     )

@@ -278,10 +278,13 @@ def test_a_blocked_node_refuses_the_reload(tmp_path):
     assert "module_unload_unsupported" in proc.stderr
 
 
-def test_a_display_server_refuses_unless_forced(tmp_path):
+@pytest.mark.parametrize("comm", ["Xorg", "kwin_wayland", "sway"])
+def test_a_display_server_refuses_unless_forced(tmp_path, comm):
+    """Every display server the catalog names, as the live path knows them (the simulated node once
+    had a list of five of its own, and a KDE or sway desktop was signalled like any holder)."""
     scenario_data = json.loads(open(write_scenario(tmp_path)).read())
     scenario_data["processes"].append(
-        {"pid": 900, "start_time": 5, "comm": "Xorg", "holds": ["nvidia", "nvidia_modeset"]}
+        {"pid": 900, "start_time": 5, "comm": comm, "holds": ["nvidia", "nvidia_modeset"]}
     )
     path = tmp_path / "display.json"
     path.write_text(json.dumps(scenario_data))
