@@ -13,84 +13,16 @@ from typing import Any
 import click
 
 from nvreload import __version__
+from nvreload.commandline import READ_ONLY, check, chosen_action, exit_code_lines
 from nvreload.errors import RefusedError, UsageError
 from nvreload.frontend import guarded, run_read_only
 from nvreload.requests import FORMATS
 
-ACTIONS = (
-    "status",
-    "verify",
-    "check_kernel",
-    "reload",
-    "after_upgrade",
-    "reset",
-    "stop",
-    "start",
-    "rollback",
-    "collect",
-)
-READ_ONLY = ("status", "collect", "check_kernel")
-
-
-def _chosen_action(flags: dict) -> str:
-    chosen = [name for name in ACTIONS if flags.get(name)]
-    if len(chosen) > 1:
-        raise UsageError("choose one action: " + " and ".join(f"--{c.replace('_', '-')}" for c in chosen) + " conflict")
-    return chosen[0] if chosen else "status"
-
-
-def _check_combinations(action: str, opts: dict) -> None:
-    if opts["drain"] and action not in ("reload", "reset"):
-        raise UsageError(f"--drain goes with --reload or --reset, not --{action.replace('_', '-')}")
-    if opts["drain"] and opts["when_idle"]:
-        raise UsageError("--drain and --when-idle conflict: one waits for the jobs to end, the other does not wait")
-    if (opts["slurm_node"] or opts["drain_timeout"] is not None) and not opts["drain"]:
-        raise UsageError("--slurm-node and --drain-timeout go with --drain slurm")
-    if opts["when_idle"] and action != "reload":
-        raise UsageError(f"--when-idle goes with --reload, not --{action.replace('_', '-')}")
-    if action == "after_upgrade" and (opts["driver"] or opts["restart_docker"]):
-        raise UsageError("--after-upgrade reloads what the package installed: no --driver, no --restart-docker")
-    if opts["driver"] and action != "reload":
-        raise UsageError("--driver only goes with --reload")
-    if opts["restart_docker"] and action != "reload":
-        raise UsageError("--restart-docker only goes with --reload")
-    if opts["root"] and opts["simulate"] is not None:
-        raise UsageError("--root and --simulate conflict: one node at a time")
-    if opts["root"] and action not in READ_ONLY and not (action == "reload" and opts["dry_run"]):
-        raise UsageError(
-            f"--root reads a snapshot: --{action} cannot act on it (only --status, --collect, --reload --dry-run)"
-        )
-    if opts["simulate"] is not None and action == "check_kernel":
-        raise UsageError("--check-kernel reads a real node's module tree (this one, or --root), not --simulate")
-    if opts["simulate"] is not None and action == "collect":
-        raise UsageError(
-            "--collect archives a real node (this one, or --root): there is nothing to collect from --simulate"
-        )
-    if opts["as_json"] and opts["format"] not in (None, "json"):
-        raise UsageError(f"--json and --format {opts['format']} conflict (--json is --format json)")
-    if action not in ("status", "verify", "collect") and (opts["format"] == "prometheus" or opts["output"]):
-        raise UsageError(f"--format prometheus and --output go with --status, not --{action}")
-    if opts["baseline"] and action != "status":
-        raise UsageError(f"--baseline goes with --status, not --{action}")
-    if opts["dry_run"] and action not in ("reload", "after_upgrade", "reset", "stop", "start", "rollback"):
-        raise UsageError(f"--dry-run goes with --reload, --reset, --stop, --start or --rollback, not --{action}")
-
-
 # \b keeps click from rewrapping these blocks
-HELP_EPILOG = """\b
-Exit codes:
-  0        OK / done
-  1, 2, 3  --status/--verify: WARNING, CRITICAL, UNKNOWN (Nagios)
-  10       failed and rolled back: the node is as before
-  11       failed, needs a reboot (the journal says what remains)
-  12       partial: some consumers did not come back (nvreload --start)
-  13       reload pending: due, not done (GPU jobs run, or the upgrade policy is report)
-  64       usage error
-  66       bad input: snapshot, journal, scenario, .run, state directory, environment
-  70       internal error (--verbose shows the traceback)
-  75       busy: another run holds the node lock
-  77       refused: not root, a blocker, an unfinished journal, no --yes without a terminal
-  130      interrupted before anything changed
+HELP_EPILOG = (
+    "\b\nExit codes:\n"
+    + "\n".join(exit_code_lines())
+    + """
 
 \b
 Environment:
@@ -110,6 +42,7 @@ Examples:
   sudo nvreload --reload --when-idle --yes   the same, only if no GPU job runs (else exit 13)
   sudo nvreload --reload --drain slurm --yes  drain the node in Slurm, wait for its jobs, reload, resume
 """
+)
 
 
 def _given(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -263,9 +196,9 @@ class Seconds(click.FloatRange):
 @click.version_option(__version__, prog_name="nvreload")
 def command(**opts: Any) -> int:
     """Reload the NVIDIA kernel driver without a reboot, and diagnose the GPU stack."""
-    action = _chosen_action(opts)
-    _check_combinations(action, opts)
-    if action in ("status", "verify", "collect", "check_kernel"):
+    action = chosen_action(opts)
+    check(action, opts)
+    if action in (*READ_ONLY, "verify"):
         return run_read_only(
             action,
             opts["root"],

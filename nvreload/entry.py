@@ -1,8 +1,8 @@
 """The console entry point, and what the two ways in share.
 
 `nvreload --status --json` is what fleet monitoring runs every few seconds on every node, so a
-command line that asks only for status (`--status`/`-s`, `--json`, `--format human|json|prometheus`,
-`--output FILE`, `--root DIR`, `--verbose`/`-v`) goes straight to the application: importing click
+command line that asks only for status (the options commandline.FAST_STATUS_OPTIONS declares, kept to
+the same rules by commandline.check()) goes straight to the application: importing click
 and what it pulls in (datetime, platform, gettext...) would be a sixth of that run. The metrics timer
 (`--status --format prometheus --output FILE`, every minute) takes this way too. Every other command line, --help and --version included,
 goes through the click CLI in cli.py, which owns the documented interface. Both ways render through
@@ -23,10 +23,6 @@ if TYPE_CHECKING:
 
     from nvreload.requests import StatusRequest
 
-_STATUS = ("--status", "-s")
-_JSON = ("--json",)
-_VERBOSE = ("--verbose", "-v")
-
 
 def _value(arg: str, name: str, rest: Iterator[str]) -> str | None:
     """The value of `--name VALUE` or `--name=VALUE`; None when it is missing (click says so)."""
@@ -37,39 +33,41 @@ def _value(arg: str, name: str, rest: Iterator[str]) -> str | None:
 
 
 def status_request(args: list[str]) -> StatusRequest | None:
-    """The request when `args` only ask for status; None sends them to click (which also says what is
-    wrong with a bad value, or with --json beside another --format)."""
+    """The request when `args` only ask for status (commandline.FAST_STATUS_OPTIONS, kept to every
+    rule commandline.check() holds a command line to); None sends them to click, which also says
+    what is wrong with a bad value or a broken rule."""
+    from nvreload.commandline import FAST_STATUS_OPTIONS, check
+    from nvreload.errors import UsageError
     from nvreload.requests import FORMATS, StatusRequest
 
-    request = StatusRequest()
-    as_json, chosen = False, None
+    options: dict[str, object] = {"status": True}
     rest = iter(args)
     for arg in rest:
         name = arg.split("=", 1)[0]
-        if arg in _STATUS:
-            continue
-        if arg in _JSON:
-            as_json = True
-        elif arg in _VERBOSE:
-            request.verbose = True
-        elif name in ("--root", "--format", "--output", "--baseline"):
-            value = _value(arg, name, rest)
-            if not value or (name == "--format" and value not in FORMATS):
-                return None
-            if name == "--root":
-                request.root = value
-            elif name == "--format":
-                chosen = value
-            elif name == "--baseline":
-                request.baseline = value
-            else:
-                request.output = value
-        else:
+        known = next((o for o in FAST_STATUS_OPTIONS if name in o[0]), None)
+        if known is None:
             return None
-    if as_json and chosen not in (None, "json"):
+        _strings, key, takes_value = known
+        if not takes_value:
+            if arg != name:
+                return None  # --json=x: click says what is wrong
+            options[key] = True
+            continue
+        value = _value(arg, name, rest)
+        if not value or (key == "format" and value not in FORMATS):
+            return None
+        options[key] = value
+    try:
+        check("status", options)
+    except UsageError:
         return None
-    request.format = "json" if as_json else chosen or "human"
-    return request
+    return StatusRequest(
+        root=options.get("root"),  # type: ignore[arg-type]
+        format="json" if options.get("as_json") else str(options.get("format") or "human"),
+        verbose=bool(options.get("verbose")),
+        output=options.get("output"),  # type: ignore[arg-type]
+        baseline=options.get("baseline"),  # type: ignore[arg-type]
+    )
 
 
 # Set by the shell completion scripts click generates: the shell asks for candidates with an empty

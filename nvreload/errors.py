@@ -1,20 +1,5 @@
-"""One error tree; each error owns its exit code.
-
-Exit codes (documented in the README):
-  0  OK / done
-  1  status WARNING            (Nagios)
-  2  status CRITICAL           (Nagios)
-  3  status UNKNOWN            (Nagios)
-  10 failed, rolled back: the node is as it was before the run
-  11 failed, needs reboot: undo was impossible; the journal names what remains
-  12 partial: the driver was reloaded but some consumers did not come back
-  64 usage error (conflicting or missing flags)
-  66 bad input: a root/snapshot, journal, scenario or .run that cannot be used, or that another user controls
-  70 internal error (a bug: run with --verbose for the traceback)
-  75 busy: another nvreload run holds the node lock
-  77 refused: not root, a blocker finding, a display server, an unfinished journal, a holders cycle, no room for the journal
-  130 interrupted (SIGINT) before the run changed anything
-"""
+"""One error tree; each error owns its exit code. What each code means is declared once, in
+commandline.EXIT_CODES (--help prints it; tests/test_commandline.py holds the README's table to it)."""
 
 from __future__ import annotations
 

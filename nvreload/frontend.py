@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from nvreload.errors import ExitCode, NvreloadError, UsageError
+from nvreload.errors import ExitCode, NvreloadError
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path
 if TYPE_CHECKING:
@@ -28,12 +28,7 @@ def run_read_only(
     """--status, --verify, --collect: call the application, render its document in `output_format`
     (human, json, prometheus), return the exit code. `output`: write the prometheus text to that file
     (atomically, for node_exporter's textfile collector) instead of stdout."""
-    if output_format == "prometheus" and action != "status":
-        raise UsageError(f"--format prometheus goes with --status, not --{action}")
-    if output is not None and output_format != "prometheus":
-        raise UsageError("--output writes the metrics of --status --format prometheus")
-    if baseline is not None and action != "status":
-        raise UsageError(f"--baseline goes with --status, not --{action}")
+    # which format, output and baseline go with which action: commandline.check(), on both ways in
     from nvreload.app import App
 
     app = App(root=root, simulate=simulate)
