@@ -134,7 +134,7 @@ def test_remove_deletes_the_metrics_file_and_keeps_the_state_and_the_conffiles(t
     assert left == PROMETHEUS | {
         "nvreload",
         "nvreload/journal.json",
+        "nvreload/journal.json.records",
         "nvreload/reload-pending.json",
-        "nvreload/slurm-drain.json",
     }
     assert said == "" and "nvreload" in run  # /run/nvreload is purge's (and the reboot's)

@@ -216,5 +216,5 @@ def test_the_deb_installs_offline_works_upgrades_and_removes_without_leftovers(r
     assert run.text("stop_again.rc").strip() == "0", run.text("stop_again.err")
     purge = apt_ok(run, "purge_unfinished")
     assert "nvreload: purge kept /var/lib/nvreload/journal.json: it holds an unfinished run (state stopped)" in purge
-    assert set(lines(run, "kept.txt")) <= {"journal.json", "journal.json.records", "slurm-drain.json"}
+    assert set(lines(run, "kept.txt")) <= {"journal.json", "journal.json.records"}
     assert "journal.json" in lines(run, "kept.txt")
