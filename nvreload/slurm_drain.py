@@ -135,6 +135,7 @@ class SlurmDrain:
             self.journal.step_finished(STEP, "failed", why)
         report = RunReport(Outcome.ROLLED_BACK, steps=[], error=why)
         report.slurm = self.report.document() if self.report else None
+        report.journal = self.journal.reference()
         self.journal.finish(Outcome.ROLLED_BACK.journal_state, report.document())
 
     def give_back_unstarted(self, why: str) -> None:

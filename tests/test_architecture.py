@@ -37,7 +37,7 @@ LAYERS = (
         "nvreload.frontend",
         "nvreload.slurm_drain",
     ),
-    ("nvreload.cli", "nvreload.entry", "nvreload.__main__"),
+    ("nvreload.cli", "nvreload.entry", "nvreload.__main__", "nvreload.fleet"),
 )
 
 
@@ -169,6 +169,7 @@ def test_each_side_effect_has_one_door(needle, door):
         {
             "nvreload.engine.journal",
             "nvreload.engine.sim",
+            "nvreload.fleet.rundir",
             "nvreload.host.modinfo_cache",
             "nvreload.pending",
             "nvreload.slurm_drain",

@@ -437,6 +437,7 @@ class Engine:
         report.deferred_signal = self._deferred_signal
         if self.epilogue is not None:
             self.epilogue(report)
+        report.journal = self.journal.reference()
         self.journal.best_effort = True  # the node is as the report says: a journal write cannot undo that
         self.journal.finish(report.outcome.journal_state, report.document())
         if self.journal.write_error:

@@ -231,6 +231,13 @@ class Journal:
     def run_id(self) -> str:
         return str(self._data.get("run_id"))
 
+    def reference(self) -> dict | None:
+        """Where this run's journal is and its id, for the run's report; None for a dry run's
+        journal, which is written nowhere."""
+        if not self.path:
+            return None
+        return {"path": self.path, "run_id": self.run_id}
+
     @property
     def action(self) -> str:
         return str(self._data.get("action"))

@@ -71,6 +71,9 @@ class RunReport:
     # a signal that arrived while rollback ran: acted on (re-raised) once the report is out
     deferred_signal: int | None = None
     slurm: dict | None = None  # --drain slurm: what happened to the node in Slurm (slurm_drain.DrainReport)
+    # the run's journal (path, run_id): what a fleet report points an operator at, and what a
+    # drain reason names
+    journal: dict | None = None
 
     @property
     def result(self) -> str:
@@ -97,4 +100,5 @@ class RunReport:
             "container_engine": self.container_engine,
             "warnings": self.warnings,
             **({"slurm": self.slurm} if self.slurm is not None else {}),
+            **({"journal": self.journal} if self.journal is not None else {}),
         }

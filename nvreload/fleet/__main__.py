@@ -1,0 +1,3 @@
+from nvreload.fleet.cli import run
+
+run()
