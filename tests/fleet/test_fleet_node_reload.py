@@ -58,7 +58,11 @@ def test_a_node_that_needs_nothing_is_left_alone(node):
 
 
 def test_a_reload_that_fails_is_rolled_back_and_says_why(node):
-    tools = NodeTools(True, None, scenario(node, [{"at": "unload_modules", "error": "rmmod: ERROR: Module nvidia is in use", "times": -1}]))
+    tools = NodeTools(
+        True,
+        None,
+        scenario(node, [{"at": "unload_modules", "error": "rmmod: ERROR: Module nvidia is in use", "times": -1}]),
+    )
     run = reload_node(tools, ReloadRequest(60))
     assert run.outcome == "rolled_back" and run.exit_code == 10
     assert "Module nvidia is in use" in (run.error or "")
