@@ -129,6 +129,10 @@ def _take_report(invocation: Invocation, run: NodeRun) -> None:
     run.journal, run.run_id = journal.get("path"), journal.get("run_id")
     slurm = report.get("slurm") or {}
     run.drained_by_run = bool(slurm.get("drained"))
+    if slurm.get("jobs_waited_for"):
+        run.notes.append(
+            f"waited {slurm.get('waited_seconds', 0)} s for job(s) {', '.join(map(str, slurm['jobs_waited_for']))} to end"
+        )
 
 
 def _error_of(invocation: Invocation) -> str:
