@@ -45,11 +45,11 @@ def test_the_same_rollout_is_allowed_when_max_unavailable_leaves_room(tmp_path):
 
 
 def test_an_admin_drained_node_in_a_batch_adds_nothing_to_what_is_out(tmp_path):
-    # n1 is drained already: its batch (the canary) takes no further node out of service, so at
-    # most n1 and one other are out at once (3 if n1's batch were counted again)
-    run_dir = fleet(tmp_path, n1={"slurm": ("IDLE+DRAIN", "admin")})
-    plan = make_plan(["n1", "n2", "n3", "n4"], run_dir, policy(max_unavailable="50%"))
-    assert plan.out_at_once == 2 and plan.refused is None
+    # batches of two: n1 (drained already) and n2, then n3. At most n1 and one other node are out
+    # at once; counting n1 again in its batch would make it three and refuse a rollout that fits
+    run_dir = fleet(tmp_path, hosts=("n1", "n2", "n3"), n1={"slurm": ("IDLE+DRAIN", "admin")})
+    plan = make_plan(["n1", "n2", "n3"], run_dir, policy(max_unavailable="2", canary=0, batches="[2]"))
+    assert plan.batches == [2, 1] and plan.out_at_once == 2 and plan.refused is None
 
 
 def test_a_blocked_node_is_never_a_target(tmp_path):
