@@ -139,6 +139,26 @@ def slurm(slurm_cluster):
 
 
 @pytest.fixture(scope="session")
+def fleet_testbed(tmp_path_factory):
+    """Four nodes, each its own network namespace, host name, sshd and slurmd of one slurmctld
+    (tests/realengine/fleet.py), for the whole session. In CI a testbed that cannot start fails the
+    fleet cases instead of skipping them."""
+    from realengine import fleet as real
+
+    reason = real.why_not()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the fleet cases cannot run: {reason}")
+        pytest.skip(reason)
+    testbed = real.FleetTestbed(tmp_path_factory.mktemp("fleet"))
+    try:
+        testbed.start()
+        yield testbed
+    finally:
+        testbed.stop()
+
+
+@pytest.fixture(scope="session")
 def systemd_container(dockerd, tmp_path_factory):
     from realengine import systemd as real
 

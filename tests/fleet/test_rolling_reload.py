@@ -159,7 +159,7 @@ def test_a_failure_in_batch_two_halts_later_batches_and_leaves_only_that_node_dr
 
 
 def test_a_node_running_a_job_waits_for_it_and_then_reloads(fleet, tmp_path):
-    job = fleet.submit("fleet1", 6)
+    job = fleet.submit("fleet1", 20)  # still running when the canary's turn comes
     fleet.wait_job(job, {"RUNNING"})
     rollout = Rollout(fleet, tmp_path, hosts=["fleet1", "fleet2"])
     done = rollout.run()
