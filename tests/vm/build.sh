@@ -19,6 +19,8 @@ BROKEN=580.126.09  # its nvidia.ko refuses to load (probe fails: "RmInitAdapter 
 GUEST_PACKAGES=systemd,systemd-sysv,udev,kmod,python3,python3-click,python3-rich,python3-psutil,python3-zstandard,procps,psmisc,util-linux,e2fsprogs
 # what the package cases use beside apt: man(1) for nvreload(8), bash-completion's loader for the TAB
 GUEST_PACKAGES+=,man-db,bash-completion
+# the fleet case reaches the guest with ansible-playbook over SSH (a NIC only that case asks for)
+GUEST_PACKAGES+=,openssh-server,iproute2
 NVML_PY=nvidia-ml-py==13.615.71
 
 stamp() {
@@ -106,14 +108,14 @@ install -m 0644 "$HERE/guest/nvtest-job.service" "$HERE/guest/nvtest.target" "$R
 install -m 0755 "$HERE/guest/nvidia-smi" "$ROOT/usr/bin/nvidia-smi"
 for unit in systemd-timesyncd.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
             systemd-tmpfiles-clean.timer getty@tty1.service serial-getty@ttyS0.service systemd-update-utmp.service \
-            dpkg-db-backup.timer; do
+            dpkg-db-backup.timer ssh.service ssh.socket; do
     ln -sf /dev/null "$ROOT/etc/systemd/system/$unit"
 done
 # the kernel's modules the guest needs, with their dependencies; the relabelled "GPU" bus at boot
 mods=$ROOT/lib/modules/$KVER
 mkdir -p "$mods/extra"
 cp "$K/lib/modules/$KVER"/modules.{builtin,builtin.modinfo,order} "$mods/"
-for m in virtio_pci virtio_blk ext4 crc32c_generic 9p 9pnet_virtio ib_core mlx5_core; do
+for m in virtio_pci virtio_blk ext4 crc32c_generic 9p 9pnet_virtio ib_core mlx5_core virtio_net; do
     /sbin/modprobe -d "$K" -S "$KVER" --show-depends "$m" 2>/dev/null | awk '$1=="insmod"{print $2}'
 done | sort -u | while read -r file; do
     rel=${file#"$K"}; mkdir -p "$ROOT$(dirname "$rel")"; cp "$file" "$ROOT$rel"

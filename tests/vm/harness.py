@@ -84,6 +84,68 @@ def run_case(
 ) -> VmRun:
     """Boot, run `script` (bash, after `. /job/lib.sh`), power off, collect. `files` are put in /job,
     a fresh directory under `workdir` (a test's tmp_path, which pytest cleans up)."""
+    return start_case(image, script, files, memory_mb, workdir).finish(timeout)
+
+
+class RunningCase:
+    """A case whose guest runs while the test acts on this machine (start_case)."""
+
+    def __init__(self, job: Path, argv: list[str]) -> None:
+        self.job = job
+        self.started = time.monotonic()
+        self.qemu = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+
+    def wait_for(self, name: str, seconds: float) -> bool:
+        """Until the guest writes /job/NAME (True), QEMU ends or the time is up (False)."""
+        deadline = time.monotonic() + seconds
+        while not (self.job / name).exists():
+            if self.qemu.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
+    def finish(self, timeout: float) -> VmRun:
+        left = max(1.0, timeout - (time.monotonic() - self.started))
+        try:
+            _, stderr = self.qemu.communicate(timeout=left)
+            qemu_said = f"qemu exited {self.qemu.returncode}" + (
+                f": {stderr.strip()[-2000:]}" if stderr.strip() else ""
+            )
+        except subprocess.TimeoutExpired:
+            self.qemu.kill()  # the case did not finish
+            self.qemu.communicate()
+            qemu_said = f"qemu killed after {timeout:g} s"
+        job = self.job
+        rc_file, output_file, booted, serial = job / "rc", job / "output.log", job / "booted", job / "console.log"
+        return VmRun(
+            rc=int(rc_file.read_text()) if rc_file.exists() else None,
+            output=output_file.read_text(errors="replace") if output_file.exists() else "",
+            serial=serial.read_text(errors="replace") if serial.exists() else "",
+            job=job,
+            seconds=time.monotonic() - self.started,
+            booted_after=float(booted.read_text()) if booted.exists() else None,
+            qemu=qemu_said,
+        )
+
+
+def start_case(
+    image: VmImage,
+    script: str,
+    files: dict[str, str | bytes] | None = None,
+    memory_mb: int = 1024,
+    workdir: Path | None = None,
+    ssh_port: int | None = None,
+) -> RunningCase:
+    """Boot the guest for `script` and return at once. With `ssh_port`, the guest has a NIC on
+    QEMU's user network (10.0.2.15/24 once the case sets it) whose port 22 is this machine's
+    127.0.0.1:ssh_port."""
     job = Path(tempfile.mkdtemp(prefix="vm-job-", dir=workdir))
     os.chmod(job, 0o755)
     shutil.copy(CASE_LIB, job / "lib.sh")
@@ -92,8 +154,19 @@ def run_case(
         target.write_bytes(content if isinstance(content, bytes) else content.encode())
         os.chmod(target, 0o755)
     (job / "run.sh").write_text("set -u\n. /job/lib.sh\n" + script)
-    serial = job / "console.log"
-    argv = [
+    argv = qemu_argv(image, job, memory_mb)
+    if ssh_port is not None:
+        argv += [
+            "-netdev",
+            f"user,id=n0,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            "-device",
+            "virtio-net-pci,netdev=n0",
+        ]
+    return RunningCase(job, argv)
+
+
+def qemu_argv(image: VmImage, job: Path, memory_mb: int) -> list[str]:
+    return [
         "qemu-system-x86_64",
         "-accel",
         "tcg",
@@ -109,7 +182,7 @@ def run_case(
         "none",
         "-no-reboot",
         "-serial",
-        f"file:{serial}",
+        f"file:{job / 'console.log'}",
         "-kernel",
         str(image.cache / "vmlinux"),
         "-initrd",
@@ -130,31 +203,3 @@ def run_case(
         "-device",
         "edu",
     ]
-    started = time.monotonic()
-    try:
-        qemu = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=timeout,
-            check=False,
-            text=True,
-            errors="replace",
-        )
-        qemu_said = f"qemu exited {qemu.returncode}" + (
-            f": {qemu.stderr.strip()[-2000:]}" if qemu.stderr.strip() else ""
-        )
-    except subprocess.TimeoutExpired:
-        qemu_said = f"qemu killed after {timeout:g} s"  # the case did not finish
-    seconds = time.monotonic() - started
-    rc_file, output_file, booted = job / "rc", job / "output.log", job / "booted"
-    return VmRun(
-        rc=int(rc_file.read_text()) if rc_file.exists() else None,
-        output=output_file.read_text(errors="replace") if output_file.exists() else "",
-        serial=serial.read_text(errors="replace") if serial.exists() else "",
-        job=job,
-        seconds=seconds,
-        booted_after=float(booted.read_text()) if booted.exists() else None,
-        qemu=qemu_said,
-    )
