@@ -90,7 +90,8 @@ def test_every_file_under_etc_is_a_conffile_and_nothing_else_is(unpacked):
 def test_usr_bin_nvreload_runs_the_venv_which_sees_no_system_python_packages(unpacked):
     link = unpacked / "usr/bin/nvreload"
     assert link.is_symlink() and str(link.readlink()) == f"/{VENV}/bin/nvreload"
-    assert (unpacked / VENV / "bin/nvreload").read_text().startswith(f"#!/{VENV}/bin/python\n")
+    for script in ("nvreload", "nvreload-fleet"):
+        assert (unpacked / VENV / "bin" / script).read_text().startswith(f"#!/{VENV}/bin/python\n"), script
     cfg = (unpacked / VENV / "pyvenv.cfg").read_text()
     assert "include-system-site-packages = false" in cfg
     assert str((unpacked / VENV / "bin/python3").readlink()) == "/usr/bin/python3"

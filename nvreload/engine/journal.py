@@ -279,6 +279,12 @@ class Journal:
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     @property
+    def result(self) -> dict:
+        """The report the run ended with ({} until it has ended)."""
+        result = self._data.get("result")
+        return dict(result) if isinstance(result, dict) else {}
+
+    @property
     def killed(self) -> list[dict]:
         return [dict(k) for k in self._data["killed"]]
 

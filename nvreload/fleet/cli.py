@@ -70,13 +70,14 @@ def facts(simulate: bool, scenario: str | None, drain: str, slurm_node: str | No
 @click.option("--driver-sha256", default=None)
 @click.option("--target-version", default=None, help="the driver version that must be loaded afterwards")
 @click.option("--fleet-run", default=None)
+@click.option("--earlier-run", default=None, help="the run the preflight found unfinished on this node")
 def reload(
-    simulate, scenario, drain, slurm_node, drain_timeout, driver, driver_sha256, target_version, fleet_run
+    simulate, scenario, drain, slurm_node, drain_timeout, driver, driver_sha256, target_version, fleet_run, earlier_run
 ) -> None:
     """On a node: its part of the rollout (one JSON document, whatever the outcome)."""
     from nvreload.fleet.node_reload import ReloadRequest, reload_node
 
-    request = ReloadRequest(drain_timeout, driver, driver_sha256, target_version, fleet_run)
+    request = ReloadRequest(drain_timeout, driver, driver_sha256, target_version, fleet_run, earlier_run)
     click.echo(dumps(reload_node(_tools(simulate, drain, slurm_node, scenario), request).document()))
 
 

@@ -22,6 +22,7 @@ class NodeFacts:
     slurm: dict | None
     busy: bool
     journal_unfinished: bool
+    unfinished_run: str | None = None  # the run id of that journal: a rerun knows it by it
 
     def document(self) -> dict:
         return {
@@ -33,6 +34,7 @@ class NodeFacts:
             "slurm": self.slurm,
             "busy": self.busy,
             "journal_unfinished": self.journal_unfinished,
+            "unfinished_run": self.unfinished_run,
         }
 
     @classmethod
@@ -47,6 +49,7 @@ class NodeFacts:
             slurm=data.get("slurm") if isinstance(data.get("slurm"), dict) else None,
             busy=bool(data.get("busy")),
             journal_unfinished=bool(data.get("journal_unfinished")),
+            unfinished_run=str(data["unfinished_run"]) if data.get("unfinished_run") else None,
         )
 
 
@@ -68,4 +71,5 @@ def gather(tools: NodeTools, baseline: str | None) -> NodeFacts:
         slurm=slurm,
         busy=tools.busy(),
         journal_unfinished=tools.journal_unfinished(),
+        unfinished_run=tools.unfinished_run(),
     )

@@ -6,7 +6,8 @@ drain resumed only where nvreload drained). What this adds is what a rollout nee
 - a node healthy by now is left alone, and a node blocked by now is never touched (the preflight
   is minutes old by the time a late batch comes);
 - a run that still holds the node (started by a controller that died) is waited for, not raced;
-  if it fixed the node, the node counts as reloaded by this rollout;
+  if its journal says it reloaded the node (the run the preflight found unfinished, or the one
+  waited for here), the node counts as reloaded by this rollout, with that run's figures;
 - an earlier run's unfinished journal is finished (--rollback) before a new run starts;
 - a .run is checked against its SHA-256 before nvreload sees it;
 - the result is verified: the module loaded afterwards must be the version the fleet wants;
@@ -20,6 +21,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
+from nvreload.engine.journal import Journal
 from nvreload.errors import BadInputError, HostError
 from nvreload.fleet.node_side import Invocation, NodeTools, short_hostname
 from nvreload.fleet.verdict import NodeReading, Verdict, decide, drained_by_nvreload
@@ -38,6 +40,7 @@ class ReloadRequest:
     driver_sha256: str | None = None
     target_version: str | None = None
     fleet_run: str | None = None
+    earlier_run: str | None = None  # the run the preflight found unfinished on the node
 
 
 @dataclass
@@ -74,14 +77,16 @@ def reload_node(tools: NodeTools, request: ReloadRequest) -> NodeRun:
 
 def _reload(tools: NodeTools, request: ReloadRequest, run: NodeRun) -> None:
     reading = _read(tools)
-    if tools.wait_while_busy(request.drain_timeout + 1800):
+    waited = tools.wait_while_busy(request.drain_timeout + 1800)
+    if waited:
         run.notes.append("waited for a run that held the node (started by an earlier controller)")
         reading = _read(tools)
-        if decide(reading, request.target_version, request.driver is not None).verdict is Verdict.HEALTHY:
-            _finished_by_earlier_run(tools, reading, run)
-            return
-    run.driver_before = reading.loaded_version
     decision = decide(reading, request.target_version, request.driver is not None)
+    earlier = _earlier_reload(tools, request, waited)
+    if earlier is not None and decision.verdict is Verdict.HEALTHY:
+        _finished_by_earlier_run(tools, reading, earlier, run)
+        return
+    run.driver_before = reading.loaded_version
     run.wanted_version = request.target_version or reading.userspace_version
     if decision.verdict is Verdict.BLOCKED:
         run.outcome, run.error = "skipped_blocked", decision.why
@@ -183,10 +188,30 @@ def _resume_leftover(tools: NodeTools, run: NodeRun) -> None:
     run.notes.append(f"resumed: drained by an earlier nvreload run ({state.reason})")
 
 
-def _finished_by_earlier_run(tools: NodeTools, reading: NodeReading, run: NodeRun) -> None:
+def _earlier_reload(tools: NodeTools, request: ReloadRequest, waited: bool) -> Journal | None:
+    """The journal of an earlier reload that ended reloaded and is this rollout's to count: the
+    run the preflight found unfinished (whether it ended before this step or while it waited), or
+    the run this step waited for. The journal is the evidence, not how the timing fell."""
+    journal = tools.journal()
+    if journal is None or journal.action != "reload" or journal.state != "reloaded":
+        return None
+    if request.earlier_run is not None:
+        return journal if journal.run_id == request.earlier_run else None
+    return journal if waited else None
+
+
+def _finished_by_earlier_run(tools: NodeTools, reading: NodeReading, earlier: Journal, run: NodeRun) -> None:
+    """The earlier run's own figures: its journal keeps the report it ended with."""
+    result = earlier.result
     run.outcome = "reloaded"
+    run.driver_before = earlier.module_version_before
     run.driver_after = reading.loaded_version
-    run.notes.append("the earlier run finished the reload")
+    run.wanted_version = run.driver_after
+    run.exit_code = 0
+    run.journal, run.run_id = earlier.path, earlier.run_id
+    run.gpu_unavailable_seconds = result.get("gpu_unavailable_seconds")
+    run.drained_by_run = bool((result.get("slurm") or {}).get("drained"))
+    run.notes.append(f"the earlier run {earlier.run_id} finished the reload")
     _resume_leftover(tools, run)
 
 

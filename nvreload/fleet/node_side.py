@@ -62,14 +62,24 @@ class NodeTools:
         node = self.slurm()
         return node.state() if node else None
 
-    def journal_unfinished(self) -> bool:
-        """An earlier run's journal that is not finished (killed, stopped): nvreload refuses a
-        reload over it until --rollback finished it."""
+    def journal(self) -> Journal | None:
+        """The node's journal of its last run (None: none, or one nvreload would refuse: nvreload
+        itself says what is wrong with it when it is asked to act)."""
         try:
-            journal = Journal.load_if_any(self.paths().journal)
+            return Journal.load_if_any(self.paths().journal)
         except (JournalError, BadInputError, OSError):
-            return False  # nvreload itself says what is wrong with it, when it is asked to act
+            return None
+
+    def journal_unfinished(self) -> bool:
+        """An earlier run's journal that is not finished (killed, stopped, or still running):
+        nvreload refuses a reload over it until --rollback finished it."""
+        journal = self.journal()
         return journal is not None and journal.unfinished
+
+    def unfinished_run(self) -> str | None:
+        """The run id of the journal that is not finished, if one is not."""
+        journal = self.journal()
+        return journal.run_id if journal is not None and journal.unfinished else None
 
     def busy(self) -> bool:
         """A run holds the node lock now (a reload a killed controller started, still going)."""

@@ -54,6 +54,9 @@ class PlannedNode:
     out_of_service: bool = False
     drift: list[str] = field(default_factory=list)
     busy: bool = False
+    # the run whose journal was unfinished at the preflight (a reload a dead controller started,
+    # still going, or killed): if that run is what fixed the node, it counts as this rollout's
+    earlier_run: str | None = None
 
 
 @dataclass
@@ -92,7 +95,7 @@ def new_fleet_run_id() -> str:
 def plan_node(host: str, facts: NodeFacts | None, policy: FleetPolicy) -> PlannedNode:
     if facts is None:
         return PlannedNode(host, "unreachable", "no answer to the preflight", out_of_service=True)
-    node = PlannedNode(host, "unreadable", facts.error or "", busy=facts.busy)
+    node = PlannedNode(host, "unreadable", facts.error or "", busy=facts.busy, earlier_run=facts.unfinished_run)
     if facts.slurm is not None:
         state = SlurmNodeState(str(facts.slurm.get("node")), str(facts.slurm.get("state")), facts.slurm.get("reason"))
         node.out_of_service = bool(state.flags & OUT_OF_SERVICE_FLAGS)

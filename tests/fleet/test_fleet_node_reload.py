@@ -101,3 +101,20 @@ def test_a_driver_whose_checksum_differs_is_refused_before_nvreload_sees_it(node
     run = reload_node(NodeTools(True, None), ReloadRequest(60, driver=str(installer), driver_sha256=wrong))
     assert run.outcome == "failed" and f"is not {wrong}" in (run.error or "")
     assert not (node / "state" / "journal.json").exists()  # nvreload never ran
+
+
+def test_the_reload_the_preflight_found_unfinished_counts_as_this_rollouts_even_if_it_ended_before_this_step(node):
+    earlier = reload_node(NodeTools(True, None), ReloadRequest(60))  # a dead controller's reload, since ended
+    journal = (node / "state" / "journal.json").read_text()
+    run = reload_node(NodeTools(True, None), ReloadRequest(60, earlier_run=earlier.run_id))
+    assert run.outcome == "reloaded" and f"the earlier run {earlier.run_id} finished the reload" in run.notes
+    # that run's own figures, from its journal, and no second reload
+    assert (run.driver_before, run.driver_after, run.run_id) == ("550.90.07", "550.127.08", earlier.run_id)
+    assert run.gpu_unavailable_seconds == earlier.gpu_unavailable_seconds is not None
+    assert (node / "state" / "journal.json").read_text() == journal
+
+
+def test_a_healthy_node_whose_last_reload_is_not_the_run_the_preflight_found_is_skipped_as_healthy(node):
+    reload_node(NodeTools(True, None), ReloadRequest(60))
+    run = reload_node(NodeTools(True, None), ReloadRequest(60, earlier_run="20261204T000000Z-000000"))
+    assert run.outcome == "skipped_healthy" and not any("earlier run" in n for n in run.notes)

@@ -71,6 +71,14 @@ def test_a_healthy_node_an_earlier_run_left_drained_is_a_target_so_it_is_finishe
     assert "n2" in plan.targets and plan.nodes["n2"].drained_by == "nvreload"
 
 
+def test_a_node_an_earlier_run_still_holds_is_a_target_that_names_that_run(tmp_path):
+    # its reload step counts that run as this rollout's when the run's journal says it reloaded
+    run_dir = fleet(tmp_path, n2={"busy": True, "journal_unfinished": True, "unfinished_run": "R-7"})
+    plan = make_plan(["n1", "n2", "n3", "n4"], run_dir, policy(max_unavailable="50%"))
+    assert "n2" in plan.targets and plan.nodes["n2"].earlier_run == "R-7"
+    assert plan.document()["nodes"]["n2"]["earlier_run"] == "R-7" and plan.nodes["n1"].earlier_run is None
+
+
 def test_drift_findings_are_listed_per_node(tmp_path):
     drifted = status(
         findings=[

@@ -72,8 +72,13 @@ class Rollout:
     def run(self):
         return self.testbed.ansible_playbook(PLAYBOOK, self.inventory(), *self.args(), timeout=600)
 
-    def start(self):
-        return self.testbed.start_playbook(PLAYBOOK, self.inventory(), *self.args())
+    def start(self, output: Path | None = None):
+        return self.testbed.start_playbook(PLAYBOOK, self.inventory(), *self.args(), output=output)
+
+    def plans(self) -> list[dict]:
+        """The plans made so far, oldest first."""
+        paths = sorted(self.run_root.glob("*/plan.json"), key=lambda p: p.stat().st_mtime)
+        return [json.loads(p.read_text()) for p in paths]
 
     def report(self) -> dict:
         reports = sorted(self.run_root.glob("*/fleet-report.json"), key=lambda p: p.stat().st_mtime)
@@ -193,7 +198,7 @@ def test_an_unreachable_node_is_counted_and_listed_and_the_others_are_reloaded(f
 
 
 def test_a_rerun_after_the_controller_was_killed_mid_batch_finishes_and_a_second_rerun_changes_nothing(fleet, tmp_path):
-    job = fleet.submit("fleet2", 20)  # long enough that the rerun finds fleet2's reload still waiting
+    job = fleet.submit("fleet2", 600)  # ends when this test cancels it: fleet2's reload waits for it until then
     fleet.wait_job(job, {"RUNNING"})
     rollout = Rollout(fleet, tmp_path)
     controller = rollout.start()
@@ -204,14 +209,29 @@ def test_a_rerun_after_the_controller_was_killed_mid_batch_finishes_and_a_second
     os.killpg(controller.pid, signal.SIGKILL)  # the controller dies; the node's reload goes on
     controller.wait()
 
-    done = rollout.run()
-    assert done.returncode == 0, done.stdout[-4000:]
+    output = tmp_path / "rerun.log"
+    rerun = rollout.start(output)
+    deadline = time.monotonic() + 180
+    while len(rollout.plans()) < 2:  # the rerun's preflight is done once it has planned
+        assert rerun.poll() is None and time.monotonic() < deadline, output.read_text()[-4000:]
+        time.sleep(0.5)
+    planned = rollout.plans()[-1]["nodes"]["fleet2"]
+    # the rerun found fleet2 still held by the dead controller's reload, drained by nvreload
+    assert (planned["verdict"], planned["busy"], planned["drained_by"]) == ("reload", True, "nvreload")
+    assert planned["earlier_run"]  # the dead controller's reload, by its journal's run id
+    fleet.cancel(job)  # the job ends: the orphaned reload goes on while the rerun waits for it
+    assert rerun.wait(timeout=600) == 0, output.read_text()[-4000:]
     assert rollout.states() == {
         "fleet1": "skipped_healthy",
         "fleet2": "reloaded",
         "fleet3": "reloaded",
         "fleet4": "reloaded",
     }
+    # the report counts that reload, by its journal: its run id, its figures
+    fleet2 = rollout.node("fleet2")
+    assert f"the earlier run {planned['earlier_run']} finished the reload" in fleet2["notes"]
+    assert (fleet2["driver_before"], fleet2["driver_after"]) == ("550.90.07", "550.127.08")
+    assert fleet2["drained_by_run"] is True and fleet2["journal"] == str(journal_of(fleet, "fleet2"))
     assert all(idle_and_not_drained(fleet, h) for h in NODES)
     journals = {h: journal_of(fleet, h).read_bytes() for h in NODES}
 

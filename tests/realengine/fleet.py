@@ -296,16 +296,20 @@ ssh_args = -o ControlMaster=no -o ControlPath=none
             cwd=self.base,
         )
 
-    def start_playbook(self, playbook: Path, inventory: Path, *args: str) -> subprocess.Popen:
-        """In the background, in its own process group (a test kills the whole controller)."""
-        return subprocess.Popen(
-            self._playbook_argv(playbook, inventory, *args),
-            env=self.ansible_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=self.base,
-            start_new_session=True,
-        )
+    def start_playbook(
+        self, playbook: Path, inventory: Path, *args: str, output: Path | None = None
+    ) -> subprocess.Popen:
+        """In the background, in its own process group (a test kills the whole controller); its
+        output goes to `output` when given."""
+        with open(output or os.devnull, "wb") as out:
+            return subprocess.Popen(
+                self._playbook_argv(playbook, inventory, *args),
+                env=self.ansible_env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.base,
+                start_new_session=True,
+            )
 
     # --- what a case does to the fleet -----------------------------------------------------------
     def node(self, name: str) -> FleetNode:
@@ -346,6 +350,9 @@ ssh_args = -o ControlMaster=no -o ControlPath=none
             env=self.env,
         ).stdout
         return out.strip().split(";")[0]
+
+    def cancel(self, job: str) -> None:
+        run("scancel", job, env=self.env)
 
     def job_state(self, job: str) -> str:
         line = self.scontrol("--oneliner", "show", "job", job)
