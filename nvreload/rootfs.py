@@ -99,6 +99,12 @@ class RootFS:
 
     def __init__(self) -> None:
         self.denied: list[str] = []
+        # directories already resolved, each a path of directories with no link in it: a status
+        # reads a few dozen files from the same few directories, and each read would otherwise
+        # lstat every directory of its path again. Only ever a directory: a path that was missing
+        # is looked up again. (A snapshot changed meanwhile is caught where the file is opened:
+        # DirRoot opens every directory without following a link.)
+        self._directories: set[str] = set()
 
     # primitives ---------------------------------------------------------------------------
     def _lkind(self, rel: str) -> str | None:  # pragma: no cover - abstract
@@ -121,14 +127,16 @@ class RootFS:
     def resolve(self, rel: str) -> str | None:
         """The path `rel` names after following every symlink inside the root, or None."""
         pending = _norm(rel).split("/") if _norm(rel) else []
-        done: list[str] = []
+        done = self._known_directory(pending)
         hops = 0
         while pending:
             part = pending.pop(0)
             candidate = "/".join(done + [part])
-            kind = self._lkind(candidate)
+            kind = "dir" if candidate in self._directories else self._lkind(candidate)
             if kind is None:
                 return None
+            if kind == "dir":
+                self._directories.add(candidate)
             if kind == "link":
                 hops += 1
                 if hops > _MAX_LINK_HOPS:
@@ -144,6 +152,16 @@ class RootFS:
                 continue
             done.append(part)
         return "/".join(done)
+
+    def _known_directory(self, pending: list[str]) -> list[str]:
+        """The longest leading part of `pending` already resolved as a directory (taken off
+        `pending`), so that resolution goes on from there."""
+        for length in range(len(pending) - 1, 0, -1):
+            prefix = "/".join(pending[:length])
+            if prefix in self._directories:
+                del pending[:length]
+                return prefix.split("/")
+        return []
 
     # public reads -------------------------------------------------------------------------
     def _resolved_file(self, rel: str) -> str | None:

@@ -33,6 +33,28 @@ def test_a_snapshot_cannot_make_us_read_the_hosts_files(tmp_path):
     assert fs.read_text("../../../etc/passwd") is None
 
 
+def test_a_link_to_a_directory_is_followed_on_every_read_not_only_the_first(tmp_path):
+    # (/sys reaches a GPU's files through links: sys/bus/pci/devices/X -> ../../../devices/...)
+    root = make_tree(tmp_path)
+    os.symlink("lib", root / "usr/lib64")
+    fs = open_root(str(root))
+    assert [fs.read_text("usr/lib64/real.txt") for _ in range(2)] == ["inside\n", "inside\n"]
+
+
+def test_a_directory_swapped_for_a_link_after_it_was_resolved_is_never_followed(tmp_path):
+    # directories once resolved are remembered (a status reads many files from each); one that a
+    # user turns into a link to this machine's files afterwards must still not be read through
+    root = make_tree(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "real.txt").write_text("this machine's file\n")
+    fs = open_root(str(root))
+    assert fs.read_text("usr/lib/real.txt") == "inside\n"
+    os.rename(root / "usr/lib", tmp_path / "moved")
+    os.symlink(str(outside), root / "usr/lib")
+    assert fs.read_text("usr/lib/real.txt") is None
+
+
 def test_a_tar_gz_snapshot_reads_like_the_directory(tmp_path):
     root = make_tree(tmp_path)
     archive = tmp_path / "snap.tar.gz"

@@ -29,36 +29,39 @@ _PREFIX = re.compile(
 # dmesg prints the second and later lines of one multi-line message indented, without a timestamp
 _CONTINUATION = re.compile(r"^\s*NVRM:\s?(?P<text>.*)$")
 
-# What the driver's probe prints about a GPU it does not take (nv_pci_probe and RmInitAdapter):
+# What the driver's probe prints about a GPU it does not take (nv_pci_probe and RmInitAdapter), as
+# (kind, a literal every such line holds, in lower case, the pattern). The literal is a cheap test
+# on the lower-cased line first: a pattern is compiled (once, through re's cache) only when a line
+# holds its literal, so a log that never says these things never pays for them.
 _PROBE = (
-    ("fallen_off_bus", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*fallen off the bus")),
-    ("unsupported", re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*is not supported by")),
+    ("fallen_off_bus", "fallen off the bus", r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*fallen off the bus"),
+    ("unsupported", "is not supported by", r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*is not supported by"),
     # the GPU needs a legacy branch (proprietary module), or the open module ignores it
     # (the legacy line names the GPU by model, not by bus)
-    ("unsupported", re.compile(r"NVRM: The NVIDIA .*supported through the NVIDIA [\d.x]+ Legacy drivers")),
+    ("unsupported", "legacy drivers", r"NVRM: The NVIDIA .*supported through the NVIDIA [\d.x]+ Legacy drivers"),
     # the proprietary module and a GPU only the open modules drive (Blackwell and newer)
     (
         "unsupported",
-        re.compile(r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*requires use of the NVIDIA open kernel modules"),
+        "open kernel modules",
+        r"NVRM: The NVIDIA GPU (?P<bus>[0-9A-Fa-f:.]+) .*requires use of the NVIDIA open kernel modules",
     ),
-    ("unsupported", re.compile(r"NVRM: ignoring the legacy GPU (?P<bus>[0-9A-Fa-f:.]+)")),
+    ("unsupported", "ignoring the legacy gpu", r"NVRM: ignoring the legacy GPU (?P<bus>[0-9A-Fa-f:.]+)"),
     (
         "bar_unassigned",
-        re.compile(
-            r"NVRM: This PCI I/O region assigned to your NVIDIA device is invalid.*\(PCI:(?P<bus>[0-9A-Fa-f:.]+)\)"
-        ),
+        "pci i/o region",
+        r"NVRM: This PCI I/O region assigned to your NVIDIA device is invalid.*\(PCI:(?P<bus>[0-9A-Fa-f:.]+)\)",
     ),
-    ("init_failed", re.compile(r"NVRM: GPU (?P<bus>[0-9A-Fa-f:.]+): RmInitAdapter failed")),
+    ("init_failed", "rminitadapter failed", r"NVRM: GPU (?P<bus>[0-9A-Fa-f:.]+): RmInitAdapter failed"),
     # why an RmInitAdapter failed, when the driver says (these lines name the GPU by index, not bus):
     # the GPU's own boot firmware (GFW, from the VBIOS) never finished: a cold power cycle, not a reload
-    ("gfw_boot_incomplete", re.compile(r"NVRM: .*failed to wait for GFW[_ ]boot", re.IGNORECASE)),
+    ("gfw_boot_incomplete", "gfw", r"(?i)NVRM: .*failed to wait for GFW[_ ]boot"),
     # GSP could not boot because the GPU still holds a previous instance's protected region (WPR2):
     # the GPU needs a reset before any load can succeed
-    ("gsp_wpr2_up", re.compile(r"NVRM: .*_kgspBootGspRm: unexpected WPR2 already up")),
+    ("gsp_wpr2_up", "wpr2 already up", r"NVRM: .*_kgspBootGspRm: unexpected WPR2 already up"),
     # GSP firmware RM did not start, for a reason other than the above (older drivers print `NVRM ` with
     # no colon): the same driver and firmware fail the same way on the next load
-    ("gsp_init_failed", re.compile(r"NVRM:? .*RmInitAdapter: Cannot initialize GSP firmware RM")),
-    ("other_driver", re.compile(r"NVRM: The NVIDIA probe routine was not called for \d+ device")),
+    ("gsp_init_failed", "cannot initialize gsp", r"NVRM:? .*RmInitAdapter: Cannot initialize GSP firmware RM"),
+    ("other_driver", "probe routine was not called", r"NVRM: The NVIDIA probe routine was not called for \d+ device"),
 )
 # a message is a few lines; a longer run of continuation lines (a hostile snapshot) stops being joined,
 # so joining stays linear
@@ -66,23 +69,22 @@ _MAX_MESSAGE = 1024
 # a probe-time line belongs to the load that follows it only if printed at most this long before it
 _PROBE_WINDOW_S = 60.0
 
-_MODULE_NAMED = re.compile(r"^(?P<module>[\w-]+): (?P<rest>.*)$")
-_SYMBOL_VERSION = re.compile(r"disagrees about version of symbol (?P<symbol>\S+)")
-_UNKNOWN_SYMBOL = re.compile(r"Unknown symbol (?P<symbol>\S+)")
+# Module refusals: only a line that holds one of _REFUSAL_WORDS is tried against these, so they are
+# kept as text and compiled at their first use (through re's cache), not when the module is imported.
+_MODULE_NAMED = r"^(?P<module>[\w-]+): (?P<rest>.*)$"
+_SYMBOL_VERSION = r"disagrees about version of symbol (?P<symbol>\S+)"
+_UNKNOWN_SYMBOL = r"Unknown symbol (?P<symbol>\S+)"
 # Secure Boot / lockdown refusing an unsigned or untrusted module; modprobe's EKEYREJECTED text
 # reaches the log through systemd-modules-load or a driver container's output
-_SIGNATURE = re.compile(
+_SIGNATURE = (
     r"Loading of unsigned module is rejected|Loading of module with unavailable key is rejected"
     r"|unsigned module loading is restricted"
 )
-_KEY_REJECTED = re.compile(
-    r"(?:could not insert|Failed to insert module) '(?P<module>[^']+)': Key was rejected by service"
-)
-_INSERTING = re.compile(r"(?:could not insert|Failed to insert module) '(?P<module>[^']+)'")
-_FORMAT = re.compile(r"Invalid module format|Exec format error")
+_KEY_REJECTED = r"(?:could not insert|Failed to insert module) '(?P<module>[^']+)': Key was rejected by service"
+_INSERTING = r"(?:could not insert|Failed to insert module) '(?P<module>[^']+)'"
+_FORMAT = r"Invalid module format|Exec format error"
 # a cheap test before the patterns above: most of a kernel log is none of this
 _REFUSAL_WORDS = ("symbol", "module", "Key was rejected", "format error", "version magic", "API mismatch")
-_VERSION_MAGIC = re.compile(r"version magic")
 
 LOAD_ERROR_MARKERS = (
     "Invalid module format",
@@ -147,8 +149,11 @@ def _probe_block_start(lines: list[str], load: int) -> int:
 
 
 def _gpu_init_failure(line: str) -> GpuInitFailure | None:
-    for kind, pattern in _PROBE:
-        match = pattern.search(line)
+    folded = line.lower()
+    for kind, literal, pattern in _PROBE:
+        if literal not in folded:
+            continue
+        match = re.search(pattern, line)
         if match:
             bus = match.groupdict().get("bus")
             return GpuInitFailure(normalize_bus_id(bus) if bus else None, kind, line.strip())
@@ -157,21 +162,21 @@ def _gpu_init_failure(line: str) -> GpuInitFailure | None:
 
 def _module_failure(line: str) -> ModuleLoadFailure | None:
     text = _message(line)
-    rejected = _KEY_REJECTED.search(text)
+    rejected = re.search(_KEY_REJECTED, text)
     if rejected:
         return ModuleLoadFailure(rejected.group("module").replace("-", "_"), "signature", line.strip())
-    if _SIGNATURE.search(text):
+    if re.search(_SIGNATURE, text):
         return ModuleLoadFailure(None, "signature", line.strip())
     # modprobe names the module it could not insert in quotes, after its own name
-    named = _INSERTING.search(text) or _MODULE_NAMED.match(text)
+    named = re.search(_INSERTING, text) or re.match(_MODULE_NAMED, text)
     module = named.group("module").replace("-", "_") if named else None
     for kind, pattern in (("symbol_version", _SYMBOL_VERSION), ("unknown_symbol", _UNKNOWN_SYMBOL)):
-        match = pattern.search(text)
+        match = re.search(pattern, text)
         if match:
             return ModuleLoadFailure(module, kind, line.strip(), match.group("symbol"))
-    if _FORMAT.search(text):
+    if re.search(_FORMAT, text):
         return ModuleLoadFailure(module, "format", line.strip())
-    if _VERSION_MAGIC.search(text) and module:
+    if "version magic" in text and module:
         return ModuleLoadFailure(module, "version_magic", line.strip())
     if "NVRM: API mismatch" in text:
         return ModuleLoadFailure("nvidia", "api_mismatch", line.strip())
@@ -205,7 +210,8 @@ _DRIVER_WORDS = (
 _FAULT_FINDING = "kernel_fault_in_nvidia_module"
 _FAULT_SPAN = 80
 # (kernels with CONFIG_STACKTRACE_BUILD_ID print the module's build id after its name)
-_NVIDIA_FRAME = re.compile(r"\[(nvidia\w*|nvswitch\w*|gdrdrv)(?: [0-9a-f]+)?\]")
+# (read only in a fault report: compiled at its first use)
+_NVIDIA_FRAME = r"\[(nvidia\w*|nvswitch\w*|gdrdrv)(?: [0-9a-f]+)?\]"
 
 
 def _kernel_fault(lines: list[str], index: int, kind: str) -> tuple[KernelFault | None, int]:
@@ -222,7 +228,7 @@ def _kernel_fault(lines: list[str], index: int, kind: str) -> tuple[KernelFault 
             end = position
             break
         traced = traced or "Call Trace" in line or "RIP:" in line
-        found = _NVIDIA_FRAME.findall(line)
+        found = re.findall(_NVIDIA_FRAME, line)
         if found:
             modules.update(dict.fromkeys(found))
             frames.append(line.strip())

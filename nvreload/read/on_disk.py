@@ -6,7 +6,6 @@ import re
 
 from nvreload.errors import ModuleFileError
 from nvreload.model import DkmsEntry, OnDiskModule
-from nvreload.read.elf_modinfo import read_modinfo_file
 from nvreload.rootfs import RootFS
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the --status path; mypy and pyright read this name as True
@@ -164,6 +163,9 @@ def read_on_disk_module(
     handle = root.open_file(path)
     if handle is None:
         return OnDiskModule("/" + path, None, None, None, error="unreadable")
+    # the ELF reader (and struct) only once a module file is read: the cache answers most runs
+    from nvreload.read.elf_modinfo import read_modinfo_file
+
     try:
         with handle:
             info = read_modinfo_file(path, handle)

@@ -1,10 +1,67 @@
-"""`nvidia-smi -q -x` output captured in a snapshot: what NVML said when the snapshot was taken."""
+"""`nvidia-smi -q -x` output captured in a snapshot: what NVML said when the snapshot was taken.
+
+Parsed with expat itself into a few plain nodes rather than with xml.etree: ElementTree's import
+(copy, weakref, warnings, ElementPath) is a tenth of a `--status --root` run, and this reader needs
+only a child's text by a path of tag names. Expat is the parser ElementTree would use, with the
+same limits on entity expansion; no DTD or external entity is ever fetched.
+"""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+from xml.parsers import expat
 
 from nvreload.model import NvmlDevice, NvmlReport
+
+
+class _Node:
+    """One element: its tag, attributes, the text before its first child, and its children."""
+
+    __slots__ = ("tag", "attributes", "text", "children")
+
+    def __init__(self, tag: str, attributes: dict[str, str]) -> None:
+        self.tag, self.attributes, self.text = tag, attributes, ""
+        self.children: list[_Node] = []
+
+    def findall(self, path: str) -> list[_Node]:
+        """The elements at `path` ("a/b": tag names, one per level), in document order."""
+        found = [self]
+        for tag in path.split("/"):
+            found = [child for node in found for child in node.children if child.tag == tag]
+        return found
+
+    def findtext(self, path: str) -> str | None:
+        """The text of the first element at `path` ("" when it has none), None when there is none."""
+        found = self.findall(path)
+        return found[0].text if found else None
+
+    def get(self, name: str) -> str | None:
+        return self.attributes.get(name)
+
+
+def _parse(text: str) -> _Node | None:
+    """The document's root element; None when `text` is not well-formed XML."""
+    parser = expat.ParserCreate()
+    stack: list[_Node] = []
+    roots: list[_Node] = []
+
+    def start(tag: str, attributes: dict[str, str]) -> None:
+        node = _Node(tag, attributes)
+        (stack[-1].children if stack else roots).append(node)
+        stack.append(node)
+
+    def end(_tag: str) -> None:
+        stack.pop()
+
+    def data(chunk: str) -> None:
+        if stack and not stack[-1].children:
+            stack[-1].text += chunk
+
+    parser.StartElementHandler, parser.EndElementHandler, parser.CharacterDataHandler = start, end, data
+    try:
+        parser.Parse(text, True)
+    except expat.ExpatError:
+        return None
+    return roots[0] if roots else None
 
 
 def _flag(value: str | None) -> bool | None:
@@ -24,15 +81,10 @@ def _fabric(value: str | None) -> str | None:
     return value if value and value.lower() != "n/a" else None
 
 
-def _smi_log(text: str | None) -> ET.Element | None:
+def _smi_log(text: str | None) -> _Node | None:
     """The <nvidia_smi_log> root of `nvidia-smi -q -x` output; None for anything else."""
-    if not text:
-        return None
-    try:
-        tree = ET.fromstring(text)
-    except ET.ParseError:
-        return None
-    return tree if tree.tag == "nvidia_smi_log" else None
+    tree = _parse(text) if text else None
+    return tree if tree is not None and tree.tag == "nvidia_smi_log" else None
 
 
 def parse_smi_xml(text: str | None) -> NvmlReport | None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+# (select and contextlib are not imported: each is a share of a --status run's start-up that only a
+# reader leaving needs, or that a small class does as well)
 
 # EPIPE: a pipe with no reader; EIO: a terminal that hung up
 READER_GONE = (errno.EPIPE, errno.EIO)
@@ -18,6 +18,8 @@ READER_GONE = (errno.EPIPE, errno.EIO)
 
 def _hung_up(fd: int) -> bool:
     """The write end of `fd` has no reader any more (poll reports an error or a hang-up)."""
+    import select
+
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
     return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
@@ -43,15 +45,28 @@ def detach_gone_streams() -> None:
         os.close(devnull)
 
 
-@contextmanager
-def reader_may_leave() -> Iterator[None]:
-    """Output written inside stops quietly when its reader has gone; other errors pass."""
-    try:
-        yield
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None:
-                stream.flush()
-    except OSError as exc:
-        if exc.errno not in READER_GONE:
-            raise
+class _ReaderMayLeave:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _trace: object) -> bool:
+        if error is None:
+            try:
+                for stream in (sys.stdout, sys.stderr):
+                    if stream is not None:
+                        stream.flush()
+            except OSError as exc:
+                error = exc
+        if not isinstance(error, OSError):
+            return False  # no error, or one that is not about output: it goes on
+        if error.errno not in READER_GONE:
+            if kind is None:
+                raise error  # the flush's own error
+            return False
         detach_gone_streams()
+        return True
+
+
+def reader_may_leave() -> _ReaderMayLeave:
+    """Output written inside stops quietly when its reader has gone; other errors pass."""
+    return _ReaderMayLeave()

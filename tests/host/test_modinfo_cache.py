@@ -6,7 +6,7 @@ import os
 import pytest
 from snapshot_builder import healthy_node
 
-import nvreload.read.on_disk as on_disk
+import nvreload.read.elf_modinfo as elf_modinfo
 from nvreload.host.modinfo_cache import ModinfoCache
 from nvreload.read.on_disk import read_on_disk_module
 from nvreload.rootfs import open_root
@@ -34,7 +34,7 @@ def test_an_unchanged_module_is_answered_from_the_cache_without_decompressing(xz
     def no_decompressing(*args):
         raise AssertionError("the module was read again")
 
-    monkeypatch.setattr(on_disk, "read_modinfo_file", no_decompressing)
+    monkeypatch.setattr(elf_modinfo, "read_modinfo_file", no_decompressing)
     again = read(xz_node, ModinfoCache(str(cache_file)))
     assert again == first
 

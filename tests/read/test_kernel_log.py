@@ -154,3 +154,21 @@ def test_a_dependent_modules_refusal_is_attributed_to_it_with_the_symbol():
         ("nvidia_peermem", "symbol_version", "ib_register_peer_memory_client"),
         ("nvidia_peermem", "unknown_symbol", "ib_register_peer_memory_client"),
     ]
+
+
+def test_each_probe_line_kind_is_recognised_through_its_literal_prefilter():
+    # one line per _PROBE entry, as drivers print them: a literal that the line does not hold
+    # (a typo, a case the driver does not print) would skip its pattern and lose the kind
+    lines = {
+        "fallen_off_bus": "NVRM: The NVIDIA GPU 0000:3b:00.0 (PCI ID: 10de:2330) installed in this system has fallen off the bus and is not responding to commands.",
+        "unsupported": "NVRM: The NVIDIA GPU 0000:3b:00.0 (PCI ID: 10de:2b85) installed in this system requires use of the NVIDIA open kernel modules.",
+        "bar_unassigned": "NVRM: This PCI I/O region assigned to your NVIDIA device is invalid: NVRM: BAR1 is 0M @ 0x0 (PCI:0000:00:05.0)",
+        "init_failed": "NVRM: GPU 0000:3b:00.0: RmInitAdapter failed! (0x25:0x65:1457)",
+        "gfw_boot_incomplete": "NVRM: GPU0 kgspWaitForGfwBootOk_TU102: failed to wait for GFW boot complete: 0x0",
+        "gsp_wpr2_up": "NVRM: GPU0 _kgspBootGspRm: unexpected WPR2 already up, cannot proceed with booting GSP",
+        "gsp_init_failed": "NVRM: GPU0 RmInitAdapter: Cannot initialize GSP firmware RM",
+        "other_driver": "NVRM: The NVIDIA probe routine was not called for 1 device(s).",
+    }
+    for kind, line in lines.items():
+        log = parse_kernel_log(f"[    4.0] {line}\n{LOAD}\n", "dmesg")
+        assert [f.kind for f in log.gpu_init_failures] == [kind], line
