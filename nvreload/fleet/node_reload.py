@@ -84,6 +84,7 @@ def _reload(tools: NodeTools, request: ReloadRequest, run: NodeRun) -> None:
     decision = decide(reading, request.target_version, request.driver is not None)
     earlier = _earlier_reload(tools, request, waited)
     if earlier is not None and decision.verdict is Verdict.HEALTHY:
+        run.wanted_version = request.target_version or reading.userspace_version
         _finished_by_earlier_run(tools, reading, earlier, run)
         return
     run.driver_before = reading.loaded_version
@@ -206,7 +207,6 @@ def _finished_by_earlier_run(tools: NodeTools, reading: NodeReading, earlier: Jo
     run.outcome = "reloaded"
     run.driver_before = earlier.module_version_before
     run.driver_after = reading.loaded_version
-    run.wanted_version = run.driver_after
     run.exit_code = 0
     run.journal, run.run_id = earlier.path, earlier.run_id
     run.gpu_unavailable_seconds = result.get("gpu_unavailable_seconds")
