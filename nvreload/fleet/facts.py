@@ -58,6 +58,7 @@ def gather(tools: NodeTools, baseline: str | None) -> NodeFacts:
     error = None
     if status.exit_code not in STATUS_EXITS or status.document is None:
         error = status.error or f"nvreload --status exited {status.exit_code}"
+    unfinished_run = tools.unfinished_run()  # the journal, read once for both fields
     slurm, slurm_error = None, None
     try:
         slurm = slurm_document(tools.slurm_state())
@@ -70,6 +71,6 @@ def gather(tools: NodeTools, baseline: str | None) -> NodeFacts:
         error="; ".join(e for e in (error, slurm_error) if e) or None,
         slurm=slurm,
         busy=tools.busy(),
-        journal_unfinished=tools.journal_unfinished(),
-        unfinished_run=tools.unfinished_run(),
+        journal_unfinished=unfinished_run is not None,
+        unfinished_run=unfinished_run,
     )

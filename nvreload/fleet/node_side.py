@@ -70,16 +70,14 @@ class NodeTools:
         except (JournalError, BadInputError, OSError):
             return None
 
-    def journal_unfinished(self) -> bool:
-        """An earlier run's journal that is not finished (killed, stopped, or still running):
-        nvreload refuses a reload over it until --rollback finished it."""
-        journal = self.journal()
-        return journal is not None and journal.unfinished
-
     def unfinished_run(self) -> str | None:
-        """The run id of the journal that is not finished, if one is not."""
+        """The run id of an earlier run's journal that is not finished (killed, stopped, or still
+        running), if one is not: nvreload refuses a reload over it until --rollback finished it."""
         journal = self.journal()
         return journal.run_id if journal is not None and journal.unfinished else None
+
+    def journal_unfinished(self) -> bool:
+        return self.unfinished_run() is not None
 
     def busy(self) -> bool:
         """A run holds the node lock now (a reload a killed controller started, still going)."""
