@@ -106,16 +106,7 @@ def simulated_node(scenario_file: str, paths: StatePaths, persist: bool) -> Simu
                 f"nvreload --rollback --simulate, or set NVRELOAD_STATE_DIR to another directory"
             )
         node = node_class(scenario, paths.state_dir, replace=True, persist=persist)
-    node.recommend = lambda view: _recommended_for(node, view)
     return node
-
-
-def _recommended_for(node: SimulatedNode, view: ReloadView) -> str:
-    """What --status would recommend for the simulated node (the package hooks' question)."""
-    from nvreload.diagnosis.findings import diagnose
-    from nvreload.engine.sim_status import simulated_node_state
-
-    return diagnose(simulated_node_state(node, view)).recommended_action
 
 
 def run_action(
@@ -195,6 +186,7 @@ def _act(
             {"service": name, "why": "enabled but already failed before the run; not started"}
             for name in view.failed_services
         ]
+        report.warnings += _unrecorded_mig(view, report)
         if request.action == "reload" and report.exit_code == ExitCode.OK:
             session.clear_pending()  # done: nothing is pending any more
         if session.recorder is not None:
@@ -203,9 +195,26 @@ def _act(
         return ActionResult(report.exit_code, report)
 
 
+def _unrecorded_mig(view: ReloadView, report: RunReport) -> list[dict]:
+    """The MIG instances the run could not record (NVML did not answer): gone once the modules went
+    out, whatever the run's end, and nothing of nvreload's brings them back."""
+    if not view.mig_unrecorded or not any(step["name"] == "unload_modules" for step in report.steps):
+        return []
+    return [
+        {
+            "module": "nvidia",
+            "warning": f"{bus}: {count} MIG GPU instance(s) could not be recorded (NVML: {view.nvml_status}) "
+            "and are gone with the unload: create them again (nvidia-mig-parted apply, or nvidia-smi mig -cgi ... -C)",
+        }
+        for bus, count in sorted(view.mig_unrecorded.items())
+    ]
+
+
 def _plan(request: ActionRequest, target: ReloadTarget, view: ReloadView, installer: str | None) -> Plan:
     if request.action == "reset":
         return build_reset_plan(view, select_gpus(view, request.gpus or ALL), target.configured_parameters())
+    if request.force_display:
+        view = view.with_display_servers_ended()
     return build_plan(
         view,
         target.configured_parameters(),

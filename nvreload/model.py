@@ -367,6 +367,9 @@ class NodeState:
     readable: Readability = field(default_factory=Readability)
     next_kernels: tuple[NextKernel, ...] = ()
     fabric_modules: tuple[str, ...] = ()  # of read/kernel_modules.py's FABRIC_MODULES, those listed in /proc/modules
+    # MIG GPU instances per GPU (bus id) by the driver's capability files: NVML's view of them
+    # (nvml.devices) is empty while it cannot answer, these are not
+    mig_gpu_instances: dict[str, int] = field(default_factory=dict, compare=False)
 
     def module(self, name: str) -> KernelModule | None:
         for module in self.modules:

@@ -136,6 +136,15 @@ def test_the_engine_imports_no_cli_rendering_or_command_module():
             assert "import click" not in source and "import rich" not in source and "from rich" not in source, name
 
 
+def test_live_and_simulated_nodes_reach_the_planners_view_by_one_path():
+    """The simulated node gives a NodeState and takes the live path to its ReloadView: no target
+    builds the view, or decides its blockers, by rules of its own."""
+    builders = sorted(name for name, path in modules().items() if "ReloadView(" in path.read_text())
+    assert builders == ["nvreload.engine.plan"]
+    observers = sorted(name for name, path in modules().items() if "observed_view(" in path.read_text())
+    assert observers == ["nvreload.engine.live_target", "nvreload.engine.observation", "nvreload.engine.sim"]
+
+
 # Each side effect and the one module allowed to perform it.
 DOORS = {
     "os.kill(": "nvreload.host.processes",

@@ -687,6 +687,25 @@ def _unbound_gpu_findings(node: NodeState) -> list[Finding]:
     return out
 
 
+def _mig_unrecordable_findings(node: NodeState) -> list[Finding]:
+    """MIG instances the driver holds while NVML cannot list them: a reload (like a reboot) loses
+    them, and nothing can record them to create them again."""
+    if node.nvml.status == "ok" or not node.mig_gpu_instances:
+        return []
+    held = ", ".join(f"{bus} ({count})" for bus, count in sorted(node.mig_gpu_instances.items()))
+    return [
+        Finding(
+            "mig_instances_unrecordable",
+            "warning",
+            f"MIG GPU instances on {held}, and NVML cannot list them ({node.nvml.status}): a reload "
+            "cannot record them, so it leaves these GPUs in MIG mode without instances; create them "
+            "again after it (nvidia-mig-parted apply, or nvidia-smi mig -cgi ... -C)",
+            "none",
+            evidence={"gpu_instances": dict(sorted(node.mig_gpu_instances.items())), "nvml": node.nvml.status},
+        )
+    ]
+
+
 def _mig_enabled_findings(node: NodeState) -> list[Finding]:
     out = []
     if any(d.mig_mode for d in node.nvml.devices):
@@ -999,6 +1018,7 @@ RULES: tuple[Rule, ...] = (
     Rule("unbound gpus", _unbound_gpu_findings),
     Rule("other drivers", _other_driver_findings),
     Rule("mig enabled", _mig_enabled_findings),
+    Rule("mig unrecordable", _mig_unrecordable_findings),
     Rule("mig pending", _mig_pending_findings),
     Rule("consumers", _consumer_findings),
     Rule("kernel faults", _kernel_fault_findings),

@@ -598,7 +598,11 @@ class Engine:
         return True
 
     def _verify_rolled_forward(self, report: RunReport) -> bool:
-        failed = self._failed_checks({})
+        try:
+            failed = self._failed_checks({})
+        except HostError as exc:  # the checks could not even run: not verified, and said so
+            report.restart_failures.append({"action": "verify", "target": "driver", "error": exc.message})
+            return False
         for check in failed:
             report.restart_failures.append({"action": "verify", "target": check.name, "error": check.detail})
         return not failed

@@ -9,10 +9,9 @@ nvidia-persistenced running, what is up at the end.
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
-from nvreload.diagnosis.findings import diagnose
 from nvreload.diagnosis.health import run_checks
+from nvreload.engine.observation import observed_view
 from nvreload.engine.plan import (
     BOOT_MODULES,
     NOT_RELOADED,
@@ -21,7 +20,6 @@ from nvreload.engine.plan import (
     MigInstance,
     ReloadView,
     mig_geometry,
-    reload_view,
 )
 from nvreload.errors import HostError
 from nvreload.host import nvidia_tools
@@ -80,14 +78,9 @@ class LiveTarget:
         if not node.loaded("nvidia"):  # a reload from nothing loads what is on disk
             available = available_modules(self.fs, node.kernel.release, BOOT_MODULES + OPTIONAL_MODULES)
             configured = configured_modules(self.fs)
-        view = reload_view(node, diagnose(node), consoles, self.container_engine_info(), unit, available, configured)
-        if any(d.mig_mode for d in node.nvml.devices):
-            try:
-                view = replace(view, mig=self.mig_geometry())
-            except HostError:
-                # instances that cannot be recorded cannot be brought back after the reload
-                view = replace(view, blockers=view.blockers + ("mig_geometry_unreadable",))
-        return view
+        return observed_view(
+            node, self.mig_geometry, consoles, self.container_engine_info(), unit, available, configured
+        )
 
     def container_engine_info(self) -> dict | None:
         """What the reload relies on from the engine (recorded in the journal): with live-restore

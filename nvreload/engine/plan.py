@@ -3,7 +3,7 @@ asked after it (typed, target-agnostic). What it does to the node, the Plan, is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from nvreload.catalog import DISPLAY_SERVERS, LOGIND_COMM, MPS_COMM
 from nvreload.model import ContainerState, GpuProcess, NodeState, ServiceState
@@ -109,11 +109,18 @@ class ReloadView:
         default_factory=dict, compare=False, hash=False
     )  # per GPU with instances
     mig_pending: tuple[str, ...] = ()  # GPUs (bus ids) whose MIG mode changes at their next reset
+    # MIG GPU instances (count per bus id) that exist but could not be recorded: NVML did not answer
+    mig_unrecorded: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
     # the diagnosis's: a package hook reloads only a node whose diagnosis asks for a reload
     recommended_action: str = "reload"
     userspace_version: str | None = None
     container_engine_error: str | None = None  # why an engine's containers could not be listed
     hostname: str | None = None  # kubelet's node name, as a rule: the commands of a pod refusal name it
+
+    def with_display_servers_ended(self) -> ReloadView:
+        """--force-display: the display servers are ended like any other holder (the view keeps
+        them apart only so that a reload without it is refused)."""
+        return replace(self, processes=self.processes + self.display_processes, display_processes=())
 
 
 def reload_view(
@@ -164,6 +171,7 @@ def reload_view(
                 if d.pci_bus_id and d.mig_pending is not None and d.mig_mode is not None and d.mig_pending != d.mig_mode
             )
         ),
+        mig_unrecorded=dict(node.mig_gpu_instances) if node.nvml.status != "ok" else {},
         nvswitch=node.fabric_manager_version is not None
         or any(s.name == "nvidia-fabricmanager.service" and s.active == "active" for s in node.consumers.services),
     )

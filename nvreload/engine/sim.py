@@ -24,12 +24,10 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import replace
 from importlib import resources
 
-from nvreload.catalog import DISPLAY_SERVERS, FABRIC_SERVICES
-from nvreload.engine.plan import FinalState, GpuRef, LoadedModule, MigInstance, ReloadView, mig_geometry
+from nvreload.catalog import FABRIC_SERVICES, MPS_COMM
+from nvreload.engine.plan import FinalState, MigInstance, ReloadView, mig_geometry
 from nvreload.errors import BadInputError, HostError, ScenarioError
 from nvreload.host.processes import Termination
 from nvreload.model import Check, ContainerState, GpuProcess, KubePod, ServiceState
@@ -49,6 +47,8 @@ DEPENDS = {
 }
 NODE_FILE = "sim-node.json"
 FABRIC_MANAGER = "nvidia-fabricmanager.service"
+# The daemon that holds persistence mode: on for every GPU while it runs, off when it stops.
+PERSISTENCED = "nvidia-persistenced.service"
 
 
 def default_scenario() -> dict:
@@ -135,6 +135,7 @@ def _module_devices(holds: list[str]) -> tuple[str, ...]:
 
 class SimulatedNode:
     name = "simulated"
+    MODULES = frozenset(DEPENDS)  # the modules it simulates (what its /proc/modules lists)
 
     def __init__(self, scenario: dict, state_dir: str, replace: bool = False, persist: bool = True) -> None:
         """The node as the last run left it in `state_dir`, or a new one from `scenario` (also when
@@ -143,9 +144,6 @@ class SimulatedNode:
         self.path = os.path.join(state_dir, NODE_FILE)
         self.persist = persist
         self._lock = threading.RLock()
-        # what the diagnosis of this node recommends, given its observation: set by whoever builds the
-        # node for a command (actions.simulated_node); the read model lives above this module
-        self.recommend: Callable[[ReloadView], str] | None = None
         existing = None if replace else _read_node_file(self.path)
         if existing is not None:
             self.s = existing
@@ -228,10 +226,10 @@ class SimulatedNode:
                     raise HostError(fault["error"])
 
     # observation ------------------------------------------------------------------------------
-    def _holders(self, name: str) -> list[str]:
+    def module_holders(self, name: str) -> list[str]:
         return sorted(m for m in self.s["loaded"] if name in DEPENDS.get(m, ()))
 
-    def _handles(self, name: str) -> list[str]:
+    def module_users(self, name: str) -> list[str]:
         users = [f"pid {p['pid']}" for p in self.s["processes"] if p.get("alive", True) and name in p.get("holds", [])]
         users += [
             f"service {sv['name']}" for sv in self.s["services"] if sv.get("active") and name in sv.get("holds", [])
@@ -252,45 +250,24 @@ class SimulatedNode:
         return tuple(f"195:{i} /dev/nvidia{i}" for i in indexes)
 
     def observe(self) -> ReloadView:
+        """The node read as a live node is read, and planned from by the live path's rules."""
+        from nvreload.engine.observation import observed_view
+        from nvreload.engine.sim_status import simulated_node_state
+
         with self._lock:
-            modules = tuple(
-                LoadedModule(n, tuple(self._holders(n)), dict(p)) for n, p in self.s["loaded"].items() if n in DEPENDS
-            )
-            processes = self._gpu_processes()
-            services, containers = self._gpu_units_and_containers(processes)
-            blockers, display = self._blockers(processes)
-            consoles = tuple(self.s["consoles_bound"]) if "nvidia_drm" in self.s["loaded"] else ()
             nothing_loaded = "nvidia" not in self.s["loaded"]
-            view = ReloadView(
-                loaded_version=self.s["loaded_version"] if "nvidia" in self.s["loaded"] else None,
+            return observed_view(
+                simulated_node_state(self),
+                self.mig_geometry,
+                consoles=tuple(self.s["consoles_bound"]) if "nvidia_drm" in self.s["loaded"] else (),
                 # a reload from nothing loads what is on disk (by default: the scenario's modules)
                 available_modules=tuple(self.s.get("on_disk_modules", [m["name"] for m in self.s["modules"]]))
                 if nothing_loaded
                 else (),
                 configured_modules=frozenset(self.s.get("modules_load_d", [])) if nothing_loaded else frozenset(),
-                consoles=consoles,
-                modules=modules,
-                processes=tuple(processes),
-                services=services,
-                containers=containers,
-                mps_active=bool(self.s.get("mps_active")),
-                persistence={g["pci_bus_id"]: bool(g.get("persistence")) for g in self.s["gpus"]},
-                blockers=tuple(blockers),
-                display_processes=display,
-                gpus=tuple(GpuRef(i, g["pci_bus_id"].lower(), i, g.get("uuid")) for i, g in enumerate(self.s["gpus"]))
-                if "nvidia" in self.s["loaded"]
-                else (),
-                nvswitch=bool(self.s.get("nvswitch")),
-                nvml_status=self.nvml_status(),
-                mig=mig_geometry({g["pci_bus_id"]: g["mig_now"] for g in self.s["gpus"] if g.get("mig_now")}),
-                mig_pending=tuple(g["pci_bus_id"] for g in self.s["gpus"] if g.get("mig_pending")),
-                fabric_manager_version=self.s.get("fabric_manager_version") if self.s.get("nvswitch") else None,
-                userspace_version=self.s.get("installed_version"),
-                hostname=self.s.get("hostname", "sim-node"),
             )
-            return replace(view, recommended_action=self.recommend(view)) if self.recommend else view
 
-    def _gpu_processes(self) -> list[GpuProcess]:
+    def gpu_processes(self) -> list[GpuProcess]:
         """What a scan of /proc would find holding the GPUs: the scenario's processes that are alive
         and hold a loaded module, and a process of its own for each GPU service or container that
         holds GPUs without one listed."""
@@ -320,7 +297,15 @@ class SimulatedNode:
                     _pod(p.get("pod")),
                 )
             )
-        return processes + self._unit_and_container_processes(processes)
+        return processes + self._unit_and_container_processes(processes) + self._mps_server()
+
+    def _mps_server(self) -> list[GpuProcess]:
+        """A running MPS daemon holds the GPUs through its server process: what tells a live scan
+        that MPS is up (its comm, cut to 15 characters like every comm)."""
+        if not self.s.get("mps_active") or "nvidia" not in self.s["loaded"]:
+            return []
+        nodes = tuple(f"195:{i} /dev/nvidia{i}" for i in range(len(self.s["gpus"])))
+        return [GpuProcess(3900, 3900, MPS_COMM, "nvidia-cuda-mps-server", nodes, None, None, "procfs", 3900)]
 
     def _unit_and_container_processes(self, processes: list[GpuProcess]) -> list[GpuProcess]:
         """An active GPU service or a running GPU container holds its GPUs through a process of its
@@ -361,7 +346,7 @@ class SimulatedNode:
                 )
         return own
 
-    def _gpu_units_and_containers(
+    def gpu_units_and_containers(
         self, processes: list[GpuProcess]
     ) -> tuple[tuple[ServiceState, ...], tuple[ContainerState, ...]]:
         services = tuple(ServiceState(sv["name"], "active") for sv in self.s["services"] if sv.get("active"))
@@ -382,24 +367,6 @@ class SimulatedNode:
             if c.get("running") and (c.get("gpu", True) or c["id"] in {p.container_id for p in processes})
         )
         return services, containers
-
-    def _blockers(self, processes: list[GpuProcess]) -> tuple[list[str], tuple[GpuProcess, ...]]:
-        blockers = []
-        if not self.s["kernel"].get("module_unload_supported", True):
-            blockers.append("module_unload_unsupported")
-        if self.s["kernel"].get("modules_disabled"):
-            blockers.append("module_loading_disabled")
-        if any(g.get("mig_unreadable") for g in self.s["gpus"]):
-            blockers.append("mig_geometry_unreadable")  # instances that could not be recorded cannot come back
-        if self.s.get("nvswitch") and self.s.get("fabric_manager_version") not in (
-            None,
-            self.s["installed_version"],
-        ):
-            blockers.append("fabric_manager_version_mismatch")  # the diagnosis's rule: it would not start
-        display = tuple(p for p in processes if p.comm in DISPLAY_SERVERS)
-        if display:
-            blockers.append("display_server_active")
-        return blockers, display
 
     def configured_parameters(self) -> dict[str, dict[str, str]]:
         return {k: dict(v) for k, v in self.s.get("modprobe_d", {}).items()}
@@ -521,6 +488,9 @@ class SimulatedNode:
                     p["alive"] = False
             if name == FABRIC_MANAGER:
                 self.s["fabric_up"] = False
+            if name == PERSISTENCED:
+                for gpu in self.s["gpus"]:
+                    gpu["persistence_now"] = False
             self._save()
 
     def start_service(self, name: str, command: list[str] | None = None) -> None:
@@ -550,6 +520,9 @@ class SimulatedNode:
             if name == FABRIC_MANAGER and self.s.get("nvswitch"):
                 self.s["fabric_up"] = True
                 self.s["fabric_polls_left"] = int(self.s.get("fabric_training_polls", 0))
+            if name == PERSISTENCED:
+                for gpu in self.s["gpus"]:
+                    gpu["persistence_now"] = True
             self._save()
 
     def refresh_cdi_specs(self) -> list[str]:
@@ -561,6 +534,9 @@ class SimulatedNode:
 
     def mig_geometry(self) -> dict[str, tuple[MigInstance, ...]]:
         with self._lock:
+            unreadable = [g["pci_bus_id"] for g in self.s["gpus"] if g.get("mig_unreadable")]
+            if unreadable:  # NVML's answer for a GPU whose instances it cannot list
+                raise HostError(f"GPU {unreadable[0]}: nvmlDeviceGetGpuInstances: Unknown Error")
             return mig_geometry({g["pci_bus_id"]: g["mig_now"] for g in self.s["gpus"] if g.get("mig_now")})
 
     def create_mig(self, bus_id: str, instances: tuple[MigInstance, ...]) -> None:
@@ -684,10 +660,10 @@ class SimulatedNode:
                 raise HostError(f"rmmod: ERROR: could not remove '{name}': Function not implemented")
             if name not in self.s["loaded"]:
                 raise HostError(f"rmmod: ERROR: Module {name} is not currently loaded")
-            holders = self._holders(name)
+            holders = self.module_holders(name)
             if holders:
                 raise HostError(f"rmmod: ERROR: Module {name} is in use by: {' '.join(holders)}")
-            if self._handles(name):
+            if self.module_users(name):
                 raise HostError(f"rmmod: ERROR: Module {name} is in use")
         self._latency("unload_module")
         with self._lock:

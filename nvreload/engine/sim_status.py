@@ -1,14 +1,17 @@
-"""The simulated node as the read model sees a node: --status and --verify on --simulate read the
-node a simulated --reload acts on (never the machine they run on), through the same diagnosis and
-rendering as a live node."""
+"""The simulated node as the read model sees a node: what read_node would read on a machine in the
+simulated node's state. --status and --verify on --simulate read it, and a simulated reload's
+observation goes from it through the live path (engine/observation.py): the same diagnosis, the
+same blockers, the same view."""
 
 from __future__ import annotations
 
-from nvreload.engine.plan import ReloadView
-from nvreload.engine.sim import SimulatedNode
+from typing import Protocol
+
 from nvreload.model import (
     Consumers,
+    ContainerState,
     EngineState,
+    GpuProcess,
     KernelInfo,
     KernelLog,
     KernelModule,
@@ -19,8 +22,25 @@ from nvreload.model import (
     PciGpu,
     ProcGpu,
     ResidentDriver,
+    ServiceState,
     UserspaceLibrary,
 )
+
+
+class SimulatedWorld(Protocol):
+    """What the reading needs of the simulated node (engine/sim.py), which reads itself through it."""
+
+    s: dict
+    MODULES: frozenset[str]
+
+    def module_holders(self, name: str) -> list[str]: ...
+    def module_users(self, name: str) -> list[str]: ...
+    def gpu_processes(self) -> list[GpuProcess]: ...
+    def gpu_units_and_containers(
+        self, processes: list[GpuProcess]
+    ) -> tuple[tuple[ServiceState, ...], tuple[ContainerState, ...]]: ...
+    def nvml_status(self) -> str: ...
+
 
 # An H100 SXM5's PCI identity; the scenario names the GPUs, not their silicon.
 _VENDOR, _DEVICE, _CLASS_3D = "0x10de", "0x2330", "0x030200"
@@ -32,35 +52,26 @@ def _banner(version: str, flavor: str | None) -> str:
     return f"NVRM version: NVIDIA UNIX {kind} for x86_64  {version}  Release Build  (simulated)"
 
 
-def simulated_node_state(node: SimulatedNode, view: ReloadView | None = None) -> NodeState:
-    """`view`: the node's observation when the caller has it (observe() itself, asking the diagnosis)."""
+def simulated_node_state(node: SimulatedWorld) -> NodeState:
+    """The node as the readers would find it: /proc/modules, the GPUs, NVML (answering only while
+    the driver loaded is of the library's version), and the consumers a /proc scan and the
+    container engines would list. Called with the node's lock held, or where nothing else acts."""
     s = node.s
     release = s["kernel"].get("release", "6.1.0-26-amd64")
     loaded_version = s["loaded_version"] if "nvidia" in s["loaded"] else None
     installed = s.get("installed_version")
     flavor = s["driver"].get("flavor")
-    view = view or node.observe()  # the consumers exactly as the simulated reload will plan them
-    modules = tuple(
-        KernelModule(
-            name=m.name,
-            state="live",
-            refcount=len(m.holders) + len(node._handles(m.name)),
-            holders=m.holders,
-            version=loaded_version,
-            parameters=dict(m.parameters),
-        )
-        for m in view.modules
-    )
+    unload = bool(s["kernel"].get("module_unload_supported", True))
     gpus = s["gpus"]
     return NodeState(
-        hostname="simulated",
+        hostname=s.get("hostname", "simulated"),
         kernel=KernelInfo(
             release=release,
             modules_supported=True,
-            module_unload_supported=bool(s["kernel"].get("module_unload_supported", True)),
+            module_unload_supported=unload,
             module_loading_disabled=bool(s["kernel"].get("modules_disabled", False)),
         ),
-        modules=modules,
+        modules=_modules(node, loaded_version, unload),
         resident=ResidentDriver(
             loaded_version,
             flavor if loaded_version else None,
@@ -80,11 +91,32 @@ def simulated_node_state(node: SimulatedNode, view: ReloadView | None = None) ->
         if loaded_version
         else (),
         nvml=_nvml(node, loaded_version),
+        # the driver's capability directories, one per GPU instance: there with or without NVML
+        mig_gpu_instances={g["pci_bus_id"].lower(): len(g["mig_now"]) for g in gpus if g.get("mig_now")}
+        if loaded_version
+        else {},
         kernel_log=KernelLog(source=None, lines=0, last_driver_load=None, xids=(), load_errors=(), fallen_off_bus=()),
         mofed_ready=bool(s.get("mofed_ready", True)),
         peermem_wanted="nvidia_peermem" in s["loaded"] or "nvidia_peermem" in s.get("modules_load_d", []),
         fabric_manager_version=s.get("fabric_manager_version") if s.get("nvswitch") else None,
-        consumers=_consumers(view),
+        consumers=_consumers(node),
+    )
+
+
+def _modules(node: SimulatedWorld, loaded_version: str | None, unload: bool) -> tuple[KernelModule, ...]:
+    """/proc/modules: each simulated module loaded, with the kernel's use count (a holder module,
+    an open handle), '-' where the kernel cannot unload at all."""
+    return tuple(
+        KernelModule(
+            name=name,
+            state="live",
+            refcount=len(node.module_holders(name)) + len(node.module_users(name)) if unload else None,
+            holders=tuple(node.module_holders(name)),
+            version=loaded_version,
+            parameters=dict(parameters),
+        )
+        for name, parameters in node.s["loaded"].items()
+        if name in node.MODULES
     )
 
 
@@ -99,7 +131,7 @@ def _on_disk(release: str, installed: str | None) -> OnDiskModule | None:
     )
 
 
-def _nvml(node: SimulatedNode, loaded_version: str | None) -> NvmlReport:
+def _nvml(node: SimulatedWorld, loaded_version: str | None) -> NvmlReport:
     """What NVML answers: the GPUs only while it works (the driver loaded, of the library's version)."""
     status = node.nvml_status()
     devices = tuple(
@@ -108,7 +140,7 @@ def _nvml(node: SimulatedNode, loaded_version: str | None) -> NvmlReport:
             g.get("name"),
             g.get("uuid"),
             g["pci_bus_id"],
-            bool(g.get("persistence_now")),
+            bool(g.get("persistence_now")),  # as it is now: a fresh driver instance has it off
             bool(g.get("mig")),
             mig_pending=bool(g.get("mig")) != bool(g.get("mig_pending")),
         )
@@ -122,15 +154,17 @@ def _nvml(node: SimulatedNode, loaded_version: str | None) -> NvmlReport:
     )
 
 
-def _consumers(view: ReloadView) -> Consumers:
+def _consumers(node: SimulatedWorld) -> Consumers:
+    processes = node.gpu_processes()
+    services, containers = node.gpu_units_and_containers(processes)
     return Consumers(
-        processes=view.processes,
-        services=view.services,
-        containers=view.containers,
+        processes=tuple(processes),
+        services=services,
+        containers=containers,
         scanned=True,
         # each engine the simulated containers name, with its GPU containers (no socket: a URL of its own)
         engines=tuple(
-            EngineState(name, f"simulated://{name}", sum(1 for c in view.containers if c.engine == name))
-            for name in sorted({c.engine for c in view.containers})
+            EngineState(name, f"simulated://{name}", sum(1 for c in containers if c.engine == name))
+            for name in sorted({c.engine for c in containers})
         ),
     )

@@ -17,7 +17,7 @@ from nvreload.model import (
 )
 from nvreload.read.kernel_log import parse_kernel_log
 from nvreload.read.kernel_modules import FABRIC_MODULES, mofed_ready, parse_proc_modules, read_kernel, read_modules
-from nvreload.read.nvidia_proc import read_proc_gpus, read_resident
+from nvreload.read.nvidia_proc import read_mig_gpu_instances, read_proc_gpus, read_resident
 from nvreload.read.on_disk import newer_kernels, read_dkms, read_on_disk_module
 from nvreload.read.pci import read_pci_gpus
 from nvreload.read.readability import kernel_release_input, read_readability
@@ -158,6 +158,7 @@ def read_node(machine: ReadableMachine, with_consumers: bool = True) -> NodeStat
         userspace=userspace,
         pci_gpus=pci_gpus,
         proc_gpus=proc_gpus,
+        mig_gpu_instances=read_mig_gpu_instances(fs, proc_gpus),
         nvml=nvml,
         kernel_log=kernel_log,
         mofed_ready=mofed_ready(fs, modules),

@@ -59,6 +59,21 @@ def read_resident(root: RootFS) -> ResidentDriver:
     return parse_version_banner(root.read_text("proc/driver/nvidia/version"))
 
 
+def read_mig_gpu_instances(root: RootFS, gpus: tuple[ProcGpu, ...]) -> dict[str, int]:
+    """The MIG GPU instances the driver holds, per GPU (bus id) that has any, counted by the
+    capability directories it makes for each (/proc/driver/nvidia/capabilities/gpu<minor>/mig/gi<id>):
+    known without NVML, which cannot answer through a version mismatch."""
+    instances = {}
+    for gpu in gpus:
+        if gpu.minor is None:
+            continue
+        names = root.listdir(f"proc/driver/nvidia/capabilities/gpu{gpu.minor}/mig")
+        count = sum(1 for name in names if name.startswith("gi") and name[2:].isdigit())
+        if count:
+            instances[normalize_bus_id(gpu.bus_id)] = count
+    return instances
+
+
 def read_proc_gpus(root: RootFS) -> tuple[ProcGpu, ...]:
     gpus = []
     for bus_dir in root.listdir("proc/driver/nvidia/gpus"):

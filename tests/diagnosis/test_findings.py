@@ -346,3 +346,25 @@ def test_a_named_gsp_cause_outranks_the_generic_gsp_failure_printed_with_it(snap
     )
     found = codes(diagnose(node_of(snapshot)))
     assert "gpu_gsp_boot_failed" in found and "gpu_gsp_init_failed" not in found
+
+
+def test_mig_instances_nvml_cannot_list_are_a_warning_that_a_reload_cannot_bring_them_back(snapshot):
+    upgraded_userspace(snapshot)  # the resident module is older than the library: NVML cannot answer
+    node = replace(
+        node_of(snapshot),
+        nvml=NvmlReport(status="version_mismatch", source="nvml", driver_version=None, devices=()),
+        mig_gpu_instances={"0000:3b:00.0": 3},
+    )
+    diagnosis = diagnose(node)
+    finding = next(f for f in diagnosis.findings if f.code == "mig_instances_unrecordable")
+    assert finding.severity == "warning" and not finding.blocks_reload  # a reboot would lose them too
+    assert "0000:3b:00.0 (3)" in finding.message and "version_mismatch" in finding.message
+    assert "create them again after it" in finding.message
+    assert diagnosis.recommended_action == "reload"
+
+
+def test_mig_instances_nvml_lists_are_recorded_by_the_reload_and_raise_no_warning(snapshot):
+    mig_gpu = NvmlDevice(0, "NVIDIA H100 80GB HBM3", "GPU-1", "00000000:3B:00.0", True, True)
+    nvml = NvmlReport(status="ok", source="nvml", driver_version="550.127.08", devices=(mig_gpu,))
+    node = replace(node_of(snapshot), nvml=nvml, mig_gpu_instances={"0000:3b:00.0": 3})
+    assert "mig_instances_unrecordable" not in codes(diagnose(node))

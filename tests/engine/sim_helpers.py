@@ -4,6 +4,12 @@ import os
 from nvreload.engine.sim import NODE_FILE, default_scenario
 
 
+def with_fabric_manager(services: list[dict]) -> list[dict]:
+    """An NVSwitch (HGX) node's services: nv-fabricmanager runs there, holding the GPUs (the default
+    node is PCIe, without it)."""
+    return [{"name": "nvidia-fabricmanager.service", "active": True, "holds": ["nvidia"]}, *services]
+
+
 def write_scenario(tmp_path, **changes) -> str:
     scenario = default_scenario()
     scenario.update(changes)

@@ -20,7 +20,7 @@ def test_a_dry_run_rollback_of_a_stopped_run_lists_what_it_would_start_and_write
     proc = run_cli("--rollback", "--simulate", "--dry-run", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     plan = [(p["action"], p["target"]) for p in json.loads(proc.stdout)["plan"]]
-    assert sorted(a for a, _ in plan) == ["start_container"] * 2 + ["start_service"] * 3
+    assert sorted(a for a, _ in plan) == ["start_container"] * 2 + ["start_service"] * 2
     assert ("start_service", "nvidia-persistenced.service") in plan
     assert (tmp_path / "state" / "journal.json").read_bytes() == journal_before
     assert node_state(tmp_path / "state") == node_before

@@ -506,3 +506,24 @@ def test_a_sixth_generation_of_late_holders_fails_the_step_before_any_unload(tmp
     journal = json.loads((state / "journal.json").read_text())
     assert not [r for r in journal["undo"] if r["kind"] == "unload_module"]
     assert_consistent(node_state(state))
+
+
+def test_checks_that_cannot_run_after_a_rollback_finished_forward_fail_the_run_not_nvreload(tmp_path):
+    # every verify errors: the run's own check, then the one after the rollback loaded the new
+    # driver (the old one is not on disk): a failed run that says why, never an internal error
+    scenario = write_scenario(tmp_path, faults=[{"at": "verify", "error": "nvidia-smi timed out", "times": -1}])
+    proc, state = reload(tmp_path, scenario=scenario)
+    assert proc.returncode == ExitCode.NEEDS_REBOOT, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["result"] == "failed"
+    assert {"action": "verify", "target": "driver", "error": "nvidia-smi timed out"} in report["restart_failures"]
+
+
+def test_mps_is_told_by_its_server_process_and_is_quit_before_the_services_and_started_after(tmp_path):
+    proc, state = reload(tmp_path, scenario=write_scenario(tmp_path, mps_active=True))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plan = [(p["action"], p["target"]) for p in json.loads((state / "journal.json").read_text())["plan"]]
+    quit_mps = plan.index(("quit_mps", "nvidia-cuda-mps-control"))
+    assert quit_mps < plan.index(("stop_service", "nvidia-persistenced.service"))
+    assert plan.index(("start_mps", "nvidia-cuda-mps-control")) > plan.index(("load_module", "nvidia"))
+    assert node_state(state)["mps_active"] is True

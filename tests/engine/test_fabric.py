@@ -5,7 +5,7 @@ fabric manager on another driver version is refused before anything is stopped."
 import json
 
 from helpers import run_cli
-from sim_helpers import assert_consistent, node_state, write_scenario
+from sim_helpers import assert_consistent, node_state, with_fabric_manager, write_scenario
 
 from nvreload.engine.engine import Engine
 from nvreload.engine.journal import Journal, JournalContext
@@ -17,9 +17,13 @@ NEW = "550.127.08"  # the default scenario's installed (userspace and on-disk) v
 
 
 def hgx(tmp_path, **changes):
-    return write_scenario(
-        tmp_path, **({"nvswitch": True, "fabric_manager_version": NEW, "fabric_training_polls": 3} | changes)
-    )
+    fabric = {
+        "nvswitch": True,
+        "fabric_manager_version": NEW,
+        "fabric_training_polls": 3,
+        "services": with_fabric_manager(default_scenario()["services"]),
+    }
+    return write_scenario(tmp_path, **(fabric | changes))
 
 
 def reload(tmp_path, scenario, *extra):

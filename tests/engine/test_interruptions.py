@@ -121,7 +121,28 @@ def test_a_container_stopped_by_a_killed_run_gets_its_always_restart_policy_back
 
 
 # 8. persistence mode on every path that loads the modules ---------------------------------------
-def test_a_fault_at_load_modules_finished_forward_leaves_persistence_as_it_was(tmp_path):
+def legacy_persistence(tmp_path, **changes):
+    """Persistence mode set with `nvidia-smi -pm 1`, no nvidia-persistenced to set it again: only the
+    run can put it back, from what NVML said before the run (it answers: the versions agree)."""
+    scenario = default_scenario()
+    services = [s for s in scenario["services"] if s["name"] != "nvidia-persistenced.service"]
+    processes = [p for p in scenario["processes"] if p.get("unit") != "nvidia-persistenced.service"]
+    return write_scenario(tmp_path, **({"driver": HEALTHY, "services": services, "processes": processes} | changes))
+
+
+def test_a_fault_at_load_modules_rolled_back_turns_persistence_back_on(tmp_path):
+    scenario = legacy_persistence(tmp_path, faults=[{"at": "load_modules", "error": "modprobe: ERROR", "times": 1}])
+    proc = run_cli(
+        "--reload", "--simulate", scenario, "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(tmp_path / "s")}
+    )
+    report = json.loads(proc.stdout)
+    assert report["result"] == "rolled_back", report
+    node = node_state(tmp_path / "s")
+    assert all(g["persistence_now"] for g in node["gpus"]), [g["persistence_now"] for g in node["gpus"]]
+
+
+def test_a_fault_at_load_modules_finished_forward_leaves_persistence_as_the_daemon_sets_it(tmp_path):
+    # the default node: a version mismatch (NVML cannot tell persistence), nvidia-persistenced running
     scenario = write_scenario(tmp_path, faults=[{"at": "load_modules", "error": "modprobe: ERROR", "times": 1}])
     proc = run_cli(
         "--reload", "--simulate", scenario, "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(tmp_path / "s")}
@@ -133,7 +154,7 @@ def test_a_fault_at_load_modules_finished_forward_leaves_persistence_as_it_was(t
 
 
 def test_a_failed_verify_rolled_back_to_the_same_version_turns_persistence_back_on(tmp_path):
-    scenario = write_scenario(tmp_path, driver=HEALTHY, faults=[{"at": "verify", "error": "cuInit failed", "times": 1}])
+    scenario = legacy_persistence(tmp_path, faults=[{"at": "verify", "error": "cuInit failed", "times": 1}])
     proc = run_cli(
         "--reload", "--simulate", scenario, "--yes", "--json", env={"NVRELOAD_STATE_DIR": str(tmp_path / "s")}
     )
@@ -143,12 +164,12 @@ def test_a_failed_verify_rolled_back_to_the_same_version_turns_persistence_back_
 
 
 def test_a_run_killed_after_the_load_gets_persistence_back_from_rollback(tmp_path):
-    scenario = write_scenario(tmp_path, faults=[{"at": "load_modules", "crash": "after"}])
+    scenario = legacy_persistence(tmp_path, faults=[{"at": "load_modules", "crash": "after"}])
     env = {"NVRELOAD_STATE_DIR": str(tmp_path / "s")}
     assert run_cli("--reload", "--simulate", scenario, "--yes", env=env).returncode == -9
     assert not any(g["persistence_now"] for g in node_state(tmp_path / "s")["gpus"])  # a new driver instance
     back = run_cli("--rollback", "--simulate", "--json", env=env)
-    assert json.loads(back.stdout)["result"] == "reloaded"
+    assert json.loads(back.stdout)["result"] == "rolled_back", back.stdout
     assert persistence_as_before(node_state(tmp_path / "s"))
 
 

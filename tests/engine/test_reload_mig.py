@@ -6,7 +6,7 @@ refused, and where it cannot be recreated the run says so and --start tries agai
 import json
 
 from helpers import run_cli
-from sim_helpers import assert_consistent, node_state, write_scenario
+from sim_helpers import assert_consistent, node_state, with_fabric_manager, write_scenario
 
 from nvreload.engine.sim import default_scenario
 from nvreload.errors import ExitCode
@@ -19,10 +19,16 @@ GEOMETRY = [
 ]
 
 
+# NVML answers on this node (the driver loaded is the library's version): the geometry is read
+# through NVML, on a simulated node as on a live one. Where it cannot answer (a version mismatch),
+# neither can record the instances.
+CURRENT = {"loaded_version": "550.127.08", "installed_version": "550.127.08", "flavor": "open"}
+
+
 def mig_node(tmp_path, **gpu_changes):
     gpus = default_scenario()["gpus"]
     gpus[0].update({"mig": True, "mig_instances": GEOMETRY, **gpu_changes})
-    return write_scenario(tmp_path, gpus=gpus)
+    return write_scenario(tmp_path, gpus=gpus, driver=CURRENT)
 
 
 def reload(tmp_path, scenario):
@@ -96,7 +102,8 @@ def test_a_node_whose_instances_cannot_be_listed_refuses_the_reload_before_anyth
 def pending_node(tmp_path, **changes):
     gpus = default_scenario()["gpus"]
     gpus[1].update({"mig": False, "mig_pending": True})  # `nvidia-smi -i 1 -mig 1` waits for a reset
-    return write_scenario(tmp_path, **({"gpus": gpus} | changes))
+    # NVML answers: the pending mode is NVML's to tell
+    return write_scenario(tmp_path, **({"gpus": gpus, "driver": CURRENT} | changes))
 
 
 def test_a_pending_mig_mode_change_is_applied_while_the_reload_has_the_gpu_free(tmp_path):
@@ -108,8 +115,7 @@ def test_a_pending_mig_mode_change_is_applied_while_the_reload_has_the_gpu_free(
 
 
 def test_the_status_of_the_simulated_node_shows_the_pending_change_until_then(tmp_path):
-    # NVML answers (no version mismatch), so the status can see the pending mode
-    scenario = pending_node(tmp_path, driver={"loaded_version": "550.127.08", "installed_version": "550.127.08"})
+    scenario = pending_node(tmp_path)
     env = {"NVRELOAD_STATE_DIR": str(tmp_path / "state")}
     before = json.loads(run_cli("--status", "--simulate", scenario, "--json", env=env).stdout)
     assert "mig_mode_change_pending" in [f["code"] for f in before["findings"]]
@@ -132,6 +138,29 @@ def test_a_pending_change_that_the_reset_refuses_is_a_warning_not_a_failed_reloa
 
 
 def test_on_an_nvswitch_node_no_single_gpu_is_reset_for_a_pending_change(tmp_path):
-    proc, state = reload(tmp_path, pending_node(tmp_path, nvswitch=True, fabric_manager_version="550.127.08"))
+    services = with_fabric_manager(default_scenario()["services"])
+    scenario = pending_node(tmp_path, nvswitch=True, fabric_manager_version="550.127.08", services=services)
+    proc, state = reload(tmp_path, scenario)
     assert proc.returncode == 0, proc.stdout
     assert "resets" not in node_state(state)["gpus"][1]
+
+
+def test_instances_on_a_version_mismatch_node_cannot_be_recorded_and_the_reload_says_they_are_gone(tmp_path):
+    # NVML cannot answer through the mismatch, on a live node and so on the simulated one: the
+    # driver's capability files show the instances, nothing can list their geometry
+    gpus = default_scenario()["gpus"]
+    gpus[0].update({"mig": True, "mig_instances": GEOMETRY})
+    scenario = write_scenario(tmp_path, gpus=gpus)
+    env = {"NVRELOAD_STATE_DIR": str(tmp_path / "state")}
+    status = json.loads(run_cli("--status", "--simulate", scenario, "--json", env=env).stdout)
+    finding = next(f for f in status["findings"] if f["code"] == "mig_instances_unrecordable")
+    assert "0000:18:00.0 (3)" in finding["message"]
+    proc, state = reload(tmp_path, scenario)
+    assert proc.returncode == 0, proc.stdout
+    report = json.loads(proc.stdout)
+    assert report["result"] == "reloaded"
+    (warning,) = [w["warning"] for w in report["warnings"]]
+    assert warning.startswith("0000:18:00.0: 3 MIG GPU instance(s) could not be recorded (NVML: version_mismatch)")
+    journal = json.loads((state / "journal.json").read_text())
+    assert journal["context"]["mig"] is None  # nothing recorded, so nothing made up
+    assert node_state(state)["gpus"][0]["mig_now"] == []  # MIG mode stays, the instances are gone

@@ -6,6 +6,7 @@ from nvreload.read.nvidia_proc import (
     normalize_bus_id,
     parse_gpu_information,
     parse_version_banner,
+    read_mig_gpu_instances,
     read_proc_gpus,
     read_resident,
 )
@@ -62,3 +63,20 @@ def test_a_device_minor_in_superscript_digits_is_no_minor_not_a_crash():
 def test_a_damaged_bus_location_leaves_the_bus_id_the_directory_names(location):
     # found by tests/fuzz: '' and ':b:.' became the GPU's pci_bus_id in the status document
     assert parse_gpu_information("0000:3b:00.0", f"Model: \t\t NVIDIA H100\n{location}\n").bus_id == "0000:3b:00.0"
+
+
+def test_mig_gpu_instances_are_counted_by_the_drivers_capability_directories_per_gpu_minor(snapshot):
+    snapshot.gpu("0000:3b:00.0", minor=0)
+    snapshot.gpu("0000:5e:00.0", minor=1)
+    for instance in ("gi1", "gi2", "gi9"):  # three GPU instances on minor 0, one compute instance in one
+        snapshot.write(f"proc/driver/nvidia/capabilities/gpu0/mig/{instance}/access", "DeviceFileMinor: 12\n")
+    snapshot.write("proc/driver/nvidia/capabilities/gpu0/mig/gi1/ci0/access", "DeviceFileMinor: 13\n")
+    snapshot.write("proc/driver/nvidia/capabilities/mig/config", "DeviceFileMinor: 1\n")  # node-wide, no GPU's
+    snapshot.write("proc/driver/nvidia/capabilities/gpu1/mig/ginger", "not an instance\n")
+    fs = open_root(str(snapshot.root))
+    assert read_mig_gpu_instances(fs, read_proc_gpus(fs)) == {"0000:3b:00.0": 3}
+
+
+def test_a_capture_without_capability_directories_has_no_mig_instances(h100_root):
+    fs = open_root(str(h100_root))
+    assert read_mig_gpu_instances(fs, read_proc_gpus(fs)) == {}
