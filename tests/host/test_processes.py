@@ -3,6 +3,7 @@ with the grace period and the PID-reuse guard; PID 1 and unrelated processes are
 Daemons on a node without systemd are found by their executable (root's processes only), stopped,
 and started again from the command line recorded when they were stopped, if root alone controls it. Real processes, not mocks."""
 
+import json
 import os
 import shutil
 import signal
@@ -358,10 +359,26 @@ def test_no_recorded_command_is_an_error_not_a_guess():
 
 
 def test_nvreloads_parent_is_refused_with_its_reason_and_never_signalled(no_real_signals):
-    # the shell or sudo that started nvreload: it may well hold a GPU device (a CUDA REPL running it)
-    result = ProcessReaper(DeviceMatcher(majors=frozenset(range(0, 512))), grace=0.01).terminate(os.getppid(), None)
-    assert (result.outcome, result.reason) == ("refused", "never signal nvreload itself or its parent")
-    assert no_real_signals == []
+    # the shell or sudo that started nvreload: it may well hold a GPU device (a CUDA REPL running it).
+    # Asked from a forked child, whose parent is this test (a pytest started by setsid or as a
+    # container's PID 1 has a parent of 1 or 0, refused for that first); the child inherits the
+    # recording os.kill, and reports what it would have sent.
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            result = ProcessReaper(DeviceMatcher(majors=frozenset(range(0, 512))), grace=0.01).terminate(
+                os.getppid(), None
+            )
+            os.write(write_end, json.dumps([result.outcome, result.reason, no_real_signals]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as report:
+        outcome, reason, sent = json.loads(report.read())
+    os.waitpid(child, 0)
+    assert (outcome, reason) == ("refused", "never signal nvreload itself or its parent")
+    assert sent == []
 
 
 @pytest.mark.parametrize("pid", [0, -1, -4242])
