@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import os
 import posixpath
-import re
 import stat
 
 from nvreload.errors import SnapshotError
@@ -56,9 +55,14 @@ _SPOOL_IN_MEMORY = 32 << 20
 _SNAPSHOT_OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _STAND_IN_MAX = 1024
-# What a link target looks like: printable path characters only (an ELF or a value file never matches
-# both this and the places we expect links).
-_STAND_IN_TARGET = re.compile(r"^[A-Za-z0-9_./+:@-]*[./][A-Za-z0-9_./+:@-]*$")
+# What a link target looks like: printable path characters only, with a dot or a slash somewhere (an
+# ELF or a value file never matches both this and the places we expect links). A set, not a regular
+# expression: compiling one would cost every status run more than all its checks together.
+_STAND_IN_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./+:@-")
+
+
+def _looks_like_link_target(text: str) -> bool:
+    return ("." in text or "/" in text) and _STAND_IN_CHARACTERS.issuperset(text)
 
 
 class UnreadableFile(OSError):
@@ -126,8 +130,16 @@ class RootFS:
     # resolution ---------------------------------------------------------------------------
     def resolve(self, rel: str) -> str | None:
         """The path `rel` names after following every symlink inside the root, or None."""
-        pending = _norm(rel).split("/") if _norm(rel) else []
+        found = self._resolve(rel)
+        return None if found is None else found[0]
+
+    def _resolve(self, rel: str) -> tuple[str, str] | None:
+        """resolve(), with the kind of what the path names ('file', 'dir', 'other'): the walk has
+        just looked at its last component, so a reader need not look again."""
+        normal = _norm(rel)
+        pending = normal.split("/") if normal else []
         done = self._known_directory(pending)
+        last = "dir"  # the kind of `done`: the root, or what a link that climbed with '..' left
         hops = 0
         while pending:
             part = pending.pop(0)
@@ -149,9 +161,11 @@ class RootFS:
                 while pending and pending[0] in (".", ".."):
                     if pending.pop(0) == ".." and done:
                         done.pop()
+                last = "dir"  # what `done` holds: resolved directories only
                 continue
             done.append(part)
-        return "/".join(done)
+            last = kind
+        return "/".join(done), last
 
     def _known_directory(self, pending: list[str]) -> list[str]:
         """The longest leading part of `pending` already resolved as a directory (taken off
@@ -166,17 +180,13 @@ class RootFS:
     # public reads -------------------------------------------------------------------------
     def _resolved_file(self, rel: str) -> str | None:
         """The path to read for `rel`, or None when it is not a regular file inside the root."""
-        real = self.resolve(rel)
-        if real is None or self._lkind(real) != "file":
-            return None
-        return real
+        found = self._resolve(rel)
+        return found[0] if found is not None and found[1] == "file" else None
 
     def kind(self, rel: str) -> str | None:
         """'file', 'dir', 'other' (a device, FIFO or socket: never read) or None, after following links."""
-        real = self.resolve(rel)
-        if real is None:
-            return None
-        return self._lkind(real) if real else "dir"
+        found = self._resolve(rel)
+        return None if found is None else found[1]
 
     def exists(self, rel: str) -> bool:
         return self.kind(rel) is not None
@@ -235,9 +245,10 @@ class RootFS:
         return None if text is None else text.strip()
 
     def listdir(self, rel: str) -> list[str]:
-        real = self.resolve(rel)
-        if real is None or (real and self._lkind(real) != "dir"):
+        found = self._resolve(rel)
+        if found is None or found[1] != "dir":
             return []
+        real = found[0]
         try:
             return sorted(self._list(real))
         except PermissionError:
@@ -274,7 +285,7 @@ class RootFS:
             except OSError:
                 return None
             text = data.decode("utf-8", errors="replace").strip()
-            if 0 < len(data) <= _STAND_IN_MAX and _STAND_IN_TARGET.match(text):
+            if 0 < len(data) <= _STAND_IN_MAX and _looks_like_link_target(text):
                 return text
         return None
 
@@ -322,10 +333,11 @@ class DirRoot(RootFS):
     def _readlink(self, rel: str) -> str:
         return os.readlink(self._abs(rel))
 
-    def _open_fd(self, rel: str) -> int:
-        """A descriptor on the regular file `rel`. In a snapshot, `rel` is already resolved: it is
-        opened one directory at a time, none of them followed if it became a link meanwhile, so
-        the file opened lies under the root; nothing blocks (O_NONBLOCK) whatever the file is."""
+    def _open_fd(self, rel: str) -> tuple[int, int]:
+        """A descriptor on the regular file `rel`, and the file's size. In a snapshot, `rel` is
+        already resolved: it is opened one directory at a time, none of them followed if it became
+        a link meanwhile, so the file opened lies under the root; nothing blocks (O_NONBLOCK)
+        whatever the file is."""
         if self.is_live:
             fd = os.open(self._abs(rel), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         else:
@@ -339,28 +351,35 @@ class DirRoot(RootFS):
                 fd = os.open(name, _SNAPSHOT_OPEN, dir_fd=directory)
             finally:
                 os.close(directory)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             os.close(fd)
             raise UnreadableFile(f"{rel} is not a regular file")
-        return fd
+        return fd, info.st_size
 
     def _open(self, rel: str) -> BinaryIO:
-        return os.fdopen(self._open_fd(rel), "rb")
+        return os.fdopen(self._open_fd(rel)[0], "rb")
 
     def _read(self, rel: str, limit: int | None) -> bytes:
         cap = MAX_FILE_BYTES if limit is None else limit
-        with self._open(rel) as handle:
-            if limit is None and os.fstat(handle.fileno()).st_size > cap:
+        # read(2) on the descriptor itself: a buffered file object would cost three more system
+        # calls per file (fstat, a tty test, lseek), and a status reads some seventy files
+        fd, size = self._open_fd(rel)
+        try:
+            if limit is None and size > cap:
                 raise UnreadableFile(f"{rel} is larger than {cap} bytes")
-            # Read in modest chunks: procfs sysctl handlers reject one huge read() with ENOMEM.
-            # One byte past the cap tells a file that grew (or a procfs size of 0) from one that fits.
+            # Read in modest chunks: procfs sysctl handlers reject one huge read() with ENOMEM, and a
+            # procfs file may answer a read with less than it holds. One byte past the cap tells a
+            # file that grew (or a procfs size of 0) from one that fits.
             chunks, total = [], 0
             while total <= cap:
-                chunk = handle.read(min(65536, cap + 1 - total))
+                chunk = os.read(fd, min(65536, cap + 1 - total))
                 if not chunk:
                     break
                 chunks.append(chunk)
                 total += len(chunk)
+        finally:
+            os.close(fd)
         if total > cap:
             if limit is None:
                 raise UnreadableFile(f"{rel} is larger than {cap} bytes")
@@ -377,12 +396,13 @@ class DirRoot(RootFS):
             return _norm(rel)
         return super()._resolved_file(rel)
 
-    def resolve(self, rel: str) -> str | None:
+    def _resolve(self, rel: str) -> tuple[str, str] | None:
         if self.is_live:
             # On the live root the OS resolves links exactly as we would, only faster.
-            real = os.path.realpath("/" + _norm(rel))
-            return _norm(real) if os.path.lexists(real) else None
-        return super().resolve(rel)
+            real = _norm(os.path.realpath("/" + _norm(rel)))
+            kind = self._lkind(real)
+            return None if kind is None else (real, kind)
+        return super()._resolve(rel)
 
     def host_path(self, rel: str) -> str | None:
         """A real path for tools that need one (only for files already resolved inside the root)."""

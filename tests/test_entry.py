@@ -1,5 +1,6 @@
 """The two ways in: status-only command lines skip click, and must say exactly what click's way says."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from nvreload.requests import StatusRequest
 
 ENTRY = "from nvreload.entry import main; main(sys.argv[1:])"
 CLICK = "from nvreload.cli import main; main(sys.argv[1:])"
+# The console script's way: main() with no argv, which ends a status run without the teardown
+CONSOLE = "from nvreload.entry import main; main()"
 
 
 def run_way(way: str, *args: str) -> subprocess.CompletedProcess:
@@ -138,6 +141,36 @@ def test_both_ways_print_the_same_and_exit_the_same(h100_root, tmp_path):
             through_click.stdout,
             through_click.stderr,
         ), args
+
+
+def test_the_console_scripts_quick_exit_prints_and_exits_as_click_does(h100_root, tmp_path):
+    codes = set()
+    for args in _cases(h100_root, tmp_path):
+        console, through_click = run_way(CONSOLE, *args), run_way(CLICK, *args)
+        assert (console.returncode, console.stdout, console.stderr) == (
+            through_click.returncode,
+            through_click.stdout,
+            through_click.stderr,
+        ), args
+        codes.add(console.returncode)
+    assert len(codes) > 1  # a failing run's code survives the quick exit, not only success
+
+
+def test_the_console_scripts_status_run_skips_the_interpreters_teardown(h100_root):
+    # an exit handler is the teardown's first step: a status run that ends at os._exit never runs it
+    way = "import atexit; atexit.register(print, 'torn down'); " + CONSOLE
+    proc = run_way(way, "--status", "--json", "--root", str(h100_root))
+    assert proc.returncode == 0, proc.stderr
+    assert isinstance(json.loads(proc.stdout), dict)  # the whole document is out before the exit
+    assert "torn down" not in proc.stdout
+    # and any other run keeps it: only a status run is known to hold nothing a handler must release
+    assert "torn down" in run_way(way, "--version").stdout
+
+
+def test_every_run_but_a_status_run_keeps_the_garbage_collector():
+    # the status path turns it off for its short life; a reload runs for minutes and must have it
+    way = "import atexit, gc; atexit.register(lambda: print('collector on:', gc.isenabled())); " + CONSOLE
+    assert "collector on: True" in run_way(way, "--version").stdout
 
 
 def test_both_ways_write_the_same_metrics_file(h100_root, tmp_path):

@@ -96,6 +96,14 @@ def test_fixture_stand_in_files_act_as_links(h100_root):
     assert fs.follow_stand_ins("lib/libnvidia-ml.so.1") == "usr/local/nvidia/lib64/libnvidia-ml.so.580.159.04"
 
 
+def test_a_snapshots_value_file_is_a_value_not_a_link_to_that_name(h100_root):
+    # a stand-in holds a path (a dot or a slash in it); a size or a state word is what a value holds
+    fs = open_root(str(h100_root))
+    for name, value in (("coresize", "14299136"), ("initstate", "live"), ("taint", "O")):
+        assert fs.read_text(f"sys/module/nvidia/{name}").strip() == value
+        assert fs.link_target(f"sys/module/nvidia/{name}") is None, name
+
+
 # hostile snapshots: bounded work, and the file named as unreadable ---------------------------------
 
 from hostile_builder import DMESG, fifo_dmesg, gzip_bomb_tgz, sparse_dmesg, status_capped, zero_device_dmesg  # noqa: E402

@@ -63,7 +63,8 @@ _BUCKETS = (
 
 # Xid 154 (driver 550+) states the recovery action itself: "GPU recovery action changed from
 # 0x0 (None) to 0x1 (GPU Reset Required)".
-_RECOVERY = re.compile(r"recovery action changed from .* to 0x(?P<code>[0-9a-f]+)", re.IGNORECASE)
+# (compiled at its first use, through re's cache: few logs hold an Xid 154)
+_RECOVERY = r"(?i)recovery action changed from .* to 0x(?P<code>[0-9a-f]+)"
 # 0 none, 1 GPU reset, 2 node reboot, 3 drain P2P, 4 drain and reset, 5 recover the IMEX domain (the
 # fabric's daemons, not this node's driver), 6 PCIe bus reset, 7 system reboot
 _RECOVERY_ACTIONS = {0: None, 1: RESET_GPU, 2: REBOOT, 3: RESET_GPU, 4: RESET_GPU, 5: None, 6: REBOOT, 7: REBOOT}
@@ -72,7 +73,7 @@ _RECOVERY_ACTIONS = {0: None, 1: RESET_GPU, 2: REBOOT, 3: RESET_GPU, 4: RESET_GP
 def bucket(xid: int, message: str = "") -> str | None:
     """The nvreload action NVIDIA's catalog gives this XID (Xid 154: the action its message names)."""
     if xid == 154:
-        match = _RECOVERY.search(message)
+        match = re.search(_RECOVERY, message)
         return _RECOVERY_ACTIONS.get(int(match.group("code"), 16)) if match else None
     for xids, action in _BUCKETS:
         if xid in xids:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from nvreload.host.nvml import NvmlProbe
 
 SNAPSHOT_DIR = "nvreload-snapshot"
-_FM_VERSION = re.compile(r"(\d+\.\d+\.\d+)")
+_FM_VERSION = r"(\d+\.\d+\.\d+)"  # compiled at its first use: most nodes have no fabric manager
 # what a captured nvml.json may say, as the status schema lists them
 _NVML_STATUSES = ("ok", "version_mismatch", "driver_not_loaded", "library_not_found", "unavailable", "error")
 
@@ -216,7 +216,7 @@ class Machine:
             if self.runner.which("nv-fabricmanager") is None:
                 return None
             text = self.runner.run(["nv-fabricmanager", "--version"], timeout=10).stdout
-        match = _FM_VERSION.search(text or "")
+        match = re.search(_FM_VERSION, text) if text else None
         return match.group(1) if match else None
 
 

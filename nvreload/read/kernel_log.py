@@ -15,19 +15,23 @@ import re
 from nvreload.model import DriverMessage, GpuInitFailure, KernelFault, KernelLog, ModuleLoadFailure, XidEvent
 from nvreload.read.nvidia_proc import normalize_bus_id
 
-_KMSG_PREFIX = re.compile(r"^\d+,\d+,\d+,[^;]*;")
-_LOAD = re.compile(r"NVRM: loading NVIDIA")
+# The patterns below are kept as text and compiled at their first use (through re's cache), each
+# behind a literal test that every line it matches passes: most of a kernel log is none of this, and
+# compiling them all is a share of every `--status` that a log without such lines need not pay.
+# /dev/kmsg's record prefix: `6,1000,5000,-;`
+_KMSG_PREFIX = r"^\d+,\d+,\d+,[^;]*;"
+_LOAD = "NVRM: loading NVIDIA"
 # NVRM: Xid (PCI:0000:3b:00): 79, pid=1234, name=python, GPU has fallen off the bus.
-_XID = re.compile(r"NVRM: Xid \((?:PCI:)?(?P<bus>[0-9A-Fa-f:.]+)\):\s*(?P<xid>\d+)\s*,?\s*(?P<msg>.*)$")
+_XID_LITERAL = "NVRM: Xid ("
+_XID = r"NVRM: Xid \((?:PCI:)?(?P<bus>[0-9A-Fa-f:.]+)\):\s*(?P<xid>\d+)\s*,?\s*(?P<msg>.*)$"
 # printed by a running instance
-_FALLEN = re.compile(r"NVRM: GPU (?P<bus>[0-9A-Fa-f:.]+): GPU has fallen off the bus")
+_FALLEN_LITERAL = ": GPU has fallen off the bus"
+_FALLEN = r"NVRM: GPU (?P<bus>[0-9A-Fa-f:.]+): GPU has fallen off the bus"
 # `[ 1843.3] ` (dmesg), `[Tue Sep  8 17:16:02 2026] ` (dmesg -T), `Sep 28 23:34:26 host kernel: ` (journalctl/syslog)
-_PREFIX = re.compile(
+_PREFIX = (
     r"^(?:\[\s*(?P<ts>\d+(?:\.\d+)?)\]\s?|\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\]\s?"
     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ \S+: )"
 )
-# dmesg prints the second and later lines of one multi-line message indented, without a timestamp
-_CONTINUATION = re.compile(r"^\s*NVRM:\s?(?P<text>.*)$")
 
 # What the driver's probe prints about a GPU it does not take (nv_pci_probe and RmInitAdapter), as
 # (kind, a literal every such line holds, in lower case, the pattern). The literal is a cheap test
@@ -98,17 +102,36 @@ LOAD_ERROR_MARKERS = (
 
 
 def _strip(line: str) -> str:
-    return _KMSG_PREFIX.sub("", line.rstrip("\n"))
+    line = line.rstrip("\n")
+    return re.sub(_KMSG_PREFIX, "", line) if line[:1].isdecimal() else line
 
 
 def _message(line: str) -> str:
     """The line without its timestamp or syslog prefix."""
-    return _PREFIX.sub("", line.strip(), count=1)
+    return re.sub(_PREFIX, "", line.strip(), count=1)
 
 
 def _timestamp(line: str) -> float | None:
-    match = _PREFIX.match(line.strip())
-    return float(match.group("ts")) if match and match.group("ts") else None
+    """The seconds of a dmesg line's `[ 1843.308145]`; None for any other line (dmesg -T, syslog)."""
+    text = line.strip()
+    close = text.find("]")
+    if not text.startswith("[") or close < 0:
+        return None
+    whole, dot, fraction = text[1:close].lstrip().partition(".")
+    if not whole.isdecimal() or (dot and not fraction.isdecimal()):
+        return None
+    return float(text[1:close])
+
+
+def _xid(line: str) -> re.Match[str] | None:
+    return re.search(_XID, line) if _XID_LITERAL in line else None
+
+
+def _continued(line: str) -> str | None:
+    """The text of an indented `NVRM:` line that continues the message above it (dmesg prints a
+    multi-line message's later lines without a timestamp), or None."""
+    text = line.lstrip()
+    return text[5:] if text.startswith("NVRM:") else None
 
 
 def _logical_lines(lines: list[str]) -> list[str]:
@@ -121,10 +144,10 @@ def _logical_lines(lines: list[str]) -> list[str]:
         if previous is None or "NVRM:" not in line:
             out.append(line)
             continue
-        if _XID.search(line) or _LOAD.search(line):  # a message of its own, never a continuation
+        if _xid(line) or _LOAD in line:  # a message of its own, never a continuation
             out.append(line)
-        elif _PREFIX.match(previous) and (continued := _CONTINUATION.match(line)):
-            out[-1] = previous.rstrip() + " " + continued.group("text").strip()
+        elif (continued := _continued(line)) is not None and re.match(_PREFIX, previous):
+            out[-1] = previous.rstrip() + " " + continued.strip()
         elif "NVRM: The NVIDIA " in previous and not previous.rstrip().endswith("."):
             out[-1] = previous.rstrip() + " " + line.split("NVRM:", 1)[1].strip()
         else:
@@ -139,7 +162,7 @@ def _probe_block_start(lines: list[str], load: int) -> int:
     start = load
     for index in range(load - 1, -1, -1):
         line = lines[index]
-        if _XID.search(line) or _LOAD.search(line) or not ("NVRM" in line or "nvidia" in line.lower()):
+        if _xid(line) or _LOAD in line or not ("NVRM" in line or "nvidia" in line.lower()):
             break
         when = _timestamp(line)
         if load_time is not None and when is not None and not 0 <= load_time - when <= _PROBE_WINDOW_S:
@@ -295,7 +318,7 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
     lines = _logical_lines(physical)
     last_load = None
     for index, line in enumerate(lines):
-        if _LOAD.search(line):
+        if _LOAD in line:
             last_load = index
     probe_start = _probe_block_start(lines, last_load) if last_load is not None else 0
     xids = []
@@ -306,13 +329,13 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
     for index, line in enumerate(lines):
         since = last_load is not None and index > last_load
         current = last_load is None or since
-        match = _XID.search(line)
+        match = _xid(line)
         if match:
             event = _xid_event(match, line, since if last_load is not None else True)
             if event is not None:
                 xids.append(event)
             continue
-        if current and _FALLEN.search(line):
+        if current and _FALLEN_LITERAL in line and re.search(_FALLEN, line):
             fallen.append(line.strip())
         if "NVRM" in line and (current or index >= probe_start):
             failure = _gpu_init_failure(line)
@@ -323,7 +346,7 @@ def parse_kernel_log(text: str | None, source: str | None) -> KernelLog:
         if current and any(marker in line for marker in LOAD_ERROR_MARKERS):
             if "nvidia" in line.lower() or "NVRM" in line:
                 load_errors.append(line.strip())
-        if current and any(word in line for word in _REFUSAL_WORDS) and not _LOAD.search(line):
+        if current and any(word in line for word in _REFUSAL_WORDS) and _LOAD not in line:
             refused = _module_failure(line)
             if refused is not None:
                 module_failures.append(refused)

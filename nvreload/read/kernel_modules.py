@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from nvreload.model import KernelInfo, KernelModule
 from nvreload.records import record
 from nvreload.rootfs import RootFS
@@ -39,14 +37,12 @@ class ProcModulesLine:
     state: str
 
 
-_VERSION = re.compile(r"^[0-9]+(?:\.[0-9]+)+$")
-
-
 def _version(text: str | None) -> str | None:
     """A module's MODULE_VERSION as sysfs shows it, when it is one (dotted digits); a damaged
     file is no version rather than text that would pass for one."""
     text = (text or "").strip()
-    return text if text.isascii() and _VERSION.match(text) else None
+    parts = text.split(".")
+    return text if text.isascii() and len(parts) > 1 and all(part.isdigit() for part in parts) else None
 
 
 def _count(field: str) -> int | None:

@@ -7,8 +7,10 @@ import re
 from nvreload.model import ProcGpu, ResidentDriver
 from nvreload.rootfs import RootFS
 
-# a bus id as normalize_bus_id writes it (and the status schema requires)
-_NORMAL_BUS_ID = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+# Bus ids are taken apart with string operations, not patterns: every status normalises dozens of
+# them, and compiling the patterns would be a share of its start-up.
+_HEX_DIGITS = frozenset("0123456789abcdef")
+_FUNCTIONS = ("0", "1", "2", "3", "4", "5", "6", "7")
 _VERSION = re.compile(r"NVRM version:\s*(?P<banner>NVIDIA UNIX.*?Kernel Module.*?)\s+(?P<version>\d+\.\d+(?:\.\d+)?)\s")
 
 
@@ -25,15 +27,45 @@ def parse_version_banner(text: str | None) -> ResidentDriver:
     return ResidentDriver(match.group("version"), flavor, first.strip())
 
 
+def _hex(text: str, shortest: int, longest: int) -> bool:
+    return shortest <= len(text) <= longest and _HEX_DIGITS.issuperset(text)
+
+
+def _bus_id_parts(text: str) -> tuple[str | None, str, str, str] | None:
+    """[domain:]bus:device[.function] taken apart (the domain None and the function '' where
+    absent), or None when `text` has another shape; the parts are not checked yet."""
+    address, dot, function = text.partition(".")
+    parts = address.split(":")
+    if dot and function not in _FUNCTIONS:
+        return None
+    if len(parts) == 2:
+        return None, parts[0], parts[1], function
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2], function
+    return None
+
+
 def normalize_bus_id(raw: str) -> str:
-    """'00000000:3B:00.0', '0000:3b:00' and '3b:00.0' all become '0000:3b:00.0'."""
+    """'00000000:3B:00.0', '0000:3b:00' and '3b:00.0' all become '0000:3b:00.0'; any other text is
+    returned stripped and in lower case."""
     raw = raw.strip().lower()
-    match = re.match(r"^(?:([0-9a-f]+):)?([0-9a-f]{1,2}):([0-9a-f]{1,2})(?:\.([0-7]))?$", raw)
-    if not match:
+    parts = _bus_id_parts(raw)
+    if parts is None:
         return raw
-    domain, bus, dev, fn = match.groups()
-    domain = int(domain, 16) if domain else 0
-    return f"{domain:04x}:{int(bus, 16):02x}:{int(dev, 16):02x}.{int(fn or 0)}"
+    domain, bus, device, function = parts
+    if not ((domain is None or _hex(domain, 1, len(domain))) and _hex(bus, 1, 2) and _hex(device, 1, 2)):
+        return raw
+    return f"{int(domain or '0', 16):04x}:{int(bus, 16):02x}:{int(device, 16):02x}.{function or '0'}"
+
+
+def is_normal_bus_id(text: str) -> bool:
+    """`text` is a bus id as normalize_bus_id writes it (and the status schema requires):
+    dddd:bb:dd.f, with a domain of 4 to 8 hex digits."""
+    parts = _bus_id_parts(text)
+    if parts is None:
+        return False
+    domain, bus, device, function = parts
+    return domain is not None and function != "" and _hex(domain, 4, 8) and _hex(bus, 2, 2) and _hex(device, 2, 2)
 
 
 def parse_gpu_information(bus_dir: str, text: str) -> ProcGpu:
@@ -44,7 +76,7 @@ def parse_gpu_information(bus_dir: str, text: str) -> ProcGpu:
             fields[key.strip()] = value.strip()
     minor = fields.get("Device Minor")
     bus_id = normalize_bus_id(fields.get("Bus Location", bus_dir))
-    if not _NORMAL_BUS_ID.match(bus_id):
+    if not is_normal_bus_id(bus_id):
         bus_id = normalize_bus_id(bus_dir)  # a damaged line: the kernel named the directory by the bus id
     return ProcGpu(
         bus_id=bus_id,

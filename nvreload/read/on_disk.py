@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+from itertools import groupby
 
 from nvreload.errors import ModuleFileError
 from nvreload.model import DkmsEntry, OnDiskModule
@@ -120,7 +120,11 @@ def _rank(base: str, path: str) -> tuple[int, str]:
 
 def _release_key(release: str) -> tuple:
     """6.1.0-28-amd64 after 6.1.0-9-amd64: numbers compare as numbers."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", release) if part)
+    return tuple(
+        (0, int(part), "") if digits else (1, 0, part)
+        for digits, chars in groupby(release, key=str.isdecimal)
+        for part in ("".join(chars),)
+    )
 
 
 def newer_kernels(root: RootFS, running: str | None, most: int = 3) -> list[str]:
@@ -182,9 +186,6 @@ def read_on_disk_module(
     return found
 
 
-_DKMS_DIR = re.compile(r"^(?P<kernel>[^/]+)$")
-
-
 def read_dkms(root: RootFS) -> tuple[DkmsEntry, ...]:
     """DKMS state from var/lib/dkms/<module>/<version>/<kernel>/<arch>/ (what `dkms status` reads).
 
@@ -205,7 +206,7 @@ def read_dkms(root: RootFS) -> tuple[DkmsEntry, ...]:
             ):
                 continue
             for kernel in root.listdir(f"var/lib/dkms/{module}/{version}"):
-                if kernel in ("source", "build") or not _DKMS_DIR.match(kernel):
+                if kernel in ("source", "build", "") or "/" in kernel:  # a kernel release names one directory
                     continue
                 for arch in root.listdir(f"var/lib/dkms/{module}/{version}/{kernel}"):
                     if not root.is_dir(f"var/lib/dkms/{module}/{version}/{kernel}/{arch}"):

@@ -7,13 +7,12 @@ version comes from the file name the soname link points to, never from calling t
 from __future__ import annotations
 
 import posixpath
-import re
 
 from nvreload.model import UserspaceLibrary
 from nvreload.rootfs import RootFS
 
 SONAME = "libnvidia-ml.so.1"
-_VERSIONED = re.compile(r"^libnvidia-ml\.so\.(\d+\.\d+(?:\.\d+)?)$")
+_VERSIONED_PREFIX = "libnvidia-ml.so."
 
 # The order the dynamic loader would try: ld.so.conf directories first, then the trusted defaults.
 DEFAULT_LIBRARY_DIRS = (
@@ -51,6 +50,21 @@ def library_dirs(root: RootFS) -> list[str]:
     return seen
 
 
+def _version_in_name(name: str) -> str | None:
+    """The driver version a versioned library name carries ("libnvidia-ml.so.550.54.15"), or None.
+
+    Checked by hand rather than with a regular expression: compiling one costs more start-up time
+    than every name this runs on together.
+    """
+    if not name.startswith(_VERSIONED_PREFIX):
+        return None
+    version = name[len(_VERSIONED_PREFIX) :]
+    parts = version.split(".")
+    if len(parts) not in (2, 3) or not all(part.isdecimal() for part in parts):
+        return None
+    return version
+
+
 def read_userspace(root: RootFS) -> UserspaceLibrary:
     for directory in library_dirs(root):
         link = f"{directory}/{SONAME}"
@@ -59,11 +73,11 @@ def read_userspace(root: RootFS) -> UserspaceLibrary:
         final = root.follow_stand_ins(link)
         if final is None:
             continue
-        match = _VERSIONED.match(posixpath.basename(final))
-        if match:
-            return UserspaceLibrary(match.group(1), "/" + final, "/" + link)
+        version = _version_in_name(posixpath.basename(final))
+        if version is not None:
+            return UserspaceLibrary(version, "/" + final, "/" + link)
         # A real file with no version in its name: a versioned sibling is how packages ship it.
-        versions = [m.group(1) for n in root.listdir(posixpath.dirname(final)) if (m := _VERSIONED.match(n))]
+        versions = [v for n in root.listdir(posixpath.dirname(final)) if (v := _version_in_name(n)) is not None]
         if len(versions) == 1:
             return UserspaceLibrary(versions[0], "/" + final, "/" + link)
         return UserspaceLibrary(None, "/" + final, "/" + link)

@@ -94,6 +94,15 @@ def test_a_probe_line_long_before_the_load_line_is_not_that_loads():
     assert parse_kernel_log("\n".join(old) + "\n", "dmesg").gpu_init_failures == ()
 
 
+def test_the_probe_window_is_measured_to_the_fraction_of_a_second():
+    # 60.4 s before the load line is outside the 60 s window, 59.8 s is inside it
+    load = "[ 160.9] NVRM: loading NVIDIA UNIX x86_64 Kernel Module  550.144.03"
+    outside = "[ 100.5] NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)"
+    inside = "[ 101.1] NVRM: GPU 0000:98:00.0: RmInitAdapter failed! (0x62:0x65:1792)"
+    assert parse_kernel_log(f"{outside}\n{load}\n", "dmesg").gpu_init_failures == ()
+    assert len(parse_kernel_log(f"{inside}\n{load}\n", "dmesg").gpu_init_failures) == 1
+
+
 def test_the_old_drivers_timestamped_lines_of_one_message_read_as_one():
     # MrMEEE/bumblebee-Old-and-abbandoned issue 583
     lines = [

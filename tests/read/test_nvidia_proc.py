@@ -3,6 +3,7 @@
 import pytest
 
 from nvreload.read.nvidia_proc import (
+    is_normal_bus_id,
     normalize_bus_id,
     parse_gpu_information,
     parse_version_banner,
@@ -47,10 +48,46 @@ def test_the_h100_captures_gpu_information_is_read_with_its_uuid_and_minor(h100_
         ("3b:00.0", "0000:3b:00.0"),
         ("0001:c1:00.1", "0001:c1:00.1"),
         ("not a bus id", "not a bus id"),
+        (" 3B:0.7\n", "0000:3b:00.7"),  # one-digit bus and device are padded
     ],
 )
 def test_bus_ids_in_every_form_the_driver_prints_become_one(raw, expected):
     assert normalize_bus_id(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        ":3b:00.0",  # a colon with no domain before it
+        "3b:00.8",  # PCI has functions 0 to 7
+        "3b:00.",  # a dot with no function
+        "3b:00.0.1",
+        "3b:100.0",  # a device of three digits
+        "0000:3g:00.0",  # not hex
+        "0:0000:3b:00.0",  # four fields
+        "3b",
+    ],
+)
+def test_text_of_another_shape_is_left_as_it_is_not_made_a_bus_id(raw):
+    assert normalize_bus_id(raw) == raw
+
+
+@pytest.mark.parametrize(
+    "text, normal",
+    [
+        ("0000:3b:00.0", True),
+        ("00000001:3b:00.7", True),  # a domain of up to 8 digits
+        ("000:3b:00.0", False),  # a domain of 3
+        ("000000001:3b:00.0", False),  # or 9
+        ("0000:3B:00.0", False),  # upper case is not the normal form
+        ("0000:3b:00", False),  # nor a missing function
+        ("3b:00.0", False),  # nor a missing domain
+        ("0000:3b:0.0", False),
+        ("0000:3b:00.0\n", False),
+    ],
+)
+def test_only_the_normal_form_is_a_normal_bus_id(text, normal):
+    assert is_normal_bus_id(text) is normal
 
 
 def test_a_device_minor_in_superscript_digits_is_no_minor_not_a_crash():

@@ -1,7 +1,7 @@
 import pytest
 from snapshot_builder import Snapshot
 
-from nvreload.read.on_disk import read_dkms, read_on_disk_module
+from nvreload.read.on_disk import newer_kernels, read_dkms, read_on_disk_module
 from nvreload.rootfs import open_root
 
 
@@ -119,3 +119,12 @@ def test_an_alias_of_another_module_changes_nothing(tmp_path):
     snap.on_disk_module("550.127.08")
     snap.write("etc/modprobe.d/x.conf", "alias nvidia-uvm nvidia-current-uvm\nalias char-major-195* nvidia\n")
     assert read_on_disk_module(open_root(str(tmp_path)), snap.release).path.endswith("/updates/dkms/nvidia.ko")
+
+
+def test_kernel_releases_compare_by_their_numbers_not_as_text(tmp_path):
+    # 6.1.0-28 is newer than 6.1.0-9 although "28" sorts before "9"
+    snap = Snapshot(tmp_path, release="6.1.0-9-amd64")
+    for release in ("6.1.0-9-amd64", "6.1.0-28-amd64", "6.1.0-10-amd64", "5.10.0-30-amd64"):
+        snap.write(f"lib/modules/{release}/modules.dep", "")
+        snap.write(f"boot/vmlinuz-{release}", "")
+    assert newer_kernels(open_root(str(tmp_path)), "6.1.0-9-amd64") == ["6.1.0-10-amd64", "6.1.0-28-amd64"]

@@ -31,3 +31,14 @@ def test_no_library_anywhere_is_none_not_an_empty_string(tmp_path):
     (tmp_path / "proc").mkdir()
     library = read_userspace(open_root(str(tmp_path)))
     assert (library.version, library.path, library.link) == (None, None, None)
+
+
+def test_a_soname_that_is_a_real_file_takes_its_one_versioned_siblings_version(tmp_path):
+    # the soname's own '.1' is no driver version
+    (tmp_path / "proc").mkdir()
+    lib = tmp_path / "usr/lib64"
+    lib.mkdir(parents=True)
+    (lib / "libnvidia-ml.so.1").write_bytes(b"\x7fELF\x02")
+    (lib / "libnvidia-ml.so.550.54.15").write_bytes(b"\x7fELF\x02")
+    library = read_userspace(open_root(str(tmp_path)))
+    assert (library.version, library.path) == ("550.54.15", "/usr/lib64/libnvidia-ml.so.1")
