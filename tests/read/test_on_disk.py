@@ -128,3 +128,12 @@ def test_kernel_releases_compare_by_their_numbers_not_as_text(tmp_path):
         snap.write(f"lib/modules/{release}/modules.dep", "")
         snap.write(f"boot/vmlinuz-{release}", "")
     assert newer_kernels(open_root(str(tmp_path)), "6.1.0-9-amd64") == ["6.1.0-10-amd64", "6.1.0-28-amd64"]
+
+
+def test_a_release_named_with_a_superscript_digit_is_compared_not_a_crash(tmp_path):
+    # str.isdigit() accepts '²', int() refuses it: a snapshot's /lib/modules may name anything
+    snap = Snapshot(tmp_path, release="6.1.0-9-amd64")
+    for release in ("6.1.0-9-amd64", "6.1.0²", "6.2.0-1-amd64"):
+        snap.write(f"lib/modules/{release}/modules.dep", "")
+        snap.write(f"boot/vmlinuz-{release}", "")
+    assert newer_kernels(open_root(str(tmp_path)), "6.1.0-9-amd64") == ["6.1.0²", "6.2.0-1-amd64"]
