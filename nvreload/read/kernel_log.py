@@ -27,9 +27,10 @@ _XID = r"NVRM: Xid \((?:PCI:)?(?P<bus>[0-9A-Fa-f:.]+)\):\s*(?P<xid>\d+)\s*,?\s*(
 # printed by a running instance
 _FALLEN_LITERAL = ": GPU has fallen off the bus"
 _FALLEN = r"NVRM: GPU (?P<bus>[0-9A-Fa-f:.]+): GPU has fallen off the bus"
-# `[ 1843.3] ` (dmesg), `[Tue Sep  8 17:16:02 2026] ` (dmesg -T), `Sep 28 23:34:26 host kernel: ` (journalctl/syslog)
+# `[ 1843.3] ` (dmesg), `[Tue Sep  8 17:16:02 2026] ` (dmesg -T), `Sep 28 23:34:26 host kernel: ` (journalctl/syslog);
+# _timestamp reads the first form's seconds
 _PREFIX = (
-    r"^(?:\[\s*(?P<ts>\d+(?:\.\d+)?)\]\s?|\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\]\s?"
+    r"^(?:\[\s*\d+(?:\.\d+)?\]\s?|\[[A-Z][a-z]{2} [A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4}\]\s?"
     r"|[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ \S+: )"
 )
 
