@@ -434,6 +434,19 @@ def _executable(pid: int, proc: str) -> str | None:
     return path if path.startswith("/") else None
 
 
+def _settled_argv(pid: int, proc: str, tries: int = 20, pause: float = 0.005) -> tuple[str, ...]:
+    """The daemon's argv, read once its exec has finished. Mid-execve the kernel already shows the
+    new /proc/<pid>/exe while the argument pages are not yet laid out, so cmdline reads empty for a
+    moment: a command recorded then would start the daemon again without its arguments. A process
+    exec'd with an empty argv really has none; after ~0.1 s that is believed."""
+    for _ in range(tries):
+        argv = _argv(pid, proc)
+        if argv:
+            return argv
+        time.sleep(pause)
+    return ()
+
+
 def executable_problem(path: str) -> str | None:
     """Why root must not run `path` as a GPU daemon, or None: it must be a regular file of root's
     that nobody else can write, in directories and through links only root controls."""
@@ -472,7 +485,7 @@ def find_daemons(names: tuple[str, ...] = GPU_DAEMONS, proc: str = "/proc") -> l
             continue
         ident = read_identity(pid, proc)
         if ident is not None and not ident.is_kernel_thread:
-            found.append(Daemon(os.path.basename(exe), pid, ident.start_time, (exe,) + _argv(pid, proc)[1:]))
+            found.append(Daemon(os.path.basename(exe), pid, ident.start_time, (exe,) + _settled_argv(pid, proc)[1:]))
     return sorted(found, key=lambda d: (names.index(d.name), d.pid))
 
 

@@ -267,6 +267,40 @@ def test_a_daemon_is_found_by_its_executable_with_its_command_line(cleanup, tmp_
     assert daemon.command == (str(binary), "600")
 
 
+def fake_daemon_proc(root, pid, exe, cmdline):
+    """A /proc tree holding one process of root's that runs `exe`, with the given cmdline bytes."""
+    entry = root / str(pid)
+    entry.mkdir(parents=True)
+    (entry / "exe").symlink_to(exe)
+    (entry / "status").write_text("Name:\tdaemon\nUid:\t0\t0\t0\t0\n")
+    (entry / "stat").write_text(f"{pid} (daemon) S 1 {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0\n")
+    (entry / "cmdline").write_bytes(cmdline)
+    return entry
+
+
+def test_a_daemon_caught_mid_exec_is_recorded_with_the_arguments_it_gets_a_moment_later(tmp_path):
+    """The kernel shows the new exe before it lays out the argument pages: cmdline reads empty for
+    a moment. A command recorded then would start the daemon again without its arguments."""
+    binary = f"/usr/bin/{NAME}"
+    entry = fake_daemon_proc(tmp_path, 4242, binary, b"")
+    import threading
+
+    later = threading.Timer(0.03, lambda: (entry / "cmdline").write_bytes(f"{binary}\0--verbose\0".encode()))
+    later.start()
+    try:
+        (daemon,) = find_daemons((NAME,), proc=str(tmp_path))
+    finally:
+        later.join()
+    assert daemon.command == (binary, "--verbose")
+
+
+def test_a_daemon_exec_d_with_no_arguments_at_all_is_recorded_by_its_executable(tmp_path):
+    binary = f"/usr/bin/{NAME}"
+    fake_daemon_proc(tmp_path, 4242, binary, b"")
+    (daemon,) = find_daemons((NAME,), proc=str(tmp_path))
+    assert daemon.command == (binary,)
+
+
 def test_a_process_that_only_calls_itself_a_daemon_is_not_one(cleanup, tmp_path):
     # root's own sleep with argv[0] set to a daemon's path: /proc/<pid>/exe says sleep
     proc = subprocess.Popen(["bash", "-c", 'exec -a "$0" sleep 600', f"{tmp_path}/x/{NAME}"], stdin=subprocess.DEVNULL)
