@@ -120,11 +120,11 @@ def _rank(base: str, path: str) -> tuple[int, str]:
 
 def _release_key(release: str) -> tuple:
     """6.1.0-28-amd64 after 6.1.0-9-amd64: numbers compare as numbers."""
-    return tuple(
-        (0, int(part), "") if digits else (1, 0, part)
-        for digits, chars in groupby(release, key=str.isdecimal)
-        for part in ("".join(chars),)
-    )
+    key = []
+    for digits, chars in groupby(release, key=str.isdecimal):
+        part = "".join(chars)
+        key.append((0, int(part), "") if digits else (1, 0, part))
+    return tuple(key)
 
 
 def newer_kernels(root: RootFS, running: str | None, most: int = 3) -> list[str]:
